@@ -1,0 +1,79 @@
+// Context: owns what a computation needs besides tensors: the default device, the memory
+// pool, the seeded counter-based random stream, the grad mode and the active tape.
+// A Context is a handle: copies share one state. Tensors made by it keep a weak link to it.
+// Nothing in med3d is global; two Contexts never see each other's tensors or tapes.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "med3d/device.h"
+#include "med3d/dtype.h"
+#include "med3d/shape.h"
+#include "med3d/tensor.h"
+
+namespace med3d {
+
+class Tape;
+
+struct MemoryStats {
+  std::size_t bytes_in_use = 0;   // held by live tensors
+  std::size_t peak_bytes_in_use = 0;
+  std::size_t bytes_cached = 0;   // freed blocks kept for reuse
+};
+
+class Context {
+ public:
+  explicit Context(Device device = Device::cpu(), uint64_t seed = 0);
+
+  Device device() const;
+
+  // Random numbers: Philox4x32-10 keyed by the seed; each draw advances a counter, so a
+  // run is reproducible from the seed alone and CPU and GPU can produce identical streams.
+  void manual_seed(uint64_t seed);
+  uint64_t seed() const;
+  // Reserves `count` values of the stream and returns the counter of the first one.
+  uint64_t take_random_offset(uint64_t count);
+
+  bool grad_enabled() const;
+  void set_grad_enabled(bool enabled);
+  Tape& tape();
+
+  MemoryStats memory_stats() const;
+  void release_cached_memory();
+
+  // Factories. Tensors live on the Context's device unless one is given.
+  Tensor empty(const Shape& shape, DType dtype = DType::f32) const;
+  Tensor zeros(const Shape& shape, DType dtype = DType::f32) const;
+  Tensor ones(const Shape& shape, DType dtype = DType::f32) const;
+  Tensor full(const Shape& shape, double value, DType dtype = DType::f32) const;
+  Tensor arange(int64_t count, DType dtype = DType::f32) const;  // 0, 1, ..., count-1
+  Tensor rand(const Shape& shape, DType dtype = DType::f32);   // uniform [0, 1)
+  Tensor randn(const Shape& shape, DType dtype = DType::f32);  // standard normal
+  template <class T>
+  Tensor from_vector(const Shape& shape, const std::vector<T>& values) const;
+  Tensor empty(const Shape& shape, DType dtype, Device device) const;
+
+  // Internal.
+  explicit Context(std::shared_ptr<detail::ContextState> state) : state_(std::move(state)) {}
+  const std::shared_ptr<detail::ContextState>& state() const { return state_; }
+
+ private:
+  std::shared_ptr<detail::ContextState> state_;
+};
+
+// Disables tape recording for its lifetime (inference, optimiser updates).
+class NoGrad {
+ public:
+  explicit NoGrad(Context context);
+  ~NoGrad();
+  NoGrad(const NoGrad&) = delete;
+  NoGrad& operator=(const NoGrad&) = delete;
+
+ private:
+  Context context_;
+  bool previous_;
+};
+
+}  // namespace med3d

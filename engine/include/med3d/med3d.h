@@ -1,0 +1,20 @@
+// The whole public API of med3d: include this one header.
+#pragma once
+
+#include "med3d/context.h"
+#include "med3d/device.h"
+#include "med3d/dtype.h"
+#include "med3d/error.h"
+#include "med3d/ops/conv.h"
+#include "med3d/ops/elementwise.h"
+#include "med3d/ops/loss.h"
+#include "med3d/ops/nn.h"
+#include "med3d/ops/norm.h"
+#include "med3d/ops/pool.h"
+#include "med3d/ops/shape.h"
+#include "med3d/ops/upsample.h"
+#include "med3d/optim.h"
+#include "med3d/serialize.h"
+#include "med3d/shape.h"
+#include "med3d/tape.h"
+#include "med3d/tensor.h"

@@ -1,0 +1,2 @@
+// Placeholder: filled by the op group that owns this header.
+#pragma once

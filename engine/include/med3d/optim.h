@@ -1,0 +1,2 @@
+// Placeholder: optimisers and schedules.
+#pragma once

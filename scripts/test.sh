@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs dependencies, configures, builds (Release, -j2) and runs the whole test suite.
+#   scripts/test.sh             the normal build in build/
+#   scripts/test.sh --sanitize  the CPU tests under AddressSanitizer + UBSan in build-sanitize/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+
+build=build
+extra=()
+if [ "${1:-}" = "--sanitize" ]; then
+  build=build-sanitize
+  # RelWithDebInfo keeps the sanitizer run fast enough for CI while giving line numbers.
+  extra=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DMED3D_SANITIZE=ON)
+else
+  extra=(-DCMAKE_BUILD_TYPE=Release)
+fi
+cmake -S . -B "$build" "${extra[@]}"
+cmake --build "$build" -j2
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+cd "$build"
+ctest --output-on-failure -j2
