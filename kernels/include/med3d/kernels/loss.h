@@ -17,18 +17,17 @@ inline constexpr int32_t kIgnoredTarget = -1;
 template <class T>
 MED3D_HD inline double cross_entropy_at(const T* x, int64_t channels, int64_t stride,
                                         int32_t target) {
-  return log_sum_exp(x, channels, stride) - static_cast<double>(x[target * stride]);
+  const LogSumExp<T> lse = log_sum_exp(x, channels, stride);
+  return lse.log_total - static_cast<double>(x[target * stride] - lse.max);
 }
 
 // dx_c = scale * (softmax(x)_c - [c == target]); scale carries dy, the class weight and 1/sum(w).
 template <class T>
 MED3D_HD inline void cross_entropy_backward_at(const T* x, T* dx, int64_t channels, int64_t stride,
                                                int32_t target, double scale) {
-  const double lse = log_sum_exp(x, channels, stride);
-  for (int64_t c = 0; c < channels; ++c) {
-    const double p = std::exp(static_cast<double>(x[c * stride]) - lse);
-    dx[c * stride] = static_cast<T>(scale * (p - (c == target ? 1.0 : 0.0)));
-  }
+  softmax_at(x, dx, channels, stride);
+  for (int64_t c = 0; c < channels; ++c)
+    dx[c * stride] = static_cast<T>(scale * (static_cast<double>(dx[c * stride]) - (c == target ? 1.0 : 0.0)));
 }
 
 // log(1 + exp(-|x|)) + max(-x, 0) = log(1 + exp(-x)), without overflow for large |x|.
