@@ -1,0 +1,113 @@
+// 3D upsampling (trilinear, nearest): forward and backward side by side.
+#include <cmath>
+#include <sstream>
+
+#include "engine/src/op_util.h"
+#include "med3d/kernels/cpu/upsample.h"
+#include "med3d/kernels/upsample.h"
+#include "med3d/ops/upsample.h"
+#include "med3d/tape.h"
+
+namespace med3d {
+
+using detail::dispatch_floating;
+using kernels::cpu::UpsampleGeometry;
+
+namespace {
+
+template <class V>
+std::string str(const std::array<V, 3>& a) {
+  std::ostringstream s;
+  s << "{" << a[0] << ", " << a[1] << ", " << a[2] << "}";
+  return s.str();
+}
+
+UpsampleGeometry input_geometry(const char* op, const Tensor& x, bool align_corners) {
+  detail::check_cpu_floating(op, "x", x);
+  MED3D_CHECK(x.rank() == 5, op, ": x must be [N, C, D, H, W], got ", x.shape().str());
+  MED3D_CHECK(x.numel() > 0, op, ": x is empty, got ", x.shape().str());
+  UpsampleGeometry g;
+  g.planes = x.dim(0) * x.dim(1);
+  g.in = {x.dim(2), x.dim(3), x.dim(4)};
+  g.align_corners = align_corners;
+  return g;
+}
+
+UpsampleGeometry by_size(const char* op, const Tensor& x, const std::array<int64_t, 3>& size,
+                         bool align_corners) {
+  UpsampleGeometry g = input_geometry(op, x, align_corners);
+  for (int a = 0; a < 3; ++a)
+    MED3D_CHECK(size[a] >= 1, op, ": size must be >= 1 on every axis, got ", str(size));
+  g.out = size;
+  return g;
+}
+
+UpsampleGeometry by_scale(const char* op, const Tensor& x, const std::array<double, 3>& scale,
+                          bool align_corners) {
+  UpsampleGeometry g = input_geometry(op, x, align_corners);
+  for (int a = 0; a < 3; ++a) {
+    MED3D_CHECK(std::isfinite(scale[a]) && scale[a] > 0, op,
+                ": scale must be positive and finite on every axis, got ", str(scale));
+    g.out[a] = kernels::scaled_size(g.in[a], scale[a]);
+    MED3D_CHECK(g.out[a] >= 1, op, ": scale ", str(scale), " turns the spatial extents ",
+                str(g.in), " of x into an empty output ", str(g.out), "; use a larger scale");
+  }
+  // align_corners maps corners onto corners, which only the sizes determine (as in PyTorch).
+  if (!align_corners) g.scale = scale;
+  return g;
+}
+
+// Runs forward(g, x, y) and records backward(g, dy, dx) for the geometry g.
+template <class Forward, class Backward>
+Tensor run(const char* op, const Tensor& x, const UpsampleGeometry& g, Forward forward,
+           Backward backward) {
+  Tensor y = detail::empty_like(x, {x.dim(0), x.dim(1), g.out[0], g.out[1], g.out[2]}, x.dtype());
+  dispatch_floating(x.dtype(), op, [&]<class T>() { forward(g, x.data<T>(), y.data<T>()); });
+  const Shape x_shape = x.shape();
+  record(op, {x}, {y}, {}, [op, g, x_shape, backward](const BackwardArgs& args) {
+    Tensor dx = detail::empty_like(args.dy[0], x_shape, args.dy[0].dtype());
+    dispatch_floating(dx.dtype(), op, [&]<class T>() {
+      backward(g, args.dy[0].template data<T>(), dx.template data<T>());
+    });
+    return std::vector<Tensor>{dx};
+  });
+  return y;
+}
+
+// Generic lambdas forward to the kernels so one `run` serves both dtypes.
+const auto trilinear_forward = [](const UpsampleGeometry& g, const auto* x, auto* y) {
+  kernels::cpu::upsample_trilinear3d_forward(g, x, y);
+};
+const auto trilinear_backward = [](const UpsampleGeometry& g, const auto* dy, auto* dx) {
+  kernels::cpu::upsample_trilinear3d_backward(g, dy, dx);
+};
+const auto nearest_forward = [](const UpsampleGeometry& g, const auto* x, auto* y) {
+  kernels::cpu::upsample_nearest3d_forward(g, x, y);
+};
+const auto nearest_backward = [](const UpsampleGeometry& g, const auto* dy, auto* dx) {
+  kernels::cpu::upsample_nearest3d_backward(g, dy, dx);
+};
+
+}  // namespace
+
+Tensor upsample_trilinear3d(const Tensor& x, std::array<int64_t, 3> size, bool align_corners) {
+  constexpr const char* op = "upsample_trilinear3d";
+  return run(op, x, by_size(op, x, size, align_corners), trilinear_forward, trilinear_backward);
+}
+
+Tensor upsample_trilinear3d(const Tensor& x, std::array<double, 3> scale, bool align_corners) {
+  constexpr const char* op = "upsample_trilinear3d";
+  return run(op, x, by_scale(op, x, scale, align_corners), trilinear_forward, trilinear_backward);
+}
+
+Tensor upsample_nearest3d(const Tensor& x, std::array<int64_t, 3> size) {
+  constexpr const char* op = "upsample_nearest3d";
+  return run(op, x, by_size(op, x, size, false), nearest_forward, nearest_backward);
+}
+
+Tensor upsample_nearest3d(const Tensor& x, std::array<double, 3> scale) {
+  constexpr const char* op = "upsample_nearest3d";
+  return run(op, x, by_scale(op, x, scale, false), nearest_forward, nearest_backward);
+}
+
+}  // namespace med3d
