@@ -24,12 +24,12 @@ std::array<std::vector<LinearTap<T>>, 3> linear_taps(const UpsampleGeometry& g) 
   return taps;
 }
 
+template <class T>
 std::array<std::vector<int64_t>, 3> nearest_sources(const UpsampleGeometry& g) {
   std::array<std::vector<int64_t>, 3> sources;
   for (int a = 0; a < 3; ++a) {
-    const float ratio = nearest_ratio(g.in[a], g.out[a], g.scale[a]);
-    for (int64_t o = 0; o < g.out[a]; ++o)
-      sources[a].push_back(nearest_source(o, g.in[a], g.out[a], ratio));
+    const T ratio = nearest_ratio<T>(g.in[a], g.out[a], g.scale[a]);
+    for (int64_t o = 0; o < g.out[a]; ++o) sources[a].push_back(nearest_source<T>(o, g.in[a], ratio));
   }
   return sources;
 }
@@ -96,7 +96,7 @@ void upsample_trilinear3d_backward(const UpsampleGeometry& g, const T* dy, T* dx
 
 template <class T>
 void upsample_nearest3d_forward(const UpsampleGeometry& g, const T* x, T* y) {
-  const auto src = nearest_sources(g);
+  const auto src = nearest_sources<T>(g);
   const int64_t hi = g.in[1], wi = g.in[2], ho = g.out[1], wo = g.out[2];
   const int64_t in_plane = plane_size(g.in);
   const int64_t rows = g.planes * g.out[0] * ho;
@@ -111,7 +111,7 @@ void upsample_nearest3d_forward(const UpsampleGeometry& g, const T* x, T* y) {
 
 template <class T>
 void upsample_nearest3d_backward(const UpsampleGeometry& g, const T* dy, T* dx) {
-  const auto src = nearest_sources(g);
+  const auto src = nearest_sources<T>(g);
   const int64_t hi = g.in[1], wi = g.in[2];
   const int64_t in_plane = plane_size(g.in), out_plane = plane_size(g.out);
 #pragma omp parallel for if (g.planes * out_plane > kParallelGrain) schedule(static)

@@ -115,7 +115,9 @@ UPSAMPLES = [
     ("nearest_size_double", "x", lambda x: F.interpolate(x, size=(10, 14, 3), mode="nearest")),
     ("nearest_scale2", "xs", lambda x: F.interpolate(x, scale_factor=2.0, mode="nearest")),
     ("nearest_scale8", "x8", lambda x: F.interpolate(x, scale_factor=8.0, mode="nearest")),
-    ("nearest_scale_odd", "x", lambda x: F.interpolate(x, scale_factor=(1.1, 2.5, 0.75), mode="nearest")),
+    # Not 1.1 on D as for trilinear: with out == in PyTorch 1.13's NCDHW nearest forward reads
+    # 0, 0, 1, 2, 3 but its backward copies (0, 1, 2, 3, 4); med3d's gradient follows its forward.
+    ("nearest_scale_odd", "x", lambda x: F.interpolate(x, scale_factor=(1.3, 2.5, 0.75), mode="nearest")),
 ]
 
 
@@ -132,6 +134,9 @@ def upsample(write):
             assert y.numel() <= W_LENGTH, name
             (dx,) = grads_of(y, upstream(w, y), x)
             out.update({f"{name}.y": y, f"{name}.dx": dx})
+        if mode == "nearest":  # forward only: see the comment on nearest_scale_odd
+            y = F.interpolate(inputs["x"], scale_factor=(1.1, 1.0, 1.0), mode="nearest")
+            out["nearest_scale_same_size.y"] = y
         write(f"upsample_{mode}", out)
 
 

@@ -6,11 +6,14 @@
 //                     was given, else in / out
 //   and an axis whose output size equals its input size is copied (even when a scale factor
 //   would map it otherwise), as PyTorch does.
-// - nearest ("nearest", not "nearest-exact"): min(floor(o * r), in - 1) computed in float,
-//   with the same r; out == in copies and out == 2 * in takes o / 2.
-// The trilinear coordinate is computed in the compute type A (the element type on the CPU,
-// like PyTorch's CPU kernels), nearest indices always in float, again like PyTorch, so
-// indices agree bit for bit.
+// - nearest ("nearest", not "nearest-exact"): min(floor(o * r), in - 1) with the same r,
+//   the product taken in the compute type A and rounded to float before the floor, as
+//   PyTorch's CPU kernel for contiguous NCDHW tensors does. That kernel has no copy shortcut
+//   for out == in (so scale 1.1 on 5 voxels reads 0, 0, 1, 2, 3), while PyTorch's backward
+//   and its channels-last forward do: med3d follows the NCDHW forward in both directions, so
+//   its gradient is the true gradient of its forward.
+// The coordinates are computed in the compute type A (the element type on the CPU, like
+// PyTorch's CPU kernels), so indices and weights agree with PyTorch bit for bit.
 #pragma once
 
 #include <cmath>
@@ -50,15 +53,15 @@ MED3D_HD inline LinearTap<A> linear_tap(int64_t o, int64_t in, int64_t out, A ra
   return {i0, i1, A(1) - w1, w1};
 }
 
-MED3D_HD inline float nearest_ratio(int64_t in, int64_t out, double scale_factor) {
-  if (scale_factor > 0) return static_cast<float>(1.0 / scale_factor);
-  return static_cast<float>(in) / static_cast<float>(out);
+template <class A>
+MED3D_HD inline A nearest_ratio(int64_t in, int64_t out, double scale_factor) {
+  if (scale_factor > 0) return static_cast<A>(1.0 / scale_factor);
+  return static_cast<A>(in) / static_cast<A>(out);
 }
 
-MED3D_HD inline int64_t nearest_source(int64_t o, int64_t in, int64_t out, float ratio) {
-  if (out == in) return o;
-  if (out == 2 * in) return o >> 1;
-  const int64_t source = static_cast<int64_t>(floorf(static_cast<float>(o) * ratio));
+template <class A>
+MED3D_HD inline int64_t nearest_source(int64_t o, int64_t in, A ratio) {
+  const int64_t source = static_cast<int64_t>(floorf(static_cast<float>(static_cast<A>(o) * ratio)));
   return source < in - 1 ? source : in - 1;
 }
 
