@@ -103,9 +103,11 @@ Tensor batch_norm3d(const Tensor& x, const Tensor& weight, const Tensor& bias,
            const double count = static_cast<double>(shape.n * shape.spatial);
            std::vector<Tensor> grads(3);
            dispatch_floating(x.dtype(), kOp, [&]<class T>() {
+             // Eval mode needs the per-channel sums only for dweight and dbias.
              std::vector<double> sum_dy(channels), sum_dy_xmu(channels);
-             kernels::cpu::batch_norm_reduce_grad(shape, x.data<T>(), dy.data<T>(), mean.data(),
-                                                  sum_dy.data(), sum_dy_xmu.data());
+             if (training || g.needs_grad[1] || g.needs_grad[2])
+               kernels::cpu::batch_norm_reduce_grad(shape, x.data<T>(), dy.data<T>(), mean.data(),
+                                                    sum_dy.data(), sum_dy_xmu.data());
              const std::vector<double> w = to_doubles<T>(weight, channels, 1);
              std::vector<double> scale(channels);
              for (int64_t c = 0; c < channels; ++c) scale[c] = w[c] * invstd[c];

@@ -1,4 +1,5 @@
 // 3D upsampling (trilinear, nearest): forward and backward side by side.
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -57,17 +58,29 @@ UpsampleGeometry by_scale(const char* op, const Tensor& x, const std::array<doub
   return g;
 }
 
-// Runs forward(g, x, y) and records backward(g, dy, dx) for the geometry g.
+// A scratch tensor of `elements` values for a kernel (from the Context's pool: allocating
+// fresh pages every call is slow on these machines); an empty placeholder when none is needed.
+Tensor workspace(const Tensor& like, int64_t elements) {
+  return detail::empty_like(like, {std::max<int64_t>(elements, 1)}, like.dtype());
+}
+
+// Runs forward(g, x, y, ws) and records backward(g, dy, dx, ws) for the geometry g, where ws
+// is a workspace of `workspace_elements` values.
 template <class Forward, class Backward>
-Tensor run(const char* op, const Tensor& x, const UpsampleGeometry& g, Forward forward,
-           Backward backward) {
+Tensor run(const char* op, const Tensor& x, const UpsampleGeometry& g, int64_t workspace_elements,
+           Forward forward, Backward backward) {
   Tensor y = detail::empty_like(x, {x.dim(0), x.dim(1), g.out[0], g.out[1], g.out[2]}, x.dtype());
-  dispatch_floating(x.dtype(), op, [&]<class T>() { forward(g, x.data<T>(), y.data<T>()); });
+  dispatch_floating(x.dtype(), op, [&]<class T>() {
+    Tensor ws = workspace(x, workspace_elements);
+    forward(g, x.data<T>(), y.data<T>(), ws.data<T>());
+  });
   const Shape x_shape = x.shape();
-  record(op, {x}, {y}, {}, [op, g, x_shape, backward](const BackwardArgs& args) {
-    Tensor dx = detail::empty_like(args.dy[0], x_shape, args.dy[0].dtype());
+  record(op, {x}, {y}, {}, [op, g, x_shape, workspace_elements, backward](const BackwardArgs& args) {
+    const Tensor& dy = args.dy[0];
+    Tensor dx = detail::empty_like(dy, x_shape, dy.dtype());
     dispatch_floating(dx.dtype(), op, [&]<class T>() {
-      backward(g, args.dy[0].template data<T>(), dx.template data<T>());
+      Tensor ws = workspace(dy, workspace_elements);
+      backward(g, dy.template data<T>(), dx.template data<T>(), ws.template data<T>());
     });
     return std::vector<Tensor>{dx};
   });
@@ -75,16 +88,16 @@ Tensor run(const char* op, const Tensor& x, const UpsampleGeometry& g, Forward f
 }
 
 // Generic lambdas forward to the kernels so one `run` serves both dtypes.
-const auto trilinear_forward = [](const UpsampleGeometry& g, const auto* x, auto* y) {
-  kernels::cpu::upsample_trilinear3d_forward(g, x, y);
+const auto trilinear_forward = [](const UpsampleGeometry& g, const auto* x, auto* y, auto* ws) {
+  kernels::cpu::upsample_trilinear3d_forward(g, x, y, ws);
 };
-const auto trilinear_backward = [](const UpsampleGeometry& g, const auto* dy, auto* dx) {
-  kernels::cpu::upsample_trilinear3d_backward(g, dy, dx);
+const auto trilinear_backward = [](const UpsampleGeometry& g, const auto* dy, auto* dx, auto* ws) {
+  kernels::cpu::upsample_trilinear3d_backward(g, dy, dx, ws);
 };
-const auto nearest_forward = [](const UpsampleGeometry& g, const auto* x, auto* y) {
+const auto nearest_forward = [](const UpsampleGeometry& g, const auto* x, auto* y, auto*) {
   kernels::cpu::upsample_nearest3d_forward(g, x, y);
 };
-const auto nearest_backward = [](const UpsampleGeometry& g, const auto* dy, auto* dx) {
+const auto nearest_backward = [](const UpsampleGeometry& g, const auto* dy, auto* dx, auto*) {
   kernels::cpu::upsample_nearest3d_backward(g, dy, dx);
 };
 
@@ -92,22 +105,26 @@ const auto nearest_backward = [](const UpsampleGeometry& g, const auto* dy, auto
 
 Tensor upsample_trilinear3d(const Tensor& x, std::array<int64_t, 3> size, bool align_corners) {
   constexpr const char* op = "upsample_trilinear3d";
-  return run(op, x, by_size(op, x, size, align_corners), trilinear_forward, trilinear_backward);
+  const UpsampleGeometry g = by_size(op, x, size, align_corners);
+  return run(op, x, g, kernels::cpu::upsample_trilinear3d_workspace(g), trilinear_forward,
+             trilinear_backward);
 }
 
 Tensor upsample_trilinear3d(const Tensor& x, std::array<double, 3> scale, bool align_corners) {
   constexpr const char* op = "upsample_trilinear3d";
-  return run(op, x, by_scale(op, x, scale, align_corners), trilinear_forward, trilinear_backward);
+  const UpsampleGeometry g = by_scale(op, x, scale, align_corners);
+  return run(op, x, g, kernels::cpu::upsample_trilinear3d_workspace(g), trilinear_forward,
+             trilinear_backward);
 }
 
 Tensor upsample_nearest3d(const Tensor& x, std::array<int64_t, 3> size) {
   constexpr const char* op = "upsample_nearest3d";
-  return run(op, x, by_size(op, x, size, false), nearest_forward, nearest_backward);
+  return run(op, x, by_size(op, x, size, false), 0, nearest_forward, nearest_backward);
 }
 
 Tensor upsample_nearest3d(const Tensor& x, std::array<double, 3> scale) {
   constexpr const char* op = "upsample_nearest3d";
-  return run(op, x, by_scale(op, x, scale, false), nearest_forward, nearest_backward);
+  return run(op, x, by_scale(op, x, scale, false), 0, nearest_forward, nearest_backward);
 }
 
 }  // namespace med3d

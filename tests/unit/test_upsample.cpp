@@ -123,6 +123,11 @@ TEST_CASE("upsample: hand-computed rows", "[upsample]") {
   REQUIRE(row(upsample_nearest3d(x, Size{1, 1, 7})) == std::vector<double>{0, 0, 0, 3, 3, 6, 6});
   REQUIRE(row(upsample_nearest3d(x, Scale{1, 1, 2})) == std::vector<double>{0, 0, 3, 3, 6, 6});
   REQUIRE(row(upsample_nearest3d(x, Size{1, 1, 2})) == std::vector<double>{0, 3});
+  // Indices are rounded per dtype as in PyTorch: 41 * (2 / 82) is just below 1 in float
+  // arithmetic but rounds to 1 when computed in double and converted to float.
+  Tensor pair = context.from_vector<double>({1, 1, 1, 1, 2}, {0, 1});
+  REQUIRE(upsample_nearest3d(pair, Size{1, 1, 82}).to_vector<double>()[41] == 1);
+  REQUIRE(upsample_nearest3d(pair.to(DType::f32), Size{1, 1, 82}).to_vector<float>()[41] == 0);
   // Scale 1.2 on 3 keeps 3 voxels but samples at steps of 1 / 1.2 (PyTorch's NCDHW forward).
   REQUIRE(row(upsample_nearest3d(x, Scale{1, 1, 1.2})) == std::vector<double>{0, 0, 3});
 }

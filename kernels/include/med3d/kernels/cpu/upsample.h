@@ -1,8 +1,8 @@
 // CPU loops of 3D upsampling (trilinear, nearest) over contiguous [planes, D, H, W] tensors
-// (planes = N * C), with the coordinate math of med3d/kernels/upsample.h. Forward loops are
-// parallel over output rows; backward loops are parallel over planes, each owned by one
-// thread that scatters its dy plane into its zeroed dx plane in a fixed order, so gradients
-// are deterministic. Backward functions overwrite dx. Instantiated for T = float and double.
+// (planes = N * C), with the coordinate math of med3d/kernels/upsample.h. Loops are parallel
+// over rows or planes; every gradient element is summed by one thread in a fixed order, so
+// gradients are deterministic and independent of the thread count. Backward functions
+// overwrite dx. Instantiated for T = float and double.
 #pragma once
 
 #include <array>
@@ -19,10 +19,13 @@ struct UpsampleGeometry {
   bool align_corners = false;  // trilinear only
 };
 
+// Trilinear runs separably through a caller-provided workspace of this many elements of T
+// (planes x D_in x H_in x W_out; its contents on entry do not matter).
+int64_t upsample_trilinear3d_workspace(const UpsampleGeometry& g);
 template <class T>
-void upsample_trilinear3d_forward(const UpsampleGeometry& g, const T* x, T* y);
+void upsample_trilinear3d_forward(const UpsampleGeometry& g, const T* x, T* y, T* workspace);
 template <class T>
-void upsample_trilinear3d_backward(const UpsampleGeometry& g, const T* dy, T* dx);
+void upsample_trilinear3d_backward(const UpsampleGeometry& g, const T* dy, T* dx, T* workspace);
 
 template <class T>
 void upsample_nearest3d_forward(const UpsampleGeometry& g, const T* x, T* y);
