@@ -37,8 +37,9 @@ namespace {
 
 int64_t plane_size(const std::array<int64_t, 3>& e) { return e[0] * e[1] * e[2]; }
 
-// Runs fn(x_offset, y_offset, od, oh, ow, wd, wh, ww) for every output element; planes are
-// distributed over threads, each plane visited by one thread in row-major order.
+// Runs fn(plane_offset_in_x, output_index, window_d, window_h, window_w) for every output
+// element; planes are distributed over threads, each plane visited by one thread in
+// row-major order.
 template <class Fn>
 void for_each_window(const PoolPlan& plan, Fn&& fn) {
   const int64_t in_plane = plane_size(plan.in), out_plane = plane_size(plan.out);
