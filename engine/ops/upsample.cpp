@@ -110,7 +110,7 @@ Tensor upsample_trilinear3d(const Tensor& x, std::array<int64_t, 3> size, bool a
              trilinear_backward);
 }
 
-Tensor upsample_trilinear3d(const Tensor& x, std::array<double, 3> scale, bool align_corners) {
+Tensor upsample_trilinear3d_scale(const Tensor& x, std::array<double, 3> scale, bool align_corners) {
   constexpr const char* op = "upsample_trilinear3d";
   const UpsampleGeometry g = by_scale(op, x, scale, align_corners);
   return run(op, x, g, kernels::cpu::upsample_trilinear3d_workspace(g), trilinear_forward,
@@ -122,7 +122,7 @@ Tensor upsample_nearest3d(const Tensor& x, std::array<int64_t, 3> size) {
   return run(op, x, by_size(op, x, size, false), 0, nearest_forward, nearest_backward);
 }
 
-Tensor upsample_nearest3d(const Tensor& x, std::array<double, 3> scale) {
+Tensor upsample_nearest3d_scale(const Tensor& x, std::array<double, 3> scale) {
   constexpr const char* op = "upsample_nearest3d";
   return run(op, x, by_scale(op, x, scale, false), 0, nearest_forward, nearest_backward);
 }

@@ -36,11 +36,11 @@ std::vector<Variant> trilinear_variants() {
     v.push_back({"trilinear_size_mixed" + s, "x",
                  [ac](const Tensor& x) { return upsample_trilinear3d(x, Size{5, 1, 13}, ac); }});
     v.push_back({"trilinear_scale2" + s, "xs",
-                 [ac](const Tensor& x) { return upsample_trilinear3d(x, Scale{2, 2, 2}, ac); }});
+                 [ac](const Tensor& x) { return upsample_trilinear3d_scale(x, Scale{2, 2, 2}, ac); }});
     v.push_back({"trilinear_scale8" + s, "x8",
-                 [ac](const Tensor& x) { return upsample_trilinear3d(x, Scale{8, 8, 8}, ac); }});
+                 [ac](const Tensor& x) { return upsample_trilinear3d_scale(x, Scale{8, 8, 8}, ac); }});
     v.push_back({"trilinear_scale_odd" + s, "x",
-                 [ac](const Tensor& x) { return upsample_trilinear3d(x, Scale{1.1, 2.5, 0.75}, ac); }});
+                 [ac](const Tensor& x) { return upsample_trilinear3d_scale(x, Scale{1.1, 2.5, 0.75}, ac); }});
   }
   return v;
 }
@@ -49,9 +49,9 @@ std::vector<Variant> nearest_variants() {
   return {
       {"nearest_size_up_down", "x", [](const Tensor& x) { return upsample_nearest3d(x, Size{9, 4, 11}); }},
       {"nearest_size_double", "x", [](const Tensor& x) { return upsample_nearest3d(x, Size{10, 14, 3}); }},
-      {"nearest_scale2", "xs", [](const Tensor& x) { return upsample_nearest3d(x, Scale{2, 2, 2}); }},
-      {"nearest_scale8", "x8", [](const Tensor& x) { return upsample_nearest3d(x, Scale{8, 8, 8}); }},
-      {"nearest_scale_odd", "x", [](const Tensor& x) { return upsample_nearest3d(x, Scale{1.3, 2.5, 0.75}); }},
+      {"nearest_scale2", "xs", [](const Tensor& x) { return upsample_nearest3d_scale(x, Scale{2, 2, 2}); }},
+      {"nearest_scale8", "x8", [](const Tensor& x) { return upsample_nearest3d_scale(x, Scale{8, 8, 8}); }},
+      {"nearest_scale_odd", "x", [](const Tensor& x) { return upsample_nearest3d_scale(x, Scale{1.3, 2.5, 0.75}); }},
   };
 }
 
@@ -101,7 +101,7 @@ TEST_CASE("upsample: golden comparison of nearest with PyTorch", "[upsample][gol
 // backward copies the gradient through (0, 1, 2, 3, 4). med3d matches the forward and
 // differentiates it consistently, so only y is compared with PyTorch here.
 TEST_CASE("upsample: nearest by a scale that keeps an extent", "[upsample][golden][gradcheck]") {
-  auto op = [](const Tensor& x) { return upsample_nearest3d(x, Scale{1.1, 1, 1}); };
+  auto op = [](const Tensor& x) { return upsample_nearest3d_scale(x, Scale{1.1, 1, 1}); };
   Context context;
   Checkpoint g = test::load_golden(context, "upsample_nearest");
   test::require_close(op(g.at("x")), g.at("nearest_scale_same_size.y"), test::kGoldenTolerance, "y");
@@ -116,12 +116,12 @@ TEST_CASE("upsample: hand-computed rows", "[upsample]") {
   // align_corners: corners meet, step (3 - 1) / (5 - 1) = 0.5.
   REQUIRE(row(upsample_trilinear3d(x, Size{1, 1, 5}, true)) == std::vector<double>{0, 1.5, 3, 4.5, 6});
   // Half-pixel centres: sources max(0, (o + 0.5) / 2 - 0.5) = 0, 0.25, 0.75, 1.25, 1.75, 2.25.
-  REQUIRE(row(upsample_trilinear3d(x, Scale{1, 1, 2}, false)) ==
+  REQUIRE(row(upsample_trilinear3d_scale(x, Scale{1, 1, 2}, false)) ==
           std::vector<double>{0, 0.75, 2.25, 3.75, 5.25, 6});
   // An unchanged extent is copied even when the scale factor would shift it (1.2 on 3 -> 3).
-  REQUIRE(row(upsample_trilinear3d(x, Scale{1, 1, 1.2}, false)) == std::vector<double>{0, 3, 6});
+  REQUIRE(row(upsample_trilinear3d_scale(x, Scale{1, 1, 1.2}, false)) == std::vector<double>{0, 3, 6});
   REQUIRE(row(upsample_nearest3d(x, Size{1, 1, 7})) == std::vector<double>{0, 0, 0, 3, 3, 6, 6});
-  REQUIRE(row(upsample_nearest3d(x, Scale{1, 1, 2})) == std::vector<double>{0, 0, 3, 3, 6, 6});
+  REQUIRE(row(upsample_nearest3d_scale(x, Scale{1, 1, 2})) == std::vector<double>{0, 0, 3, 3, 6, 6});
   REQUIRE(row(upsample_nearest3d(x, Size{1, 1, 2})) == std::vector<double>{0, 3});
   // Indices are rounded per dtype as in PyTorch: 41 * (2 / 82) is just below 1 in float
   // arithmetic but rounds to 1 when computed in double and converted to float.
@@ -129,7 +129,7 @@ TEST_CASE("upsample: hand-computed rows", "[upsample]") {
   REQUIRE(upsample_nearest3d(pair, Size{1, 1, 82}).to_vector<double>()[41] == 1);
   REQUIRE(upsample_nearest3d(pair.to(DType::f32), Size{1, 1, 82}).to_vector<float>()[41] == 0);
   // Scale 1.2 on 3 keeps 3 voxels but samples at steps of 1 / 1.2 (PyTorch's NCDHW forward).
-  REQUIRE(row(upsample_nearest3d(x, Scale{1, 1, 1.2})) == std::vector<double>{0, 0, 3});
+  REQUIRE(row(upsample_nearest3d_scale(x, Scale{1, 1, 1.2})) == std::vector<double>{0, 0, 3});
 }
 
 TEST_CASE("upsample: results do not depend on the thread count", "[upsample]") {
@@ -137,9 +137,9 @@ TEST_CASE("upsample: results do not depend on the thread count", "[upsample]") {
   // Outputs large enough for the parallel loops.
   Tensor x = random_leaf(context, {2, 3, 8, 9, 10}, DType::f32);
   const std::vector<std::function<Tensor(const Tensor&)>> ops{
-      [](const Tensor& t) { return upsample_trilinear3d(t, Scale{2, 2, 2}, false); },
+      [](const Tensor& t) { return upsample_trilinear3d_scale(t, Scale{2, 2, 2}, false); },
       [](const Tensor& t) { return upsample_trilinear3d(t, Size{17, 19, 30}, true); },
-      [](const Tensor& t) { return upsample_nearest3d(t, Scale{3, 2.5, 2}); }};
+      [](const Tensor& t) { return upsample_nearest3d_scale(t, Scale{3, 2.5, 2}); }};
   for (const auto& op : ops) {
     auto run = [&](int threads) {
       const int previous = omp_get_max_threads();
@@ -163,12 +163,12 @@ TEST_CASE("upsample: bad arguments give clear errors", "[upsample]") {
                       Catch::Contains("empty"));
   REQUIRE_THROWS_WITH(upsample_trilinear3d(x, Size{2, 0, 2}, true), Catch::Contains("size must be >= 1"));
   REQUIRE_THROWS_WITH(upsample_nearest3d(x, Size{-1, 2, 2}), Catch::Contains("size must be >= 1"));
-  REQUIRE_THROWS_WITH(upsample_trilinear3d(x, Scale{2, 0, 2}, false),
+  REQUIRE_THROWS_WITH(upsample_trilinear3d_scale(x, Scale{2, 0, 2}, false),
                       Catch::Contains("scale must be positive and finite"));
-  REQUIRE_THROWS_WITH(upsample_nearest3d(x, Scale{2, 2, std::nan("")}),
+  REQUIRE_THROWS_WITH(upsample_nearest3d_scale(x, Scale{2, 2, std::nan("")}),
                       Catch::Contains("scale must be positive and finite"));
-  REQUIRE_THROWS_WITH(upsample_trilinear3d(x, Scale{0.1, 1, 1}, false),
+  REQUIRE_THROWS_WITH(upsample_trilinear3d_scale(x, Scale{0.1, 1, 1}, false),
                       Catch::Contains("empty output"));
-  REQUIRE_THROWS_WITH(upsample_nearest3d(x.to(DType::i32), Scale{2, 2, 2}),
+  REQUIRE_THROWS_WITH(upsample_nearest3d_scale(x.to(DType::i32), Scale{2, 2, 2}),
                       Catch::Contains("f32 or f64"));
 }

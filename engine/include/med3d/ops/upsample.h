@@ -8,8 +8,8 @@
 //   scale 1.3 on 4 voxels gives 5 voxels sampled at steps of 1 / 1.3, not 4 / 5.
 // align_corners = true aligns the centres of the corner voxels of input and output.
 // Gradients: x (deterministic).
-// A braced list matches both overloads, so name the array type at the call:
-//   upsample_trilinear3d(x, std::array<double, 3>{2, 2, 2}, false).
+// The scale variants carry a _scale suffix so that braced lists stay unambiguous:
+//   upsample_trilinear3d(x, {32, 64, 64}, false); upsample_trilinear3d_scale(x, {2, 2, 2}, false).
 #pragma once
 
 #include <array>
@@ -20,9 +20,9 @@
 namespace med3d {
 
 Tensor upsample_trilinear3d(const Tensor& x, std::array<int64_t, 3> size, bool align_corners);
-Tensor upsample_trilinear3d(const Tensor& x, std::array<double, 3> scale, bool align_corners);
+Tensor upsample_trilinear3d_scale(const Tensor& x, std::array<double, 3> scale, bool align_corners);
 
 Tensor upsample_nearest3d(const Tensor& x, std::array<int64_t, 3> size);
-Tensor upsample_nearest3d(const Tensor& x, std::array<double, 3> scale);
+Tensor upsample_nearest3d_scale(const Tensor& x, std::array<double, 3> scale);
 
 }  // namespace med3d
