@@ -1,8 +1,9 @@
 // conv3d: forward is conv3d_fprop; backward computes dx with conv3d_dgrad, dw with
 // conv3d_wgrad and db as the sum of dy over samples and voxels, each only where needed.
+#include "med3d/kernels/cpu/conv3d.h"
+
 #include "engine/src/op_util.h"
 #include "med3d/kernels/conv_params.h"
-#include "med3d/kernels/cpu/conv3d.h"
 #include "med3d/ops/conv.h"
 #include "med3d/tape.h"
 
@@ -12,9 +13,7 @@ namespace {
 
 constexpr const char* kOp = "conv3d";
 
-kernels::Dims5 dims5(const Tensor& t) {
-  return {t.dim(0), t.dim(1), t.dim(2), t.dim(3), t.dim(4)};
-}
+kernels::Dims5 dims5(const Tensor& t) { return {t.dim(0), t.dim(1), t.dim(2), t.dim(3), t.dim(4)}; }
 
 // Devices, dtypes and ranks; the shape arithmetic is checked by kernels::conv3d_params.
 void check_inputs(const Tensor& x, const Tensor& w, const Tensor& b) {
@@ -40,9 +39,8 @@ Tensor scratch_for(const Tensor& like, const kernels::Conv3dParams& p) {
 
 Tensor conv3d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv3dOptions& options) {
   check_inputs(x, w, b);
-  const kernels::Conv3dParams p =
-      kernels::conv3d_params(kOp, dims5(x), dims5(w), options.stride, options.padding,
-                             options.dilation, options.groups);
+  const kernels::Conv3dParams p = kernels::conv3d_params(
+      kOp, dims5(x), dims5(w), options.stride, options.padding, options.dilation, options.groups);
   Tensor y = detail::empty_like(x, {p.N, p.K, p.Z, p.P, p.Q}, x.dtype());
   detail::dispatch_floating(x.dtype(), kOp, [&]<class T>() {
     Tensor scratch = scratch_for(x, p);

@@ -19,9 +19,7 @@ namespace {
 
 constexpr const char* kOp = "conv_transpose3d";
 
-kernels::Dims5 dims5(const Tensor& t) {
-  return {t.dim(0), t.dim(1), t.dim(2), t.dim(3), t.dim(4)};
-}
+kernels::Dims5 dims5(const Tensor& t) { return {t.dim(0), t.dim(1), t.dim(2), t.dim(3), t.dim(4)}; }
 
 // Devices, dtypes and ranks; the shape arithmetic is checked by kernels::conv_transpose3d_params.
 void check_inputs(const Tensor& x, const Tensor& w, const Tensor& b, int64_t groups) {
@@ -47,13 +45,14 @@ Tensor scratch_for(const Tensor& like, const kernels::Conv3dParams& p) {
 Tensor conv_transpose3d(const Tensor& x, const Tensor& w, const Tensor& b,
                         const ConvTranspose3dOptions& options) {
   check_inputs(x, w, b, options.groups);
-  const kernels::Conv3dParams p = kernels::conv_transpose3d_params(
-      kOp, dims5(x), dims5(w), options.stride, options.padding, options.output_padding,
-      options.dilation, options.groups);
+  const kernels::Conv3dParams p =
+      kernels::conv_transpose3d_params(kOp, dims5(x), dims5(w), options.stride, options.padding,
+                                       options.output_padding, options.dilation, options.groups);
   Tensor y = detail::empty_like(x, {p.N, p.C, p.D, p.H, p.W}, x.dtype());
   detail::dispatch_floating(x.dtype(), kOp, [&]<class T>() {
     Tensor scratch = scratch_for(x, p);
-    kernels::cpu::conv3d_dgrad<T>(p, x.data<T>(), w.data<T>(), y.data<T>(), scratch.data<T>(), scratch.numel());
+    kernels::cpu::conv3d_dgrad<T>(p, x.data<T>(), w.data<T>(), y.data<T>(), scratch.data<T>(),
+                                  scratch.numel());
     if (b.defined())
       kernels::cpu::add_channel_bias<T>(p.N, p.C, p.input_spatial(), b.data<T>(), y.data<T>());
   });

@@ -3,6 +3,9 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <vector>
+
+#include "med3d/kernels/cpu_loops.h"
 
 namespace med3d::kernels::cpu {
 
@@ -23,29 +26,6 @@ Eigen::Map<const RowMajor<T>, 0, Eigen::OuterStride<>> matrix(const T* data, int
   return {data, rows, cols, Eigen::OuterStride<>(ld)};
 }
 
-// A 1x1x1 conv with unit stride, no padding and matching extents is a plain GEMM on the input.
-bool is_pointwise(const Conv3dParams& p) {
-  return p.taps() == 1 && p.stride == Dims3{1, 1, 1} && p.pad == Dims3{0, 0, 0} && p.Z == p.D &&
-         p.P == p.H && p.Q == p.W;
-}
-
-int64_t column_rows(const Conv3dParams& p) { return p.channels_per_group() * p.taps(); }
-
-// Blocks are whole output lines (z, p) of Q voxels, so the inner loops run along q and W.
-int64_t lines_per_block(const Conv3dParams& p, int64_t scratch_elements) {
-  const int64_t lines = std::max<int64_t>(p.Z * p.P, 1);
-  return std::clamp<int64_t>(scratch_elements / std::max<int64_t>(column_rows(p) * p.Q, 1), 1, lines);
-}
-
-// Lines per block that fit the caller's scratch; throws if not even one line fits.
-int64_t checked_block(const Conv3dParams& p, int64_t scratch_elements) {
-  MED3D_CHECK(is_pointwise(p) || scratch_elements >= column_rows(p) * p.Q,
-              "conv3d kernels: the scratch buffer holds ", scratch_elements,
-              " elements but one output line needs ", column_rows(p) * p.Q,
-              "; size it with conv3d_scratch_elements");
-  return lines_per_block(p, scratch_elements);
-}
-
 // The outputs o in [0, out) whose input index o * stride + offset lies in [0, in): [lo, hi).
 struct Range {
   int64_t lo, hi;
@@ -56,14 +36,90 @@ Range inside(int64_t out, int64_t in, int64_t offset, int64_t stride) {
   return {lo, std::clamp(hi, lo, out)};
 }
 
-// Walks the column-matrix row (c, t, r, s) over the block's output lines: calls
-// inside(l, base, qs) for a line whose (d, h) tap lies in the input, where the input index of
-// output q is base + q * stride_w and qs are the q whose w lies in the input too, and
-// outside(l) for the other lines.
+// How one pass lays out its column matrix and scratch.
+struct Plan {
+  // A 1x1x1 conv with unit stride, no padding and matching extents is a plain GEMM on the input.
+  bool pointwise = false;
+  // Kernel taps (t * R * S + r * S + s) that read the input for some output voxel. The others
+  // only ever read padding (large dilations on small maps, as in DenseASPP), so they get no
+  // column rows and their weights are gathered out: the GEMMs skip that work entirely.
+  std::vector<int64_t> taps;
+  bool pruned = false;          // some taps are dead: weights are gathered into the scratch
+  int64_t rows = 0;             // column-matrix rows per group: C/groups * taps.size()
+  int64_t weight_elements = 0;  // scratch for the gathered weights [K, rows] if pruned
+  int64_t lines_per_block = 0;  // output lines (z, p) per vol2col block
+};
+
+// The live taps along one axis, then their (t, r, s) products.
+std::vector<int64_t> live_taps(const Conv3dParams& p) {
+  std::vector<int64_t> axis[3];
+  const Dims3 in = p.input_extent(), kernel = p.kernel_extent(), out = p.output_extent();
+  for (int a = 0; a < 3; ++a)
+    for (int64_t t = 0; t < kernel[a]; ++t) {
+      const Range r = inside(out[a], in[a], t * p.dilation[a] - p.pad[a], p.stride[a]);
+      if (r.lo < r.hi) axis[a].push_back(t);
+    }
+  std::vector<int64_t> taps;
+  for (int64_t t : axis[0])
+    for (int64_t r : axis[1])
+      for (int64_t s : axis[2]) taps.push_back((t * p.R + r) * p.S + s);
+  return taps;
+}
+
+// Blocks are whole output lines of Q voxels, as many as fit `scratch_elements` (at least one).
+Plan make_plan(const Conv3dParams& p, int64_t scratch_elements) {
+  Plan plan;
+  plan.pointwise = p.taps() == 1 && p.stride == Dims3{1, 1, 1} && p.pad == Dims3{0, 0, 0} &&
+                   p.Z == p.D && p.P == p.H && p.Q == p.W;
+  plan.taps = live_taps(p);
+  const int64_t live = static_cast<int64_t>(plan.taps.size());
+  plan.rows = p.channels_per_group() * live;
+  plan.pruned = live < p.taps();
+  plan.weight_elements = plan.pruned ? p.K * plan.rows : 0;
+  const int64_t line = std::max<int64_t>(plan.rows * p.Q, 1);
+  const int64_t lines = std::max<int64_t>(p.Z * p.P, 1);
+  plan.lines_per_block =
+      std::clamp<int64_t>((scratch_elements - plan.weight_elements) / line, 1, lines);
+  return plan;
+}
+
+int64_t scratch_needed(const Conv3dParams& p, const Plan& plan) {
+  if (plan.pointwise) return 0;
+  return plan.weight_elements + plan.rows * plan.lines_per_block * p.Q;
+}
+
+Plan checked_plan(const Conv3dParams& p, int64_t scratch_elements) {
+  const Plan plan = make_plan(p, scratch_elements);
+  MED3D_CHECK(scratch_elements >= scratch_needed(p, plan),
+              "conv3d kernels: the scratch buffer holds ", scratch_elements,
+              " elements but this conv needs at least ", scratch_needed(p, plan),
+              "; size it with conv3d_scratch_elements");
+  return plan;
+}
+
+// w [K, C/groups, T*R*S] restricted to the live taps: [K, C/groups * live taps].
+template <class T>
+void gather_weights(const Conv3dParams& p, const Plan& plan, const T* w, T* out) {
+  const int64_t live = static_cast<int64_t>(plan.taps.size());
+  for (int64_t kc = 0; kc < p.K * p.channels_per_group(); ++kc)
+    for (int64_t l = 0; l < live; ++l) out[kc * live + l] = w[kc * p.taps() + plan.taps[l]];
+}
+
+// The inverse for gradients: dead taps get zero.
+template <class T>
+void scatter_weights(const Conv3dParams& p, const Plan& plan, const T* in, T* w) {
+  const int64_t live = static_cast<int64_t>(plan.taps.size());
+  std::fill(w, w + p.K * p.channels_per_group() * p.taps(), T(0));
+  for (int64_t kc = 0; kc < p.K * p.channels_per_group(); ++kc)
+    for (int64_t l = 0; l < live; ++l) w[kc * p.taps() + plan.taps[l]] = in[kc * live + l];
+}
+
+// Walks tap (t, r, s) over the block's output lines: calls inside(l, base, qs) for a line whose
+// (d, h) lies in the input, where output q reads input index base + q * stride_w and qs are the
+// q whose w lies in the input too, and outside(l) for the other lines.
 template <class Inside, class Outside>
-void walk_row(const Conv3dParams& p, int64_t row, int64_t line0, int64_t lines, Inside&& inside_fn,
+void walk_tap(const Conv3dParams& p, int64_t tap, int64_t line0, int64_t lines, Inside&& inside_fn,
               Outside&& outside_fn) {
-  const int64_t tap = row % p.taps();
   const int64_t t = tap / (p.R * p.S), r = (tap / p.S) % p.R, s = tap % p.S;
   const int64_t w_offset = s * p.dilation[2] - p.pad[2];
   const Range qs = inside(p.Q, p.W, w_offset, p.stride[2]);
@@ -78,21 +134,27 @@ void walk_row(const Conv3dParams& p, int64_t row, int64_t line0, int64_t lines, 
   }
 }
 
-// col[row, l * Q + q] = x[c, d, h, w] (0 outside) for the block's lines; x points at the
-// group's first channel. Rows are independent, so they are spread over the threads.
+// col[row, l * Q + q] = x[c, d, h, w] (0 outside) for the block's lines, where row = c * live
+// taps + i reads live tap i; x points at the group's first channel. Rows are independent, so
+// they are spread over the threads.
 template <class T>
-void vol2col(const Conv3dParams& p, const T* x, int64_t line0, int64_t lines, T* col) {
+void vol2col(const Conv3dParams& p, const Plan& plan, const T* x, int64_t line0, int64_t lines,
+             T* col) {
   const int64_t cols = lines * p.Q, sw = p.stride[2];
-#pragma omp parallel for schedule(static)
-  for (int64_t row = 0; row < column_rows(p); ++row) {
-    const T* xc = x + row / p.taps() * p.input_spatial();
+  const int64_t live = static_cast<int64_t>(plan.taps.size());
+#pragma omp parallel for schedule(static) if (plan.rows * cols > kParallelGrain)
+  for (int64_t row = 0; row < plan.rows; ++row) {
+    const T* xc = x + row / live * p.input_spatial();
     T* out = col + row * cols;
-    walk_row(
-        p, row, line0, lines,
+    walk_tap(
+        p, plan.taps[row % live], line0, lines,
         [&](int64_t l, int64_t base, Range qs) {
           T* o = out + l * p.Q;
           std::fill(o, o + qs.lo, T(0));
-          for (int64_t q = qs.lo; q < qs.hi; ++q) o[q] = xc[base + q * sw];
+          if (sw == 1)  // the common case: a contiguous copy
+            std::copy(xc + base + qs.lo, xc + base + qs.hi, o + qs.lo);
+          else
+            for (int64_t q = qs.lo; q < qs.hi; ++q) o[q] = xc[base + q * sw];
           std::fill(o + qs.hi, o + p.Q, T(0));
         },
         [&](int64_t l) { std::fill(out + l * p.Q, out + (l + 1) * p.Q, T(0)); });
@@ -103,18 +165,24 @@ void vol2col(const Conv3dParams& p, const T* x, int64_t line0, int64_t lines, T*
 // block. Taps of one channel overlap in x, so one thread owns each channel: race-free, and the
 // sums run in a fixed order.
 template <class T>
-void col2vol(const Conv3dParams& p, const T* col, int64_t line0, int64_t lines, T* x) {
+void col2vol(const Conv3dParams& p, const Plan& plan, const T* col, int64_t line0, int64_t lines,
+             T* x) {
   const int64_t cols = lines * p.Q, sw = p.stride[2];
-#pragma omp parallel for schedule(static)
+  const int64_t live = static_cast<int64_t>(plan.taps.size());
+#pragma omp parallel for schedule(static) if (plan.rows * cols > kParallelGrain)
   for (int64_t c = 0; c < p.channels_per_group(); ++c) {
     T* xc = x + c * p.input_spatial();
     if (line0 == 0) std::fill(xc, xc + p.input_spatial(), T(0));
-    for (int64_t row = c * p.taps(); row < (c + 1) * p.taps(); ++row) {
-      const T* in = col + row * cols;
-      walk_row(
-          p, row, line0, lines,
+    for (int64_t i = 0; i < live; ++i) {
+      const T* in = col + (c * live + i) * cols;
+      walk_tap(
+          p, plan.taps[i], line0, lines,
           [&](int64_t l, int64_t base, Range qs) {
-            for (int64_t q = qs.lo; q < qs.hi; ++q) xc[base + q * sw] += in[l * p.Q + q];
+            const T* src = in + l * p.Q;
+            if (sw == 1)
+              for (int64_t q = qs.lo; q < qs.hi; ++q) xc[base + q] += src[q];
+            else
+              for (int64_t q = qs.lo; q < qs.hi; ++q) xc[base + q * sw] += src[q];
           },
           [](int64_t) {});
     }
@@ -124,54 +192,60 @@ void col2vol(const Conv3dParams& p, const T* col, int64_t line0, int64_t lines, 
 }  // namespace
 
 int64_t conv3d_scratch_elements(const Conv3dParams& p, int64_t budget) {
-  return is_pointwise(p) ? 0 : column_rows(p) * lines_per_block(p, budget) * p.Q;
+  return scratch_needed(p, make_plan(p, budget));
 }
 
 template <class T>
 void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, T* y, T* scratch,
                   int64_t scratch_elements) {
-  const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = column_rows(p);
-  const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial();
-  const int64_t lines = p.Z * p.P, block = checked_block(p, scratch_elements);
+  const Plan plan = checked_plan(p, scratch_elements);
+  const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
+  const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
+  T* col = scratch + plan.weight_elements;
+  if (plan.pruned) gather_weights(p, plan, w, scratch);
+  const T* weights = plan.pruned ? scratch : w;
   for (int64_t n = 0; n < p.N; ++n) {
     for (int64_t g = 0; g < p.groups; ++g) {
       const T* xg = x + (n * p.C + g * Cg) * in_sp;
       T* yg = y + (n * p.K + g * Kg) * out_sp;
-      const auto wg = matrix(w + g * Kg * rows, Kg, rows, rows);
-      if (is_pointwise(p)) {
+      const auto wg = matrix(weights + g * Kg * rows, Kg, rows, rows);
+      if (plan.pointwise) {
         matrix(yg, Kg, out_sp, out_sp).noalias() = wg * matrix(xg, Cg, in_sp, in_sp);
         continue;
       }
-      for (int64_t l0 = 0; l0 < lines; l0 += block) {
-        const int64_t cols = std::min(block, lines - l0) * p.Q;
-        vol2col(p, xg, l0, cols / p.Q, scratch);
-        matrix(yg + l0 * p.Q, Kg, cols, out_sp).noalias() = wg * matrix(scratch, rows, cols, cols);
+      for (int64_t l0 = 0; l0 < lines; l0 += plan.lines_per_block) {
+        const int64_t block = std::min(plan.lines_per_block, lines - l0), cols = block * p.Q;
+        vol2col(p, plan, xg, l0, block, col);
+        matrix(yg + l0 * p.Q, Kg, cols, out_sp).noalias() = wg * matrix(col, rows, cols, cols);
       }
     }
-    if (bias) add_channel_bias(1, p.K, out_sp, bias, y + n * p.K * out_sp);
+    if (bias) add_channel_bias(int64_t(1), p.K, out_sp, bias, y + n * p.K * out_sp);
   }
 }
 
 template <class T>
 void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scratch,
                   int64_t scratch_elements) {
-  const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = column_rows(p);
-  const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial();
-  const int64_t lines = p.Z * p.P, block = checked_block(p, scratch_elements);
+  const Plan plan = checked_plan(p, scratch_elements);
+  const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
+  const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
+  T* col = scratch + plan.weight_elements;
+  if (plan.pruned) gather_weights(p, plan, w, scratch);
+  const T* weights = plan.pruned ? scratch : w;
   for (int64_t n = 0; n < p.N; ++n) {
     for (int64_t g = 0; g < p.groups; ++g) {
       T* dxg = dx + (n * p.C + g * Cg) * in_sp;
       const T* dyg = dy + (n * p.K + g * Kg) * out_sp;
-      const auto wg = matrix(w + g * Kg * rows, Kg, rows, rows);
-      if (is_pointwise(p)) {
+      const auto wg = matrix(weights + g * Kg * rows, Kg, rows, rows);
+      if (plan.pointwise) {
         matrix(dxg, Cg, in_sp, in_sp).noalias() = wg.transpose() * matrix(dyg, Kg, out_sp, out_sp);
         continue;
       }
-      for (int64_t l0 = 0; l0 < lines; l0 += block) {
-        const int64_t cols = std::min(block, lines - l0) * p.Q;
-        matrix(scratch, rows, cols, cols).noalias() =
+      for (int64_t l0 = 0; l0 < lines; l0 += plan.lines_per_block) {
+        const int64_t block = std::min(plan.lines_per_block, lines - l0), cols = block * p.Q;
+        matrix(col, rows, cols, cols).noalias() =
             wg.transpose() * matrix(dyg + l0 * p.Q, Kg, cols, out_sp);
-        col2vol(p, scratch, l0, cols / p.Q, dxg);
+        col2vol(p, plan, col, l0, block, dxg);
       }
     }
   }
@@ -180,32 +254,35 @@ void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scra
 template <class T>
 void conv3d_wgrad(const Conv3dParams& p, const T* x, const T* dy, T* dw, T* scratch,
                   int64_t scratch_elements) {
-  const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = column_rows(p);
-  const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial();
-  const int64_t lines = p.Z * p.P, block = checked_block(p, scratch_elements);
-  std::fill(dw, dw + p.K * rows, T(0));
+  const Plan plan = checked_plan(p, scratch_elements);
+  const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
+  const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
+  T* col = scratch + plan.weight_elements;
+  T* grads = plan.pruned ? scratch : dw;  // [K, rows], scattered into dw at the end
+  std::fill(grads, grads + p.K * rows, T(0));
   for (int64_t n = 0; n < p.N; ++n) {
     for (int64_t g = 0; g < p.groups; ++g) {
       const T* xg = x + (n * p.C + g * Cg) * in_sp;
       const T* dyg = dy + (n * p.K + g * Kg) * out_sp;
-      auto dwg = matrix(dw + g * Kg * rows, Kg, rows, rows);
-      if (is_pointwise(p)) {
+      auto dwg = matrix(grads + g * Kg * rows, Kg, rows, rows);
+      if (plan.pointwise) {
         dwg.noalias() += matrix(dyg, Kg, out_sp, out_sp) * matrix(xg, Cg, in_sp, in_sp).transpose();
         continue;
       }
-      for (int64_t l0 = 0; l0 < lines; l0 += block) {
-        const int64_t cols = std::min(block, lines - l0) * p.Q;
-        vol2col(p, xg, l0, cols / p.Q, scratch);
+      for (int64_t l0 = 0; l0 < lines; l0 += plan.lines_per_block) {
+        const int64_t block = std::min(plan.lines_per_block, lines - l0), cols = block * p.Q;
+        vol2col(p, plan, xg, l0, block, col);
         dwg.noalias() += matrix(dyg + l0 * p.Q, Kg, cols, out_sp) *
-                         matrix(static_cast<const T*>(scratch), rows, cols, cols).transpose();
+                         matrix(static_cast<const T*>(col), rows, cols, cols).transpose();
       }
     }
   }
+  if (plan.pruned) scatter_weights(p, plan, static_cast<const T*>(grads), dw);
 }
 
 template <class T>
 void add_channel_bias(int64_t N, int64_t channels, int64_t spatial, const T* bias, T* y) {
-#pragma omp parallel for schedule(static) if (N * channels * spatial > 32768)
+#pragma omp parallel for schedule(static) if (N * channels * spatial > kParallelGrain)
   for (int64_t i = 0; i < N * channels; ++i) {
     const T b = bias[i % channels];
     T* row = y + i * spatial;
@@ -215,7 +292,7 @@ void add_channel_bias(int64_t N, int64_t channels, int64_t spatial, const T* bia
 
 template <class T>
 void channel_bias_grad(int64_t N, int64_t channels, int64_t spatial, const T* dy, T* db) {
-#pragma omp parallel for schedule(static) if (N * channels * spatial > 32768)
+#pragma omp parallel for schedule(static) if (N * channels * spatial > kParallelGrain)
   for (int64_t c = 0; c < channels; ++c) {
     double total = 0;
     for (int64_t n = 0; n < N; ++n) {
@@ -226,11 +303,12 @@ void channel_bias_grad(int64_t N, int64_t channels, int64_t spatial, const T* dy
   }
 }
 
-#define MED3D_INSTANTIATE(T) \
-  template void conv3d_fprop<T>(const Conv3dParams&, const T*, const T*, const T*, T*, T*, int64_t);      \
-  template void conv3d_dgrad<T>(const Conv3dParams&, const T*, const T*, T*, T*, int64_t);                \
-  template void conv3d_wgrad<T>(const Conv3dParams&, const T*, const T*, T*, T*, int64_t);                \
-  template void add_channel_bias<T>(int64_t, int64_t, int64_t, const T*, T*);                    \
+#define MED3D_INSTANTIATE(T)                                                               \
+  template void conv3d_fprop<T>(const Conv3dParams&, const T*, const T*, const T*, T*, T*, \
+                                int64_t);                                                  \
+  template void conv3d_dgrad<T>(const Conv3dParams&, const T*, const T*, T*, T*, int64_t); \
+  template void conv3d_wgrad<T>(const Conv3dParams&, const T*, const T*, T*, T*, int64_t); \
+  template void add_channel_bias<T>(int64_t, int64_t, int64_t, const T*, T*);              \
   template void channel_bias_grad<T>(int64_t, int64_t, int64_t, const T*, T*);
 MED3D_INSTANTIATE(float)
 MED3D_INSTANTIATE(double)

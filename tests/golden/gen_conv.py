@@ -18,6 +18,8 @@ CONV3D = {
     "pointwise": (2, 3, 4, (5, 7, 6), (1, 1, 1), dict()),
     "no_bias": (2, 3, 4, (5, 7, 6), (3, 3, 3), dict(padding=(1, 1, 1), bias=False)),
     "stem_k7_s2_p3": (2, 1, 4, (9, 11, 10), (7, 7, 7), dict(stride=(2, 2, 2), padding=(3, 3, 3))),
+    # Output plane 0 along depth reads padding only, so the kernels skip it for that plane.
+    "stride4_pad2_padding_plane": (2, 3, 4, (5, 7, 6), (1, 3, 3), dict(stride=(4, 1, 1), padding=(2, 1, 1))),
     # Large enough that the off-centre taps of a dilation-12 kernel land inside the volume.
     "k3_d12_p12": (1, 2, 3, (14, 15, 13), (3, 3, 3), dict(padding=(12, 12, 12), dilation=(12, 12, 12))),
 }

@@ -22,7 +22,9 @@ struct Conv3dOptions {
   // The same stride, padding and dilation along depth, height and width.
   static Conv3dOptions uniform(int64_t stride, int64_t padding = 0, int64_t dilation = 1,
                                int64_t groups = 1) {
-    return {{stride, stride, stride}, {padding, padding, padding}, {dilation, dilation, dilation},
+    return {{stride, stride, stride},
+            {padding, padding, padding},
+            {dilation, dilation, dilation},
             groups};
   }
 };

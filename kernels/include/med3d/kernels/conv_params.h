@@ -68,8 +68,8 @@ inline void check_conv_geometry(const char* op, const Dims3& stride, const Dims3
   for (int a = 0; a < 3; ++a) {
     MED3D_CHECK(stride[a] >= 1, op, ": stride along ", detail::kAxis[a], " must be >= 1, got ",
                 stride[a]);
-    MED3D_CHECK(dilation[a] >= 1, op, ": dilation along ", detail::kAxis[a],
-                " must be >= 1, got ", dilation[a]);
+    MED3D_CHECK(dilation[a] >= 1, op, ": dilation along ", detail::kAxis[a], " must be >= 1, got ",
+                dilation[a]);
     MED3D_CHECK(pad[a] >= 0, op, ": padding along ", detail::kAxis[a], " must be >= 0, got ",
                 pad[a]);
   }
@@ -88,8 +88,8 @@ inline void check_conv_groups(const char* op, int64_t groups, int64_t in_channel
 // Throws unless the extents of a tensor's dimensions from `first` on are positive.
 inline void check_positive_extents(const char* op, const char* what, const Dims5& dims, int first) {
   for (int i = first; i < 5; ++i)
-    MED3D_CHECK(dims[i] > 0, op, ": ", what, " dimension ", i, " must be > 0, got [", dims[0],
-                ", ", dims[1], ", ", dims[2], ", ", dims[3], ", ", dims[4], "]");
+    MED3D_CHECK(dims[i] > 0, op, ": ", what, " dimension ", i, " must be > 0, got [", dims[0], ", ",
+                dims[1], ", ", dims[2], ", ", dims[3], ", ", dims[4], "]");
 }
 
 // Forward conv: x [N, C, D, H, W], w [K, C/groups, T, R, S].
@@ -100,8 +100,8 @@ inline Conv3dParams conv3d_params(const char* op, const Dims5& x, const Dims5& w
   check_positive_extents(op, "x", x, 1);
   check_positive_extents(op, "w", w, 0);
   check_conv_groups(op, groups, x[1], w[0]);
-  MED3D_CHECK(x[1] == w[1] * groups, op, ": x has ", x[1], " channels but w [", w[0], ", ",
-              w[1], ", ...] with groups=", groups, " expects ", w[1] * groups,
+  MED3D_CHECK(x[1] == w[1] * groups, op, ": x has ", x[1], " channels but w [", w[0], ", ", w[1],
+              ", ...] with groups=", groups, " expects ", w[1] * groups,
               " (w's dimension 1 is channels / groups)");
   Conv3dParams p;
   p.N = x[0], p.C = x[1], p.D = x[2], p.H = x[3], p.W = x[4];
@@ -113,7 +113,8 @@ inline Conv3dParams conv3d_params(const char* op, const Dims5& x, const Dims5& w
     const int64_t extent = dilation[a] * (w[2 + a] - 1) + 1;
     MED3D_CHECK(extent <= padded, op, ": the dilated kernel along ", detail::kAxis[a], " spans ",
                 extent, " voxels but the padded input has only ", padded, " (input ", x[2 + a],
-                " + 2 * padding ", pad[a], "); use a larger input, more padding or a smaller "
+                " + 2 * padding ", pad[a],
+                "); use a larger input, more padding or a smaller "
                 "kernel or dilation");
     out[a] = conv_output_size(x[2 + a], w[2 + a], pad[a], stride[a], dilation[a]);
   }
@@ -134,7 +135,8 @@ inline Conv3dParams conv_transpose3d_params(const char* op, const Dims5& x, cons
   check_positive_extents(op, "w", w, 0);
   MED3D_CHECK(groups >= 1, op, ": groups must be >= 1, got ", groups);
   MED3D_CHECK(x[1] == w[0], op, ": x has ", x[1], " channels but w [", w[0], ", ", w[1],
-              ", ...] expects ", w[0], " (a transposed conv's w is [in channels, out channels / "
+              ", ...] expects ", w[0],
+              " (a transposed conv's w is [in channels, out channels / "
               "groups, T, R, S])");
   check_conv_groups(op, groups, x[1], w[1] * groups);
   Conv3dParams p;
@@ -147,9 +149,10 @@ inline Conv3dParams conv_transpose3d_params(const char* op, const Dims5& x, cons
     // PyTorch's rule: a larger output_padding would add planes no output voxel can reach.
     MED3D_CHECK(output_padding[a] >= 0 &&
                     (output_padding[a] < stride[a] || output_padding[a] < dilation[a]),
-                op, ": output_padding along ", detail::kAxis[a], " must be >= 0 and smaller than "
-                "either stride (", stride[a], ") or dilation (", dilation[a], "), got ",
-                output_padding[a]);
+                op, ": output_padding along ", detail::kAxis[a],
+                " must be >= 0 and smaller than "
+                "either stride (",
+                stride[a], ") or dilation (", dilation[a], "), got ", output_padding[a]);
     in[a] = conv_transpose_output_size(x[2 + a], w[2 + a], pad[a], stride[a], dilation[a],
                                        output_padding[a]);
     MED3D_CHECK(in[a] > 0, op, ": the output along ", detail::kAxis[a], " would have ", in[a],

@@ -5,7 +5,9 @@
 // it with the weights. The caller provides the column matrix as `scratch` of
 // `scratch_elements` (contents ignored and overwritten); blocks of output lines are sized to
 // fit it, so conv3d_scratch_elements(p) bounds the memory of high-resolution layers. A 1x1x1
-// conv with stride 1 and no padding multiplies the input directly and needs no scratch.
+// conv with stride 1 and no padding multiplies the input directly and needs no scratch. Kernel
+// taps that read only padding for every output voxel (large dilations on small maps) get no
+// column rows: their weights are gathered out (into the scratch) and the GEMMs skip them.
 // Results are deterministic: every reduction runs in a fixed order, and parallel loops write
 // disjoint elements.
 // Transposed convs use these same kernels with the roles swapped (see conv_transpose3d.cpp).
@@ -22,7 +24,8 @@ namespace med3d::kernels::cpu {
 inline constexpr int64_t kConvScratchBudget = int64_t(1) << 23;
 
 // Scratch elements for the three passes: blocks of whole output lines within `budget`, but at
-// least one line (C/groups * T*R*S * Q elements); 0 for the 1x1x1 fast path.
+// least one line (C/groups * live taps * Q elements), plus K * C/groups * live taps gathered
+// weights when some taps are dead; 0 for the 1x1x1 fast path.
 int64_t conv3d_scratch_elements(const Conv3dParams& p, int64_t budget = kConvScratchBudget);
 
 // y = conv(x, w) + bias (bias may be null). Overwrites y.
