@@ -2,6 +2,8 @@
 // conv3d_wgrad and db as the sum of dy over samples and voxels, each only where needed.
 #include "med3d/kernels/cpu/conv3d.h"
 
+#include <algorithm>
+
 #include "engine/src/op_util.h"
 #include "med3d/kernels/conv_params.h"
 #include "med3d/ops/conv.h"
@@ -48,7 +50,9 @@ Tensor conv3d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv3dOpt
                                   y.data<T>(), scratch.data<T>(), scratch.numel());
   });
 
-  record(kOp, {x, w, b}, {y}, {x, w}, [p](const BackwardArgs& g) {
+  // dx needs only w and dw only x: keep nothing alive that backward will not read.
+  std::vector<Tensor> saved{w.requires_grad() ? x : Tensor(), x.requires_grad() ? w : Tensor()};
+  record(kOp, {x, w, b}, {y}, std::move(saved), [p](const BackwardArgs& g) {
     const Tensor& dy = g.dy[0];
     const Tensor& x = g.saved[0];
     const Tensor& w = g.saved[1];
@@ -57,12 +61,13 @@ Tensor conv3d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv3dOpt
       if (g.needs_grad[0] || g.needs_grad[1]) {
         Tensor scratch = scratch_for(dy, p);
         if (g.needs_grad[0]) {
-          grads[0] = detail::empty_like(x);
+          grads[0] = detail::empty_like(dy, {p.N, p.C, p.D, p.H, p.W}, dy.dtype());
           kernels::cpu::conv3d_dgrad<T>(p, dy.data<T>(), w.data<T>(), grads[0].data<T>(),
                                         scratch.data<T>(), scratch.numel());
         }
         if (g.needs_grad[1]) {
-          grads[1] = detail::empty_like(w);
+          grads[1] =
+              detail::empty_like(dy, {p.K, p.channels_per_group(), p.T, p.R, p.S}, dy.dtype());
           kernels::cpu::conv3d_wgrad<T>(p, x.data<T>(), dy.data<T>(), grads[1].data<T>(),
                                         scratch.data<T>(), scratch.numel());
         }

@@ -7,6 +7,8 @@
 //            db = sum of dy over samples and voxels
 // The weight [C, K/groups, T, R, S] is used as is: it is the forward conv's [K', C'/groups, ...].
 // There are no separate transposed kernels.
+#include <algorithm>
+
 #include "engine/src/op_util.h"
 #include "med3d/kernels/conv_params.h"
 #include "med3d/kernels/cpu/conv3d.h"
@@ -57,7 +59,9 @@ Tensor conv_transpose3d(const Tensor& x, const Tensor& w, const Tensor& b,
       kernels::cpu::add_channel_bias<T>(p.N, p.C, p.input_spatial(), b.data<T>(), y.data<T>());
   });
 
-  record(kOp, {x, w, b}, {y}, {x, w}, [p](const BackwardArgs& g) {
+  // dx needs only w and dw only x: keep nothing alive that backward will not read.
+  std::vector<Tensor> saved{w.requires_grad() ? x : Tensor(), x.requires_grad() ? w : Tensor()};
+  record(kOp, {x, w, b}, {y}, std::move(saved), [p](const BackwardArgs& g) {
     const Tensor& dy = g.dy[0];
     const Tensor& x = g.saved[0];
     const Tensor& w = g.saved[1];
@@ -66,12 +70,13 @@ Tensor conv_transpose3d(const Tensor& x, const Tensor& w, const Tensor& b,
       if (g.needs_grad[0] || g.needs_grad[1]) {
         Tensor scratch = scratch_for(dy, p);
         if (g.needs_grad[0]) {
-          grads[0] = detail::empty_like(x);
+          grads[0] = detail::empty_like(dy, {p.N, p.K, p.Z, p.P, p.Q}, dy.dtype());
           kernels::cpu::conv3d_fprop<T>(p, dy.data<T>(), w.data<T>(), nullptr, grads[0].data<T>(),
                                         scratch.data<T>(), scratch.numel());
         }
         if (g.needs_grad[1]) {
-          grads[1] = detail::empty_like(w);
+          grads[1] =
+              detail::empty_like(dy, {p.K, p.channels_per_group(), p.T, p.R, p.S}, dy.dtype());
           kernels::cpu::conv3d_wgrad<T>(p, dy.data<T>(), x.data<T>(), grads[1].data<T>(),
                                         scratch.data<T>(), scratch.numel());
         }

@@ -173,6 +173,15 @@ TEST_CASE("conv3d: gradients only for inputs that require them", "[conv]") {
   REQUIRE(w.grad().defined());
   REQUIRE_FALSE(x.grad().defined());
   REQUIRE_FALSE(b.grad().defined());
+  // Frozen weights before a trained layer: only dx flows.
+  Tensor x2 = random_leaf(context, {1, 2, 4, 4, 4}, DType::f32);
+  backward(sum(conv3d(x2, context.randn({3, 2, 3, 3, 3}))));
+  backward(sum(conv_transpose3d(x2, context.randn({2, 3, 2, 2, 2}), context.randn({3}),
+                                ConvTranspose3dOptions::uniform(2))));
+  REQUIRE(x2.grad().shape() == x2.shape());
+  Tensor w2 = random_leaf(context, {2, 3, 2, 2, 2}, DType::f32);
+  backward(sum(conv_transpose3d(x, w2, {}, ConvTranspose3dOptions::uniform(2))));
+  REQUIRE(w2.grad().shape() == w2.shape());
   // Under NoGrad nothing is recorded.
   NoGrad no_grad(context);
   REQUIRE_FALSE(conv3d(x, w).requires_grad());
