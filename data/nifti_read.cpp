@@ -376,11 +376,12 @@ Buffer read_volume_bytes(const char* op, const ParsedHeader& h) {
       if (remaining < -(int64_t{1} << 16)) break;
     }
     if (remaining > 0) truncated("the stream ends inside the data of later volumes");
-    // zlib reports a stream cut inside its trailer only when closing (Z_BUF_ERROR).
+    // zlib reports a stream cut inside its trailer only when closing (Z_BUF_ERROR); that
+    // means something only when the loop above reached the end of the stream.
+    const bool reached_end = remaining >= -(int64_t{1} << 16);
     znzFile f = fp.release();
-    if (remaining >= -(int64_t{1} << 16) && znzclose(f) != 0)
-      truncated("the gzip stream ends early");
-    if (f) znzclose(f);
+    const int closed = znzclose(f);
+    if (reached_end && closed != 0) truncated("the gzip stream ends early");
   }
   return data;
 }

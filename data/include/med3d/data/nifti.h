@@ -36,8 +36,10 @@
 // "RAS" for training) and records in `from_file` how to map back; to_file_orientation() undoes
 // it for any tensor on the volume's grid (predictions), and write_like() does so itself.
 //
-// Writing is atomic: a temporary file in the target folder, verified by reading it back,
-// fsync'ed and renamed over the target, so an existing file is never partially overwritten.
+// Writing: nifticlib encodes the header; the file goes to a temporary file in the target
+// folder with every write checked, is fsync'ed and renamed over the target, so an existing
+// file is never partially overwritten. Files are little-endian NIfTI-1 unless the version or
+// the dimensions call for NIfTI-2, with scl_slope 1 and no extensions.
 #pragma once
 
 #include <array>
@@ -146,6 +148,8 @@ void write_nifti(const std::string& path, const Volume& volume,
 // Writes `labels` (on `reference`'s grid; [D, H, W] of reference.data) with exactly the
 // dimensions, pixdim, qform and sform (parameters and codes), units and NIfTI version of the
 // file `reference` was read from, so it overlays the source image in ITK-SNAP / 3D Slicer.
+// (Parameters of a transform whose code is 0 are meaningless and written as 0, as nifticlib
+// does; a 4D reference gives a 3D file with its first three dimensions.)
 // If `reference` was reoriented, labels are mapped back to the file's grid first. Integer
 // labels are stored as the smallest of u8, i16, i32 that holds them; floating ones as f32.
 // Extensions are not copied.
@@ -161,7 +165,8 @@ std::string orientation_code(const std::array<double, 16>& affine);
 Volume reorient_to(const Volume& volume, const std::string& code);
 
 // Maps a tensor on `volume`'s grid ([..., D, H, W], any dtype, leading axes kept) back to the
-// grid of the file `volume` was read from, undoing reorient_to().
+// grid of the file `volume` was read from, undoing reorient_to(). Returns `tensor` itself
+// (same storage) when the volume was not reoriented.
 Tensor to_file_orientation(const Volume& volume, const Tensor& tensor);
 
 // Throws unless the two volumes have the same [D, H, W] and affines equal within `tolerance`
