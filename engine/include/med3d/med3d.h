@@ -1,7 +1,8 @@
-// The whole public API of med3d: include this one header.
+// The whole public API of med3d, every layer (engine, data, models): include this one header.
 #pragma once
 
 #include "med3d/context.h"
+#include "med3d/data/nifti.h"
 #include "med3d/device.h"
 #include "med3d/dtype.h"
 #include "med3d/error.h"
