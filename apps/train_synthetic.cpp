@@ -1,7 +1,7 @@
 // Trains a small 3D segmentation net (conv-BN-ReLU encoder with a strided and a dilated conv,
 // transposed-conv decoder, trilinear upsampling, cross-entropy + soft Dice) on synthetic
 // volumes holding one bright ellipsoid each, then reports Dice on volumes it never saw.
-// Usage: train_synthetic [steps=150] [size=24] [batch=2] [seed=1]
+// Usage: train_synthetic [steps=300] [size=32] [batch=2] [seed=1]
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -123,8 +123,8 @@ double dice_of(const Tensor& prediction, const Tensor& label) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int steps = argc > 1 ? std::atoi(argv[1]) : 150;
-  const int64_t size = argc > 2 ? std::atoll(argv[2]) : 24;
+  const int steps = argc > 1 ? std::atoi(argv[1]) : 300;
+  const int64_t size = argc > 2 ? std::atoll(argv[2]) : 32;
   const int64_t batch = argc > 3 ? std::atoll(argv[3]) : 2;
   const uint64_t seed = argc > 4 ? std::strtoull(argv[4], nullptr, 10) : 1;
   if (steps <= 0 || size < 8 || size % 4 != 0 || batch <= 0) {

@@ -7,10 +7,14 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <functional>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <thread>
 
 #include "engine/src/op_util.h"
 
@@ -22,6 +26,7 @@ static_assert(std::endian::native == std::endian::little,
 namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100u << 20;  // the reference implementation's limit
+constexpr uint64_t kMaxBytes = std::numeric_limits<int64_t>::max();
 
 std::string safetensors_dtype(DType dtype) {
   switch (dtype) {
@@ -83,11 +88,19 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
                     {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
-  std::string json = header.dump();
+  std::string json;
+  try {
+    json = header.dump();
+  } catch (const nlohmann::json::exception& e) {
+    detail::throw_error("save_safetensors(", path, "): tensor names and metadata must be valid "
+                        "UTF-8: ", e.what());
+  }
   json.append((8 - json.size() % 8) % 8, ' ');
   const uint64_t header_size = json.size();
 
-  const std::string temp = path + ".tmp." + std::to_string(::getpid());
+  // Unique per process and thread, so concurrent saves of one path do not share a temp file.
+  const std::string temp = path + ".tmp." + std::to_string(::getpid()) + "." +
+                           std::to_string(std::hash<std::thread::id>{}(std::this_thread::get_id()));
   const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   MED3D_CHECK(fd >= 0, "save_safetensors: cannot create ", temp, ": ", std::strerror(errno),
               "; check that the folder exists and is writable");
@@ -118,6 +131,15 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
     const std::string reason = std::strerror(errno);
     ::unlink(temp.c_str());
     detail::throw_error("save_safetensors: could not commit ", path, ": ", reason);
+  }
+  // The rename is durable only once the folder's entry is on disk (best effort: some file
+  // systems refuse to fsync a folder, and the data itself is already safe).
+  std::error_code ignored;
+  const std::filesystem::path folder = std::filesystem::absolute(path, ignored).parent_path();
+  const int dir = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dir >= 0) {
+    (void)::fsync(dir);
+    ::close(dir);
   }
 }
 
@@ -173,12 +195,22 @@ Checkpoint parse_safetensors(const Context& context, const std::string& bytes,
     MED3D_CHECK(shape.is_array() && shape.size() <= static_cast<std::size_t>(Shape::kMaxRank), source,
                 ": tensor '", name, "': shape must be an array of at most ", Shape::kMaxRank,
                 " extents, got ", shape.dump());
+    // The byte count is computed with overflow checks before any Shape exists: extents past
+    // int64 or products past 2^63 must not wrap into a small, "valid" size.
     std::vector<int64_t> extents;
+    uint64_t expected = dtype_size(entry.dtype);
+    bool overflow = false;
     for (const auto& e : shape) {
       MED3D_CHECK(e.is_number_unsigned() || (e.is_number_integer() && e.get<int64_t>() >= 0), source,
                   ": tensor '", name, "': extents must be non-negative integers, got ", shape.dump());
-      extents.push_back(e.get<int64_t>());
+      const uint64_t extent = e.get<uint64_t>();
+      MED3D_CHECK(extent <= kMaxBytes, source, ": tensor '", name, "': extent ", extent,
+                  " does not fit in int64");
+      overflow = __builtin_mul_overflow(expected, extent, &expected) || overflow;
+      extents.push_back(static_cast<int64_t>(extent));
     }
+    MED3D_CHECK(!overflow && expected <= kMaxBytes, source, ": tensor '", name, "': shape ",
+                shape.dump(), " has more elements than any file can hold");
     entry.shape = Shape(std::span<const int64_t>(extents));
     const nlohmann::json& offsets = info["data_offsets"];
     MED3D_CHECK(offsets.is_array() && offsets.size() == 2 && offsets[0].is_number_unsigned() &&
@@ -186,7 +218,6 @@ Checkpoint parse_safetensors(const Context& context, const std::string& bytes,
                 source, ": tensor '", name, "': data_offsets must be two non-negative integers");
     entry.begin = offsets[0].get<uint64_t>();
     entry.end = offsets[1].get<uint64_t>();
-    const uint64_t expected = static_cast<uint64_t>(entry.shape.numel()) * dtype_size(entry.dtype);
     MED3D_CHECK(entry.end >= entry.begin && entry.end - entry.begin == expected, source, ": tensor '",
                 name, "': data_offsets [", entry.begin, ", ", entry.end, ") hold ",
                 entry.end - entry.begin, " bytes, expected ", expected, " for ",
@@ -216,6 +247,9 @@ Checkpoint parse_safetensors(const Context& context, const std::string& bytes,
 }
 
 Checkpoint load_safetensors(const Context& context, const std::string& path) {
+  std::error_code error;
+  MED3D_CHECK(!std::filesystem::is_directory(path, error), "load_safetensors: ", path,
+              " is a folder; pass the path of a .safetensors file");
   std::ifstream in(path, std::ios::binary);
   MED3D_CHECK(in.good(), "load_safetensors: cannot open ", path, ": ", std::strerror(errno));
   std::ostringstream buffer;

@@ -1,0 +1,81 @@
+#include "engine/ops/channel_util.h"
+
+#include <sstream>
+#include <string>
+
+#include "engine/src/op_util.h"
+#include "med3d/kernels/loss.h"
+
+namespace med3d::detail {
+
+kernels::ChannelLayout channel_layout(const char* op, const Tensor& x) {
+  MED3D_CHECK(x.rank() >= 2 && x.rank() <= 5, op, ": expected [N, C, spatial...] with 2 to 5 ",
+              "dimensions (channels on axis 1), got ", x.shape().str());
+  MED3D_CHECK(x.dim(1) > 0, op, ": expected at least one channel, got ", x.shape().str());
+  int64_t spatial = 1;
+  for (int axis = 2; axis < x.rank(); ++axis) spatial *= x.dim(axis);
+  return {x.dim(0), x.dim(1), spatial};
+}
+
+namespace {
+std::string position_of(const Shape& shape, int64_t flat) {
+  std::vector<int64_t> index(static_cast<std::size_t>(shape.rank()));
+  for (int axis = shape.rank() - 1; axis >= 0; --axis) {
+    index[axis] = flat % shape[axis];
+    flat /= shape[axis];
+  }
+  std::ostringstream out;
+  out << "[";
+  for (std::size_t k = 0; k < index.size(); ++k) out << (k ? ", " : "") << index[k];
+  out << "]";
+  return out.str();
+}
+}  // namespace
+
+Tensor class_targets(const char* op, const Tensor& logits, const Tensor& labels,
+                     std::optional<int64_t> ignore_index) {
+  MED3D_CHECK(labels.defined(), op, ": labels is an undefined tensor");
+  MED3D_CHECK(labels.device().is_cpu(), op, ": labels are on ", labels.device().str(),
+              " but this build runs ", op, " on the CPU only");
+  MED3D_CHECK(labels.impl()->context.lock() == logits.impl()->context.lock(), op,
+              ": logits and labels come from different Contexts; create both with one Context");
+  const DType dtype = labels.dtype();
+  MED3D_CHECK(dtype == DType::i32 || dtype == DType::i64 || dtype == DType::u8, op,
+              ": labels must hold class indices as i32, i64 or u8, got ", dtype_name(dtype),
+              "; convert with .to(DType::i32)");
+  bool shape_ok = labels.rank() == logits.rank() - 1 && labels.dim(0) == logits.dim(0);
+  for (int axis = 1; shape_ok && axis < labels.rank(); ++axis)
+    shape_ok = labels.dim(axis) == logits.dim(axis + 1);
+  MED3D_CHECK(shape_ok, op, ": labels must have the logits' shape without the channel axis; ",
+              "logits ", logits.shape().str(), " need labels [N, spatial...], got ",
+              labels.shape().str());
+
+  const int64_t channels = logits.dim(1);
+  Tensor targets = empty_like(logits, labels.shape(), DType::i32);
+  int32_t* out = targets.data<int32_t>();
+  const int64_t n = labels.numel();
+  auto convert = [&]<class L>() {
+    const L* in = labels.data<L>();
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t label = static_cast<int64_t>(in[i]);
+      if (ignore_index && label == *ignore_index) {
+        out[i] = kernels::kIgnoredTarget;
+      } else if (label >= 0 && label < channels) {
+        out[i] = static_cast<int32_t>(label);
+      } else {
+        std::ostringstream ignored;
+        if (ignore_index) ignored << " and is not ignore_index (" << *ignore_index << ")";
+        throw_error(op, ": label ", label, " at position ", position_of(labels.shape(), i),
+                    " of labels ", labels.shape().str(), " is outside [0, ", channels, ")",
+                    ignored.str(), "; labels must be class indices below the ", channels,
+                    " channels of the logits");
+      }
+    }
+  };
+  if (dtype == DType::i32) convert.template operator()<int32_t>();
+  else if (dtype == DType::i64) convert.template operator()<int64_t>();
+  else convert.template operator()<uint8_t>();
+  return targets;
+}
+
+}  // namespace med3d::detail

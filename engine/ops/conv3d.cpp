@@ -1,0 +1,86 @@
+// conv3d: forward is conv3d_fprop; backward computes dx with conv3d_dgrad, dw with
+// conv3d_wgrad and db as the sum of dy over samples and voxels, each only where needed.
+#include "med3d/kernels/cpu/conv3d.h"
+
+#include <algorithm>
+
+#include "engine/src/op_util.h"
+#include "med3d/kernels/conv_params.h"
+#include "med3d/ops/conv.h"
+#include "med3d/tape.h"
+
+namespace med3d {
+
+namespace {
+
+constexpr const char* kOp = "conv3d";
+
+kernels::Dims5 dims5(const Tensor& t) { return {t.dim(0), t.dim(1), t.dim(2), t.dim(3), t.dim(4)}; }
+
+// Devices, dtypes and ranks; the shape arithmetic is checked by kernels::conv3d_params.
+void check_inputs(const Tensor& x, const Tensor& w, const Tensor& b) {
+  detail::check_cpu_floating(kOp, "x", x);
+  detail::check_cpu_floating(kOp, "w", w);
+  detail::check_compatible(kOp, x, "x", w, "w");
+  MED3D_CHECK(x.rank() == 5, kOp, ": x must be [N, C, D, H, W], got ", x.shape().str());
+  MED3D_CHECK(w.rank() == 5, kOp, ": w must be [K, C/groups, T, R, S], got ", w.shape().str());
+  if (!b.defined()) return;
+  detail::check_cpu_floating(kOp, "b", b);
+  detail::check_compatible(kOp, x, "x", b, "b");
+  MED3D_CHECK(b.rank() == 1 && b.dim(0) == w.dim(0), kOp, ": b must be [", w.dim(0),
+              "] (one value per output channel), got ", b.shape().str());
+}
+
+// The column-matrix buffer of the kernels, from the Context's pool.
+Tensor scratch_for(const Tensor& like, const kernels::Conv3dParams& p) {
+  const int64_t elements = kernels::cpu::conv3d_scratch_elements(p);
+  return detail::empty_like(like, {std::max<int64_t>(elements, 1)}, like.dtype());
+}
+
+}  // namespace
+
+Tensor conv3d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv3dOptions& options) {
+  check_inputs(x, w, b);
+  const kernels::Conv3dParams p = kernels::conv3d_params(
+      kOp, dims5(x), dims5(w), options.stride, options.padding, options.dilation, options.groups);
+  Tensor y = detail::empty_like(x, {p.N, p.K, p.Z, p.P, p.Q}, x.dtype());
+  detail::dispatch_floating(x.dtype(), kOp, [&]<class T>() {
+    Tensor scratch = scratch_for(x, p);
+    kernels::cpu::conv3d_fprop<T>(p, x.data<T>(), w.data<T>(), b.defined() ? b.data<T>() : nullptr,
+                                  y.data<T>(), scratch.data<T>(), scratch.numel());
+  });
+
+  // dx needs only w and dw only x: keep nothing alive that backward will not read.
+  std::vector<Tensor> saved{w.requires_grad() ? x : Tensor(), x.requires_grad() ? w : Tensor()};
+  record(kOp, {x, w, b}, {y}, std::move(saved), [p](const BackwardArgs& g) {
+    const Tensor& dy = g.dy[0];
+    const Tensor& x = g.saved[0];
+    const Tensor& w = g.saved[1];
+    std::vector<Tensor> grads(3);
+    detail::dispatch_floating(dy.dtype(), kOp, [&]<class T>() {
+      if (g.needs_grad[0] || g.needs_grad[1]) {
+        Tensor scratch = scratch_for(dy, p);
+        if (g.needs_grad[0]) {
+          grads[0] = detail::empty_like(dy, {p.N, p.C, p.D, p.H, p.W}, dy.dtype());
+          kernels::cpu::conv3d_dgrad<T>(p, dy.data<T>(), w.data<T>(), grads[0].data<T>(),
+                                        scratch.data<T>(), scratch.numel());
+        }
+        if (g.needs_grad[1]) {
+          grads[1] =
+              detail::empty_like(dy, {p.K, p.channels_per_group(), p.T, p.R, p.S}, dy.dtype());
+          kernels::cpu::conv3d_wgrad<T>(p, x.data<T>(), dy.data<T>(), grads[1].data<T>(),
+                                        scratch.data<T>(), scratch.numel());
+        }
+      }
+      if (g.needs_grad[2]) {
+        grads[2] = detail::empty_like(dy, {p.K}, dy.dtype());
+        kernels::cpu::channel_bias_grad<T>(p.N, p.K, p.output_spatial(), dy.data<T>(),
+                                           grads[2].data<T>());
+      }
+    });
+    return grads;
+  });
+  return y;
+}
+
+}  // namespace med3d

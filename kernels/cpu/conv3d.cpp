@@ -1,0 +1,317 @@
+// CPU conv3d fprop / dgrad / wgrad: vol2col + Eigen GEMM per sample and group (see the header).
+#include "med3d/kernels/cpu/conv3d.h"
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <vector>
+
+#include "med3d/kernels/cpu_loops.h"
+
+namespace med3d::kernels::cpu {
+
+namespace {
+
+template <class T>
+using RowMajor = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// A row-major view of `rows` x `cols` elements whose rows start `ld` elements apart.
+template <class T>
+Eigen::Map<RowMajor<T>, 0, Eigen::OuterStride<>> matrix(T* data, int64_t rows, int64_t cols,
+                                                        int64_t ld) {
+  return {data, rows, cols, Eigen::OuterStride<>(ld)};
+}
+template <class T>
+Eigen::Map<const RowMajor<T>, 0, Eigen::OuterStride<>> matrix(const T* data, int64_t rows,
+                                                              int64_t cols, int64_t ld) {
+  return {data, rows, cols, Eigen::OuterStride<>(ld)};
+}
+
+// The outputs o in [0, out) whose input index o * stride + offset lies in [0, in): [lo, hi).
+struct Range {
+  int64_t lo, hi;
+};
+Range inside(int64_t out, int64_t in, int64_t offset, int64_t stride) {
+  const int64_t lo = std::min(offset >= 0 ? 0 : (-offset + stride - 1) / stride, out);
+  const int64_t hi = in - offset <= 0 ? 0 : (in - offset + stride - 1) / stride;
+  return {lo, std::clamp(hi, lo, out)};
+}
+
+// How one pass lays out its column matrix and scratch.
+struct Plan {
+  // A 1x1x1 conv with unit stride, no padding and matching extents is a plain GEMM on the input.
+  bool pointwise = false;
+  // Kernel taps (t * R * S + r * S + s) that read the input for some output voxel. The others
+  // only ever read padding (large dilations on small maps, as in DenseASPP), so they get no
+  // column rows and their weights are gathered out: the GEMMs skip that work entirely.
+  std::vector<int64_t> taps;
+  bool pruned = false;          // some taps are dead: weights are gathered into the scratch
+  int64_t rows = 0;             // column-matrix rows per group: C/groups * taps.size()
+  int64_t weight_elements = 0;  // scratch for the gathered weights [K, rows] if pruned
+  int64_t lines_per_block = 0;  // output lines (z, p) per vol2col block
+};
+
+// The live taps along one axis, then their (t, r, s) products.
+std::vector<int64_t> live_taps(const Conv3dParams& p) {
+  std::vector<int64_t> axis[3];
+  const Dims3 in = p.input_extent(), kernel = p.kernel_extent(), out = p.output_extent();
+  for (int a = 0; a < 3; ++a)
+    for (int64_t t = 0; t < kernel[a]; ++t) {
+      const Range r = inside(out[a], in[a], t * p.dilation[a] - p.pad[a], p.stride[a]);
+      if (r.lo < r.hi) axis[a].push_back(t);
+    }
+  std::vector<int64_t> taps;
+  for (int64_t t : axis[0])
+    for (int64_t r : axis[1])
+      for (int64_t s : axis[2]) taps.push_back((t * p.R + r) * p.S + s);
+  return taps;
+}
+
+// Blocks are whole output lines of Q voxels, as many as fit `scratch_elements` (at least one).
+Plan make_plan(const Conv3dParams& p, int64_t scratch_elements) {
+  Plan plan;
+  plan.pointwise = p.taps() == 1 && p.stride == Dims3{1, 1, 1} && p.pad == Dims3{0, 0, 0} &&
+                   p.Z == p.D && p.P == p.H && p.Q == p.W;
+  plan.taps = live_taps(p);
+  const int64_t live = static_cast<int64_t>(plan.taps.size());
+  plan.rows = p.channels_per_group() * live;
+  plan.pruned = live < p.taps();
+  plan.weight_elements = plan.pruned ? p.K * plan.rows : 0;
+  const int64_t line = std::max<int64_t>(plan.rows * p.Q, 1);
+  const int64_t lines = std::max<int64_t>(p.Z * p.P, 1);
+  plan.lines_per_block =
+      std::clamp<int64_t>((scratch_elements - plan.weight_elements) / line, 1, lines);
+  return plan;
+}
+
+int64_t scratch_needed(const Conv3dParams& p, const Plan& plan) {
+  if (plan.pointwise) return 0;
+  return plan.weight_elements + plan.rows * plan.lines_per_block * p.Q;
+}
+
+Plan checked_plan(const Conv3dParams& p, int64_t scratch_elements) {
+  const Plan plan = make_plan(p, scratch_elements);
+  MED3D_CHECK(scratch_elements >= scratch_needed(p, plan),
+              "conv3d kernels: the scratch buffer holds ", scratch_elements,
+              " elements but this conv needs at least ", scratch_needed(p, plan),
+              "; size it with conv3d_scratch_elements");
+  return plan;
+}
+
+// w [K, C/groups, T*R*S] restricted to the live taps: [K, C/groups * live taps].
+template <class T>
+void gather_weights(const Conv3dParams& p, const Plan& plan, const T* w, T* out) {
+  const int64_t live = static_cast<int64_t>(plan.taps.size());
+  for (int64_t kc = 0; kc < p.K * p.channels_per_group(); ++kc)
+    for (int64_t l = 0; l < live; ++l) out[kc * live + l] = w[kc * p.taps() + plan.taps[l]];
+}
+
+// The inverse for gradients: dead taps get zero.
+template <class T>
+void scatter_weights(const Conv3dParams& p, const Plan& plan, const T* in, T* w) {
+  const int64_t live = static_cast<int64_t>(plan.taps.size());
+  std::fill(w, w + p.K * p.channels_per_group() * p.taps(), T(0));
+  for (int64_t kc = 0; kc < p.K * p.channels_per_group(); ++kc)
+    for (int64_t l = 0; l < live; ++l) w[kc * p.taps() + plan.taps[l]] = in[kc * live + l];
+}
+
+// Walks tap (t, r, s) over the block's output lines: calls inside(l, base, qs) for a line whose
+// (d, h) lies in the input, where output q reads input index base + q * stride_w and qs are the
+// q whose w lies in the input too, and outside(l) for the other lines.
+template <class Inside, class Outside>
+void walk_tap(const Conv3dParams& p, int64_t tap, int64_t line0, int64_t lines, Inside&& inside_fn,
+              Outside&& outside_fn) {
+  const int64_t t = tap / (p.R * p.S), r = (tap / p.S) % p.R, s = tap % p.S;
+  const int64_t w_offset = s * p.dilation[2] - p.pad[2];
+  const Range qs = inside(p.Q, p.W, w_offset, p.stride[2]);
+  for (int64_t l = 0; l < lines; ++l) {
+    const int64_t z = (line0 + l) / p.P, y = (line0 + l) % p.P;
+    const int64_t d = z * p.stride[0] - p.pad[0] + t * p.dilation[0];
+    const int64_t h = y * p.stride[1] - p.pad[1] + r * p.dilation[1];
+    if (d < 0 || d >= p.D || h < 0 || h >= p.H || qs.lo == qs.hi)
+      outside_fn(l);
+    else
+      inside_fn(l, (d * p.H + h) * p.W + w_offset, qs);
+  }
+}
+
+// col[row, l * Q + q] = x[c, d, h, w] (0 outside) for the block's lines, where row = c * live
+// taps + i reads live tap i; x points at the group's first channel. Rows are independent, so
+// they are spread over the threads.
+template <class T>
+void vol2col(const Conv3dParams& p, const Plan& plan, const T* x, int64_t line0, int64_t lines,
+             T* col) {
+  const int64_t cols = lines * p.Q, sw = p.stride[2];
+  const int64_t live = static_cast<int64_t>(plan.taps.size());
+#pragma omp parallel for schedule(static) if (plan.rows * cols > kParallelGrain)
+  for (int64_t row = 0; row < plan.rows; ++row) {
+    const T* xc = x + row / live * p.input_spatial();
+    T* out = col + row * cols;
+    walk_tap(
+        p, plan.taps[row % live], line0, lines,
+        [&](int64_t l, int64_t base, Range qs) {
+          T* o = out + l * p.Q;
+          std::fill(o, o + qs.lo, T(0));
+          if (sw == 1)  // the common case: a contiguous copy
+            std::copy(xc + base + qs.lo, xc + base + qs.hi, o + qs.lo);
+          else
+            for (int64_t q = qs.lo; q < qs.hi; ++q) o[q] = xc[base + q * sw];
+          std::fill(o + qs.hi, o + p.Q, T(0));
+        },
+        [&](int64_t l) { std::fill(out + l * p.Q, out + (l + 1) * p.Q, T(0)); });
+  }
+}
+
+// x[c, d, h, w] += col[row, l * Q + q] for the block's lines; zeroes x first on the first
+// block. Taps of one channel overlap in x, so one thread owns each channel: race-free, and the
+// sums run in a fixed order.
+template <class T>
+void col2vol(const Conv3dParams& p, const Plan& plan, const T* col, int64_t line0, int64_t lines,
+             T* x) {
+  const int64_t cols = lines * p.Q, sw = p.stride[2];
+  const int64_t live = static_cast<int64_t>(plan.taps.size());
+#pragma omp parallel for schedule(static) if (plan.rows * cols > kParallelGrain)
+  for (int64_t c = 0; c < p.channels_per_group(); ++c) {
+    T* xc = x + c * p.input_spatial();
+    if (line0 == 0) std::fill(xc, xc + p.input_spatial(), T(0));
+    for (int64_t i = 0; i < live; ++i) {
+      const T* in = col + (c * live + i) * cols;
+      walk_tap(
+          p, plan.taps[i], line0, lines,
+          [&](int64_t l, int64_t base, Range qs) {
+            const T* src = in + l * p.Q;
+            if (sw == 1)
+              for (int64_t q = qs.lo; q < qs.hi; ++q) xc[base + q] += src[q];
+            else
+              for (int64_t q = qs.lo; q < qs.hi; ++q) xc[base + q * sw] += src[q];
+          },
+          [](int64_t) {});
+    }
+  }
+}
+
+}  // namespace
+
+int64_t conv3d_scratch_elements(const Conv3dParams& p, int64_t budget) {
+  return scratch_needed(p, make_plan(p, budget));
+}
+
+template <class T>
+void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, T* y, T* scratch,
+                  int64_t scratch_elements) {
+  const Plan plan = checked_plan(p, scratch_elements);
+  const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
+  const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
+  T* col = scratch + plan.weight_elements;
+  if (plan.pruned) gather_weights(p, plan, w, scratch);
+  const T* weights = plan.pruned ? scratch : w;
+  for (int64_t n = 0; n < p.N; ++n) {
+    for (int64_t g = 0; g < p.groups; ++g) {
+      const T* xg = x + (n * p.C + g * Cg) * in_sp;
+      T* yg = y + (n * p.K + g * Kg) * out_sp;
+      const auto wg = matrix(weights + g * Kg * rows, Kg, rows, rows);
+      if (plan.pointwise) {
+        matrix(yg, Kg, out_sp, out_sp).noalias() = wg * matrix(xg, Cg, in_sp, in_sp);
+        continue;
+      }
+      for (int64_t l0 = 0; l0 < lines; l0 += plan.lines_per_block) {
+        const int64_t block = std::min(plan.lines_per_block, lines - l0), cols = block * p.Q;
+        vol2col(p, plan, xg, l0, block, col);
+        matrix(yg + l0 * p.Q, Kg, cols, out_sp).noalias() = wg * matrix(col, rows, cols, cols);
+      }
+    }
+    if (bias) add_channel_bias(int64_t(1), p.K, out_sp, bias, y + n * p.K * out_sp);
+  }
+}
+
+template <class T>
+void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scratch,
+                  int64_t scratch_elements) {
+  const Plan plan = checked_plan(p, scratch_elements);
+  const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
+  const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
+  T* col = scratch + plan.weight_elements;
+  if (plan.pruned) gather_weights(p, plan, w, scratch);
+  const T* weights = plan.pruned ? scratch : w;
+  for (int64_t n = 0; n < p.N; ++n) {
+    for (int64_t g = 0; g < p.groups; ++g) {
+      T* dxg = dx + (n * p.C + g * Cg) * in_sp;
+      const T* dyg = dy + (n * p.K + g * Kg) * out_sp;
+      const auto wg = matrix(weights + g * Kg * rows, Kg, rows, rows);
+      if (plan.pointwise) {
+        matrix(dxg, Cg, in_sp, in_sp).noalias() = wg.transpose() * matrix(dyg, Kg, out_sp, out_sp);
+        continue;
+      }
+      for (int64_t l0 = 0; l0 < lines; l0 += plan.lines_per_block) {
+        const int64_t block = std::min(plan.lines_per_block, lines - l0), cols = block * p.Q;
+        matrix(col, rows, cols, cols).noalias() =
+            wg.transpose() * matrix(dyg + l0 * p.Q, Kg, cols, out_sp);
+        col2vol(p, plan, col, l0, block, dxg);
+      }
+    }
+  }
+}
+
+template <class T>
+void conv3d_wgrad(const Conv3dParams& p, const T* x, const T* dy, T* dw, T* scratch,
+                  int64_t scratch_elements) {
+  const Plan plan = checked_plan(p, scratch_elements);
+  const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
+  const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
+  T* col = scratch + plan.weight_elements;
+  T* grads = plan.pruned ? scratch : dw;  // [K, rows], scattered into dw at the end
+  std::fill(grads, grads + p.K * rows, T(0));
+  for (int64_t n = 0; n < p.N; ++n) {
+    for (int64_t g = 0; g < p.groups; ++g) {
+      const T* xg = x + (n * p.C + g * Cg) * in_sp;
+      const T* dyg = dy + (n * p.K + g * Kg) * out_sp;
+      auto dwg = matrix(grads + g * Kg * rows, Kg, rows, rows);
+      if (plan.pointwise) {
+        dwg.noalias() += matrix(dyg, Kg, out_sp, out_sp) * matrix(xg, Cg, in_sp, in_sp).transpose();
+        continue;
+      }
+      for (int64_t l0 = 0; l0 < lines; l0 += plan.lines_per_block) {
+        const int64_t block = std::min(plan.lines_per_block, lines - l0), cols = block * p.Q;
+        vol2col(p, plan, xg, l0, block, col);
+        dwg.noalias() += matrix(dyg + l0 * p.Q, Kg, cols, out_sp) *
+                         matrix(static_cast<const T*>(col), rows, cols, cols).transpose();
+      }
+    }
+  }
+  if (plan.pruned) scatter_weights(p, plan, static_cast<const T*>(grads), dw);
+}
+
+template <class T>
+void add_channel_bias(int64_t N, int64_t channels, int64_t spatial, const T* bias, T* y) {
+#pragma omp parallel for schedule(static) if (N * channels * spatial > kParallelGrain)
+  for (int64_t i = 0; i < N * channels; ++i) {
+    const T b = bias[i % channels];
+    T* row = y + i * spatial;
+    for (int64_t j = 0; j < spatial; ++j) row[j] += b;
+  }
+}
+
+template <class T>
+void channel_bias_grad(int64_t N, int64_t channels, int64_t spatial, const T* dy, T* db) {
+#pragma omp parallel for schedule(static) if (N * channels * spatial > kParallelGrain)
+  for (int64_t c = 0; c < channels; ++c) {
+    double total = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      const T* row = dy + (n * channels + c) * spatial;
+      for (int64_t j = 0; j < spatial; ++j) total += static_cast<double>(row[j]);
+    }
+    db[c] = static_cast<T>(total);
+  }
+}
+
+#define MED3D_INSTANTIATE(T)                                                               \
+  template void conv3d_fprop<T>(const Conv3dParams&, const T*, const T*, const T*, T*, T*, \
+                                int64_t);                                                  \
+  template void conv3d_dgrad<T>(const Conv3dParams&, const T*, const T*, T*, T*, int64_t); \
+  template void conv3d_wgrad<T>(const Conv3dParams&, const T*, const T*, T*, T*, int64_t); \
+  template void add_channel_bias<T>(int64_t, int64_t, int64_t, const T*, T*);              \
+  template void channel_bias_grad<T>(int64_t, int64_t, int64_t, const T*, T*);
+MED3D_INSTANTIATE(float)
+MED3D_INSTANTIATE(double)
+#undef MED3D_INSTANTIATE
+
+}  // namespace med3d::kernels::cpu

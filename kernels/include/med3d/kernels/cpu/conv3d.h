@@ -1,0 +1,54 @@
+// CPU kernels of the 3D convolution described by a Conv3dParams `p` (see conv_params.h):
+//   x [N, C, D, H, W], w [K, C/groups, T, R, S], y [N, K, Z, P, Q], bias [K], all contiguous.
+// Method: per sample and group, vol2col copies the input taps of a block of output voxels into
+// a column matrix [C/groups * T*R*S, voxels], and an Eigen GEMM (OpenMP-parallel) multiplies
+// it with the weights. The caller provides the column matrix as `scratch` of
+// `scratch_elements` (contents ignored and overwritten); blocks of output lines are sized to
+// fit it, so conv3d_scratch_elements(p) bounds the memory of high-resolution layers. A 1x1x1
+// conv with stride 1 and no padding multiplies the input directly and needs no scratch. Kernel
+// taps that read only padding for every output voxel (large dilations on small maps) get no
+// column rows: their weights are gathered out (into the scratch) and the GEMMs skip them.
+// Results are deterministic: every reduction runs in a fixed order, and parallel loops write
+// disjoint elements.
+// Transposed convs use these same kernels with the roles swapped (see conv_transpose3d.cpp).
+#pragma once
+
+#include <cstdint>
+
+#include "med3d/kernels/conv_params.h"
+
+namespace med3d::kernels::cpu {
+
+// Default bound of the column matrix: 2^23 elements (32 MiB in f32), large enough for
+// efficient GEMMs, small enough that early high-resolution layers do not need gigabytes.
+inline constexpr int64_t kConvScratchBudget = int64_t(1) << 23;
+
+// Scratch elements for the three passes: blocks of whole output lines within `budget`, but at
+// least one line (C/groups * live taps * Q elements), plus K * C/groups * live taps gathered
+// weights when some taps are dead; 0 for the 1x1x1 fast path.
+int64_t conv3d_scratch_elements(const Conv3dParams& p, int64_t budget = kConvScratchBudget);
+
+// y = conv(x, w) + bias (bias may be null). Overwrites y.
+template <class T>
+void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, T* y, T* scratch,
+                  int64_t scratch_elements);
+
+// dx = d(sum(y * dy)) / dx for the conv above. Overwrites dx [N, C, D, H, W].
+template <class T>
+void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scratch,
+                  int64_t scratch_elements);
+
+// dw = d(sum(y * dy)) / dw, summed over samples in order. Overwrites dw [K, C/groups, T, R, S].
+template <class T>
+void conv3d_wgrad(const Conv3dParams& p, const T* x, const T* dy, T* dw, T* scratch,
+                  int64_t scratch_elements);
+
+// y[n, c, :] += bias[c] for y [N, channels, spatial].
+template <class T>
+void add_channel_bias(int64_t N, int64_t channels, int64_t spatial, const T* bias, T* y);
+
+// db[c] = sum over n and spatial of dy[n, c, :] (accumulated in double). Overwrites db.
+template <class T>
+void channel_bias_grad(int64_t N, int64_t channels, int64_t spatial, const T* dy, T* db);
+
+}  // namespace med3d::kernels::cpu

@@ -1,0 +1,410 @@
+#include <string>
+
+#include "med3d/kernels/conv_params.h"
+#include "med3d/kernels/cpu/conv3d.h"
+#include "test_util.h"
+
+using namespace med3d;
+using kernels::Conv3dParams;
+using kernels::Dims3;
+using test::gradcheck;
+using test::random_leaf;
+
+namespace {
+
+// Gradient check of conv3d in x, w and (if `bias`) b.
+void gradcheck_conv3d(Context& context, const Shape& x, const Shape& w, bool bias,
+                      const Conv3dOptions& options) {
+  std::vector<Tensor> inputs{random_leaf(context, x), random_leaf(context, w)};
+  if (bias) inputs.push_back(random_leaf(context, {w[0]}));
+  gradcheck(
+      context,
+      [options](const std::vector<Tensor>& in) {
+        return conv3d(in[0], in[1], in.size() > 2 ? in[2] : Tensor(), options);
+      },
+      inputs);
+}
+
+// Gradient check of conv_transpose3d in x, w and (if `bias`) b; w is [C, K/groups, T, R, S].
+void gradcheck_conv_transpose3d(Context& context, const Shape& x, const Shape& w, bool bias,
+                                const ConvTranspose3dOptions& options) {
+  std::vector<Tensor> inputs{random_leaf(context, x), random_leaf(context, w)};
+  if (bias) inputs.push_back(random_leaf(context, {w[1] * options.groups}));
+  gradcheck(
+      context,
+      [options](const std::vector<Tensor>& in) {
+        return conv_transpose3d(in[0], in[1], in.size() > 2 ? in[2] : Tensor(), options);
+      },
+      inputs);
+}
+
+Dims3 dims3(const Checkpoint& g, const char* name) {
+  const std::vector<int64_t> v = g.at(name).to_vector<int64_t>();
+  REQUIRE(v.size() == 3);
+  return {v[0], v[1], v[2]};
+}
+
+// Runs the fixture's op forward and backward (seeded with its dy) and compares y, dx, dw, db.
+void check_golden(const std::string& name, bool transposed) {
+  INFO("fixture " << name);
+  Context context;
+  const Checkpoint g = test::load_golden(context, name);
+  Tensor x = g.at("x").clone().set_requires_grad(true);
+  Tensor w = g.at("w").clone().set_requires_grad(true);
+  Tensor b = g.contains("b") ? g.at("b").clone().set_requires_grad(true) : Tensor();
+  const int64_t groups = g.at("groups").to_vector<int64_t>().at(0);
+  Tensor y;
+  if (transposed) {
+    y = conv_transpose3d(x, w, b,
+                         {.stride = dims3(g, "stride"),
+                          .padding = dims3(g, "padding"),
+                          .output_padding = dims3(g, "output_padding"),
+                          .dilation = dims3(g, "dilation"),
+                          .groups = groups});
+  } else {
+    REQUIRE(dims3(g, "output_padding") == Dims3{0, 0, 0});
+    y = conv3d(x, w, b,
+               {.stride = dims3(g, "stride"),
+                .padding = dims3(g, "padding"),
+                .dilation = dims3(g, "dilation"),
+                .groups = groups});
+  }
+  test::require_close(y, g.at("y"), test::kGoldenTolerance, name + " y");
+  backward(y, g.at("dy"));
+  test::require_close(x.grad(), g.at("dx"), test::kGoldenTolerance, name + " dx");
+  test::require_close(w.grad(), g.at("dw"), test::kGoldenTolerance, name + " dw");
+  if (b.defined()) test::require_close(b.grad(), g.at("db"), test::kGoldenTolerance, name + " db");
+}
+
+}  // namespace
+
+TEST_CASE("conv3d: gradient check of x, w and b", "[conv][gradcheck]") {
+  Context context(Device::cpu(), 1);
+  SECTION("stride 2") {
+    gradcheck_conv3d(context, {2, 3, 5, 7, 6}, {4, 3, 3, 3, 3}, true, Conv3dOptions::uniform(2, 1));
+  }
+  SECTION("dilation 2") {
+    gradcheck_conv3d(context, {2, 3, 5, 7, 6}, {4, 3, 3, 3, 3}, true,
+                     Conv3dOptions::uniform(1, 2, 2));
+  }
+  SECTION("dilation 12 with padding 12") {
+    gradcheck_conv3d(context, {2, 3, 5, 7, 6}, {2, 3, 3, 3, 3}, true,
+                     Conv3dOptions::uniform(1, 12, 12));
+    // A depth of 13 lets the off-centre taps along depth land inside the volume.
+    gradcheck_conv3d(context, {1, 2, 13, 5, 4}, {2, 2, 3, 3, 3}, true,
+                     Conv3dOptions::uniform(1, 12, 12));
+  }
+  SECTION("different stride, padding and dilation per axis, non-cubic kernel") {
+    gradcheck_conv3d(context, {2, 3, 5, 7, 6}, {4, 3, 3, 2, 3}, true,
+                     {.stride = {1, 2, 1}, .padding = {0, 1, 2}, .dilation = {1, 1, 2}});
+  }
+  SECTION("groups 2") {
+    gradcheck_conv3d(context, {2, 4, 5, 7, 6}, {6, 2, 3, 3, 3}, true,
+                     Conv3dOptions::uniform(1, 1, 1, 2));
+  }
+  SECTION("1x1x1 fast path") {
+    gradcheck_conv3d(context, {2, 3, 5, 7, 6}, {4, 3, 1, 1, 1}, true, {});
+    gradcheck_conv3d(context, {2, 4, 5, 7, 6}, {6, 2, 1, 1, 1}, true, {.groups = 2});
+  }
+  SECTION("1x1x1 kernel with stride 2 takes the general path") {
+    gradcheck_conv3d(context, {2, 3, 5, 7, 6}, {4, 3, 1, 1, 1}, true, Conv3dOptions::uniform(2));
+  }
+  SECTION("taps that read only padding") {
+    // Stride 4 and padding 2 along depth: output plane 0 reads padding only.
+    gradcheck_conv3d(context, {2, 3, 5, 7, 6}, {4, 3, 1, 3, 3}, true,
+                     {.stride = {4, 1, 1}, .padding = {2, 1, 1}});
+    // No tap reads the input at all: y is the bias, dx and dw are zero.
+    gradcheck_conv3d(context, {2, 3, 2, 3, 3}, {4, 3, 1, 1, 1}, true,
+                     {.stride = {4, 1, 1}, .padding = {2, 0, 0}});
+  }
+  SECTION("no bias") {
+    gradcheck_conv3d(context, {2, 3, 5, 7, 6}, {4, 3, 3, 3, 3}, false,
+                     Conv3dOptions::uniform(1, 1));
+  }
+}
+
+TEST_CASE("conv_transpose3d: gradient check of x, w and b", "[conv][gradcheck]") {
+  Context context(Device::cpu(), 2);
+  SECTION("stride 2 with output_padding 1") {
+    gradcheck_conv_transpose3d(context, {2, 3, 5, 7, 6}, {3, 2, 3, 3, 3}, true,
+                               ConvTranspose3dOptions::uniform(2, 1, 1));
+  }
+  SECTION("groups 2") {
+    gradcheck_conv_transpose3d(context, {2, 4, 5, 7, 6}, {4, 3, 3, 3, 3}, true,
+                               {.stride = {2, 1, 2}, .padding = {1, 1, 1}, .groups = 2});
+  }
+  SECTION("dilation 2, padding per axis, output_padding below the dilation") {
+    gradcheck_conv_transpose3d(
+        context, {2, 3, 5, 7, 6}, {3, 2, 3, 3, 3}, true,
+        {.padding = {1, 2, 0}, .output_padding = {1, 0, 1}, .dilation = {2, 2, 2}});
+  }
+  SECTION("dilation 12 with padding 12: off-centre taps read padding along height and width") {
+    gradcheck_conv_transpose3d(context, {1, 2, 13, 5, 4}, {2, 3, 3, 3, 3}, true,
+                               ConvTranspose3dOptions::uniform(1, 12, 0, 12));
+  }
+  SECTION("kernel 2 stride 2, no bias") {
+    gradcheck_conv_transpose3d(context, {2, 3, 5, 7, 6}, {3, 2, 2, 2, 2}, false,
+                               ConvTranspose3dOptions::uniform(2));
+  }
+  SECTION("1x1x1 fast path") {
+    gradcheck_conv_transpose3d(context, {2, 3, 5, 7, 6}, {3, 4, 1, 1, 1}, true, {});
+  }
+}
+
+TEST_CASE("conv3d: golden comparison with PyTorch", "[conv][golden]") {
+  for (const char* name :
+       {"stride2", "dilation2", "dilation12", "padding_per_axis", "groups2", "pointwise", "no_bias",
+        "stem_k7_s2_p3", "k3_d12_p12", "stride4_pad2_padding_plane"})
+    check_golden(std::string("conv3d_") + name, false);
+}
+
+TEST_CASE("conv_transpose3d: golden comparison with PyTorch", "[conv][golden]") {
+  for (const char* name : {"basic", "stride2_output_padding1", "k2_s2", "groups2", "dilation2",
+                           "output_padding_below_dilation", "no_bias"})
+    check_golden(std::string("conv_transpose3d_") + name, true);
+}
+
+TEST_CASE("conv3d: gradients only for inputs that require them", "[conv]") {
+  Context context;
+  Tensor x = context.randn({1, 2, 4, 4, 4});  // no grad: a network input
+  Tensor w = random_leaf(context, {3, 2, 3, 3, 3}, DType::f32);
+  Tensor b = context.randn({3});  // frozen
+  backward(sum(conv3d(x, w, b, Conv3dOptions::uniform(1, 1))));
+  REQUIRE(w.grad().defined());
+  REQUIRE_FALSE(x.grad().defined());
+  REQUIRE_FALSE(b.grad().defined());
+  // Frozen weights before a trained layer: only dx flows.
+  Tensor x2 = random_leaf(context, {1, 2, 4, 4, 4}, DType::f32);
+  backward(sum(conv3d(x2, context.randn({3, 2, 3, 3, 3}))));
+  backward(sum(conv_transpose3d(x2, context.randn({2, 3, 2, 2, 2}), context.randn({3}),
+                                ConvTranspose3dOptions::uniform(2))));
+  REQUIRE(x2.grad().shape() == x2.shape());
+  Tensor w2 = random_leaf(context, {2, 3, 2, 2, 2}, DType::f32);
+  backward(sum(conv_transpose3d(x, w2, {}, ConvTranspose3dOptions::uniform(2))));
+  REQUIRE(w2.grad().shape() == w2.shape());
+  // Under NoGrad nothing is recorded.
+  NoGrad no_grad(context);
+  REQUIRE_FALSE(conv3d(x, w).requires_grad());
+}
+
+namespace {
+
+// Runs the three kernels with `scratch_elements` of scratch; returns y, dx, dw.
+std::vector<Tensor> run_kernels(Context& context, const Conv3dParams& p, const Tensor& x,
+                                const Tensor& w, const Tensor& b, const Tensor& dy,
+                                int64_t scratch_elements) {
+  std::vector<double> scratch(static_cast<std::size_t>(scratch_elements));
+  Tensor y = context.empty(dy.shape(), DType::f64), dx = context.empty(x.shape(), DType::f64);
+  Tensor dw = context.empty(w.shape(), DType::f64);
+  kernels::cpu::conv3d_fprop<double>(p, x.data<double>(), w.data<double>(), b.data<double>(),
+                                     y.data<double>(), scratch.data(), scratch_elements);
+  kernels::cpu::conv3d_dgrad<double>(p, dy.data<double>(), w.data<double>(), dx.data<double>(),
+                                     scratch.data(), scratch_elements);
+  kernels::cpu::conv3d_wgrad<double>(p, x.data<double>(), dy.data<double>(), dw.data<double>(),
+                                     scratch.data(), scratch_elements);
+  return {y, dx, dw};
+}
+
+}  // namespace
+
+TEST_CASE("conv3d: blocked column matrices match one block", "[conv]") {
+  // A scratch buffer of a few output lines forces several vol2col / col2vol blocks, including
+  // a partial last one; the default budget never does on test-sized volumes.
+  Context context(Device::cpu(), 3);
+  struct Case {
+    Conv3dParams p;
+    int64_t live_taps;
+  };
+  const Case cases[] = {
+      {kernels::conv3d_params("test", {2, 3, 5, 7, 6}, {4, 3, 3, 3, 3}, {1, 2, 1}, {1, 1, 2},
+                              {2, 1, 1}, 1),
+       27},
+      // Dilation 12: along height and width only the centre tap reads the input.
+      {kernels::conv3d_params("test", {2, 4, 13, 5, 4}, {6, 2, 3, 3, 3}, {1, 1, 1}, {12, 12, 12},
+                              {12, 12, 12}, 2),
+       3},
+  };
+  for (const Case& c : cases) {
+    const Conv3dParams& p = c.p;
+    const int64_t gathered =
+        c.live_taps < p.taps() ? p.K * p.channels_per_group() * c.live_taps : 0;
+    const int64_t line = p.channels_per_group() * c.live_taps * p.Q;
+    REQUIRE(kernels::cpu::conv3d_scratch_elements(p, gathered + 3 * line) == gathered + 3 * line);
+    REQUIRE(kernels::cpu::conv3d_scratch_elements(p, 1) == gathered + line);  // at least one line
+    REQUIRE(kernels::cpu::conv3d_scratch_elements(p) == gathered + line * p.Z * p.P);
+    Tensor x = context.randn({p.N, p.C, p.D, p.H, p.W}, DType::f64);
+    Tensor w = context.randn({p.K, p.channels_per_group(), p.T, p.R, p.S}, DType::f64);
+    Tensor dy = context.randn({p.N, p.K, p.Z, p.P, p.Q}, DType::f64);
+    Tensor b = context.randn({p.K}, DType::f64);
+    const std::vector<Tensor> whole =
+        run_kernels(context, p, x, w, b, dy, kernels::cpu::conv3d_scratch_elements(p));
+    const std::vector<Tensor> blocked = run_kernels(context, p, x, w, b, dy, gathered + 3 * line);
+    for (int i = 0; i < 3; ++i) test::require_close(blocked[i], whole[i], 1e-13, "blocked");
+    // The op agrees with the kernels.
+    const Tensor y =
+        conv3d(x, w, b,
+               {.stride = p.stride, .padding = p.pad, .dilation = p.dilation, .groups = p.groups});
+    test::require_close(y, whole[0], 1e-13, "op");
+    REQUIRE_THROWS_WITH(run_kernels(context, p, x, w, b, dy, gathered + line - 1),
+                        Catch::Contains("scratch buffer holds"));
+  }
+}
+
+TEST_CASE("conv3d: repeated runs are bitwise identical", "[conv]") {
+  // Large enough that vol2col, col2vol and the GEMMs run on several threads.
+  Context context(Device::cpu(), 5);
+  Tensor x = random_leaf(context, {2, 8, 12, 11, 10}, DType::f32);
+  Tensor w = random_leaf(context, {8, 8, 3, 3, 3}, DType::f32);
+  Tensor b = random_leaf(context, {8}, DType::f32);
+  auto run = [&]() {
+    x.zero_grad(), w.zero_grad(), b.zero_grad();
+    Tensor y = conv3d(x, w, b, Conv3dOptions::uniform(1, 2, 2));
+    backward(sum(y * y));
+    return std::vector<std::vector<float>>{y.to_vector<float>(), x.grad().to_vector<float>(),
+                                           w.grad().to_vector<float>(),
+                                           b.grad().to_vector<float>()};
+  };
+  REQUIRE(run() == run());
+}
+
+TEST_CASE("conv3d: an empty batch gives empty outputs and zero parameter gradients", "[conv]") {
+  Context context;
+  Tensor w = random_leaf(context, {4, 3, 3, 3, 3}, DType::f32);
+  Tensor b = random_leaf(context, {4}, DType::f32);
+  Tensor y = conv3d(context.ones({0, 3, 5, 7, 6}), w, b, Conv3dOptions::uniform(1, 1));
+  REQUIRE(y.shape() == Shape{0, 4, 5, 7, 6});
+  backward(sum(y));
+  REQUIRE(w.grad().to_vector<float>() == std::vector<float>(w.numel(), 0.0f));
+  REQUIRE(b.grad().to_vector<float>() == std::vector<float>(4, 0.0f));
+  REQUIRE(conv_transpose3d(context.ones({0, 3, 5, 7, 6}), context.ones({3, 2, 2, 2, 2}), {},
+                           ConvTranspose3dOptions::uniform(2))
+              .shape() == Shape{0, 2, 10, 14, 12});
+}
+
+TEST_CASE("conv3d: a dilation-24 conv on a small map sees only the centre tap", "[conv]") {
+  // DenseASPP's largest rate: with padding 24 on a 6^3 map every off-centre tap reads padding,
+  // so the conv equals a 1x1x1 conv with the centre weights.
+  Context context(Device::cpu(), 4);
+  Tensor x = context.randn({1, 4, 6, 6, 6}, DType::f64);
+  Tensor w = context.randn({5, 4, 3, 3, 3}, DType::f64);
+  Tensor centre = context.empty({5, 4, 1, 1, 1}, DType::f64);
+  for (int64_t k = 0; k < 5; ++k)
+    for (int64_t c = 0; c < 4; ++c)
+      centre.set<double>({k, c, 0, 0, 0}, w.at<double>({k, c, 1, 1, 1}));
+  test::require_close(conv3d(x, w, {}, Conv3dOptions::uniform(1, 24, 24)), conv3d(x, centre), 1e-14,
+                      "dilation 24");
+}
+
+TEST_CASE("conv3d: Conv3dParams sizes match PyTorch", "[conv]") {
+  using kernels::conv3d_params;
+  using kernels::conv_transpose3d_params;
+  // Output sizes below were printed by torch.nn.functional.conv3d / conv_transpose3d.
+  auto out = [](const Conv3dParams& p) { return Dims3{p.Z, p.P, p.Q}; };
+  auto in = [](const Conv3dParams& p) { return Dims3{p.D, p.H, p.W}; };
+  // ResNet stem on a 64x128x127 volume.
+  REQUIRE(out(conv3d_params("t", {1, 1, 64, 128, 127}, {64, 1, 7, 7, 7}, {2, 2, 2}, {3, 3, 3},
+                            {1, 1, 1}, 1)) == Dims3{32, 64, 64});
+  REQUIRE(out(conv3d_params("t", {1, 1, 5, 7, 6}, {1, 1, 3, 3, 3}, {1, 1, 1}, {12, 12, 12},
+                            {12, 12, 12}, 1)) == Dims3{5, 7, 6});
+  REQUIRE(out(conv3d_params("t", {1, 1, 5, 7, 6}, {1, 1, 3, 2, 3}, {1, 2, 1}, {0, 1, 2}, {1, 1, 2},
+                            1)) == Dims3{3, 4, 6});
+  REQUIRE(out(conv3d_params("t", {1, 1, 16, 16, 16}, {1, 1, 3, 3, 3}, {1, 1, 1}, {24, 24, 24},
+                            {24, 24, 24}, 1)) == Dims3{16, 16, 16});
+  REQUIRE(out(conv3d_params("t", {1, 1, 9, 10, 11}, {1, 1, 3, 3, 3}, {3, 3, 3}, {0, 0, 0},
+                            {1, 1, 1}, 1)) == Dims3{3, 3, 3});
+  const Conv3dParams g =
+      conv3d_params("t", {2, 4, 5, 7, 6}, {6, 2, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 2);
+  REQUIRE(g.channels_per_group() == 2);
+  REQUIRE(g.filters_per_group() == 3);
+
+  // Transposed: the equivalent conv's input is the transposed output, its output is x.
+  const Conv3dParams t = conv_transpose3d_params("t", {2, 3, 5, 7, 6}, {3, 4, 3, 3, 3}, {2, 2, 2},
+                                                 {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1);
+  REQUIRE(in(t) == Dims3{10, 14, 12});
+  REQUIRE(out(t) == Dims3{5, 7, 6});
+  REQUIRE((t.N == 2 && t.K == 3 && t.C == 4));
+  REQUIRE(in(conv_transpose3d_params("t", {1, 1, 5, 7, 6}, {1, 1, 2, 2, 2}, {2, 2, 2}, {0, 0, 0},
+                                     {0, 0, 0}, {1, 1, 1}, 1)) == Dims3{10, 14, 12});
+  REQUIRE(in(conv_transpose3d_params("t", {1, 1, 5, 7, 6}, {1, 1, 3, 3, 3}, {1, 1, 1}, {0, 0, 0},
+                                     {1, 0, 1}, {2, 2, 2}, 1)) == Dims3{10, 11, 11});
+  REQUIRE(in(conv_transpose3d_params("t", {1, 1, 4, 4, 4}, {1, 1, 4, 4, 4}, {2, 2, 2}, {1, 1, 1},
+                                     {0, 0, 0}, {1, 1, 1}, 1)) == Dims3{8, 8, 8});
+  // Groups: x has C = w[0] channels; the output has w[1] * groups.
+  const Conv3dParams tg = conv_transpose3d_params("t", {1, 4, 3, 3, 3}, {4, 3, 3, 3, 3}, {1, 1, 1},
+                                                  {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 2);
+  REQUIRE((tg.C == 6 && tg.K == 4 && tg.groups == 2));
+}
+
+TEST_CASE("conv3d: nominal and effective flop counts", "[conv]") {
+  // 3^3 input, 3^3 kernel, padding 1: along each axis 7 of the 9 (output, tap) pairs are inside.
+  const Conv3dParams p = kernels::conv3d_params("t", {1, 2, 3, 3, 3}, {4, 2, 3, 3, 3}, {1, 1, 1},
+                                                {1, 1, 1}, {1, 1, 1}, 1);
+  REQUIRE(kernels::conv3d_flops_nominal(p) == 2 * 4 * 2 * 27 * 27);
+  REQUIRE(kernels::conv3d_flops_effective(p) == 2 * 4 * 2 * 7 * 7 * 7);
+}
+
+TEST_CASE("conv3d: bad arguments give clear errors", "[conv]") {
+  Context context, other;
+  const Tensor x = context.ones({2, 3, 5, 7, 6});
+  const Tensor w = context.ones({4, 3, 3, 3, 3});
+  // Rank.
+  REQUIRE_THROWS_WITH(conv3d(context.ones({3, 5, 7, 6}), w),
+                      Catch::Contains("x must be [N, C, D, H, W], got [3, 5, 7, 6]"));
+  REQUIRE_THROWS_WITH(conv3d(x, context.ones({4, 3, 3, 3})),
+                      Catch::Contains("w must be [K, C/groups"));
+  REQUIRE_THROWS_WITH(conv_transpose3d(context.ones({3, 5, 7, 6}), w),
+                      Catch::Contains("x must be [N, C, D, H, W]"));
+  // Channels.
+  REQUIRE_THROWS_WITH(
+      conv3d(x, context.ones({4, 2, 3, 3, 3})),
+      Catch::Contains("x has 3 channels but w [4, 2, ...] with groups=1 expects 2"));
+  REQUIRE_THROWS_WITH(conv_transpose3d(x, context.ones({4, 2, 3, 3, 3})),
+                      Catch::Contains("x has 3 channels but w [4, 2, ...] expects 4"));
+  REQUIRE_THROWS_WITH(conv3d(x, w, context.ones({5})), Catch::Contains("b must be [4]"));
+  REQUIRE_THROWS_WITH(conv_transpose3d(x, context.ones({3, 2, 3, 3, 3}), context.ones({3})),
+                      Catch::Contains("b must be [2]"));
+  // Groups.
+  REQUIRE_THROWS_WITH(conv3d(x, context.ones({4, 1, 3, 3, 3}), {}, {.groups = 2}),
+                      Catch::Contains("input channels (3) must be divisible by groups (2)"));
+  REQUIRE_THROWS_WITH(
+      conv3d(context.ones({2, 4, 5, 7, 6}), context.ones({3, 2, 3, 3, 3}), {}, {.groups = 2}),
+      Catch::Contains("output channels (3) must be divisible by groups (2)"));
+  REQUIRE_THROWS_WITH(conv_transpose3d(x, context.ones({3, 2, 3, 3, 3}), {}, {.groups = 2}),
+                      Catch::Contains("input channels (3) must be divisible by groups (2)"));
+  REQUIRE_THROWS_WITH(conv3d(x, w, {}, {.groups = 0}),
+                      Catch::Contains("groups must be >= 1, got 0"));
+  // Kernel larger than the padded input.
+  REQUIRE_THROWS_WITH(
+      conv3d(x, context.ones({4, 3, 7, 3, 3})),
+      Catch::Contains("along depth spans 7 voxels but the padded input has only 5"));
+  REQUIRE_THROWS_WITH(
+      conv3d(x, w, {}, {.dilation = {1, 1, 3}}),
+      Catch::Contains("along width spans 7 voxels but the padded input has only 6"));
+  // Geometry.
+  REQUIRE_THROWS_WITH(conv3d(x, w, {}, {.stride = {1, 0, 1}}),
+                      Catch::Contains("stride along height must be >= 1, got 0"));
+  REQUIRE_THROWS_WITH(conv3d(x, w, {}, {.dilation = {-1, 1, 1}}),
+                      Catch::Contains("dilation along depth must be >= 1, got -1"));
+  REQUIRE_THROWS_WITH(conv3d(x, w, {}, {.padding = {0, 0, -1}}),
+                      Catch::Contains("padding along width must be >= 0, got -1"));
+  // Dtypes, devices, Contexts.
+  REQUIRE_THROWS_WITH(conv3d(x, context.ones({4, 3, 3, 3, 3}, DType::f64)),
+                      Catch::Contains("x is f32 but w is f64"));
+  REQUIRE_THROWS_WITH(conv3d(x, w, context.ones({4}, DType::f64)),
+                      Catch::Contains("x is f32 but b is f64"));
+  REQUIRE_THROWS_WITH(conv3d(context.ones({2, 3, 5, 7, 6}, DType::i32), w),
+                      Catch::Contains("f32 or f64"));
+  REQUIRE_THROWS_WITH(conv3d(x, other.ones({4, 3, 3, 3, 3})),
+                      Catch::Contains("different Contexts"));
+  REQUIRE_THROWS_WITH(conv3d(Tensor(), w), Catch::Contains("undefined"));
+  // Transposed conv output padding and sizes.
+  const Tensor wt = context.ones({3, 2, 3, 3, 3});
+  REQUIRE_THROWS_WITH(conv_transpose3d(x, wt, {}, ConvTranspose3dOptions::uniform(2, 1, 2)),
+                      Catch::Contains("output_padding along depth must be >= 0 and smaller than "
+                                      "either stride (2) or dilation (1), got 2"));
+  REQUIRE_THROWS_WITH(conv_transpose3d(x, wt, {}, {.output_padding = {0, 1, 0}}),
+                      Catch::Contains("output_padding along height"));
+  REQUIRE_THROWS_WITH(conv_transpose3d(context.ones({1, 3, 1, 1, 1}), wt, {},
+                                       ConvTranspose3dOptions::uniform(1, 2)),
+                      Catch::Contains("the output along depth would have -1 voxels"));
+}
