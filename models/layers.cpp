@@ -10,7 +10,8 @@ namespace med3d {
 
 namespace {
 // Uniform in [-bound, bound): PyTorch's kaiming_uniform(a=sqrt(5)) reduces to bound = 1/sqrt(fan_in).
-Tensor uniform(Context& context, const Shape& shape, double bound) {
+Tensor uniform(Context& context, const Shape& shape, double bound, Init init) {
+  if (init == Init::zeros) return context.zeros(shape);
   NoGrad no_grad(context);
   return add_scalar(mul_scalar(context.rand(shape), 2 * bound), -bound);
 }
@@ -26,19 +27,19 @@ void kaiming_normal_fan_out(Tensor& weight) {
 }
 
 Conv3d::Conv3d(Context context, int64_t in_channels, int64_t out_channels, Extent3 kernel,
-               Conv3dOptions conv_options, bool with_bias)
+               Conv3dOptions conv_options, bool with_bias, Init init)
     : Module(context), options(conv_options) {
   MED3D_CHECK(in_channels > 0 && out_channels > 0 && options.groups > 0 && in_channels % options.groups == 0,
               "Conv3d: channels ", in_channels, " -> ", out_channels, " must be positive and divisible by groups ",
               options.groups);
   const double bound = 1.0 / std::sqrt(static_cast<double>(in_channels / options.groups * receptive(kernel)));
   weight = register_parameter(
-      "weight", uniform(context, {out_channels, in_channels / options.groups, kernel[0], kernel[1], kernel[2]}, bound));
-  if (with_bias) bias = register_parameter("bias", uniform(context, {out_channels}, bound));
+      "weight", uniform(context, {out_channels, in_channels / options.groups, kernel[0], kernel[1], kernel[2]}, bound, init));
+  if (with_bias) bias = register_parameter("bias", uniform(context, {out_channels}, bound, init));
 }
 
 ConvTranspose3d::ConvTranspose3d(Context context, int64_t in_channels, int64_t out_channels, Extent3 kernel,
-                                 ConvTranspose3dOptions conv_options, bool with_bias)
+                                 ConvTranspose3dOptions conv_options, bool with_bias, Init init)
     : Module(context), options(conv_options) {
   MED3D_CHECK(in_channels > 0 && out_channels > 0 && options.groups > 0 && out_channels % options.groups == 0,
               "ConvTranspose3d: channels ", in_channels, " -> ", out_channels,
@@ -46,8 +47,8 @@ ConvTranspose3d::ConvTranspose3d(Context context, int64_t in_channels, int64_t o
   // PyTorch computes fan_in of a transposed conv weight [in, out/g, k] as (out/g) * k.
   const double bound = 1.0 / std::sqrt(static_cast<double>(out_channels / options.groups * receptive(kernel)));
   weight = register_parameter(
-      "weight", uniform(context, {in_channels, out_channels / options.groups, kernel[0], kernel[1], kernel[2]}, bound));
-  if (with_bias) bias = register_parameter("bias", uniform(context, {out_channels}, bound));
+      "weight", uniform(context, {in_channels, out_channels / options.groups, kernel[0], kernel[1], kernel[2]}, bound, init));
+  if (with_bias) bias = register_parameter("bias", uniform(context, {out_channels}, bound, init));
 }
 
 BatchNorm3d::BatchNorm3d(Context context, int64_t channels, double momentum_, double eps_)
@@ -64,10 +65,11 @@ Tensor BatchNorm3d::forward(const Tensor& x) {
   return batch_norm3d(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
 }
 
-Linear::Linear(Context context, int64_t in_features, int64_t out_features, bool with_bias) : Module(context) {
+Linear::Linear(Context context, int64_t in_features, int64_t out_features, bool with_bias, Init init)
+    : Module(context) {
   const double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
-  weight = register_parameter("weight", uniform(context, {out_features, in_features}, bound));
-  if (with_bias) bias = register_parameter("bias", uniform(context, {out_features}, bound));
+  weight = register_parameter("weight", uniform(context, {out_features, in_features}, bound, init));
+  if (with_bias) bias = register_parameter("bias", uniform(context, {out_features}, bound, init));
 }
 
 Tensor Linear::forward(const Tensor& x) const { return linear(x, weight, bias); }

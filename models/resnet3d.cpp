@@ -13,11 +13,12 @@ Conv3dOptions conv_options(int64_t stride, int64_t padding, int64_t dilation) {
           .dilation = {dilation, dilation, dilation}};
 }
 
+// MedicalNet's conv: no bias, Kaiming normal (fan_out) drawn once.
 std::shared_ptr<Conv3d> make_conv(Context& context, int64_t in, int64_t out, int64_t kernel, int64_t stride,
-                                  int64_t padding, int64_t dilation) {
+                                  int64_t padding, int64_t dilation, Init init) {
   auto conv = std::make_shared<Conv3d>(context, in, out, Extent3{kernel, kernel, kernel},
-                                       conv_options(stride, padding, dilation), /*bias=*/false);
-  kaiming_normal_fan_out(conv->weight);
+                                       conv_options(stride, padding, dilation), /*bias=*/false, Init::zeros);
+  if (init == Init::standard) kaiming_normal_fan_out(conv->weight);
   return conv;
 }
 
@@ -30,23 +31,25 @@ Tensor shortcut(const Tensor& x, const BlockShape& shape, int64_t out_channels,
 
 }  // namespace
 
-ProjectionShortcut::ProjectionShortcut(Context context, int64_t in_channels, int64_t out_channels, int64_t stride)
+ProjectionShortcut::ProjectionShortcut(Context context, int64_t in_channels, int64_t out_channels, int64_t stride,
+                                       Init init)
     : Module(context) {
-  conv = register_module("0", make_conv(context, in_channels, out_channels, 1, stride, 0, 1));
+  conv = register_module("0", make_conv(context, in_channels, out_channels, 1, stride, 0, 1, init));
   bn = register_module("1", std::make_shared<BatchNorm3d>(context, out_channels));
 }
 
 Tensor ProjectionShortcut::forward(const Tensor& x) { return bn->forward(conv->forward(x)); }
 
-BasicBlock::BasicBlock(Context context, const BlockShape& block_shape) : ResidualBlock(context), shape(block_shape) {
+BasicBlock::BasicBlock(Context context, const BlockShape& block_shape, Init init)
+    : ResidualBlock(context), shape(block_shape) {
   const int64_t d = shape.dilation;
-  conv1 = register_module("conv1", make_conv(context, shape.in_channels, shape.planes, 3, shape.stride, d, d));
+  conv1 = register_module("conv1", make_conv(context, shape.in_channels, shape.planes, 3, shape.stride, d, d, init));
   bn1 = register_module("bn1", std::make_shared<BatchNorm3d>(context, shape.planes));
-  conv2 = register_module("conv2", make_conv(context, shape.planes, shape.planes, 3, 1, d, d));
+  conv2 = register_module("conv2", make_conv(context, shape.planes, shape.planes, 3, 1, d, d, init));
   bn2 = register_module("bn2", std::make_shared<BatchNorm3d>(context, shape.planes));
   if (shape.needs_shortcut && shape.shortcut == ShortcutType::B)
     downsample = register_module("downsample",
-                                 std::make_shared<ProjectionShortcut>(context, shape.in_channels, shape.planes, shape.stride));
+                                 std::make_shared<ProjectionShortcut>(context, shape.in_channels, shape.planes, shape.stride, init));
 }
 
 Tensor BasicBlock::forward(const Tensor& x) {
@@ -55,17 +58,18 @@ Tensor BasicBlock::forward(const Tensor& x) {
   return relu(add(out, shortcut(x, shape, shape.planes, downsample)));
 }
 
-Bottleneck::Bottleneck(Context context, const BlockShape& block_shape) : ResidualBlock(context), shape(block_shape) {
+Bottleneck::Bottleneck(Context context, const BlockShape& block_shape, Init init)
+    : ResidualBlock(context), shape(block_shape) {
   const int64_t d = shape.dilation, out = shape.planes * kExpansion;
-  conv1 = register_module("conv1", make_conv(context, shape.in_channels, shape.planes, 1, 1, 0, 1));
+  conv1 = register_module("conv1", make_conv(context, shape.in_channels, shape.planes, 1, 1, 0, 1, init));
   bn1 = register_module("bn1", std::make_shared<BatchNorm3d>(context, shape.planes));
-  conv2 = register_module("conv2", make_conv(context, shape.planes, shape.planes, 3, shape.stride, d, d));
+  conv2 = register_module("conv2", make_conv(context, shape.planes, shape.planes, 3, shape.stride, d, d, init));
   bn2 = register_module("bn2", std::make_shared<BatchNorm3d>(context, shape.planes));
-  conv3 = register_module("conv3", make_conv(context, shape.planes, out, 1, 1, 0, 1));
+  conv3 = register_module("conv3", make_conv(context, shape.planes, out, 1, 1, 0, 1, init));
   bn3 = register_module("bn3", std::make_shared<BatchNorm3d>(context, out));
   if (shape.needs_shortcut && shape.shortcut == ShortcutType::B)
     downsample = register_module("downsample",
-                                 std::make_shared<ProjectionShortcut>(context, shape.in_channels, out, shape.stride));
+                                 std::make_shared<ProjectionShortcut>(context, shape.in_channels, out, shape.stride, init));
 }
 
 Tensor Bottleneck::forward(const Tensor& x) {
@@ -93,12 +97,13 @@ ShortcutType ResNet3d::default_shortcut(int depth) {
   return depth == 18 || depth == 34 ? ShortcutType::A : ShortcutType::B;
 }
 
-ResNet3d::ResNet3d(Context context, int depth, std::optional<ShortcutType> shortcut_type, int64_t in_channels)
+ResNet3d::ResNet3d(Context context, int depth, std::optional<ShortcutType> shortcut_type, int64_t in_channels,
+                   Init init)
     : Module(context), depth_(depth), shortcut_(shortcut_type.value_or(default_shortcut(depth))) {
   const std::vector<int> counts = block_counts(depth);
   const bool bottleneck = depth >= 50;
   const int64_t expansion = bottleneck ? Bottleneck::kExpansion : BasicBlock::kExpansion;
-  conv1 = register_module("conv1", make_conv(context, in_channels, 64, 7, 2, 3, 1));
+  conv1 = register_module("conv1", make_conv(context, in_channels, 64, 7, 2, 3, 1, init));
   bn1 = register_module("bn1", std::make_shared<BatchNorm3d>(context, 64));
 
   int64_t channels = 64;
@@ -108,8 +113,8 @@ ResNet3d::ResNet3d(Context context, int depth, std::optional<ShortcutType> short
       const int64_t block_stride = b == 0 ? stride : 1;
       BlockShape shape{channels, planes, block_stride, dilation,
                        block_stride != 1 || channels != planes * expansion, shortcut_};
-      if (bottleneck) layer->push_back(std::make_shared<Bottleneck>(context, shape));
-      else layer->push_back(std::make_shared<BasicBlock>(context, shape));
+      if (bottleneck) layer->push_back(std::make_shared<Bottleneck>(context, shape, init));
+      else layer->push_back(std::make_shared<BasicBlock>(context, shape, init));
       channels = planes * expansion;
     }
     return layer;

@@ -20,7 +20,7 @@ TEST_CASE("resnet3d: state and parameter counts equal MedicalNet's for every dep
   Context context;
   for (const Expected& e : table) {
     INFO("ResNet-" << e.depth);
-    ResNet3d net(context, e.depth);
+    ResNet3d net(context, e.depth, std::nullopt, 1, Init::zeros);  // counts need no random draw
     REQUIRE(net.shortcut() == e.shortcut);
     REQUIRE(net.count_state() == e.state);
     REQUIRE(net.count_parameters() == e.parameters);
@@ -29,7 +29,7 @@ TEST_CASE("resnet3d: state and parameter counts equal MedicalNet's for every dep
 
 TEST_CASE("resnet3d: MedicalNet key names and shapes", "[models]") {
   Context context;
-  MedicalNetSegmentation net(context, 10, 3);
+  MedicalNetSegmentation net(context, 10, 3, std::nullopt, 1, Init::zeros);
   const NamedTensors state = net.state_dict();
   REQUIRE(state.front().first == "conv1.weight");
   REQUIRE(state.front().second.shape() == Shape{64, 1, 7, 7, 7});
@@ -45,6 +45,24 @@ TEST_CASE("resnet3d: MedicalNet key names and shapes", "[models]") {
   REQUIRE(find("conv_seg.0.weight").shape() == Shape{512, 32, 2, 2, 2});
   REQUIRE(find("conv_seg.0.bias").shape() == Shape{32});
   REQUIRE(find("conv_seg.6.weight").shape() == Shape{3, 32, 1, 1, 1});
+}
+
+TEST_CASE("resnet3d: Kaiming fan_out init has the right spread, Init::zeros draws nothing", "[models]") {
+  Context context(Device::cpu(), 11);
+  ResNet3d net(context, 10);
+  const std::vector<double> w = net.layer1->operator[](0).named_parameters()[0].second.to_vector<double>();
+  double sum_sq = 0;
+  for (double v : w) sum_sq += v * v;
+  const double expected = 2.0 / (64 * 27);  // fan_out = out channels * kernel volume
+  REQUIRE(std::abs(sum_sq / w.size() - expected) < 0.05 * expected);
+  ResNet3d zeros(context, 10, std::nullopt, 1, Init::zeros);
+  for (const auto& [name, p] : zeros.named_parameters()) {
+    INFO(name);
+    const bool bn_weight = (name.find(".bn") != std::string::npos || name.find("downsample.1") != std::string::npos ||
+                            name.rfind("bn1", 0) == 0) &&
+                           name.ends_with("weight");
+    for (double v : p.to_vector<double>()) REQUIRE(v == (bn_weight ? 1.0 : 0.0));
+  }
 }
 
 TEST_CASE("resnet3d: forward shapes, output stride 8, and a training step's gradients", "[models]") {
@@ -83,7 +101,7 @@ TEST_CASE("module: state dict round trip, strict and non-strict loading, module.
 
 TEST_CASE("module: freezing and parameter groups by prefix", "[models]") {
   Context context;
-  MedicalNetSegmentation net(context, 10, 2);
+  MedicalNetSegmentation net(context, 10, 2, std::nullopt, 1, Init::zeros);
   net.freeze("layer1");
   std::vector<ParamGroup> groups = net.param_groups({{"conv_seg", 1.0}}, 0.01);
   REQUIRE(groups.size() == 2);

@@ -14,7 +14,8 @@ namespace med3d {
 class MedicalNetSegmentation : public Module {
  public:
   MedicalNetSegmentation(Context context, int depth, int64_t classes,
-                         std::optional<ShortcutType> shortcut = std::nullopt, int64_t in_channels = 1);
+                         std::optional<ShortcutType> shortcut = std::nullopt, int64_t in_channels = 1,
+                         Init init = Init::standard);
   Tensor forward(const Tensor& x);
   std::shared_ptr<ResNet3d> encoder;
   std::shared_ptr<ConvTranspose3d> up;        // conv_seg.0

@@ -12,6 +12,11 @@ namespace med3d {
 
 using Extent3 = std::array<int64_t, 3>;
 
+// How a layer fills its weights at construction: `standard` is the layer's documented init
+// (PyTorch's default, or Kaiming for ResNet convs); `zeros` skips the random draw for weights
+// that will be loaded right after (a ResNet-200 would draw 127 M values for nothing).
+enum class Init { standard, zeros };
+
 // Fills `weight` in place with N(0, 2 / fan_out) (He et al., fan_out mode: MedicalNet's init).
 void kaiming_normal_fan_out(Tensor& weight);
 
@@ -19,7 +24,7 @@ class Conv3d : public Module {
  public:
   // PyTorch's default init: weight and bias uniform in +-1/sqrt(fan_in).
   Conv3d(Context context, int64_t in_channels, int64_t out_channels, Extent3 kernel,
-         Conv3dOptions options = {}, bool bias = true);
+         Conv3dOptions options = {}, bool bias = true, Init init = Init::standard);
   Tensor forward(const Tensor& x) const { return conv3d(x, weight, bias, options); }
   Tensor weight, bias;  // [out, in/groups, T, R, S], [out] or undefined
   Conv3dOptions options;
@@ -28,7 +33,7 @@ class Conv3d : public Module {
 class ConvTranspose3d : public Module {
  public:
   ConvTranspose3d(Context context, int64_t in_channels, int64_t out_channels, Extent3 kernel,
-                  ConvTranspose3dOptions options = {}, bool bias = true);
+                  ConvTranspose3dOptions options = {}, bool bias = true, Init init = Init::standard);
   Tensor forward(const Tensor& x) const { return conv_transpose3d(x, weight, bias, options); }
   Tensor weight, bias;  // [in, out/groups, T, R, S], [out] or undefined
   ConvTranspose3dOptions options;
@@ -45,7 +50,8 @@ class BatchNorm3d : public Module {
 
 class Linear : public Module {
  public:
-  Linear(Context context, int64_t in_features, int64_t out_features, bool bias = true);
+  Linear(Context context, int64_t in_features, int64_t out_features, bool bias = true,
+         Init init = Init::standard);
   Tensor forward(const Tensor& x) const;
   Tensor weight, bias;  // [out, in], [out] or undefined
 };

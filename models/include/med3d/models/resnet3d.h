@@ -45,7 +45,8 @@ class ResidualBlock : public Module {
 // Shortcut B: 1x1x1 strided conv + BN, named downsample.0 / downsample.1 as in MedicalNet.
 class ProjectionShortcut : public Module {
  public:
-  ProjectionShortcut(Context context, int64_t in_channels, int64_t out_channels, int64_t stride);
+  ProjectionShortcut(Context context, int64_t in_channels, int64_t out_channels, int64_t stride,
+                     Init init = Init::standard);
   Tensor forward(const Tensor& x);
   std::shared_ptr<Conv3d> conv;
   std::shared_ptr<BatchNorm3d> bn;
@@ -60,7 +61,7 @@ struct BlockShape {
 class BasicBlock : public ResidualBlock {
  public:
   static constexpr int64_t kExpansion = 1;
-  BasicBlock(Context context, const BlockShape& shape);
+  BasicBlock(Context context, const BlockShape& shape, Init init = Init::standard);
   Tensor forward(const Tensor& x) override;
   std::shared_ptr<Conv3d> conv1, conv2;
   std::shared_ptr<BatchNorm3d> bn1, bn2;
@@ -71,7 +72,7 @@ class BasicBlock : public ResidualBlock {
 class Bottleneck : public ResidualBlock {
  public:
   static constexpr int64_t kExpansion = 4;
-  Bottleneck(Context context, const BlockShape& shape);
+  Bottleneck(Context context, const BlockShape& shape, Init init = Init::standard);
   Tensor forward(const Tensor& x) override;
   std::shared_ptr<Conv3d> conv1, conv2, conv3;
   std::shared_ptr<BatchNorm3d> bn1, bn2, bn3;
@@ -87,7 +88,7 @@ class ResNet3d : public Module {
  public:
   // depth: 10, 18, 34, 50, 101, 152 or 200; shortcut defaults as MedicalNet's weights.
   ResNet3d(Context context, int depth, std::optional<ShortcutType> shortcut = std::nullopt,
-           int64_t in_channels = 1);
+           int64_t in_channels = 1, Init init = Init::standard);
   Tensor forward(const Tensor& x);
   ResNet3dFeatures forward_features(const Tensor& x);
   int depth() const { return depth_; }
