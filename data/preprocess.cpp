@@ -153,7 +153,21 @@ double value_at_rank(std::vector<double>& v, double rank) {
 
 std::vector<double> values_of(const char* op, const Tensor& t) {
   MED3D_CHECK(t.defined() && t.numel() > 0, op, ": expected a non-empty tensor");
-  return t.to(DType::f64).to_vector<double>();
+  MED3D_CHECK(t.device().is_cpu(), op, ": expected a CPU tensor");
+  if (t.dtype() != DType::f32) {
+    std::vector<double> v = t.to(DType::f64).to_vector<double>();
+    for (std::size_t i = 0; i < v.size(); ++i)
+      MED3D_CHECK(std::isfinite(v[i]), op, ": value ", i, " is ", v[i],
+                  "; percentiles need finite values");
+    return v;
+  }
+  const float* p = t.data<float>();  // the common case, without an intermediate tensor
+  std::vector<double> v(p, p + t.numel());
+  // nth_element needs a strict weak order, which NaN breaks.
+  for (std::size_t i = 0; i < v.size(); ++i)
+    MED3D_CHECK(std::isfinite(v[i]), op, ": value ", i, " is ", v[i],
+                "; percentiles need finite values");
+  return v;
 }
 
 }  // namespace

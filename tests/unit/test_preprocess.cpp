@@ -372,3 +372,9 @@ TEST_CASE("prepare_case: ../shared/data/hippocampus, first cases", "[preprocess]
   first.cases.resize(10);
   CHECK(median_spacing(first) == std::array<double, 3>{1.0, 1.0, 1.0});
 }
+
+TEST_CASE("percentile: non-finite values are a clear error", "[preprocess]") {
+  Context context;
+  const Tensor t = context.from_vector<float>({3}, {1.0f, std::nanf(""), 2.0f});
+  require_error([&] { percentile(t, 50); }, {"percentile", "value 1", "finite"});
+}

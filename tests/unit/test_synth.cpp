@@ -2,9 +2,10 @@
 // exactly the promised labels, geometry and intensities; generation is seeded; anatomy is
 // consistent in world space whatever the stored orientation.
 //
-// Speed (Release, this 2-core development machine, measured once by hand with
-// std::chrono around make_synthetic_case + both write_nifti calls): a 128^3 CT case takes
-// about 0.15 s to generate and 0.05 s to write uncompressed. Not asserted: timings vary.
+// Speed (Release, the 2-core development machine under a load average of ~9, measured by
+// hand with std::chrono around make_synthetic_case and the two write_nifti calls, 3 runs):
+// a 128^3 CT case takes 0.10-0.15 s to generate and 0.02-0.08 s to write as .nii, so
+// 0.12-0.23 s in all; .nii.gz takes about 0.6 s in all. Not asserted: timings vary.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
