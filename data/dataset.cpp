@@ -39,8 +39,9 @@ json read_json_file(const char* op, const std::string& path) {
   }
 }
 
-// A label value key of dataset.json "labels" ("0", "1", ...).
-int32_t parse_label_key(const std::string& json_path, const std::string& key) {
+// An integer key of dataset.json "labels" or "modality" ("0", "1", ...).
+int32_t parse_index_key(const std::string& json_path, const char* field,
+                        const std::string& key) {
   std::size_t used = 0;
   long value = 0;
   bool ok = !key.empty();
@@ -50,8 +51,8 @@ int32_t parse_label_key(const std::string& json_path, const std::string& key) {
     ok = false;
   }
   MED3D_CHECK(ok && used == key.size() && value >= 0 && value <= 1000000, "load_msd_dataset: '",
-              json_path, "' field \"labels\": key '", key,
-              "' is not a label value (expected a non-negative integer such as \"1\")");
+              json_path, "' field \"", field, "\": key '", key,
+              "' is not a non-negative integer such as \"1\"");
   return static_cast<int32_t>(value);
 }
 
@@ -107,8 +108,10 @@ Dataset load_msd_dataset(const std::string& folder, int domain) {
   Dataset d;
   d.root = root.string();
   d.domain = domain;
-  d.name = j.contains("name") && j["name"].is_string() ? j["name"].get<std::string>()
-                                                       : root.lexically_normal().filename().string();
+  if (j.contains("name") && j["name"].is_string())
+    d.name = j["name"].get<std::string>();
+  else
+    d.name = root.lexically_normal().filename().string();
   if (d.name.empty()) d.name = root.parent_path().filename().string();
 
   MED3D_CHECK(j.contains("labels"), op, ": '", json_path, "' has no field \"labels\"");
@@ -118,7 +121,7 @@ Dataset load_msd_dataset(const std::string& folder, int domain) {
   for (const auto& [key, value] : labels.items()) {
     MED3D_CHECK(value.is_string(), op, ": '", json_path, "' field \"labels\": value of '", key,
                 "' must be a string (the class name)");
-    d.labels[parse_label_key(json_path, key)] = value.get<std::string>();
+    d.labels[parse_index_key(json_path, "labels", key)] = value.get<std::string>();
   }
 
   if (j.contains("modality")) {
@@ -128,7 +131,7 @@ Dataset load_msd_dataset(const std::string& folder, int domain) {
     for (const auto& [key, value] : modality.items()) {
       MED3D_CHECK(value.is_string(), op, ": '", json_path, "' field \"modality\": value of '",
                   key, "' must be a string");
-      d.modality[parse_label_key(json_path, key)] = value.get<std::string>();
+      d.modality[parse_index_key(json_path, "modality", key)] = value.get<std::string>();
     }
   }
 

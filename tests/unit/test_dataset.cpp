@@ -157,6 +157,8 @@ TEST_CASE("load_msd_dataset: malformed dataset.json names the file and field", "
   require_error([&] { load_msd_dataset(root); }, {file, "\"labels\"", "'one'"});
   edited([](json& j) { j["labels"]["1"] = 1; });
   require_error([&] { load_msd_dataset(root); }, {file, "\"labels\"", "string"});
+  edited([](json& j) { j["modality"]["first"] = "CT"; });
+  require_error([&] { load_msd_dataset(root); }, {file, "\"modality\"", "'first'"});
   edited([](json& j) { j["modality"] = "CT"; });
   require_error([&] { load_msd_dataset(root); }, {file, "\"modality\""});
   edited([](json& j) { j.erase("training"); });

@@ -82,7 +82,9 @@ TEST_CASE("resample: the same spacing gives back the input exactly", "[preproces
   CHECK(same.spacing == image.spacing);
 
   Volume label = make_volume<int32_t>(context, {5, 7, 6}, {2.0, 1.5, 0.8}, {0, 0, 0},
-                                      [](int64_t d, int64_t h, int64_t w) { return (d + h * w) % 3; });
+                                      [](int64_t d, int64_t h, int64_t w) {
+                                        return (d + h * w) % 3;
+                                      });
   const Volume same_label = resample(label, label.spacing, Interpolation::nearest);
   CHECK(same_label.data.to_vector<int32_t>() == label.data.to_vector<int32_t>());
   CHECK(same_label.affine == label.affine);
@@ -174,7 +176,8 @@ TEST_CASE("percentile: exact values with numpy's linear interpolation", "[prepro
   CHECK(percentile(t, 50) == Approx(3.5).epsilon(1e-15));
   CHECK(percentile(t, 90) == Approx(6.9).epsilon(1e-15));  // rank 6.3 between 6 and 9
   std::vector<float> ramp(100);
-  for (int i = 0; i < 100; ++i) ramp[static_cast<std::size_t>((i * 37) % 100)] = static_cast<float>(i + 1);
+  for (int i = 0; i < 100; ++i)  // 1..100 in a scrambled order
+    ramp[static_cast<std::size_t>((i * 37) % 100)] = static_cast<float>(i + 1);
   const auto [lo, hi] = percentiles(context.from_vector<float>({100}, ramp), 0.5, 99.5);
   CHECK(lo == Approx(1.495).epsilon(1e-14));   // np.percentile(np.arange(1, 101), 0.5)
   CHECK(hi == Approx(99.505).epsilon(1e-14));  // np.percentile(np.arange(1, 101), 99.5)
@@ -229,7 +232,8 @@ TEST_CASE("normalize_intensity: CT window [-200, 250] HU to [0, 1] (LiTS)", "[pr
   CHECK(out == std::vector<float>{0.0f, 0.0f, 0.5f, 1.0f, 1.0f, 0.25f});
   options.window_min = 10;
   options.window_max = 10;
-  require_error([&] { normalize_intensity(hu, options); }, {"CT window", "window_min < window_max"});
+  require_error([&] { normalize_intensity(hu, options); },
+                {"CT window", "window_min < window_max"});
 }
 
 TEST_CASE("normalize_intensity: MedicalNet statistics over voxels > 0", "[preprocess]") {
