@@ -12,7 +12,6 @@ struct Loader::Slot {
   Batch batch;
   int64_t remaining = 0;  // samples not yet written
   std::string error;      // first failure among its samples
-  std::vector<std::pair<std::size_t, std::pair<Tensor, Tensor>>> samples;  // (k, image/label)
 };
 
 struct Loader::CacheEntry {
@@ -130,6 +129,10 @@ void Loader::work() {
         s->batch.domain.assign(static_cast<std::size_t>(b), 0);
         s->batch.case_index.assign(static_cast<std::size_t>(b), 0);
         s->batch.sample_seed.assign(static_cast<std::size_t>(b), 0);
+        // Workers write their samples straight into the batch, so next() only hands it over.
+        const Index3& p = options_.patch;
+        s->batch.image = context_.empty({b, 1, p[0], p[1], p[2]}, DType::f32);
+        s->batch.label = context_.empty({b, p[0], p[1], p[2]}, DType::i32);
       }
       slot = s.get();
       which = case_of(epoch, position);
@@ -140,9 +143,11 @@ void Loader::work() {
     slot->batch.case_index[k] = which.second;
     slot->batch.sample_seed[k] = seed;
     std::string error;
-    std::pair<Tensor, Tensor> result;
     try {
-      result = make_sample(which.first, which.second, seed);
+      const auto [image, label] = make_sample(which.first, which.second, seed);
+      const std::size_t voxels = static_cast<std::size_t>(image.numel());
+      std::memcpy(slot->batch.image.data<float>() + k * voxels, image.data<float>(), voxels * sizeof(float));
+      std::memcpy(slot->batch.label.data<int32_t>() + k * voxels, label.data<int32_t>(), voxels * sizeof(int32_t));
     } catch (const std::exception& e) {
       error = e.what();
     } catch (...) {
@@ -153,7 +158,6 @@ void Loader::work() {
       slot->error = "Loader: sample " + std::to_string(position) + " of epoch " + std::to_string(epoch) +
                     " (domain " + std::to_string(which.first) + ", case " + std::to_string(which.second) +
                     ") failed: " + error;
-    slot->samples.push_back({k, std::move(result)});
     if (--slot->remaining == 0) batch_ready_.notify_all();
   }
 }
@@ -236,19 +240,7 @@ Batch Loader::next() {
   }
   work_ready_.notify_all();
   if (!slot->error.empty()) throw Error(slot->error);
-  // Assemble outside the lock: the batch is the consumer's now.
-  const Index3& p = options_.patch;
-  const int64_t b = options_.batch_size, voxels = p[0] * p[1] * p[2];
-  Batch batch = std::move(slot->batch);
-  batch.image = context_.empty({b, 1, p[0], p[1], p[2]}, DType::f32);
-  batch.label = context_.empty({b, p[0], p[1], p[2]}, DType::i32);
-  for (auto& [k, volumes] : slot->samples) {
-    std::memcpy(batch.image.data<float>() + static_cast<int64_t>(k) * voxels, volumes.first.data<float>(),
-                static_cast<std::size_t>(voxels) * sizeof(float));
-    std::memcpy(batch.label.data<int32_t>() + static_cast<int64_t>(k) * voxels, volumes.second.data<int32_t>(),
-                static_cast<std::size_t>(voxels) * sizeof(int32_t));
-  }
-  return batch;
+  return std::move(slot->batch);
 }
 
 CacheStats Loader::cache_stats() const {

@@ -20,7 +20,8 @@
 // Intensity (image only): gamma on the image's [min, max] range,
 //   x' = min + (max - min) * ((x - min) / (max - min))^gamma,
 // then additive Gaussian noise N(0, noise_std^2) per voxel (absolute units: meant for
-// normalised images), drawn from Philox keyed by the sample's seed and the voxel index.
+// normalised images): Philox block j keyed by the noise seed gives, by Box-Muller (f32),
+// the normals of voxels 4j..4j+3, so the noise depends only on the seed and voxel index.
 //
 // Functions run single-threaded on purpose: the loader parallelises over samples.
 // All randomness comes from the SampleRng / seed passed in (crop.h); same seed, same output.
