@@ -185,15 +185,19 @@ std::pair<Tensor, Tensor> resample(const Tensor& image, const Tensor& label, con
         const double x1 = snap(row[1] + m[5] * wd);
         const double x2 = snap(row[2] + m[8] * wd);
         // Nearest for the label; outside the volume is background.
-        const int64_t n0 = static_cast<int64_t>(std::floor(x0 + 0.5));
-        const int64_t n1 = static_cast<int64_t>(std::floor(x1 + 0.5));
-        const int64_t n2 = static_cast<int64_t>(std::floor(x2 + 0.5));
-        const bool inside = n0 >= 0 && n0 < n[0] && n1 >= 0 && n1 < n[1] && n2 >= 0 && n2 < n[2];
-        dst_label[base + w] = inside ? src_label[n0 * sh + n1 * sw + n2] : 0;
+        // Compared as doubles before any conversion, so far-away coordinates cannot overflow.
+        const double r0 = std::floor(x0 + 0.5), r1 = std::floor(x1 + 0.5), r2 = std::floor(x2 + 0.5);
+        const bool inside = r0 >= 0 && r0 < static_cast<double>(n[0]) && r1 >= 0 &&
+                            r1 < static_cast<double>(n[1]) && r2 >= 0 && r2 < static_cast<double>(n[2]);
+        dst_label[base + w] = inside ? src_label[static_cast<int64_t>(r0) * sh + static_cast<int64_t>(r1) * sw +
+                                                 static_cast<int64_t>(r2)]
+                                     : 0;
         // Trilinear for the image; zero-weight corners outside the volume read `fill`.
         const double f0 = std::floor(x0), f1 = std::floor(x1), f2 = std::floor(x2);
-        if (f0 < -1 || f0 > static_cast<double>(n[0]) || f1 < -1 || f1 > static_cast<double>(n[1]) ||
-            f2 < -1 || f2 > static_cast<double>(n[2])) {
+        // Written so that NaN coordinates also take the fill branch.
+        const bool near = f0 >= -1 && f0 <= static_cast<double>(n[0]) && f1 >= -1 &&
+                          f1 <= static_cast<double>(n[1]) && f2 >= -1 && f2 <= static_cast<double>(n[2]);
+        if (!near) {
           dst[base + w] = fill;
           continue;
         }

@@ -183,3 +183,13 @@ TEST_CASE("augment: a crop box resized by box_map reads the right voxels", "[aug
   REQUIRE_THROWS_WITH(resample(image, context.zeros({6, 6, 5}, DType::i32), half, {3, 3, 3}, 0.0),
                       Catch::Contains("label must be an i32"));
 }
+
+TEST_CASE("augment: a map far outside the volume gives fill and background", "[augment]") {
+  Context context;
+  auto [image, label] = known_pair(context, {4, 4, 4});
+  Affine3 far;
+  far.offset = {1e300, -1e300, 3.0};
+  auto [f_image, f_label] = resample(image, label, far, {2, 3, 2}, -5.0);
+  REQUIRE(f_image.to_vector<float>() == std::vector<float>(12, -5.0f));
+  REQUIRE(f_label.to_vector<int32_t>() == std::vector<int32_t>(12, 0));
+}

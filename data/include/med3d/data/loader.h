@@ -18,7 +18,12 @@
 //   (image, label) = cache or source.load(d, c)   image f32 [D, H, W], label i32 [D, H, W]
 //   crop_mode med3d_resize: box = med3d_crop_box, resized to `patch` (the Med3D recipe)
 //   crop_mode patch:        box = sample_patch_box(patch, foreground_fraction), padded
-//   augmentation (augment.h) folded into the same resampling pass when `augment` is set.
+//   augmentation (augment.h) folded into the same resampling pass when `augment` is set,
+//   rotating and scaling about the crop box centre (so the patch keeps showing what was
+//   sampled; AugmentOptions::rotate_about_foreground is not used here), translating within
+//   max_translation_fraction of the foreground box; gamma and noise on the image after.
+//   Outside the volume the image reads image_fill (default: the volume's minimum), labels 0.
+// Workers copy each finished sample into its slot of the batch, so next() only hands over.
 //
 // Batch: image f32 [B, 1, pD, pH, pW], label i32 [B, pD, pH, pW] (the layout of
 // cross_entropy / soft_dice_loss), plus each sample's domain, case and seed.
