@@ -130,9 +130,15 @@ void Loader::work() {
         s->batch.case_index.assign(static_cast<std::size_t>(b), 0);
         s->batch.sample_seed.assign(static_cast<std::size_t>(b), 0);
         // Workers write their samples straight into the batch, so next() only hands it over.
-        const Index3& p = options_.patch;
-        s->batch.image = context_.empty({b, 1, p[0], p[1], p[2]}, DType::f32);
-        s->batch.label = context_.empty({b, p[0], p[1], p[2]}, DType::i32);
+        // A failed allocation leaves the tensors undefined; writing the sample then fails
+        // below and is reported like any other failure, instead of ending the thread.
+        try {
+          const Index3& p = options_.patch;
+          s->batch.image = context_.empty({b, 1, p[0], p[1], p[2]}, DType::f32);
+          s->batch.label = context_.empty({b, p[0], p[1], p[2]}, DType::i32);
+        } catch (const std::exception&) {
+          s->batch.image = s->batch.label = Tensor();
+        }
       }
       slot = s.get();
       which = case_of(epoch, position);
@@ -142,6 +148,7 @@ void Loader::work() {
     slot->batch.domain[k] = which.first;  // each worker writes only its own element k
     slot->batch.case_index[k] = which.second;
     slot->batch.sample_seed[k] = seed;
+    bool failed = false;
     std::string error;
     try {
       const auto [image, label] = make_sample(which.first, which.second, seed);
@@ -149,12 +156,14 @@ void Loader::work() {
       std::memcpy(slot->batch.image.data<float>() + k * voxels, image.data<float>(), voxels * sizeof(float));
       std::memcpy(slot->batch.label.data<int32_t>() + k * voxels, label.data<int32_t>(), voxels * sizeof(int32_t));
     } catch (const std::exception& e) {
+      failed = true;
       error = e.what();
     } catch (...) {
+      failed = true;
       error = "unknown exception";
     }
     std::lock_guard lock(mutex_);
-    if (!error.empty() && slot->error.empty())
+    if (failed && slot->error.empty())
       slot->error = "Loader: sample " + std::to_string(position) + " of epoch " + std::to_string(epoch) +
                     " (domain " + std::to_string(which.first) + ", case " + std::to_string(which.second) +
                     ") failed: " + error;
