@@ -196,7 +196,9 @@ TEST_CASE("loader: the volume cache respects its byte budget", "[loader]") {
     REQUIRE(stats.bytes <= o.cache_bytes);
     REQUIRE(stats.entries <= 2);
     REQUIRE(stats.hits + stats.misses >= 24);
-    REQUIRE(stats.misses == *loads);
+    // Workers may be inside load() (counted in `loads`, not yet a miss) while we look.
+    REQUIRE(stats.misses <= *loads);
+    REQUIRE(*loads - stats.misses <= o.workers);
   }
   SECTION("a large budget decodes each case once") {
     auto loads = std::make_shared<std::atomic<int64_t>>(0);
