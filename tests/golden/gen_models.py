@@ -22,6 +22,10 @@ for every parameter (nograd.<param> where no gradient reached it), in named_para
 the step (batch statistics, momentum 0.1). gen.u: u(1234, c) for a few counters c (gen.counters),
 so the C++ test checks this numpy Philox against its own.
 Train mode runs DenseASPP with dropout p = 0 (eval mode keeps p = 0.1, inactive).
+ResNet-50-B in train mode (1x16^3) is ill-conditioned in f32 (PyTorch's own f32 gradients differ
+from f64 by up to 14%), so the C++ test compares its output and running statistics loosely and
+skips its gradient signatures; see test_model_golden.cpp.
+Regenerate a few nets only with MED3D_GEN_ONLY=name1,name2 (names as in NETS below).
 """
 import os
 

@@ -48,6 +48,24 @@ TEST_CASE("heads: Med3D branch j's backward reaches only branch j and the encode
   REQUIRE_THROWS_WITH(Med3DNet(context, 10, {2, 0}), Catch::Contains("domain 1 has 0 classes"));
 }
 
+TEST_CASE("heads: a Med3D training step on domain j changes only branch j and the encoder", "[models][heads]") {
+  Context context(Device::cpu(), 9);
+  Med3DNet net(context, 10, {2, 3, 2});
+  Sgd sgd(net.param_groups({}, 0.1, 1e-4), SgdOptions{.momentum = 0.9, .weight_decay = 1e-4});
+  std::vector<std::pair<std::string, std::vector<float>>> before;
+  for (const auto& [name, p] : net.named_parameters()) before.emplace_back(name, p.to_vector<float>());
+  sgd.zero_grad();
+  backward(mean(net.forward(context.randn({1, 1, 16, 16, 16}), 1)));
+  sgd.step();
+  const NamedTensors after = net.named_parameters();
+  for (std::size_t i = 0; i < after.size(); ++i) {
+    const std::string& name = after[i].first;
+    INFO(name);
+    const bool other_branch = name.rfind("branches.", 0) == 0 && name.rfind("branches.1.", 0) != 0;
+    REQUIRE((after[i].second.to_vector<float>() == before[i].second) == other_branch);
+  }
+}
+
 TEST_CASE("heads: output shapes of the segmentation heads", "[models][heads]") {
   Context context(Device::cpu(), 6);
   NoGrad no_grad(context);
