@@ -31,32 +31,17 @@ void forward_backward(Context& context, Net& net, const Shape& expected) {
 
 }  // namespace
 
-TEST_CASE("preact: parameter and state counts equal the PyTorch definition", "[preact]") {
-  // From `/usr/bin/python3 tests/golden/gen_weights.py --counts` (PyTorch 1.13, the
+TEST_CASE("preact: PreAct-200 builds with PyTorch's exact counts and runs one forward/backward", "[preact]") {
+  // Counts from `/usr/bin/python3 tests/golden/gen_weights.py --counts` (PyTorch 1.13; the
   // PreActResNet3d class there mirrors models/preact_resnet3d.cpp): trainable parameters and
-  // floating state (parameters + BN running statistics).
-  struct Expected {
-    int depth;
-    int64_t parameters, state;
-  };
-  const Expected table[] = {
-      {50, 46147520, 46193088},
-      {101, 85193664, 85291456},
-      {152, 117352384, 117496256},
-      {200, 126552000, 126720448},
-  };
-  Context context;
-  for (const Expected& e : table) {
-    INFO("PreActResNet3d(" << e.depth << ")");
-    PreActResNet3d net(context, e.depth);
-    REQUIRE(net.count_parameters() == e.parameters);
-    REQUIRE(net.count_state() == e.state);
-  }
-}
-
-TEST_CASE("preact: PreAct-200 structure, keys and projection shortcuts", "[preact]") {
-  Context context;
+  // floating state (parameters + BN running statistics). That command also prints
+  // PreAct-101: 85193664 / 85291456 and PreAct-152: 117352384 / 117496256 (not rebuilt here
+  // to keep the suite fast; 50 and 200 share every code path with them).
+  Context context(Device::cpu(), 31);
   PreActResNet3d net(context, 200);
+  REQUIRE(net.count_parameters() == 126552000);
+  REQUIRE(net.count_state() == 126720448);
+
   REQUIRE(net.layer1->size() == 3);
   REQUIRE(net.layer2->size() == 24);
   REQUIRE(net.layer3->size() == 36);
@@ -74,16 +59,19 @@ TEST_CASE("preact: PreAct-200 structure, keys and projection shortcuts", "[preac
   REQUIRE(find("layer2.1.bn1.weight").shape() == Shape{512});
   REQUIRE(find("layer4.2.conv3.weight").shape() == Shape{2048, 512, 1, 1, 1});
   REQUIRE(find("final_bn.running_mean").shape() == Shape{2048});
-  const auto& second = dynamic_cast<const PreActBottleneck&>((*net.layer2)[1]);
-  REQUIRE(second.downsample == nullptr);
-  REQUIRE(dynamic_cast<const PreActBottleneck&>((*net.layer3)[0]).conv2->options.dilation == std::array<int64_t, 3>{2, 2, 2});
-  REQUIRE_THROWS_WITH(PreActResNet3d(context, 34), Catch::Contains("not one of 50, 101, 152, 200"));
+  REQUIRE(dynamic_cast<const PreActBottleneck&>((*net.layer2)[1]).downsample == nullptr);
+  REQUIRE(dynamic_cast<const PreActBottleneck&>((*net.layer3)[0]).conv2->options.dilation ==
+          std::array<int64_t, 3>{2, 2, 2});
+
+  forward_backward(context, net, Shape{1, 2048, 2, 2, 2});
 }
 
-TEST_CASE("preact: PreAct-200 runs one forward/backward on 16^3", "[preact]") {
-  Context context(Device::cpu(), 31);
-  PreActResNet3d net(context, 200);
-  forward_backward(context, net, Shape{1, 2048, 2, 2, 2});
+TEST_CASE("preact: PreAct-50 counts and bad depths", "[preact]") {
+  Context context;
+  PreActResNet3d net(context, 50);
+  REQUIRE(net.count_parameters() == 46147520);
+  REQUIRE(net.count_state() == 46193088);
+  REQUIRE_THROWS_WITH(PreActResNet3d(context, 34), Catch::Contains("not one of 50, 101, 152, 200"));
 }
 
 TEST_CASE("preact: ResNet-101, 152 and 200 run one forward/backward on 16^3", "[preact]") {
