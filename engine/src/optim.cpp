@@ -219,7 +219,11 @@ Sgd::Sgd(std::vector<ParamGroup> groups, SgdOptions options)
 void Sgd::step() {
   check_step_groups();
   for (ParamGroup& group : groups()) {
-    for (auto& [name, param] : group.params) {
+    for (auto& named : group.params) {
+      // Named references, not a structured binding: clang 14 (the fuzz build) cannot
+      // capture bindings in the lambdas below.
+      const std::string& name = named.first;
+      Tensor& param = named.second;
       const Tensor grad = gradient_of(name, param);
       if (!grad.defined()) continue;
       ParamState& s = state(name);
@@ -284,7 +288,11 @@ void Adam::step() {
   check_step_groups();
   const std::string op = type() + "::step";
   for (ParamGroup& group : groups()) {
-    for (auto& [name, param] : group.params) {
+    for (auto& named : group.params) {
+      // Named references, not a structured binding: clang 14 (the fuzz build) cannot
+      // capture bindings in the lambdas below.
+      const std::string& name = named.first;
+      Tensor& param = named.second;
       const Tensor grad = gradient_of(name, param);
       if (!grad.defined()) continue;
       ParamState& s = state(name);
