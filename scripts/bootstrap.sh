@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages med3d needs (idempotent; as root or through sudo).
 set -euo pipefail
-packages=(build-essential cmake libeigen3-dev catch2 nlohmann-json3-dev zlib1g-dev libnifti2-dev python3 python3-numpy)
+packages=(build-essential cmake libeigen3-dev catch2 nlohmann-json3-dev zlib1g-dev libnifti2-dev libpng-dev libcli11-dev libboost-context-dev python3 python3-numpy)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,39 @@
+// Shared pieces of the med3d subcommands: the options every command takes (--device,
+// --threads, --seed, --config), the JSON config format, and writing the resolved values.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <string>
+
+#include "med3d/context.h"
+
+namespace med3d::cli {
+
+// --config FILE.json sets any option of the subcommand (keys are the long option names without
+// dashes); values given on the command line win over the file.
+class JsonConfig : public CLI::Config {
+ public:
+  std::string to_config(const CLI::App* app, bool default_also, bool write_description,
+                        std::string prefix) const override;
+  std::vector<CLI::ConfigItem> from_config(std::istream& input) const override;
+};
+
+struct CommonOptions {
+  std::string device = "auto";  // auto | cpu | cuda[:N]
+  int threads = 0;              // 0: OpenMP's default (all cores)
+  uint64_t seed = 0;
+};
+
+// Adds --device, --threads, --seed and --config to `command`.
+void add_common_options(CLI::App& command, CommonOptions& options);
+
+// Applies --threads and makes the Context for --device/--seed; a CUDA request in a CPU-only
+// build is an error that says how to get a CUDA build.
+Context make_context(const CommonOptions& options);
+
+// Writes every option of `command` with its resolved value (command line, config file or
+// default) as JSON to `path`, atomically; a later `--config path` repeats the run.
+void save_resolved_config(const CLI::App& command, const std::string& path);
+
+}  // namespace med3d::cli
