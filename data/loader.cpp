@@ -74,6 +74,9 @@ Loader::Loader(Context context, CaseSource source, LoaderOptions options)
   batches_per_epoch_ = samples_per_epoch_ / o.batch_size;
   MED3D_CHECK(batches_per_epoch_ > 0, "Loader: an epoch has ", samples_per_epoch_,
               " samples, fewer than batch_size ", o.batch_size, "; lower batch_size");
+  MED3D_CHECK(o.start_batch >= 0, "Loader: start_batch must be >= 0, got ", o.start_batch);
+  next_batch_ = o.start_batch;
+  next_sample_ = o.start_batch * o.batch_size;
   try {
     for (int i = 0; i < o.workers; ++i) threads_.emplace_back([this] { work(); });
   } catch (...) {

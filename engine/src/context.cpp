@@ -66,6 +66,16 @@ void Context::manual_seed(uint64_t seed) {
 
 uint64_t Context::seed() const { return state_->seed; }
 
+uint64_t Context::random_offset() const {
+  std::lock_guard lock(state_->mutex);
+  return state_->random_offset;
+}
+
+void Context::set_random_offset(uint64_t offset) {
+  std::lock_guard lock(state_->mutex);
+  state_->random_offset = offset;
+}
+
 uint64_t Context::take_random_offset(uint64_t count) {
   std::lock_guard lock(state_->mutex);
   const uint64_t offset = state_->random_offset;

@@ -3,6 +3,8 @@
 
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
@@ -91,5 +93,25 @@ inline Tensor random_leaf(Context& context, const Shape& shape, DType dtype = DT
   t.set_requires_grad(true);
   return t;
 }
+
+// A fresh folder under the system temp dir, removed with everything in it at scope exit.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    std::string name = (std::filesystem::temp_directory_path() / "med3d_test_XXXXXX").string();
+    REQUIRE(::mkdtemp(name.data()) != nullptr);
+    path_ = name;
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  std::string path(const std::string& name = "") const { return (std::filesystem::path(path_) / name).string(); }
+
+ private:
+  std::string path_;
+};
 
 }  // namespace med3d::test

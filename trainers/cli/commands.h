@@ -8,6 +8,11 @@
 
 namespace med3d::cli {
 
+void register_synth(CLI::App& app);
+void register_pretrain(CLI::App& app);
+void register_train(CLI::App& app);
+void register_predict(CLI::App& app);
+void register_forward(CLI::App& app);
 
 
 

@@ -35,6 +35,9 @@ class Context {
   uint64_t seed() const;
   // Reserves `count` values of the stream and returns the counter of the first one.
   uint64_t take_random_offset(uint64_t count);
+  // The counter of the next draw; saved in checkpoints so a resumed run continues the stream.
+  uint64_t random_offset() const;
+  void set_random_offset(uint64_t offset);
 
   bool grad_enabled() const;
   void set_grad_enabled(bool enabled);

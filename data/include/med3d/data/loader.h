@@ -79,6 +79,10 @@ struct LoaderOptions {
   int queue_depth = 4;      // batches prepared ahead of the consumer, >= 1
   std::size_t cache_bytes = 0;  // LRU budget for decoded volumes; 0: no cache
   uint64_t seed = 0;
+  // Global index of the first batch to produce (epoch * batches_per_epoch + index): a resumed
+  // run starts where it stopped and gets the same batches as an uninterrupted one, because
+  // every sample's content depends only on (seed, epoch, position).
+  int64_t start_batch = 0;
 };
 
 struct Batch {

@@ -1,0 +1,38 @@
+// What a training run leaves for people to read: metrics.csv / metrics.jsonl (one row per
+// epoch, flushed as written, appended to on --resume) and, at the end, curves.png (training
+// loss and validation Dice per epoch) and overlays/<case>_{axial,coronal,sagittal}.png
+// (validation cases with reference and predicted label contours).
+#pragma once
+
+#include <array>
+#include <memory>
+#include <vector>
+
+#include "med3d/data/dataset.h"
+#include "med3d/data/preprocess.h"
+#include "med3d/trainers/model_factory.h"
+#include "med3d/trainers/run_files.h"
+#include "med3d/trainers/train.h"
+
+namespace med3d::trainers {
+
+class MetricsLog;
+
+class MetricsWriter {
+ public:
+  MetricsWriter(const RunPaths& paths, bool resume);
+  ~MetricsWriter();
+  void append(const EpochReport& report, double lr, int64_t step);
+
+ private:
+  std::unique_ptr<MetricsLog> log_;
+};
+
+// Draws curves.png from metrics.jsonl and overlays of the first `overlays` validation cases
+// (all domains) predicted by `model`.
+void finish_pictures(const Context& context, const RunPaths& paths, SegModel& model,
+                     const std::vector<std::vector<DatasetCase>>& validation,
+                     const std::vector<PreprocessOptions>& preprocess,
+                     const std::array<int64_t, 3>& patch, int64_t overlays);
+
+}  // namespace med3d::trainers
