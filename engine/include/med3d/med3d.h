@@ -37,3 +37,5 @@
 #include "med3d/shape.h"
 #include "med3d/tape.h"
 #include "med3d/tensor.h"
+#include "med3d/trainers/inference.h"
+#include "med3d/trainers/roi.h"
