@@ -8,6 +8,8 @@
 
 namespace med3d::cli {
 
+void register_info(CLI::App& app);  // med3d info: NIfTI header, geometry, intensities, labels
+void register_eval(CLI::App& app);  // med3d eval: segmentation / classification metrics
 
 
 

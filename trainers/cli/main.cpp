@@ -9,6 +9,8 @@
 int main(int argc, char** argv) {
   CLI::App app{"med3d: 3D medical image deep learning (Med3D, MedicalNet, DenseASPP-3D)"};
   app.require_subcommand(1);
+  med3d::cli::register_info(app);
+  med3d::cli::register_eval(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
