@@ -195,6 +195,8 @@ TEST_CASE("metrics cli: med3d eval scores NIfTI folders with hand-computed value
                                  dir);
   INFO(mismatch.out);
   CHECK(mismatch.status == 1);
+  CHECK(mismatch.out.find("case 'a': the prediction is not on the reference's grid") !=
+        std::string::npos);
 #endif
 }
 

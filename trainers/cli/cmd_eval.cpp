@@ -175,7 +175,15 @@ void run_segmentation(const EvalOptions& o) {
     std::cerr << "[" << c + 1 << "/" << pairs.size() << "] " << p.name << "\n";
     const Volume ref = read_label_nifti(context, p.ref);
     const Volume pred = read_label_nifti(context, p.pred);
-    check_same_geometry(ref, pred, o.affine_tolerance);
+    try {
+      check_same_geometry(ref, pred, o.affine_tolerance);
+    } catch (const Error& e) {
+      // check_same_geometry speaks of image (here: the reference) and label (the prediction).
+      detail::throw_error("eval: case '", p.name, "': the prediction is not on the reference's "
+                          "grid (write predictions with the reference geometry (write_like) "
+                          "or resample them; --affine-tolerance ", o.affine_tolerance,
+                          " mm): ", e.what());
+    }
     std::vector<int> labels = o.labels;
     for (const auto& entry : trainers::label_counts(ref.data)) ref_labels.insert(entry.first);
     if (labels.empty()) {
