@@ -8,17 +8,12 @@
 
 namespace med3d::cli {
 
-void register_synth(CLI::App& app);
-void register_pretrain(CLI::App& app);
-void register_train(CLI::App& app);
-void register_predict(CLI::App& app);
-void register_forward(CLI::App& app);
-
-
-
-
-
-
-
+void register_info(CLI::App& app);      // NIfTI header, geometry, intensities, labels
+void register_synth(CLI::App& app);     // synthetic MSD dataset
+void register_pretrain(CLI::App& app);  // Med3D multi-domain co-training
+void register_train(CLI::App& app);     // training / transfer on one dataset
+void register_predict(CLI::App& app);   // sliding-window inference to NIfTI
+void register_eval(CLI::App& app);      // segmentation / classification metrics
+void register_forward(CLI::App& app);   // one model's stage outputs
 
 }  // namespace med3d::cli

@@ -9,10 +9,12 @@
 int main(int argc, char** argv) {
   CLI::App app{"med3d: 3D medical image deep learning (Med3D, MedicalNet, DenseASPP-3D)"};
   app.require_subcommand(1);
+  med3d::cli::register_info(app);
   med3d::cli::register_synth(app);
   med3d::cli::register_pretrain(app);
   med3d::cli::register_train(app);
   med3d::cli::register_predict(app);
+  med3d::cli::register_eval(app);
   med3d::cli::register_forward(app);
   try {
     app.parse(argc, argv);

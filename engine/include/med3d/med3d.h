@@ -39,6 +39,7 @@
 #include "med3d/tensor.h"
 #include "med3d/trainers/evaluate.h"
 #include "med3d/trainers/inference.h"
+#include "med3d/trainers/metrics.h"
 #include "med3d/trainers/model_factory.h"
 #include "med3d/trainers/roi.h"
 #include "med3d/trainers/run_files.h"
