@@ -1,6 +1,7 @@
 #include "med3d/trainers/model_factory.h"
 
 #include <algorithm>
+#include <sstream>
 
 #include "med3d/error.h"
 #include "med3d/models/dense_aspp3d.h"
@@ -15,9 +16,11 @@ namespace {
 const std::vector<std::string> kHeads = {"med3d", "medicalnet", "coarse", "denseaspp", "lung"};
 
 std::string join(const std::vector<int64_t>& values) {
-  std::string out;
-  for (std::size_t i = 0; i < values.size(); ++i) out += (i ? "," : "") + std::to_string(values[i]);
-  return out;
+  // A stream, not string concatenation: GCC 12 warns falsely (-Wrestrict, bug 105329) on
+  // `"," + std::to_string(...)`.
+  std::ostringstream out;
+  for (std::size_t i = 0; i < values.size(); ++i) out << (i ? "," : "") << values[i];
+  return out.str();
 }
 
 // Heads whose output is not the input size (MedicalNet's 1/4, the 8-aligned decoders) are
@@ -34,7 +37,7 @@ Tensor to_input_size(const Tensor& logits, const Tensor& x) {
 int ModelSpec::depth() const {
   const std::vector<int> depths = {10, 18, 34, 50, 101, 152, 200};
   for (int d : depths)
-    if (arch == "resnet" + std::to_string(d)) return d;
+    if (arch.starts_with("resnet") && arch.substr(6) == std::to_string(d)) return d;
   detail::throw_error("unknown --arch '", arch,
                       "'; expected one of resnet10, resnet18, resnet34, resnet50, resnet101, "
                       "resnet152, resnet200");
@@ -43,7 +46,9 @@ int ModelSpec::depth() const {
 std::map<std::string, std::string> ModelSpec::to_metadata() const {
   std::map<std::string, std::string> m;
   m["model.arch"] = arch;
-  m["model.shortcut"] = shortcut ? (*shortcut == ShortcutType::A ? "A" : "B") : "";
+  std::string shortcut_name;  // empty: the depth's default
+  if (shortcut) shortcut_name.push_back(*shortcut == ShortcutType::A ? 'A' : 'B');
+  m["model.shortcut"] = shortcut_name;
   m["model.head"] = head;
   m["model.classes"] = join(classes);
   m["model.in_channels"] = std::to_string(in_channels);
