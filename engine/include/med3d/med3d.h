@@ -1,4 +1,4 @@
-// The whole public API of med3d, every layer (engine, data, models): include this one header.
+// The whole public API of med3d, every layer (engine, data, models, trainers): include this one header.
 #pragma once
 
 #include "med3d/context.h"
@@ -37,3 +37,8 @@
 #include "med3d/shape.h"
 #include "med3d/tape.h"
 #include "med3d/tensor.h"
+#include "med3d/trainers/curves.h"
+#include "med3d/trainers/metrics_log.h"
+#include "med3d/trainers/overlay.h"
+#include "med3d/trainers/png.h"
+#include "med3d/trainers/progress.h"
