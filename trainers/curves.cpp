@@ -20,6 +20,9 @@ constexpr int64_t kTitleHeight = 26;
 
 draw::Rgb rgb(const std::array<uint8_t, 3>& c) { return {c[0], c[1], c[2]}; }
 
+// Values beyond +-1e100 are skipped like NaN, so range arithmetic (high - low) stays finite.
+bool usable(double v) { return std::isfinite(v) && std::abs(v) <= 1e100; }
+
 // 1, 2 or 5 x 10^k, the nearest to `raw` (in ratio).
 double nice_step(double raw) {
   const double magnitude = std::pow(10.0, std::floor(std::log10(raw)));
@@ -102,7 +105,7 @@ void render_panel(Image& image, const CurvePanel& panel, int64_t top, int64_t bo
   double x_low = INFINITY, x_high = -INFINITY, y_low = INFINITY, y_high = -INFINITY;
   for (const Series& series : panel.series)
     for (std::size_t i = 0; i < series.x.size(); ++i)
-      if (std::isfinite(series.x[i]) && std::isfinite(series.y[i])) {
+      if (usable(series.x[i]) && usable(series.y[i])) {
         x_low = std::min(x_low, series.x[i]), x_high = std::max(x_high, series.x[i]);
         y_low = std::min(y_low, series.y[i]), y_high = std::max(y_high, series.y[i]);
       }
@@ -177,7 +180,7 @@ void render_panel(Image& image, const CurvePanel& panel, int64_t top, int64_t bo
     const draw::Rgb colour = rgb(series_colour(s));
     const std::size_t n = series.x.size();
     auto finite = [&](std::size_t i) {
-      return i < n && std::isfinite(series.x[i]) && std::isfinite(series.y[i]);
+      return i < n && usable(series.x[i]) && usable(series.y[i]);
     };
     std::size_t finite_count = 0;
     for (std::size_t i = 0; i < n; ++i) finite_count += finite(i);

@@ -427,6 +427,20 @@ TEST_CASE("pictures: curves handle empty constant and single-point data and reje
                 series_colour(0);
   CHECK(coloured == 24);  // only the 12 x 2 legend swatch
 
+  // A constant series gets a range around its value; absurd values are skipped like NaN.
+  CurvePanel constant;
+  constant.series = {Series{"loss", {0, 1, 2}, {5, 5, 5}}};
+  const PlotArea c = render_curves({constant}, {400, 300, ""}).areas[0];
+  CHECK(c.y_min <= 4.5);
+  CHECK(c.y_max >= 5.5);
+  CHECK(c.y_max - c.y_min <= 2);
+  CurvePanel wild;
+  wild.series = {Series{"loss", {1, 2, 3}, {1, 1e300, 2}}};
+  const PlotArea w = render_curves({wild}, {400, 300, ""}).areas[0];
+  CHECK(w.y_min <= 1);
+  CHECK(w.y_max >= 2);
+  CHECK(w.y_max <= 3);
+
   CurvePanel mismatched;
   mismatched.series = {Series{"loss", {1, 2}, {1}}};
   CHECK_THROWS_WITH(render_curves({mismatched}), Catch::Contains("2 x values and 1 y values"));

@@ -1,4 +1,4 @@
-// The whole public API of med3d, every layer (engine, data, models): include this one header.
+// The whole public API of med3d, every layer (engine, data, models, trainers): include this one header.
 #pragma once
 
 #include "med3d/context.h"

@@ -4,7 +4,7 @@
 //
 // Data: each Series is a list of (x[i], y[i]) points drawn in the given order, joined by
 // 2-pixel lines in the series' colour (series_colour(index within the panel)). A point with a
-// non-finite x or y is skipped and breaks the line; a point with no finite neighbour (a single
+// non-finite x or y (or one beyond +-1e100) is skipped and breaks the line; a point with no finite neighbour (a single
 // point, or one between gaps) is drawn as a 5x5 square, and series of at most 30 points get a
 // 3x3 marker on every point. Empty series still appear in the legend.
 // Ranges: from the finite points of the panel's series, unless fixed by x_min/x_max/y_min/
