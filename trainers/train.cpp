@@ -117,6 +117,16 @@ void check_options(const SegTrainOptions& o) {
                 "file written by med3d pretrain/train (or converted from MedicalNet)");
 }
 
+std::string first_non_finite(const Module& module) {
+  for (const auto& [name, t] : module.state_dict()) {
+    if (t.dtype() != DType::f32) continue;
+    const float* p = t.data<float>();
+    for (int64_t i = 0; i < t.numel(); ++i)
+      if (!std::isfinite(p[i])) return name;
+  }
+  return "";
+}
+
 }  // namespace
 
 std::optional<std::array<double, 3>> target_spacing(const std::string& spacing, const Dataset& dataset) {
@@ -250,6 +260,10 @@ TrainSummary train_segmentation(Context context, const SegTrainOptions& options,
 
   const RunMetadata run_meta{spec, prep, options.patch, domains};
   auto save_state = [&]() {
+    // A diverged update (inf weights or statistics) must not replace the last good checkpoint.
+    const std::string bad = first_non_finite(module);
+    MED3D_CHECK(bad.empty(), "training diverged: '", bad, "' holds NaN or Inf after step ", step,
+                "; the last good state is '", paths.checkpoint, "' (resume with --resume after lowering --lr)");
     save_checkpoint(paths.checkpoint, module, *optimizer, schedule.get(),
                     TrainState{step, best_score, best_epoch, best_dice, epoch_loss_sum, context.random_offset()},
                     run_meta);

@@ -133,6 +133,7 @@ TEST_CASE("pretrain: Med3D co-training on two domains, then its encoder transfer
   t.steps_per_epoch = 1;
   t.overlays = 0;
   t.schedule = "constant";
+  t.validation_fraction = 0;
   Context ct(Device::cpu(), 2);
   trainers::train_segmentation(ct, t);
   // Two optimiser groups: the loaded encoder at lr, the new head at lr x new_layer_lr_scale.
@@ -166,7 +167,7 @@ TEST_CASE("train: bad input fails before the first step and names the file", "[t
   SECTION("a missing label file") {
     fs::remove(d.cases[1].label_path);
     REQUIRE_THROWS_WITH(trainers::train_segmentation(context, tiny_options(dir.path("ct"), dir.path("run"))),
-                        Catch::Contains(d.cases[1].label_path) && Catch::Contains("does not exist"));
+                        Catch::Contains(d.cases[1].label_path) && Catch::Contains("not found"));
   }
   SECTION("an unknown architecture") {
     trainers::SegTrainOptions o = tiny_options(dir.path("ct"), dir.path("run"));
@@ -190,8 +191,10 @@ TEST_CASE("train: a diverging loss stops the run and keeps the last good checkpo
   o.schedule = "constant";
   o.checkpoint_every = 1;
   o.epochs = 5;
+  // Either the loss or the weights turn non-finite first; both stop the run the same way.
   REQUIRE_THROWS_WITH(trainers::train_segmentation(context, o),
-                      Catch::Contains("the loss is") && Catch::Contains("checkpoint.safetensors"));
+                      (Catch::Contains("the loss is") || Catch::Contains("diverged")) &&
+                          Catch::Contains("checkpoint.safetensors"));
   // The checkpoint on disk is a complete earlier state that resumes.
   const Checkpoint ckpt = load_safetensors(context, dir.path("run/checkpoint.safetensors"));
   const int64_t step = std::stoll(ckpt.metadata.at("train.step"));
