@@ -102,7 +102,7 @@ std::string dice_text(const std::map<int32_t, double>& dice, const std::map<int3
 void run_training(const CLI::App& command, TrainArgs& a) {
   auto& o = a.o;
   if (!a.resume.empty()) {
-    MED3D_CHECK(o.out.empty() || std::filesystem::path(o.out) == std::filesystem::path(a.resume),
+    MED3D_CHECK(o.out.empty() || std::filesystem::weakly_canonical(o.out) == std::filesystem::weakly_canonical(a.resume),
                 "--resume ", a.resume, " continues that run folder; drop --out ", o.out);
     o.out = a.resume;
     o.resume = true;
@@ -158,8 +158,8 @@ void run_training(const CLI::App& command, TrainArgs& a) {
   std::signal(SIGINT, on_sigint);
   const trainers::TrainSummary s = trainers::train_segmentation(context, o, hooks);
   std::signal(SIGINT, SIG_DFL);
-  if (s.interrupted) {
-    std::cout << "interrupted at step " << s.steps << "; resume with: med3d " << command.get_name()
+  if (s.interrupted || s.stopped_early) {
+    std::cout << (s.interrupted ? "interrupted" : "stopped") << " at step " << s.steps << "; resume with: med3d " << command.get_name()
               << " --resume " << o.out << "\n";
     return;
   }

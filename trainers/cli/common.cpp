@@ -64,7 +64,9 @@ std::string JsonConfig::to_config(const CLI::App* app, bool default_also, bool, 
   for (const CLI::Option* opt : app->get_options({})) {
     if (opt->get_lnames().empty() || !opt->get_configurable()) continue;
     const std::string name = opt->get_lnames()[0];
-    if (name == "config" || name == "help") continue;
+    // Not part of what a run is: where its options came from and one-off run control
+    // (a resumed run must not stop again at the same --stop-after step).
+    if (name == "config" || name == "help" || name == "resume" || name == "stop-after") continue;
     if (opt->get_type_size() != 0) {
       if (opt->count() == 1) {
         j[name] = typed_value(opt->results().at(0));
@@ -96,9 +98,77 @@ std::vector<CLI::ConfigItem> JsonConfig::from_config(std::istream& input) const 
   return items;
 }
 
+std::vector<std::string> config_arguments(const std::string& path) {
+  std::ifstream in(path);
+  MED3D_CHECK(static_cast<bool>(in), "--config '", path, "' cannot be opened; check the path");
+  nlohmann::json j;
+  try {
+    in >> j;
+  } catch (const nlohmann::json::exception& e) {
+    detail::throw_error("--config '", path, "' is not valid JSON: ", e.what());
+  }
+  MED3D_CHECK(j.is_object(), "--config '", path, "' must hold one JSON object of option: value");
+  auto text = [&](const std::string& key, const nlohmann::json& v) {
+    if (v.is_string()) return v.get<std::string>();
+    MED3D_CHECK(v.is_number(), "--config '", path, "': key '", key,
+                "' must hold a string, number, boolean or a list of them");
+    return v.dump();
+  };
+  std::vector<std::string> args;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string option = "--" + it.key();
+    const nlohmann::json& v = it.value();
+    if (v.is_boolean()) {
+      if (v.get<bool>()) args.push_back(option);  // a flag; false = absent
+    } else if (v.is_array()) {
+      args.push_back(option);
+      for (const auto& item : v) args.push_back(text(it.key(), item));
+    } else {
+      args.push_back(option);
+      args.push_back(text(it.key(), v));
+    }
+  }
+  return args;
+}
+
+std::vector<std::string> expand_config(const std::vector<std::string>& args) {
+  std::size_t command = 0;
+  while (command < args.size() && args[command].rfind("-", 0) == 0) ++command;
+  if (command == args.size()) return args;
+  std::vector<std::string> rest;
+  std::string config, resume;
+  for (std::size_t i = command + 1; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--config" && i + 1 < args.size()) {
+      config = args[++i];
+      continue;
+    }
+    if (a.rfind("--config=", 0) == 0) {
+      config = a.substr(9);
+      continue;
+    }
+    if (a == "--resume" && i + 1 < args.size()) resume = args[i + 1];
+    if (a.rfind("--resume=", 0) == 0) resume = a.substr(9);
+    rest.push_back(a);
+  }
+  if (config.empty() && !resume.empty()) {
+    config = (std::filesystem::path(resume) / "config.json").string();
+    MED3D_CHECK(std::filesystem::exists(config), "--resume ", resume, ": '", config,
+                "' is missing; is this a run folder written by med3d train or pretrain?");
+  }
+  std::vector<std::string> out(args.begin(), args.begin() + static_cast<std::ptrdiff_t>(command) + 1);
+  if (!config.empty())
+    for (std::string& a : config_arguments(config)) out.push_back(std::move(a));
+  out.insert(out.end(), rest.begin(), rest.end());
+  return out;
+}
+
 void add_common_options(CLI::App& command, CommonOptions& options) {
   command.config_formatter(std::make_shared<JsonConfig>());
-  command.set_config("--config", "", "JSON file of option values (long names without dashes)");
+  // CLI11 2.1 reads config files for the top-level app only, so main() expands --config into
+  // arguments (config_arguments) before parsing; this option documents it in --help.
+  command.add_option("--config", "JSON file of option values (long names without dashes); "
+                                 "command-line options win");
   command.add_option("--device", options.device, "auto, cpu or cuda[:N] (auto: cuda when available)")
       ->capture_default_str();
   command.add_option("--threads", options.threads, "CPU threads (0: all cores)")

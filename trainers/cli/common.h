@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "med3d/context.h"
 
@@ -24,6 +25,16 @@ struct CommonOptions {
   int threads = 0;              // 0: OpenMP's default (all cores)
   uint64_t seed = 0;
 };
+
+// The arguments a JSON config file stands for ({"lr": 0.1, "patch": [32, 32, 32], "flip": true}
+// -> --lr 0.1 --patch 32 32 32 --flip); main() puts them before the command line's own, and
+// every subcommand keeps the last value given, so the command line wins.
+std::vector<std::string> config_arguments(const std::string& path);
+
+// The command line with `--config FILE` replaced by FILE's arguments, placed right after the
+// subcommand name; `--resume RUN` without --config reads RUN/config.json (the saved options of
+// the run). Arguments before the subcommand are left alone.
+std::vector<std::string> expand_config(const std::vector<std::string>& args);
 
 // Adds --device, --threads, --seed and --config to `command`.
 void add_common_options(CLI::App& command, CommonOptions& options);
