@@ -13,7 +13,8 @@ if [ "${1:-}" = "--sanitize" ]; then
   # RelWithDebInfo keeps the sanitizer run fast enough for CI while giving line numbers.
   # Baseline ISA: GCC 12 wrongly flags its own AVX-512 headers under ASan (GCC bug 105593),
   # and this build checks correctness, not speed.
-  extra=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DMED3D_SANITIZE=ON -DMED3D_NATIVE_ARCH=OFF)
+  # CPU only: nvcc-compiled code does not take the host sanitizers.
+  extra=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DMED3D_SANITIZE=ON -DMED3D_NATIVE_ARCH=OFF -DMED3D_CUDA=OFF)
 else
   extra=(-DCMAKE_BUILD_TYPE=Release)
 fi
