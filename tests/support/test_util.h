@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -109,6 +110,13 @@ class ScratchDir {
   ScratchDir(const ScratchDir&) = delete;
   ScratchDir& operator=(const ScratchDir&) = delete;
   std::string path(const std::string& name = "") const { return (std::filesystem::path(path_) / name).string(); }
+  std::string file(const std::string& name) const { return path(name); }
+  std::set<std::string> listing() const {  // file names inside, sorted
+    std::set<std::string> names;
+    for (const auto& entry : std::filesystem::directory_iterator(path_)) names.insert(entry.path().filename().string());
+    return names;
+  }
+  std::size_t count() const { return listing().size(); }
 
  private:
   std::string path_;

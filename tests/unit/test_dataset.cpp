@@ -17,22 +17,7 @@ using nlohmann::json;
 
 namespace {
 
-class DatasetTempDir {
- public:
-  DatasetTempDir() {
-    std::string name = (fs::temp_directory_path() / "med3d_dataset_XXXXXX").string();
-    REQUIRE(::mkdtemp(name.data()) != nullptr);
-    path_ = name;
-  }
-  ~DatasetTempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string path(const std::string& name = "") const { return (fs::path(path_) / name).string(); }
-
- private:
-  std::string path_;
-};
+using DatasetTempDir = med3d::test::ScratchDir;
 
 template <class Fn>
 void require_error(Fn&& fn, const std::vector<std::string>& parts) {

@@ -19,22 +19,7 @@ using namespace med3d::trainers;
 
 namespace {
 
-class InferenceTempDir {
- public:
-  InferenceTempDir() {
-    std::string name = (fs::temp_directory_path() / "med3d_inference_XXXXXX").string();
-    REQUIRE(::mkdtemp(name.data()) != nullptr);
-    path_ = name;
-  }
-  ~InferenceTempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string path(const std::string& name) const { return (fs::path(path_) / name).string(); }
-
- private:
-  std::string path_;
-};
+using InferenceTempDir = med3d::test::ScratchDir;
 
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 

@@ -29,25 +29,7 @@ using namespace med3d;
 
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string name = (fs::temp_directory_path() / "med3d_nifti_XXXXXX").string();
-    REQUIRE(::mkdtemp(name.data()) != nullptr);
-    path_ = name;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (fs::path(path_) / name).string(); }
-  std::size_t count() const {
-    return static_cast<std::size_t>(std::distance(fs::directory_iterator(path_), {}));
-  }
-
- private:
-  std::string path_;
-};
+using TempDir = med3d::test::ScratchDir;
 
 // Concatenation by appending (GCC 12 -O3 warns falsely about -Wrestrict on chains of
 // std::string operator+).

@@ -19,6 +19,7 @@
 #include "med3d/trainers/overlay.h"
 #include "med3d/trainers/png.h"
 #include "med3d/trainers/progress.h"
+#include "test_util.h"
 
 namespace fs = std::filesystem;
 using namespace med3d;
@@ -26,26 +27,7 @@ using namespace med3d::trainers;
 
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string name = (fs::temp_directory_path() / "med3d_pictures_XXXXXX").string();
-    REQUIRE(::mkdtemp(name.data()) != nullptr);
-    path_ = name;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string file(const std::string& name) const { return (fs::path(path_) / name).string(); }
-  std::size_t count() const {
-    return static_cast<std::size_t>(std::distance(fs::directory_iterator(path_), {}));
-  }
-
- private:
-  std::string path_;
-};
+using TempDir = med3d::test::ScratchDir;
 
 std::string slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

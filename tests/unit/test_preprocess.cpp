@@ -20,22 +20,7 @@ using namespace med3d;
 
 namespace {
 
-class PreprocessTempDir {
- public:
-  PreprocessTempDir() {
-    std::string name = (fs::temp_directory_path() / "med3d_preprocess_XXXXXX").string();
-    REQUIRE(::mkdtemp(name.data()) != nullptr);
-    path_ = name;
-  }
-  ~PreprocessTempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string path(const std::string& name = "") const { return (fs::path(path_) / name).string(); }
-
- private:
-  std::string path_;
-};
+using PreprocessTempDir = med3d::test::ScratchDir;
 
 template <class Fn>
 void require_error(Fn&& fn, const std::vector<std::string>& parts) {

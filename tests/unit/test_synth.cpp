@@ -23,22 +23,7 @@ using namespace med3d;
 
 namespace {
 
-class SynthTempDir {
- public:
-  SynthTempDir() {
-    std::string name = (fs::temp_directory_path() / "med3d_synth_XXXXXX").string();
-    REQUIRE(::mkdtemp(name.data()) != nullptr);
-    path_ = name;
-  }
-  ~SynthTempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string path(const std::string& name = "") const { return (fs::path(path_) / name).string(); }
-
- private:
-  std::string path_;
-};
+using SynthTempDir = med3d::test::ScratchDir;
 
 double mean_where(const std::vector<float>& image, const std::vector<int32_t>& label,
                   int32_t value, int64_t& count) {
