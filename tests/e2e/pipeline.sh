@@ -49,6 +49,22 @@ test -s "$work/run/best.safetensors"
 test -s "$work/run/curves.png"
 test "$(wc -l < "$work/run/metrics.jsonl")" -eq 4
 
+# Ctrl-C: the run saves a checkpoint and exits cleanly; the checkpoint resumes.
+"$med3d" train --data "$work/ct" "${common[@]}" --head medicalnet --epochs 100 --steps-per-epoch 10 \
+  --val-fraction 0 --out "$work/int" > "$work/int.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do
+  grep -q "^domain 0" "$work/int.log" 2>/dev/null && break
+  sleep 0.1
+done
+sleep 2
+kill -INT "$pid"
+wait "$pid"
+grep -q "^interrupted at step" "$work/int.log"
+test -s "$work/int/checkpoint.safetensors"
+step=$(sed -n 's/^interrupted at step \([0-9]*\).*/\1/p' "$work/int.log")
+"$med3d" train --resume "$work/int" --stop-after $((step + 1)) | grep -q "^stopped at step $((step + 1))"
+
 "$med3d" predict --model "$work/run/best.safetensors" --in "$work/test/images" --out "$work/pred"
 "$med3d" eval --pred "$work/pred" --ref "$work/test/labels" --labels 1 --json "$work/eval.json"
 /usr/bin/python3 - "$work" <<'PY'

@@ -177,6 +177,9 @@ void run_training(const CLI::App& command, TrainArgs& a) {
 
 void register_train(CLI::App& app) {
   auto a = std::make_shared<TrainArgs>();
+  // Fine-tuning from scratch or transfer: 0.01 trains every head here stably (measured on
+  // hippocampus and synthetic CT); the paper's 0.1 stays the pretraining default.
+  a->o.lr = 0.01;
   CLI::App* c = app.add_subcommand("train", "Train or fine-tune a segmentation network on one MSD dataset");
   add_training_options(*c, *a, false);
   c->callback([c, a] { run_training(*c, *a); });

@@ -12,7 +12,7 @@
 #include "med3d/error.h"
 
 int main(int argc, char** argv) {
-  CLI::App app{"med3d: 3D medical image deep learning (Med3D, MedicalNet, DenseASPP-3D)"};
+  CLI::App app{"med3d: 3D medical image deep learning (Med3D, MedicalNet, DenseASPP-3D)", "med3d"};
   app.require_subcommand(1);
   // A value from --config comes first on the expanded command line; the user's own comes later
   // and wins.
