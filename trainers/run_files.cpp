@@ -100,6 +100,7 @@ std::map<std::string, std::string> RunMetadata::to_metadata() const {
   }
   m["run.domains"] = domains.dump();
   m["run.patch"] = nlohmann::json(patch).dump();
+  m["run.task"] = nlohmann::json{{"crop", crop}, {"foreground_labels", foreground_labels}, {"roi_margin", roi_margin}}.dump();
   m["format"] = "med3d-run-1";
   return m;
 }
@@ -109,6 +110,12 @@ RunMetadata RunMetadata::from_metadata(const std::map<std::string, std::string>&
   meta.spec = ModelSpec::from_metadata(m, path);
   try {
     meta.patch = nlohmann::json::parse(need(m, "run.patch", path)).get<std::array<int64_t, 3>>();
+    if (m.count("run.task") > 0) {
+      const auto task = nlohmann::json::parse(m.at("run.task"));
+      meta.crop = task.at("crop").get<std::string>();
+      meta.foreground_labels = task.at("foreground_labels").get<std::vector<int32_t>>();
+      meta.roi_margin = task.at("roi_margin").get<int64_t>();
+    }
     for (const auto& j : nlohmann::json::parse(need(m, "run.domains", path))) {
       PreprocessOptions p;
       p.orientation = j.at("orientation").get<std::string>();

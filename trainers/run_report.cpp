@@ -36,8 +36,8 @@ void MetricsWriter::append(const EpochReport& report, double lr, int64_t step) {
 
 void finish_pictures(const Context& context, const RunPaths& paths, SegModel& model,
                      const std::vector<std::vector<DatasetCase>>& validation,
-                     const std::vector<PreprocessOptions>& preprocess, const std::array<int64_t, 3>& patch,
-                     int64_t overlays) {
+                     const std::vector<PreprocessOptions>& preprocess, const RunCaseOptions& case_options,
+                     const PredictOptions& predict, int64_t overlays) {
   if (fs::exists(paths.metrics_jsonl)) {
     const std::vector<MetricsRow> rows = read_metrics_jsonl(paths.metrics_jsonl);
     if (!rows.empty()) {
@@ -52,12 +52,10 @@ void finish_pictures(const Context& context, const RunPaths& paths, SegModel& mo
     }
   }
   int64_t drawn = 0;
-  PredictOptions predict;
-  predict.patch = patch;
   for (std::size_t d = 0; d < validation.size() && drawn < overlays; ++d) {
     for (const DatasetCase& c : validation[d]) {
       if (drawn >= overlays) break;
-      const PreparedCase prepared = prepare_case(context, c, preprocess[d]);
+      const PreparedCase prepared = prepare_for_run(context, c, preprocess[d], case_options);
       const Tensor labels = argmax_labels(
           predict_probabilities(context, model, static_cast<int64_t>(d), prepared.image.data, predict));
       write_overlays(paths.overlays, c.id, prepared.image.data, prepared.image.spacing, prepared.label.data,

@@ -105,6 +105,8 @@ void check_options(const SegTrainOptions& o) {
   MED3D_CHECK(o.new_layer_lr_scale > 0, "--new-layer-lr-scale must be positive, got ", o.new_layer_lr_scale);
   MED3D_CHECK(o.val_every >= 1, "--val-every must be >= 1, got ", o.val_every);
   MED3D_CHECK(o.checkpoint_every >= 1, "--checkpoint-every must be >= 1, got ", o.checkpoint_every);
+  MED3D_CHECK(o.crop == "patch" || o.crop == "resize", "--crop: expected patch or resize, got '", o.crop, "'");
+  MED3D_CHECK(o.roi_margin >= 0, "--roi-margin must be >= 0 voxels, got ", o.roi_margin);
   MED3D_CHECK(o.loss == "ce" || o.loss == "dice" || o.loss == "ce+dice",
               "--loss: expected ce, dice or ce+dice, got '", o.loss, "'");
   for (int a = 0; a < 3; ++a)
@@ -181,7 +183,8 @@ TrainSummary train_segmentation(Context context, const SegTrainOptions& options,
   // Model.
   ModelSpec spec = options.model;
   spec.classes.clear();
-  for (const Dataset& d : domains) spec.classes.push_back(d.num_classes());
+  for (const Dataset& d : domains)
+    spec.classes.push_back(options.foreground_labels.empty() ? d.num_classes() : 2);
   MED3D_CHECK(spec.head == "med3d" || domain_count == 1, "head '", spec.head, "' trains on one ",
               "dataset; ", domain_count, " were given (use --head med3d for co-training)");
   SegModel model = make_seg_model(context, spec);
@@ -205,19 +208,30 @@ TrainSummary train_segmentation(Context context, const SegTrainOptions& options,
   }
   std::unique_ptr<Optimizer> optimizer = make_optimizer(options, std::move(groups));
 
+  RunCaseOptions train_case;
+  train_case.foreground_labels = options.foreground_labels;
+  train_case.roi_margin = options.roi_margin;
+  train_case.random_margin = true;
+  train_case.seed = options.seed;
+  RunCaseOptions val_case = train_case;
+  val_case.random_margin = false;
+  PredictOptions predict;
+  predict.patch = options.patch;
+  predict.resize_whole = options.crop == "resize";
+
   // Loader: each case is prepared (reoriented, resampled, normalised) on first use and cached.
   data::CaseSource source;
   source.domains = domain_count;
   source.cases = [&](int64_t d) { return static_cast<int64_t>(train_cases[static_cast<std::size_t>(d)].size()); };
   source.load = [&](int64_t d, int64_t i) {
     const auto du = static_cast<std::size_t>(d);
-    PreparedCase p = prepare_case(context, train_cases[du][static_cast<std::size_t>(i)], prep[du]);
+    PreparedCase p = prepare_for_run(context, train_cases[du][static_cast<std::size_t>(i)], prep[du], train_case);
     return std::make_pair(p.image.data, p.label.data);
   };
   data::LoaderOptions lo;
   lo.batch_size = options.batch_size;
   lo.patch = options.patch;
-  lo.crop_mode = data::CropMode::patch;
+  lo.crop_mode = options.crop == "resize" ? data::CropMode::med3d_resize : data::CropMode::patch;
   lo.foreground_fraction = options.foreground_fraction;
   lo.augment = options.augment;
   if (!options.flip) lo.augment_options.flip_probability = {0, 0, 0};
@@ -258,7 +272,10 @@ TrainSummary train_segmentation(Context context, const SegTrainOptions& options,
   lo.start_batch = step;
   MetricsWriter metrics(paths, options.resume);
 
-  const RunMetadata run_meta{spec, prep, options.patch, domains};
+  RunMetadata run_meta{spec, prep, options.patch, domains};
+  run_meta.crop = options.crop;
+  run_meta.foreground_labels = options.foreground_labels;
+  run_meta.roi_margin = options.roi_margin;
   auto save_state = [&]() {
     // A diverged update (inf weights or statistics) must not replace the last good checkpoint.
     const std::string bad = first_non_finite(module);
@@ -321,7 +338,7 @@ TrainSummary train_segmentation(Context context, const SegTrainOptions& options,
           for (int64_t d = 0; d < domain_count; ++d) {
             const auto du = static_cast<std::size_t>(d);
             const std::map<int32_t, double> per_label =
-                validation_dice(context, model, d, val_cases[du], prep[du], options.patch);
+                validation_dice(context, model, d, val_cases[du], prep[du], val_case, predict);
             double mean = 0;
             for (const auto& kv : per_label) mean += kv.second;
             report.val_dice.push_back(per_label.empty() ? 0 : mean / static_cast<double>(per_label.size()));
@@ -353,7 +370,7 @@ TrainSummary train_segmentation(Context context, const SegTrainOptions& options,
     save_model(paths.best, module, run_meta, "last weights (no validation)");
   if (!summary.interrupted && !summary.stopped_early) {
     save_encoder(paths.encoder, module, run_meta);
-    finish_pictures(context, paths, model, val_cases, prep, options.patch, options.overlays);
+    finish_pictures(context, paths, model, val_cases, prep, val_case, predict, options.overlays);
   }
   summary.steps = step;
   summary.best_score = best_score;

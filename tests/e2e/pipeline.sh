@@ -76,3 +76,19 @@ print(f"held-out liver Dice {liver['dice']:.4f} over {liver['cases']} cases")
 assert liver["cases"] == 2, liver
 assert liver["dice"] > 0.35, f"liver Dice {liver['dice']} below the floor 0.35"
 PY
+
+# The liver cascade through the program: both stages briefly trained, then med3d liver on the
+# held-out cases (output geometry and labels checked by eval's grid check and label set).
+"$med3d" train --data "$work/ct" "${common[@]}" --head coarse --crop resize --foreground-labels 1 \
+  --epochs 1 --steps-per-epoch 3 --out "$work/liver1"
+"$med3d" train --data "$work/ct" --arch resnet10 --patch 16 16 16 --batch-size 2 --spacing 1,1,1 --seed 3 \
+  --head denseaspp --roi-margin 3 --foreground-labels 1 --epochs 1 --steps-per-epoch 3 --out "$work/liver2"
+"$med3d" liver --stage1 "$work/liver1" --stage2 "$work/liver2" --in "$work/test/images" --out "$work/liver-pred"
+"$med3d" eval --pred "$work/liver-pred" --ref "$work/test/labels" --labels 1 --json "$work/liver-eval.json"
+/usr/bin/python3 - "$work" <<'PY'
+import json, sys
+e = json.load(open(f"{sys.argv[1]}/liver-eval.json"))
+liver = [m for m in e["mean"] if m["label"] == 1][0]
+print(f"cascade (3 steps per stage) held-out liver Dice {liver['dice']:.4f} over {liver['cases']} cases")
+assert liver["cases"] == 2, liver
+PY

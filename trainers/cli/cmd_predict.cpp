@@ -26,38 +26,25 @@ struct PredictArgs {
   bool tta = false;
 };
 
-bool is_nifti(const fs::path& p) {
-  const std::string name = p.filename().string();
-  return name.ends_with(".nii") || name.ends_with(".nii.gz");
-}
-
-std::vector<fs::path> input_files(const std::string& in) {
-  MED3D_CHECK(fs::exists(in), "--in '", in, "' does not exist");
-  if (!fs::is_directory(in)) return {fs::path(in)};
-  std::vector<fs::path> files;
-  for (const auto& entry : fs::directory_iterator(in))
-    if (entry.is_regular_file() && is_nifti(entry.path()) && entry.path().filename().string()[0] != '.')
-      files.push_back(entry.path());
-  std::sort(files.begin(), files.end());
-  MED3D_CHECK(!files.empty(), "--in '", in, "' holds no .nii or .nii.gz file");
-  return files;
-}
-
 void run_predict(const CLI::App& command, const PredictArgs& a) {
   Context context = make_context(a.common);
   trainers::LoadedModel loaded = trainers::load_model(context, a.model);
   const auto domains = static_cast<int64_t>(loaded.meta.preprocess.size());
   MED3D_CHECK(a.domain >= 0 && a.domain < domains, "--domain ", a.domain, ": the model has ", domains,
               " domain(s) (0..", domains - 1, ")");
-  const std::vector<fs::path> files = input_files(a.in);
+  const std::vector<std::string> files = nifti_inputs(a.in);
   fs::create_directories(a.out);
   save_resolved_config(command, (fs::path(a.out) / "predict_config.json").string());
   trainers::PredictOptions options;
   options.patch = loaded.meta.patch;
   options.overlap = a.overlap;
   options.flip_tta = a.tta;
+  options.resize_whole = loaded.meta.crop == "resize";
+  MED3D_CHECK(loaded.meta.roi_margin == 0, "'", a.model, "' is a region-of-interest model (a liver ",
+              "cascade's stage 2); run it with med3d liver --stage1 ... --stage2 ", a.model);
   const PreprocessOptions& prep = loaded.meta.preprocess.at(static_cast<std::size_t>(a.domain));
-  for (const fs::path& file : files) {
+  for (const std::string& name : files) {
+    const fs::path file(name);
     const auto start = std::chrono::steady_clock::now();
     const Volume reference = read_nifti(context, file.string());
     const PreparedCase prepared = trainers::prepare_image(context, file.string(), prep);

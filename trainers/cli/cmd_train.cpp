@@ -68,6 +68,12 @@ void add_training_options(CLI::App& c, TrainArgs& a, bool pretrain) {
   c.add_option("--intensity", a.intensity, "percentile_zscore, ct_window, nonzero_zscore or none")
       ->capture_default_str();
   c.add_option("--loss", o.loss, "ce, dice or ce+dice")->capture_default_str();
+  c.add_option("--crop", o.crop, "patch, or resize (whole volume resized to --patch: liver stage 1)")
+      ->capture_default_str();
+  c.add_option("--foreground-labels", o.foreground_labels, "train a binary task: these labels vs the rest")
+      ->delimiter(',');
+  c.add_option("--roi-margin", o.roi_margin, "crop cases to the foreground region grown by this many voxels "
+                                              "(liver stage 2; 0: off)")->capture_default_str();
   c.add_option("--val-fraction", o.validation_fraction, "share of cases held out for validation")
       ->capture_default_str();
   c.add_option("--val-every", o.val_every, "validate every K epochs")->capture_default_str();

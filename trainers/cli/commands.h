@@ -13,6 +13,7 @@ void register_synth(CLI::App& app);     // synthetic MSD dataset
 void register_pretrain(CLI::App& app);  // Med3D multi-domain co-training
 void register_train(CLI::App& app);     // training / transfer on one dataset
 void register_predict(CLI::App& app);   // sliding-window inference to NIfTI
+void register_liver(CLI::App& app);     // two-stage liver cascade
 void register_eval(CLI::App& app);      // segmentation / classification metrics
 void register_forward(CLI::App& app);   // one model's stage outputs
 

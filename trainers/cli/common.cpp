@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -161,6 +162,21 @@ std::vector<std::string> expand_config(const std::vector<std::string>& args) {
     for (std::string& a : config_arguments(config)) out.push_back(std::move(a));
   out.insert(out.end(), rest.begin(), rest.end());
   return out;
+}
+
+std::vector<std::string> nifti_inputs(const std::string& in) {
+  namespace fs = std::filesystem;
+  MED3D_CHECK(fs::exists(in), "--in '", in, "' does not exist");
+  if (!fs::is_directory(in)) return {in};
+  std::vector<std::string> files;
+  for (const auto& entry : fs::directory_iterator(in)) {
+    const std::string name = entry.path().filename().string();
+    if (entry.is_regular_file() && name[0] != '.' && (name.ends_with(".nii") || name.ends_with(".nii.gz")))
+      files.push_back(entry.path().string());
+  }
+  std::sort(files.begin(), files.end());
+  MED3D_CHECK(!files.empty(), "--in '", in, "' holds no .nii or .nii.gz file");
+  return files;
 }
 
 void add_common_options(CLI::App& command, CommonOptions& options) {

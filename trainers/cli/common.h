@@ -36,6 +36,9 @@ std::vector<std::string> config_arguments(const std::string& path);
 // the run). Arguments before the subcommand are left alone.
 std::vector<std::string> expand_config(const std::vector<std::string>& args);
 
+// The NIfTI files (.nii, .nii.gz) of `in`: the file itself, or a folder's files sorted by name.
+std::vector<std::string> nifti_inputs(const std::string& in);
+
 // Adds --device, --threads, --seed and --config to `command`.
 void add_common_options(CLI::App& command, CommonOptions& options);
 

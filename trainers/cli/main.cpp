@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   med3d::cli::register_pretrain(app);
   med3d::cli::register_train(app);
   med3d::cli::register_predict(app);
+  med3d::cli::register_liver(app);
   med3d::cli::register_eval(app);
   med3d::cli::register_forward(app);
   std::vector<std::string> args(argv + 1, argv + argc);

@@ -44,6 +44,9 @@ struct RunMetadata {
   std::array<int64_t, 3> patch{};
   std::vector<std::string> domain_names;
   std::vector<std::map<int32_t, std::string>> labels;  // per domain
+  std::string crop = "patch";               // see SegTrainOptions
+  std::vector<int32_t> foreground_labels;
+  int64_t roi_margin = 0;
 
   RunMetadata() = default;
   RunMetadata(const ModelSpec& spec, const std::vector<PreprocessOptions>& preprocess,

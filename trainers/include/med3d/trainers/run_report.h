@@ -10,6 +10,7 @@
 
 #include "med3d/data/dataset.h"
 #include "med3d/data/preprocess.h"
+#include "med3d/trainers/evaluate.h"
 #include "med3d/trainers/model_factory.h"
 #include "med3d/trainers/run_files.h"
 #include "med3d/trainers/train.h"
@@ -32,7 +33,7 @@ class MetricsWriter {
 // (all domains) predicted by `model`.
 void finish_pictures(const Context& context, const RunPaths& paths, SegModel& model,
                      const std::vector<std::vector<DatasetCase>>& validation,
-                     const std::vector<PreprocessOptions>& preprocess,
-                     const std::array<int64_t, 3>& patch, int64_t overlays);
+                     const std::vector<PreprocessOptions>& preprocess, const RunCaseOptions& case_options,
+                     const PredictOptions& predict, int64_t overlays);
 
 }  // namespace med3d::trainers

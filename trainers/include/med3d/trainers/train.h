@@ -52,6 +52,14 @@ struct SegTrainOptions {
   std::string spacing = "median";   // median (per domain, Med3D Eq. 1) | none | "d,h,w" in mm
   IntensityOptions intensity;
   std::string loss = "ce+dice";     // ce | dice | ce+dice
+  // Liver cascade. crop "resize": the Med3D random crop of the whole volume resized to `patch`
+  // (stage 1, predicted by resizing the whole volume); "patch": patches at the prepared
+  // resolution, sliding-window prediction. foreground_labels: a binary task (these labels 1,
+  // the rest 0). roi_margin > 0: every case cropped to its foreground region (stage 2; see
+  // evaluate.h prepare_for_run).
+  std::string crop = "patch";
+  std::vector<int32_t> foreground_labels;
+  int64_t roi_margin = 0;
   double validation_fraction = 0.2;
   int64_t val_every = 1;            // epochs
   int64_t checkpoint_every = 100;   // steps
