@@ -114,6 +114,16 @@ void Module::train(bool training) {
   for (auto& [name, child] : children_) child->train(training);
 }
 
+void Module::to(DType dtype) {
+  MED3D_CHECK(is_floating(dtype), "Module::to: expected a floating dtype (f32 or f64), got ", dtype_name(dtype));
+  for (auto& [name, tensor] : state_dict())
+    if (is_floating(tensor.dtype())) tensor.set_data(tensor.detach().to(dtype));
+}
+
+void Module::to(Device device) {
+  for (auto& [name, tensor] : state_dict()) tensor.set_data(tensor.detach().to(device));
+}
+
 void Module::freeze(const std::string& prefix) {
   for (auto& [name, tensor] : named_parameters())
     if (name.rfind(prefix, 0) == 0) tensor.set_requires_grad(false);

@@ -76,6 +76,19 @@ void Tensor::zero_grad() {
   impl_->grad = Tensor();
 }
 
+void Tensor::set_data(const Tensor& source) {
+  check_defined("set_data");
+  MED3D_CHECK(source.defined() && source.shape() == shape(), "set_data: expected a tensor of shape ",
+              shape().str(), ", got ", source.defined() ? source.shape().str() : std::string("an undefined tensor"));
+  MED3D_CHECK(is_leaf(), "set_data: only a leaf tensor (a parameter or buffer) can be rebound; ", str(),
+              " is the result of an op");
+  MED3D_CHECK(!requires_grad() || is_floating(source.dtype()), "set_data: ", str(),
+              " requires grad, so its new dtype must be floating, got ", dtype_name(source.dtype()));
+  impl_->storage = source.impl_->storage;
+  impl_->dtype = source.impl_->dtype;
+  impl_->grad = Tensor();
+}
+
 Tensor Tensor::detach() const {
   check_defined("detach");
   Tensor view = detail::make_view(*this, shape());

@@ -109,3 +109,31 @@ TEST_CASE("module: freezing and parameter groups by prefix", "[models]") {
   REQUIRE(groups[0].params.size() == 8);  // conv_seg.{0 w,b; 1 w,b; 3 w; 4 w,b; 6 w}
   for (const auto& [name, p] : groups[1].params) REQUIRE(name.rfind("layer1", 0) != 0);
 }
+
+TEST_CASE("module: to(f64) converts every floating tensor in place and the network runs in f64", "[models]") {
+  Context context(Device::cpu(), 5);
+  MedicalNetSegmentation net(context, 10, 2, ShortcutType::B);
+  const NamedTensors before = net.state_dict();
+  std::vector<std::vector<double>> values;
+  for (const auto& [name, t] : before) values.push_back(t.to_vector<double>());
+  net.to(DType::f64);
+  const NamedTensors after = net.state_dict();
+  REQUIRE(after.size() == before.size());
+  for (std::size_t i = 0; i < after.size(); ++i) {
+    INFO(after[i].first);
+    const bool integer = after[i].first.ends_with("num_batches_tracked");
+    REQUIRE(after[i].second.dtype() == (integer ? DType::i64 : DType::f64));
+    REQUIRE(after[i].second.to_vector<double>() == values[i]);  // f32 -> f64 is exact
+    REQUIRE(after[i].second.requires_grad() == before[i].second.requires_grad());
+  }
+  // The handles the layers hold see the conversion: an f64 forward and backward work.
+  Tensor x = context.randn({1, 1, 16, 16, 16}).to(DType::f64);
+  Tensor y = net.forward(x);
+  REQUIRE(y.dtype() == DType::f64);
+  backward(sum(y));
+  REQUIRE(net.named_parameters().front().second.grad().dtype() == DType::f64);
+  REQUIRE_THROWS_WITH(net.to(DType::i32), Catch::Contains("floating dtype"));
+  net.to(DType::f32);
+  REQUIRE(net.named_parameters().front().second.dtype() == DType::f32);
+  REQUIRE(net.named_parameters().front().second.to_vector<double>() == values.front());
+}

@@ -78,3 +78,18 @@ TEST_CASE("tensor: the memory pool reuses freed blocks", "[tensor]") {
   REQUIRE(again.raw_data() == first);
   REQUIRE(context.memory_stats().bytes_cached == 0);
 }
+
+TEST_CASE("tensor: set_data rebinds every handle of a leaf and refuses bad sources", "[tensor]") {
+  Context context(Device::cpu(), 3);
+  Tensor p = context.ones({2, 3});
+  p.set_requires_grad(true);
+  Tensor alias = p;  // a module and its layer hold two handles of one parameter
+  p.set_data(context.full({2, 3}, 2.5).to(DType::f64));
+  REQUIRE(alias.dtype() == DType::f64);
+  REQUIRE(alias.to_vector<double>() == std::vector<double>(6, 2.5));
+  REQUIRE(alias.requires_grad());
+  REQUIRE_THROWS_WITH(p.set_data(context.ones({3, 2})), Catch::Contains("expected a tensor of shape"));
+  REQUIRE_THROWS_WITH(p.set_data(context.zeros({2, 3}, DType::i32)), Catch::Contains("must be floating"));
+  Tensor y = mul_scalar(p, 2.0);
+  REQUIRE_THROWS_WITH(y.set_data(context.ones({2, 3})), Catch::Contains("only a leaf"));
+}

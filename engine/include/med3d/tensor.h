@@ -53,6 +53,11 @@ class Tensor {
   void set_grad(const Tensor& grad);
   void zero_grad();  // drops the gradient so the next backward starts from zero
   Tensor detach() const;  // same storage, no gradient history
+  // Makes this leaf, through every handle that shares it, hold `source`'s values, dtype and
+  // device (PyTorch's `param.data = source`): how a Module converts its parameters in place.
+  // Same shape required; requires_grad is kept, the gradient is dropped. Views taken earlier
+  // by reshape keep the old storage.
+  void set_data(const Tensor& source);
 
   // Element access (CPU tensors). Throws when the dtype or device does not match.
   template <class T> T* data();

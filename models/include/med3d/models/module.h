@@ -45,6 +45,13 @@ class Module {
 
   void train(bool training = true);
   void eval() { train(false); }
+
+  // Converts every floating parameter and buffer, in place, to `dtype` (PyTorch's
+  // module.double()): integer buffers such as num_batches_tracked keep theirs. f64 runs are
+  // for numerical checks on CPU. Gradients are dropped; optimisers built before must be rebuilt.
+  void to(DType dtype);
+  // Moves every parameter and buffer, in place, to `device` (same rules as above).
+  void to(Device device);
   bool is_training() const { return training_; }
 
   // Parameters whose name starts with `prefix` stop requiring grad (and back with `unfreeze`).
