@@ -62,7 +62,11 @@ class EmulationError : public std::runtime_error {
 };
 
 inline constexpr int kWarpSize = 32;
-inline constexpr std::size_t kStackBytes = std::size_t(256) << 10;
+#ifdef CUDA_EMU_ASAN
+inline constexpr std::size_t kStackBytes = std::size_t(256) << 10;  // ASan's redzones
+#else
+inline constexpr std::size_t kStackBytes = std::size_t(64) << 10;
+#endif
 inline constexpr std::size_t kMaxSharedBytes = std::size_t(48) << 10;  // without opt-in
 
 struct Block;
@@ -328,7 +332,8 @@ T shuffle(T value, int kind, int arg, int width, const char* file, int line) {
 
 }  // namespace cuda_emu
 
-#define __global__
+// inline: a .cuh included by several test sources defines its kernels once.
+#define __global__ inline
 #define __device__
 #define __host__
 #define __forceinline__ inline
