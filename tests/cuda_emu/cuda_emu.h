@@ -8,9 +8,11 @@
 // the linearised thread index), atomicAdd/atomicMax, and cuda_emu::launch.
 //
 // How it runs: launch() runs the blocks one after another; the threads of a block are
-// Boost.Context fibers, resumed round-robin (or in reverse order, see ScopedReverseOrder, to
-// expose missing barriers), each until it reaches a barrier or returns. A barrier is released
-// when every thread of the block (or of the warp, for shuffles) waits at it. A barrier that
+// Boost.Context fibers. Warp by warp (in reverse order under ScopedReverseOrder, to expose
+// missing barriers), the lanes of a warp are resumed round-robin, each until it reaches a
+// shuffle, a __syncthreads or returns, until the whole warp waits at a __syncthreads or has
+// exited; then the next warp runs. A barrier is released when every thread of the block (or
+// of the warp, for shuffles) waits at it. A barrier that
 // cannot be released (some threads exited, wait at another __syncthreads, or at a shuffle)
 // throws cuda_emu::EmulationError naming the block, the threads and the source lines; it
 // never hangs. Exceptions thrown inside a kernel are rethrown by launch().
@@ -161,36 +163,27 @@ struct MallocStack {
   }
 };
 
-// Releases a barrier when every thread that can reach it waits there; otherwise throws.
-inline bool release_barriers(Block& b) {
-  const int n = static_cast<int>(b.threads.size());
-  bool released = false;
-  // Warp syncs (shuffles): every lane of the warp must wait at the same shuffle.
-  for (int w0 = 0; w0 < n; w0 += kWarpSize) {
-    const int w1 = w0 + kWarpSize < n ? w0 + kWarpSize : n;
-    bool all = true, any = false;
-    for (int i = w0; i < w1; ++i) {
-      const bool here = b.threads[i].state == State::AtWarpSync;
-      all = all && here;
-      any = any || here;
-    }
-    if (!any) continue;
-    bool same = true;
-    for (int i = w0; i < w1; ++i)
-      same = same && b.threads[i].line == b.threads[w0].line &&
-             std::strcmp(b.threads[i].file, b.threads[w0].file) == 0;
-    if (all && same) {
-      for (int i = w0; i < w1; ++i) b.threads[i].state = State::Running;
-      released = true;
-    }
+// True when threads [first, last) all wait in `state` at the same source line.
+inline bool all_wait_at_same(const Block& b, int first, int last, State state) {
+  for (int i = first; i < last; ++i) {
+    const Thread& t = b.threads[i];
+    if (t.state != state || t.line != b.threads[first].line ||
+        std::strcmp(t.file, b.threads[first].file) != 0)
+      return false;
   }
-  if (released) return true;
-  // __syncthreads: every thread of the block must wait at the same one.
-  bool all = true;
-  for (const Thread& t : b.threads) all = all && t.state == State::AtBarrier;
-  if (!all) return false;
-  for (const Thread& t : b.threads)
-    if (t.line != b.threads[0].line || std::strcmp(t.file, b.threads[0].file) != 0) return false;
+  return true;
+}
+
+// Releases the warp [first, last) from a shuffle when all its lanes wait at the same one.
+inline bool release_warp(Block& b, int first, int last) {
+  if (!all_wait_at_same(b, first, last, State::AtWarpSync)) return false;
+  for (int i = first; i < last; ++i) b.threads[i].state = State::Running;
+  return true;
+}
+
+// Releases the block from a __syncthreads when all its threads wait at the same one.
+inline bool release_block(Block& b) {
+  if (!all_wait_at_same(b, 0, static_cast<int>(b.threads.size()), State::AtBarrier)) return false;
   for (Thread& t : b.threads) t.state = State::Running;
   return true;
 }
@@ -246,28 +239,38 @@ inline void run_block(Block& b, const std::function<void()>& body) {
       return std::move(t.scheduler);
     });
   }
+  // Warp-serial: each warp runs (its lanes round-robin between shuffles) until it waits at a
+  // __syncthreads or exits, before the next warp starts. One warp thus runs far ahead of the
+  // others, which exposes a missing barrier in one of the two orders.
+  const int warps = (n + kWarpSize - 1) / kWarpSize;
   for (;;) {
     bool ran = false;
-    for (int k = 0; k < n; ++k) {
-      Thread& t = b.threads[g_reverse_order ? n - 1 - k : k];
-      if (t.state != State::Running) continue;
-      ran = true;
-      g_current = &t;
+    for (int wk = 0; wk < warps; ++wk) {
+      const int w = g_reverse_order ? warps - 1 - wk : wk;
+      const int first = w * kWarpSize, last = first + kWarpSize < n ? first + kWarpSize : n;
+      do {
+        for (int k = first; k < last; ++k) {
+          Thread& t = b.threads[g_reverse_order ? first + last - 1 - k : k];
+          if (t.state != State::Running) continue;
+          ran = true;
+          g_current = &t;
 #ifdef CUDA_EMU_ASAN
-      void* fake = nullptr;
-      __sanitizer_start_switch_fiber(&fake, t.stack_bottom, t.stack_size);
+          void* fake = nullptr;
+          __sanitizer_start_switch_fiber(&fake, t.stack_bottom, t.stack_size);
 #endif
-      t.fiber = std::move(t.fiber).resume();
+          t.fiber = std::move(t.fiber).resume();
 #ifdef CUDA_EMU_ASAN
-      __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+          __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #endif
-      g_current = nullptr;
-      if (b.error) std::rethrow_exception(b.error);
+          g_current = nullptr;
+          if (b.error) std::rethrow_exception(b.error);
+        }
+      } while (release_warp(b, first, last));
     }
     bool done = true;
     for (const Thread& t : b.threads) done = done && t.state == State::Done;
     if (done) return;
-    if (!ran && !release_barriers(b)) throw EmulationError(stuck_message(b));
+    if (!ran && !release_block(b)) throw EmulationError(stuck_message(b));
   }
 }
 

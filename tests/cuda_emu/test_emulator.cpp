@@ -42,6 +42,19 @@ __global__ void rotate(const float* x, float* y, bool with_barrier) {
   y[blockIdx.x * 64 + threadIdx.x] = tile[(threadIdx.x + 1) % 64];
 }
 
+// Each warp publishes a value; warp 0 reads them all; then every warp publishes again. Without
+// the second barrier a later warp may overwrite before warp 0 has read.
+__global__ void publish_twice(int* seen, bool with_barrier) {
+  __shared__ int slot[4];
+  const unsigned warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) slot[warp] = static_cast<int>(warp);
+  __syncthreads();
+  if (warp == 0 && lane < 4) seen[lane] = slot[lane];
+  if (with_barrier) __syncthreads();
+  if (lane == 0) slot[warp] = -1;
+  __syncthreads();
+}
+
 __global__ void divergent_barrier(int* out) {
   if (threadIdx.x < 16) __syncthreads();
   out[threadIdx.x] = 1;
@@ -113,6 +126,19 @@ TEST_CASE("cuda_emu static shared memory needs the barrier in both orders", "[em
   cuda_emu::ScopedReverseOrder order;
   cuda_emu::launch(rotate, dim3(2), dim3(64), 0, x.data(), y.data(), false);
   CHECK(y[63] != x[0]);
+}
+
+TEST_CASE("cuda_emu runs warps ahead of each other to expose a missing barrier", "[emu]") {
+  std::vector<int> seen(4, 9);
+  for (bool reverse : {false, true}) {
+    cuda_emu::ScopedReverseOrder order(reverse);
+    cuda_emu::launch(publish_twice, dim3(1), dim3(128), 0, seen.data(), true);
+    CHECK(seen == std::vector<int>{0, 1, 2, 3});
+  }
+  // Reverse order: warps 3, 2, 1 overwrite their slots before warp 0 reads them.
+  cuda_emu::ScopedReverseOrder order;
+  cuda_emu::launch(publish_twice, dim3(1), dim3(128), 0, seen.data(), false);
+  CHECK(seen == std::vector<int>{0, -1, -1, -1});
 }
 
 TEST_CASE("cuda_emu reports a divergent barrier instead of hanging", "[emu]") {
