@@ -21,6 +21,7 @@
 // (blocks never run concurrently here), streams. Single OS thread only.
 #pragma once
 
+#include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
 
 #include <boost/context/fiber.hpp>
@@ -95,6 +96,7 @@ struct Block {
   std::vector<std::uint64_t> warp_slots;  // one exchange slot per thread, for shuffles
   std::vector<Thread> threads;
   std::exception_ptr error;
+  bool cancelled = false;  // set when a launch fails: waiting threads unwind and exit
   const void* scheduler_stack_bottom = nullptr;
   std::size_t scheduler_stack_size = 0;
 };
@@ -128,6 +130,10 @@ inline std::string describe(const uint3& v) {
   return s.str();
 }
 
+// Thrown inside a waiting thread of a failed launch, so that its stack unwinds through the
+// normal (sanitizer-annotated) switch rather than Boost.Context's forced unwind.
+struct Cancelled {};
+
 // Suspends the running thread in `state` and returns to the scheduler; ASan is told about both
 // stack switches so that it does not report the fiber stacks as overflows.
 inline void suspend(State state, const char* file, int line) {
@@ -142,24 +148,51 @@ inline void suspend(State state, const char* file, int line) {
 #ifdef CUDA_EMU_ASAN
   __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #endif
+  if (t.block->cancelled) throw Cancelled{};
 }
 
-// Fiber stacks come from malloc (cheap to create per block; pages are touched only if used).
-// The thread keeps its stack's bounds for AddressSanitizer's stack-switch annotations.
-struct MallocStack {
+// Fiber stacks are recycled across blocks and launches (allocating them per block costs more
+// than the emulated kernels). The thread keeps its stack's bounds for the sanitizer.
+struct StackPool {
+  std::vector<void*> free;
+  StackPool() = default;
+  StackPool(const StackPool&) = delete;
+  StackPool& operator=(const StackPool&) = delete;
+  ~StackPool() {
+    for (void* p : free) std::free(p);
+  }
+};
+inline StackPool g_stack_pool;
+
+struct PooledStack {
   Thread* thread;
   boost::context::stack_context allocate() {
-    boost::context::stack_context sc;
-    void* p = std::malloc(kStackBytes);
-    if (!p) throw std::bad_alloc();
+    void* p = nullptr;
+    if (g_stack_pool.free.empty()) {
+      p = std::malloc(kStackBytes);
+      if (!p) throw std::bad_alloc();
+    } else {
+      p = g_stack_pool.free.back();
+      g_stack_pool.free.pop_back();
+#ifdef CUDA_EMU_ASAN
+      // Frames left by the final switch out of a fiber keep their redzones: clear them.
+      __asan_unpoison_memory_region(p, kStackBytes);
+#endif
+    }
     thread->stack_bottom = p;
     thread->stack_size = kStackBytes;
+    boost::context::stack_context sc;
     sc.size = kStackBytes;
     sc.sp = static_cast<char*>(p) + kStackBytes;
     return sc;
   }
   void deallocate(boost::context::stack_context& sc) noexcept {
-    std::free(static_cast<char*>(sc.sp) - sc.size);
+    void* p = static_cast<char*>(sc.sp) - sc.size;
+    try {
+      g_stack_pool.free.push_back(p);
+    } catch (...) {
+      std::free(p);
+    }
   }
 };
 
@@ -215,20 +248,33 @@ inline std::string stuck_message(const Block& b) {
   return s.str();
 }
 
+// Runs thread t until it suspends or exits.
+inline void resume(Thread& t) {
+  g_current = &t;
+#ifdef CUDA_EMU_ASAN
+  void* fake = nullptr;
+  __sanitizer_start_switch_fiber(&fake, t.stack_bottom, t.stack_size);
+#endif
+  t.fiber = std::move(t.fiber).resume();
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+  g_current = nullptr;
+}
+
 inline void run_block(Block& b, const std::function<void()>& body) {
   namespace ctx = boost::context;
   const int n = static_cast<int>(b.threads.size());
   for (int i = 0; i < n; ++i) {
     Thread& t = b.threads[i];
-    t.fiber = ctx::fiber(std::allocator_arg, MallocStack{&t}, [&t, &b, &body](ctx::fiber&& sched) {
+    t.fiber = ctx::fiber(std::allocator_arg, PooledStack{&t}, [&t, &b, &body](ctx::fiber&& sched) {
 #ifdef CUDA_EMU_ASAN
       __sanitizer_finish_switch_fiber(nullptr, &b.scheduler_stack_bottom, &b.scheduler_stack_size);
 #endif
       t.scheduler = std::move(sched);
       try {
-        body();
-      } catch (const ctx::detail::forced_unwind&) {
-        throw;  // the fiber is being destroyed: Boost.Context must see this
+        if (!b.cancelled) body();  // a thread that never ran does not start after a failure
+      } catch (const Cancelled&) {
       } catch (...) {
         if (!b.error) b.error = std::current_exception();
       }
@@ -243,34 +289,33 @@ inline void run_block(Block& b, const std::function<void()>& body) {
   // __syncthreads or exits, before the next warp starts. One warp thus runs far ahead of the
   // others, which exposes a missing barrier in one of the two orders.
   const int warps = (n + kWarpSize - 1) / kWarpSize;
-  for (;;) {
-    bool ran = false;
-    for (int wk = 0; wk < warps; ++wk) {
-      const int w = g_reverse_order ? warps - 1 - wk : wk;
-      const int first = w * kWarpSize, last = first + kWarpSize < n ? first + kWarpSize : n;
-      do {
-        for (int k = first; k < last; ++k) {
-          Thread& t = b.threads[g_reverse_order ? first + last - 1 - k : k];
-          if (t.state != State::Running) continue;
-          ran = true;
-          g_current = &t;
-#ifdef CUDA_EMU_ASAN
-          void* fake = nullptr;
-          __sanitizer_start_switch_fiber(&fake, t.stack_bottom, t.stack_size);
-#endif
-          t.fiber = std::move(t.fiber).resume();
-#ifdef CUDA_EMU_ASAN
-          __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
-#endif
-          g_current = nullptr;
-          if (b.error) std::rethrow_exception(b.error);
-        }
-      } while (release_warp(b, first, last));
+  try {
+    for (;;) {
+      bool ran = false;
+      for (int wk = 0; wk < warps; ++wk) {
+        const int w = g_reverse_order ? warps - 1 - wk : wk;
+        const int first = w * kWarpSize, last = first + kWarpSize < n ? first + kWarpSize : n;
+        do {
+          for (int k = first; k < last; ++k) {
+            Thread& t = b.threads[g_reverse_order ? first + last - 1 - k : k];
+            if (t.state != State::Running) continue;
+            ran = true;
+            resume(t);
+            if (b.error) std::rethrow_exception(b.error);
+          }
+        } while (release_warp(b, first, last));
+      }
+      bool done = true;
+      for (const Thread& t : b.threads) done = done && t.state == State::Done;
+      if (done) return;
+      if (!ran && !release_block(b)) throw EmulationError(stuck_message(b));
     }
-    bool done = true;
-    for (const Thread& t : b.threads) done = done && t.state == State::Done;
-    if (done) return;
-    if (!ran && !release_block(b)) throw EmulationError(stuck_message(b));
+  } catch (...) {
+    // Let every waiting thread unwind its stack and exit before the fibers are destroyed.
+    b.cancelled = true;
+    for (Thread& t : b.threads)
+      if (t.state != State::Done && t.fiber) resume(t);
+    throw;
   }
 }
 
