@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,43 @@ std::vector<Case> cases() {
   c.push_back({"transposed with output_padding groups 2",
                k::conv_transpose3d_params("test", {2, 4, 3, 4, 5}, {4, 3, 3, 3, 3}, {2, 2, 2},
                                           {1, 1, 1}, {1, 0, 1}, {1, 1, 1}, 2)});
+  return c;
+}
+
+// `count` random small shapes from a fixed seed: kernel 1..4, stride 1..3, dilation 1..3,
+// padding 0..2 per axis, groups 1..3, batch 1..3; every other one a transposed conv with a
+// random output_padding.
+std::vector<Case> random_cases(int count) {
+  std::mt19937 gen(2024);
+  auto pick = [&gen](int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(gen);
+  };
+  std::vector<Case> c;
+  for (int i = 0; i < count; ++i) {
+    const int64_t groups = pick(1, 3), cg = pick(1, 3), kg = pick(1, 4), n = pick(1, 3);
+    k::Dims3 kernel{}, stride{}, dilation{}, pad{}, extent{}, output_padding{};
+    for (int a = 0; a < 3; ++a) {
+      kernel[a] = pick(1, 4), stride[a] = pick(1, 3), dilation[a] = pick(1, 3), pad[a] = pick(0, 2);
+      const int64_t span = dilation[a] * (kernel[a] - 1) + 1;
+      extent[a] = std::max<int64_t>(1, span - 2 * pad[a]) + pick(0, 4);
+      output_padding[a] = pick(0, std::max(stride[a], dilation[a]) - 1);
+    }
+    std::ostringstream name;
+    name << "random " << i;
+    if (i % 2 == 0) {
+      c.push_back({name.str(), k::conv3d_params("test", {n, cg * groups, extent[0], extent[1], extent[2]},
+                                                {kg * groups, cg, kernel[0], kernel[1], kernel[2]},
+                                                stride, pad, dilation, groups)});
+    } else {
+      // The transposed conv's input extent is the forward conv's output extent: keep it small.
+      for (int64_t& e : extent) e = std::min<int64_t>(e, 4);
+      for (int a = 0; a < 3; ++a) pad[a] = std::min(pad[a], dilation[a] * (kernel[a] - 1) / 2);
+      c.push_back({name.str() + " transposed",
+                   k::conv_transpose3d_params("test", {n, kg * groups, extent[0], extent[1], extent[2]},
+                                              {kg * groups, cg, kernel[0], kernel[1], kernel[2]},
+                                              stride, pad, output_padding, dilation, groups)});
+    }
+  }
   return c;
 }
 
@@ -225,6 +263,25 @@ TEST_CASE("emulated direct conv3d kernels match the CPU kernels", "[emu]") {
     check_close(direct_dgrad(c.p, t), cpu_dgrad(c.p, t));
     check_close(direct_wgrad(c.p, t), cpu_wgrad(c.p, t));
   }
+}
+
+TEST_CASE("emulated tiled and direct conv3d match the CPU kernels on random shapes", "[emu]") {
+  for (const Case& c : random_cases(24))
+    for (bool reverse : {false, true}) {
+      const Conv3dParams& p = c.p;
+      INFO(c.name << ": N " << p.N << " C " << p.C << " K " << p.K << " groups " << p.groups
+                  << " in " << p.D << "x" << p.H << "x" << p.W << " kernel " << p.T << "x" << p.R
+                  << "x" << p.S << " out " << p.Z << "x" << p.P << "x" << p.Q << " stride "
+                  << p.stride[0] << p.stride[1] << p.stride[2] << " pad " << p.pad[0] << p.pad[1]
+                  << p.pad[2] << " dilation " << p.dilation[0] << p.dilation[1] << p.dilation[2]
+                  << (reverse ? " (reverse order)" : ""));
+      cuda_emu::ScopedReverseOrder order(reverse);
+      const Tensors t = tensors(p);
+      check_close(tiled_fprop(p, t), cpu_fprop(p, t));
+      check_close(tiled_dgrad(p, t), cpu_dgrad(p, t));
+      check_close(tiled_wgrad(p, t, 16384), cpu_wgrad(p, t));
+      if (!reverse) check_close(direct_dgrad(p, t), cpu_dgrad(p, t));
+    }
 }
 
 TEST_CASE("conv3d tiled launch geometry covers the GEMM", "[emu]") {
