@@ -49,6 +49,26 @@ __device__ __forceinline__ Voxel split_voxel(int64_t i, int64_t Z, int64_t P, in
   return v;
 }
 
+// A reduction index of fprop/dgrad, kr = (outer * T + t) * R * S + r * S + s, split in 32-bit
+// arithmetic (64-bit division is several times slower on the GPU); the launch helpers check
+// that these indices fit.
+struct Tap {
+  int outer, t, r, s;
+};
+
+__device__ __forceinline__ Tap split_tap(int64_t kr, const Conv3dParams& p) {
+  const int i = static_cast<int>(kr), S = static_cast<int>(p.S), RS = static_cast<int>(p.R) * S;
+  const int taps = static_cast<int>(p.T) * RS;
+  Tap tap;
+  tap.outer = i / taps;
+  int rem = i - tap.outer * taps;
+  tap.t = rem / RS;
+  rem -= tap.t * RS;
+  tap.r = rem / S;
+  tap.s = rem - tap.r * S;
+  return tap;
+}
+
 // Forward: A = w rows of group g, B = input taps of output voxels.
 struct FpropProblem {
   Conv3dParams p;
@@ -77,12 +97,11 @@ struct FpropProblem {
             v.q * p.stride[2] - p.pad[2], j < cols()};
   }
   __device__ float b(const Col& c, int64_t kr) const {
-    const int64_t s = kr % p.S, r = kr / p.S % p.R, t = kr / (p.S * p.R) % p.T;
-    const int64_t ch = kr / p.taps();
-    const int64_t iz = c.z0 + t * p.dilation[0], ip = c.p0 + r * p.dilation[1],
-                  iq = c.q0 + s * p.dilation[2];
+    const Tap tap = split_tap(kr, p);  // outer = input channel within the group
+    const int64_t iz = c.z0 + tap.t * p.dilation[0], ip = c.p0 + tap.r * p.dilation[1],
+                  iq = c.q0 + tap.s * p.dilation[2];
     if (iz < 0 || iz >= p.D || ip < 0 || ip >= p.H || iq < 0 || iq >= p.W) return 0.0f;
-    return c.x[ch * p.input_spatial() + (iz * p.H + ip) * p.W + iq];
+    return c.x[tap.outer * p.input_spatial() + (iz * p.H + ip) * p.W + iq];
   }
   __device__ void store(int64_t m, int64_t j, float v) const {
     const int64_t k = g * p.filters_per_group() + m;
@@ -114,8 +133,8 @@ struct DgradProblem {
     return {w + (g * p.filters_per_group() * p.channels_per_group() + m) * p.taps()};
   }
   __device__ float a(const Row& r, int64_t kr) const {
-    const int64_t k = kr / p.taps(), tap = kr % p.taps();
-    return r.w[k * p.channels_per_group() * p.taps() + tap];
+    const int k = static_cast<int>(kr) / static_cast<int>(p.taps());
+    return r.w[k * (p.channels_per_group() - 1) * p.taps() + kr];  // w[k, c, tap]
   }
   __device__ Col col(int64_t j) const {
     const Voxel v = split_voxel(j < cols() ? j : 0, p.D, p.H, p.W);
@@ -130,13 +149,12 @@ struct DgradProblem {
     return o / stride;
   }
   __device__ float b(const Col& c, int64_t kr) const {
-    const int64_t s = kr % p.S, r = kr / p.S % p.R, t = kr / (p.S * p.R) % p.T;
-    const int64_t k = kr / p.taps();
-    const int64_t oz = source(c.d, t, p.stride[0], p.dilation[0], p.Z);
-    const int64_t op = source(c.h, r, p.stride[1], p.dilation[1], p.P);
-    const int64_t oq = source(c.wi, s, p.stride[2], p.dilation[2], p.Q);
+    const Tap tap = split_tap(kr, p);  // outer = filter within the group
+    const int64_t oz = source(c.d, tap.t, p.stride[0], p.dilation[0], p.Z);
+    const int64_t op = source(c.h, tap.r, p.stride[1], p.dilation[1], p.P);
+    const int64_t oq = source(c.wi, tap.s, p.stride[2], p.dilation[2], p.Q);
     if (oz < 0 || op < 0 || oq < 0) return 0.0f;
-    return c.dy[k * p.output_spatial() + (oz * p.P + op) * p.Q + oq];
+    return c.dy[tap.outer * p.output_spatial() + (oz * p.P + op) * p.Q + oq];
   }
   __device__ void store(int64_t m, int64_t j, float v) const {
     const int64_t n = j / p.input_spatial(), i = j % p.input_spatial();
@@ -331,11 +349,17 @@ __host__ inline ConvLaunch gemm_launch(const char* op, int64_t rows, int64_t col
 }  // namespace conv_detail
 
 __host__ inline ConvLaunch conv3d_fprop_launch(const Conv3dParams& p) {
+  MED3D_CHECK(p.channels_per_group() * p.taps() < (int64_t(1) << 31), "conv3d_fprop: ",
+              p.channels_per_group(), " channels per group times ", p.taps(),
+              " taps exceed the tiled kernel's 32-bit reduction index; use more groups");
   return conv_detail::gemm_launch("conv3d_fprop", p.filters_per_group(), p.N * p.output_spatial(),
                                   p.groups);
 }
 
 __host__ inline ConvLaunch conv3d_dgrad_launch(const Conv3dParams& p) {
+  MED3D_CHECK(p.filters_per_group() * p.taps() < (int64_t(1) << 31), "conv3d_dgrad: ",
+              p.filters_per_group(), " filters per group times ", p.taps(),
+              " taps exceed the tiled kernel's 32-bit reduction index; use more groups");
   return conv_detail::gemm_launch("conv3d_dgrad", p.channels_per_group(), p.N * p.input_spatial(),
                                   p.groups);
 }
