@@ -5,17 +5,18 @@
 // each block in turn), dynamic shared memory through MED3D_EXTERN_SHARED(type, name) (fresh per
 // block, filled with 0xFF bytes so a read before any write gives NaN), __syncthreads,
 // __shfl_sync/__shfl_down_sync/__shfl_up_sync/__shfl_xor_sync (masks ignored, warps of 32 over
-// the linearised thread index), atomicAdd/atomicMax, and cuda_emu::launch.
+// the linearised thread index), __syncwarp, atomicAdd/atomicMax/atomicMin, and
+// cuda_emu::launch(kernel, grid, block, shared_bytes, args...).
 //
 // How it runs: launch() runs the blocks one after another; the threads of a block are
 // Boost.Context fibers. Warp by warp (in reverse order under ScopedReverseOrder, to expose
 // missing barriers), the lanes of a warp are resumed round-robin, each until it reaches a
 // shuffle, a __syncthreads or returns, until the whole warp waits at a __syncthreads or has
 // exited; then the next warp runs. A barrier is released when every thread of the block (or
-// of the warp, for shuffles) waits at it. A barrier that
-// cannot be released (some threads exited, wait at another __syncthreads, or at a shuffle)
-// throws cuda_emu::EmulationError naming the block, the threads and the source lines; it
-// never hangs. Exceptions thrown inside a kernel are rethrown by launch().
+// of the warp, for shuffles) waits at it. A barrier that cannot be released (some threads
+// exited, wait at another __syncthreads, or at a shuffle) throws cuda_emu::EmulationError
+// naming the block, the threads and the source lines; it never hangs. Exceptions thrown inside
+// a kernel are rethrown by launch(). Stack switches are annotated for AddressSanitizer.
 //
 // Not emulated: inline PTX, tensor cores, cooperative groups, memory fences between blocks
 // (blocks never run concurrently here), streams. Single OS thread only.
