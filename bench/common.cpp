@@ -31,6 +31,10 @@ Timing summarize(std::vector<double> t) {
   return timing;
 }
 
+bool selected(const CommonOptions& options, const std::string& name) {
+  return options.only.empty() || std::find(options.only.begin(), options.only.end(), name) != options.only.end();
+}
+
 Timing time_runs(const std::function<void()>& fn, int warmup, int runs) {
   for (int i = 0; i < warmup; ++i) fn();
   std::vector<double> t;

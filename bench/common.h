@@ -31,7 +31,11 @@ struct CommonOptions {
   std::string json_path;
   std::string plot_path;
   std::string scale = "small";
+  std::vector<std::string> only;  // conv layers / ops to run (all when empty)
 };
+
+// Whether `name` is selected by --only (everything when the list is empty).
+bool selected(const CommonOptions& options, const std::string& name);
 
 // This machine's ceilings with the bench's thread count: the FMA peak of a register-resident
 // f32 multiply-add loop (-march=native), Eigen's sgemm on 2048^2 (1024^2 with --quick), and

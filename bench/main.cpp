@@ -44,6 +44,7 @@ void add_common(CLI::App& app, CommonOptions& o, bool tables) {
     app.add_option("--plot", o.plot_path, "bar chart PNG of the ratios");
     app.add_option("--scale", o.scale, "small: the table as listed (N=2, 32x64x64 input); large: N=1, 64x128x128")
         ->check(CLI::IsMember({"small", "large"}));
+    app.add_option("--only", o.only, "run only these layers (conv) or ops, e.g. --only stem,aspp_d3")->delimiter(',');
   }
 }
 

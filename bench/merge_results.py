@@ -53,40 +53,51 @@ def main():
                   f"reference {ours[0]['reference']}, PyTorch {torch[0]['torch']}.", '',
                   f"### Conv passes ({ours[0]['scale']} scale), best of {a.rounds} rounds of "
                   f"{ours[0]['runs']}-run medians", '',
-                  '| layer | pass | shape | ours ms | ours eff GFLOP/s | eff % of FMA peak | oneDNN ms | PyTorch ms '
+                  'Times are median / min of the timed runs in ms (each the best over the rounds); "vs" columns '
+                  'are speeds relative to ours (other ms / ours ms, > 1: ours faster), from medians and from minima; '
+                  'effective GFLOP/s and % of peak are from our minimum.', '',
+                  '| layer | pass | shape | ours ms | oneDNN ms | PyTorch ms | ours eff GFLOP/s | % FMA peak '
                   '| vs oneDNN | vs PyTorch |', '|' + '---|' * 10]
-        o_ms, r_ms, t_ms = best(ours, 'ours_ms'), best(ours, 'ref_ms'), best(torch, 'torch_ms')
-        rows, vs_ref, vs_torch = [], [], []
+        o_ms, o_min = best(ours, 'ours_ms'), best(ours, 'ours_min_ms')
+        r_ms, r_min = best(ours, 'ref_ms'), best(ours, 'ref_min_ms')
+        t_ms, t_min = best(torch, 'torch_ms'), best(torch, 'torch_min_ms')
+        ratio = lambda a, b: a / b if a is not None and b else None
+        rows, vs_ref, vs_torch, vs_ref_min, vs_torch_min = [], [], [], [], []
         for i, row in enumerate(ours[0]['rows']):
             g = ours[0]['geometry'][i]
-            eff = g['effective_flops'] / (o_ms[i] / 1e3) / 1e9
-            rr = r_ms[i] / o_ms[i] if r_ms[i] else None
-            tr = t_ms[i] / o_ms[i]
-            vs_ref.append(rr), vs_torch.append(tr)
-            lines.append(f"| {row['layer']} | {row['pass']} | {row['shape']} | {fmt(o_ms[i], 3)} | {eff:.1f} | "
-                         f"{100 * eff / m['fma_peak_gflops']:.0f}% | {fmt(r_ms[i], 3)} | {fmt(t_ms[i], 3)} | "
-                         f"{fmt(rr)} | {fmt(tr)} |")
+            eff = g['effective_flops'] / (o_min[i] / 1e3) / 1e9
+            rr, rm = ratio(r_ms[i], o_ms[i]), ratio(r_min[i], o_min[i])
+            tr, tm = ratio(t_ms[i], o_ms[i]), ratio(t_min[i], o_min[i])
+            vs_ref.append(rr), vs_torch.append(tr), vs_ref_min.append(rm), vs_torch_min.append(tm)
+            lines.append(f"| {row['layer']} | {row['pass']} | {row['shape']} | {fmt(o_ms[i], 2)} / {fmt(o_min[i], 2)} | "
+                         f"{fmt(r_ms[i], 2)} / {fmt(r_min[i], 2)} | {fmt(t_ms[i], 2)} / {fmt(t_min[i], 2)} | {eff:.1f} | "
+                         f"{100 * eff / m['fma_peak_gflops']:.0f}% | {fmt(rr)} / {fmt(rm)} | {fmt(tr)} / {fmt(tm)} |")
             rows.append({'layer': row['layer'], 'pass': row['pass'], 'shape': row['shape'], 'ours_ms': o_ms[i],
-                         'ours_effective_gflops': eff, 'onednn_ms': r_ms[i], 'torch_ms': t_ms[i],
-                         'speed_vs_onednn': rr, 'speed_vs_torch': tr})
-        lines += ['', f"Geometric mean speed: vs oneDNN {fmt(geomean(vs_ref))}, vs PyTorch {fmt(geomean(vs_torch))} "
-                  f"(> 1: ours faster); rows slower than oneDNN by > 10%: "
-                  f"{sum(1 for v in vs_ref if v is not None and v < 0.9)} of {len(vs_ref)}.", '']
+                         'ours_min_ms': o_min[i], 'ours_effective_gflops_at_min': eff, 'onednn_ms': r_ms[i],
+                         'onednn_min_ms': r_min[i], 'torch_ms': t_ms[i], 'torch_min_ms': t_min[i],
+                         'speed_vs_onednn': rr, 'speed_vs_onednn_min': rm, 'speed_vs_torch': tr,
+                         'speed_vs_torch_min': tm})
+        lines += ['', f"Geometric mean speed (medians / minima): vs oneDNN {fmt(geomean(vs_ref))} / "
+                  f"{fmt(geomean(vs_ref_min))}, vs PyTorch {fmt(geomean(vs_torch))} / {fmt(geomean(vs_torch_min))} "
+                  f"(> 1: ours faster); rows slower than oneDNN by > 10% (minima): "
+                  f"{sum(1 for v in vs_ref_min if v is not None and v < 0.9)} of {len(vs_ref_min)}.", '']
         merged['conv'] = {'machine': m, 'rows': rows}
     if have('ops-ours') and have('ops-torch'):
         ours = [load(f'{a.dir}/ops-ours-{r}.json') for r in rounds]
         torch = [load(f'{a.dir}/ops-torch-{r}.json') for r in rounds]
         copy = ours[0]['machine']['copy_gbs']
         o_ms, t_ms = best(ours, 'ours_ms'), best(torch, 'torch_ms')
+        o_min, t_min = best(ours, 'ours_min_ms'), best(torch, 'torch_min_ms')
         lines += [f"### Memory-bound ops (copy bandwidth {copy:.1f} GB/s)", '',
+                  'ms are median / min; GB/s and the PyTorch ratio (PyTorch ms / ours ms) from the medians.', '',
                   '| op | shape | pass | ours ms | ours GB/s | % of copy | PyTorch ms | PyTorch GB/s | vs PyTorch |',
                   '|' + '---|' * 9]
         rows = []
         for i, row in enumerate(ours[0]['rows']):
             b = ours[0]['geometry'][i]['bytes']
             gbs, tgbs = b / o_ms[i] / 1e6, b / t_ms[i] / 1e6
-            lines.append(f"| {row['op']} | {row['shape']} | {row['pass']} | {o_ms[i]:.3f} | {gbs:.1f} | "
-                         f"{100 * gbs / copy:.0f}% | {t_ms[i]:.3f} | {tgbs:.1f} | {t_ms[i] / o_ms[i]:.2f} |")
+            lines.append(f"| {row['op']} | {row['shape']} | {row['pass']} | {o_ms[i]:.3f} / {o_min[i]:.3f} | {gbs:.1f} | "
+                         f"{100 * gbs / copy:.0f}% | {t_ms[i]:.3f} / {t_min[i]:.3f} | {tgbs:.1f} | {t_ms[i] / o_ms[i]:.2f} |")
             rows.append({'op': row['op'], 'shape': row['shape'], 'pass': row['pass'], 'ours_ms': o_ms[i],
                          'ours_gbs': gbs, 'torch_ms': t_ms[i], 'torch_gbs': tgbs})
         lines.append('')
@@ -96,13 +107,15 @@ def main():
         torch = [load(f'{a.dir}/step-torch-{r}.json') for r in rounds]
         o, t = ours[0]['rows'][0], torch[0]['rows'][0]
         k = {key: (best(ours, key)[0], best(torch, key)[0])
-             for key in ('step_ms', 'forward_ms', 'backward_ms', 'update_ms', 'peak_rss_mib')}
+             for key in ('step_ms', 'step_min_ms', 'forward_ms', 'backward_ms', 'update_ms', 'peak_rss_mib')}
         lines += [f"### Training step: {o['arch']} + {o['head']} head, input {o['input']}, SGD momentum 0.9, "
                   f"{ours[0]['threads']} threads", '',
-                  '| | step ms | forward+loss ms | backward ms | update ms | peak RSS MiB |', '|---|---|---|---|---|---|',
+                  '| | step ms (median) | step ms (min) | forward+loss ms | backward ms | update ms | peak RSS MiB |',
+                  '|---|---|---|---|---|---|---|',
                   '| ours | ' + ' | '.join(f'{k[c][0]:.0f}' for c in k) + ' |',
                   '| PyTorch | ' + ' | '.join(f'{k[c][1]:.0f}' for c in k) + ' |', '',
-                  f"Step speed vs PyTorch: {k['step_ms'][1] / k['step_ms'][0]:.2f}x (> 1: ours faster); "
+                  f"Step speed vs PyTorch: {k['step_ms'][1] / k['step_ms'][0]:.2f}x from medians, "
+                  f"{k['step_min_ms'][1] / k['step_min_ms'][0]:.2f}x from minima (> 1: ours faster); "
                   f"loss ours {o['loss']:.4f}, PyTorch {t['loss']:.4f} (different random init).", '']
         merged['step'] = {key: {'ours': v[0], 'torch': v[1]} for key, v in k.items()}
         merged['step'].update({'arch': o['arch'], 'head': o['head'], 'input': o['input']})

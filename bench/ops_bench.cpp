@@ -74,6 +74,7 @@ int run_ops(const CommonOptions& options) {
   nlohmann::json geometry = nlohmann::json::array();
   Context context(Device::cpu(), 1);
   for (const OpCase& c : med3d_op_cases(options.scale, options.quick)) {
+    if (!selected(options, c.name)) continue;
     OpRun run = make_op(context, c);
     std::vector<double> forward_s, backward_s;
     for (int i = 0; i < options.warmup + options.runs; ++i) {
