@@ -95,6 +95,17 @@ def time_op(fwd, leaves, warmup, runs):
     return (statistics.median(f), min(f)), (statistics.median(b), min(b))
 
 
+def emit(name, args, rows):
+    """Prints the JSON document of a run (and writes it to args.json when given)."""
+    doc = {'bench': name, 'torch': torch.__version__, 'threads': args.threads, 'runs': args.runs,
+           'warmup': args.warmup, 'load_average': ' '.join(f'{v:.2f}' for v in os.getloadavg()), 'rows': rows}
+    text = json.dumps(doc, indent=2)
+    if args.json:
+        with open(args.json, 'w') as f:
+            f.write(text + '\n')
+    print(text)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('bench_json', help='JSON written by med3d-bench conv or ops --json')
@@ -121,14 +132,7 @@ def main():
             med, low = done[g['op']][0 if g['pass'] == 'fwd' else 1]
             rows.append({'op': g['op'], 'pass': g['pass'], 'torch_ms': 1e3 * med, 'torch_min_ms': 1e3 * low,
                          'torch_gbs': g['bytes'] / med / 1e9})
-    doc = {'bench': 'torch_' + bench['bench'], 'torch': torch.__version__, 'threads': a.threads, 'runs': a.runs,
-           'warmup': a.warmup, 'load_average': ' '.join(f'{v:.2f}' for v in os.getloadavg()), 'rows': rows}
-    text = json.dumps(doc, indent=2)
-    if a.json:
-        with open(a.json, 'w') as f:
-            f.write(text + '\n')
-    print(text)
-
+    emit('torch_' + bench['bench'], a, rows)
 
 if __name__ == '__main__':
     main()

@@ -8,8 +8,6 @@ Usage: /usr/bin/python3 bench/torch_step.py --arch resnet18 --input 2x1x32x64x64
          [--head medicalnet|pointwise] [--threads 2] [--runs 10] [--warmup 2] [--json FILE]
 """
 import argparse
-import json
-import os
 import resource
 import statistics
 import time
@@ -18,6 +16,8 @@ from functools import partial
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from torch_ops import emit  # bench/ is the script's folder, first on sys.path
 
 
 def downsample_basic_block(x, planes, stride):
@@ -154,14 +154,7 @@ def main():
     row = {'arch': a.arch, 'head': a.head, 'input': a.input, 'step_ms': ms(total), 'step_min_ms': 1e3 * min(total),
            'forward_ms': ms(fwd), 'backward_ms': ms(bwd), 'update_ms': ms(upd),
            'peak_rss_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 'loss': loss_value}
-    doc = {'bench': 'torch_step', 'torch': torch.__version__, 'threads': a.threads, 'runs': a.runs,
-           'warmup': a.warmup, 'load_average': ' '.join(f'{v:.2f}' for v in os.getloadavg()), 'rows': [row]}
-    text = json.dumps(doc, indent=2)
-    if a.json:
-        with open(a.json, 'w') as f:
-            f.write(text + '\n')
-    print(text)
-
+    emit('torch_step', a, [row])
 
 if __name__ == '__main__':
     main()
