@@ -315,10 +315,9 @@ void Report::plot(const std::string& path, const std::string& title, const std::
 void emit(const Report& report, const CommonOptions& options, nlohmann::json document,
           const std::string& plot_title, const std::string& plot_value,
           const std::vector<std::string>& plot_labels) {
-  if (options.csv)
-    report.print_csv();
-  else
-    report.print_table();
+  // An empty report (`machine`) has nothing to print: the ceilings were printed already.
+  if (!report.empty() && options.csv) report.print_csv();
+  if (!report.empty() && !options.csv) report.print_table();
   document["rows"] = report.rows_json();
   document["load_average_after"] = load_average();
   if (!options.json_path.empty()) {

@@ -68,6 +68,7 @@ class Report {
   explicit Report(std::vector<Column> columns) : columns_(std::move(columns)) {}
   using Cell = std::variant<std::string, double>;
   void add(std::vector<Cell> row) { rows_.push_back(std::move(row)); }
+  bool empty() const { return columns_.empty(); }
   void print_table() const;
   void print_csv() const;
   nlohmann::json rows_json() const;
