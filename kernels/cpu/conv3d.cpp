@@ -67,9 +67,9 @@ struct Plan {
   // tap) pairs reads padding, as in dilated convs on small maps, each live tap multiplies
   // exactly the outputs whose input lies inside and no zeros at all.
   bool per_tap = false;
-  std::vector<TapBox> boxes;  // one per live tap
-  int64_t box_planes = 0;            // output planes (z) per per-tap GEMM chunk
-  int64_t box_plane_voxels = 0;      // the largest box's voxels per plane (p * q extents)
+  std::vector<TapBox> boxes;     // one per live tap
+  int64_t box_planes = 0;        // output planes (z) per per-tap GEMM chunk
+  int64_t box_plane_voxels = 0;  // the largest box's voxels per plane (p * q extents)
 };
 
 // The live taps along one axis, then their (t, r, s) products.
