@@ -11,6 +11,12 @@ namespace med3d::kernels::cpu {
 
 namespace {
 
+// The per-tap path's thresholds (make_plan): taken when under this share of the nominal FLOPs
+// reads the input, and both channel counts are at least this large (shallower GEMMs lose to
+// vol2col's single deep one).
+constexpr double kPerTapMaxEffectiveShare = 0.8;
+constexpr int64_t kPerTapMinChannels = 16;
+
 template <class T>
 using RowMajor = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
@@ -36,6 +42,15 @@ Range inside(int64_t out, int64_t in, int64_t offset, int64_t stride) {
   return {lo, std::clamp(hi, lo, out)};
 }
 
+// One live tap of the per-tap path: the output box r[0] x r[1] x r[2] (z, p, q ranges) whose
+// input index o * stride + offset lies inside the input along every axis.
+struct TapBox {
+  int64_t tap = 0;
+  Range r[3]{};
+  Dims3 offset{};
+  int64_t plane_voxels() const { return (r[1].hi - r[1].lo) * (r[2].hi - r[2].lo); }
+};
+
 // How one pass lays out its column matrix and scratch.
 struct Plan {
   // A 1x1x1 conv with unit stride, no padding and matching extents is a plain GEMM on the input.
@@ -48,6 +63,13 @@ struct Plan {
   int64_t rows = 0;             // column-matrix rows per group: C/groups * taps.size()
   int64_t weight_elements = 0;  // scratch for the gathered weights [K, rows] if pruned
   int64_t lines_per_block = 0;  // output lines (z, p) per vol2col block
+  // Per-tap GEMMs instead of vol2col (see TapBox): when a large share of the (output voxel,
+  // tap) pairs reads padding, as in dilated convs on small maps, each live tap multiplies
+  // exactly the outputs whose input lies inside and no zeros at all.
+  bool per_tap = false;
+  std::vector<TapBox> boxes;     // one per live tap
+  int64_t box_planes = 0;        // output planes (z) per per-tap GEMM chunk
+  int64_t box_plane_voxels = 0;  // the largest box's voxels per plane (p * q extents)
 };
 
 // The live taps along one axis, then their (t, r, s) products.
@@ -80,11 +102,41 @@ Plan make_plan(const Conv3dParams& p, int64_t scratch_elements) {
   const int64_t lines = std::max<int64_t>(p.Z * p.P, 1);
   plan.lines_per_block =
       std::clamp<int64_t>((scratch_elements - plan.weight_elements) / line, 1, lines);
+  // The per-tap path pays a gather and a scatter-add of every box, so it only wins when a
+  // large share of the column matrix would be padding zeros and the GEMMs stay deep (many
+  // channels). Its scratch: the weights of every live tap [live, K, C] and two buffers of
+  // max(C, K) channels x box_planes planes.
+  const bool sparse = static_cast<double>(conv3d_flops_effective(p)) <
+                      kPerTapMaxEffectiveShare * static_cast<double>(conv3d_flops_nominal(p));
+  if (!plan.pointwise && p.groups == 1 && std::min(p.C, p.K) >= kPerTapMinChannels && sparse) {
+    for (int64_t tap : plan.taps) {
+      TapBox b;
+      b.tap = tap;
+      const Dims3 k{tap / (p.R * p.S), (tap / p.S) % p.R, tap % p.S};
+      const Dims3 in = p.input_extent(), out = p.output_extent();
+      for (int a = 0; a < 3; ++a) {
+        b.offset[a] = k[a] * p.dilation[a] - p.pad[a];
+        b.r[a] = inside(out[a], in[a], b.offset[a], p.stride[a]);
+      }
+      plan.box_plane_voxels = std::max(plan.box_plane_voxels, b.plane_voxels());
+      plan.boxes.push_back(b);
+    }
+    const int64_t weights = p.K * p.C * live;
+    const int64_t plane = 2 * std::max(p.C, p.K) * std::max<int64_t>(plan.box_plane_voxels, 1);
+    if (weights + plane <= scratch_elements) {
+      plan.per_tap = true;
+      plan.weight_elements = weights;
+      plan.box_planes = std::clamp<int64_t>((scratch_elements - weights) / plane, 1, p.Z);
+    }
+  }
   return plan;
 }
 
 int64_t scratch_needed(const Conv3dParams& p, const Plan& plan) {
   if (plan.pointwise) return 0;
+  if (plan.per_tap)
+    return plan.weight_elements +
+           2 * std::max(p.C, p.K) * plan.box_planes * std::max<int64_t>(plan.box_plane_voxels, 1);
   return plan.weight_elements + plan.rows * plan.lines_per_block * p.Q;
 }
 
@@ -189,6 +241,108 @@ void col2vol(const Conv3dParams& p, const Plan& plan, const T* col, int64_t line
   }
 }
 
+// --- the per-tap path -------------------------------------------------------------------------
+// Visits the lines (z, p) of box planes [z0, z1) for `channels` channels: fn(c, buf, vol_in,
+// vol_out, count) where the line's count elements are buf[i] (the packed box, [c][z][p][q]),
+// input voxel vol_in + i * stride_w (volume [channels, D, H, W]) and output voxel vol_out + i
+// (volume [channels, Z, P, Q]). Channels are spread over the threads; each owns its lines.
+template <class Fn>
+void for_box_lines(const Conv3dParams& p, const TapBox& b, int64_t z0, int64_t z1,
+                   int64_t channels, Fn&& fn) {
+  const int64_t pn = b.r[1].hi - b.r[1].lo, qn = b.r[2].hi - b.r[2].lo;
+  const int64_t voxels = (z1 - z0) * pn * qn;
+#pragma omp parallel for schedule(static) if (channels * voxels > kParallelGrain)
+  for (int64_t c = 0; c < channels; ++c)
+    for (int64_t z = z0; z < z1; ++z)
+      for (int64_t y = b.r[1].lo; y < b.r[1].hi; ++y) {
+        const int64_t d = z * p.stride[0] + b.offset[0], h = y * p.stride[1] + b.offset[1];
+        const int64_t w = b.r[2].lo * p.stride[2] + b.offset[2];
+        fn(c * voxels + ((z - z0) * pn + (y - b.r[1].lo)) * qn,
+           c * p.input_spatial() + (d * p.H + h) * p.W + w,
+           c * p.output_spatial() + (z * p.P + y) * p.Q + b.r[2].lo, qn);
+      }
+}
+
+// buf = the box of the input volume x [channels, D, H, W].
+template <class T>
+void gather_input_box(const Conv3dParams& p, const TapBox& b, int64_t z0, int64_t z1,
+                      int64_t channels, const T* x, T* buf) {
+  const int64_t sw = p.stride[2];
+  for_box_lines(p, b, z0, z1, channels, [&](int64_t o, int64_t in, int64_t, int64_t n) {
+    if (sw == 1)
+      std::copy(x + in, x + in + n, buf + o);
+    else
+      for (int64_t i = 0; i < n; ++i) buf[o + i] = x[in + i * sw];
+  });
+}
+
+// buf = the box of the output volume y [channels, Z, P, Q].
+template <class T>
+void gather_output_box(const Conv3dParams& p, const TapBox& b, int64_t z0, int64_t z1,
+                       int64_t channels, const T* y, T* buf) {
+  for_box_lines(p, b, z0, z1, channels, [&](int64_t o, int64_t, int64_t out, int64_t n) {
+    std::copy(y + out, y + out + n, buf + o);
+  });
+}
+
+// x [channels, D, H, W] += buf on the box's input voxels.
+template <class T>
+void add_input_box(const Conv3dParams& p, const TapBox& b, int64_t z0, int64_t z1,
+                   int64_t channels, const T* buf, T* x) {
+  const int64_t sw = p.stride[2];
+  for_box_lines(p, b, z0, z1, channels, [&](int64_t o, int64_t in, int64_t, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) x[in + i * sw] += buf[o + i];
+  });
+}
+
+// y [channels, Z, P, Q] += buf on the box's output voxels.
+template <class T>
+void add_output_box(const Conv3dParams& p, const TapBox& b, int64_t z0, int64_t z1,
+                    int64_t channels, const T* buf, T* y) {
+  for_box_lines(p, b, z0, z1, channels, [&](int64_t o, int64_t, int64_t out, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[out + i] += buf[o + i];
+  });
+}
+
+// wt[l] = w[:, :, tap l] as a row-major [K, C] matrix, for each live tap l.
+template <class T>
+void gather_tap_weights(const Conv3dParams& p, const Plan& plan, const T* w, T* wt) {
+  const int64_t kc = p.K * p.C;
+  for (std::size_t l = 0; l < plan.boxes.size(); ++l)
+    for (int64_t i = 0; i < kc; ++i)
+      wt[static_cast<int64_t>(l) * kc + i] = w[i * p.taps() + plan.boxes[l].tap];
+}
+
+// Runs fn(box index, z0, z1) over every live tap's box in chunks of plan.box_planes planes,
+// in a fixed order (taps, then planes), skipping empty boxes.
+template <class Fn>
+void for_box_chunks(const Plan& plan, Fn&& fn) {
+  for (std::size_t l = 0; l < plan.boxes.size(); ++l) {
+    const TapBox& b = plan.boxes[l];
+    if (b.plane_voxels() == 0) continue;
+    for (int64_t z0 = b.r[0].lo; z0 < b.r[0].hi; z0 += plan.box_planes)
+      fn(l, z0, std::min(z0 + plan.box_planes, b.r[0].hi));
+  }
+}
+
+// The per-tap scratch: the live taps' weights (or weight gradients) [live, K, C], then two
+// box buffers of max(C, K) channels x box_planes planes each.
+template <class T>
+struct PerTapBuffers {
+  T* weights;
+  T* in;
+  T* out;
+  int64_t kc;
+  T* tap_weights(std::size_t l) const { return weights + static_cast<int64_t>(l) * kc; }
+};
+
+template <class T>
+PerTapBuffers<T> per_tap_buffers(const Conv3dParams& p, const Plan& plan, T* scratch) {
+  const int64_t buffer = std::max(p.C, p.K) * plan.box_planes * plan.box_plane_voxels;
+  return {scratch, scratch + plan.weight_elements, scratch + plan.weight_elements + buffer,
+          p.K * p.C};
+}
+
 }  // namespace
 
 int64_t conv3d_scratch_elements(const Conv3dParams& p, int64_t budget) {
@@ -201,6 +355,25 @@ void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, 
   const Plan plan = checked_plan(p, scratch_elements);
   const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
   const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
+  if (plan.per_tap) {
+    const PerTapBuffers<T> b = per_tap_buffers(p, plan, scratch);
+    gather_tap_weights(p, plan, w, b.weights);
+    for (int64_t n = 0; n < p.N; ++n) {
+      const T* xn = x + n * p.C * in_sp;
+      T* yn = y + n * p.K * out_sp;
+      std::fill(yn, yn + p.K * out_sp, T(0));
+      for_box_chunks(plan, [&](std::size_t l, int64_t z0, int64_t z1) {
+        const TapBox& box = plan.boxes[l];
+        const int64_t voxels = (z1 - z0) * box.plane_voxels();
+        gather_input_box(p, box, z0, z1, p.C, xn, b.in);
+        matrix(b.out, p.K, voxels, voxels).noalias() =
+            matrix(b.tap_weights(l), p.K, p.C, p.C) * matrix(b.in, p.C, voxels, voxels);
+        add_output_box(p, box, z0, z1, p.K, b.out, yn);
+      });
+      if (bias) add_channel_bias(int64_t(1), p.K, out_sp, bias, yn);
+    }
+    return;
+  }
   T* col = scratch + plan.weight_elements;
   if (plan.pruned) gather_weights(p, plan, w, scratch);
   const T* weights = plan.pruned ? scratch : w;
@@ -229,6 +402,24 @@ void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scra
   const Plan plan = checked_plan(p, scratch_elements);
   const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
   const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
+  if (plan.per_tap) {
+    const PerTapBuffers<T> b = per_tap_buffers(p, plan, scratch);
+    gather_tap_weights(p, plan, w, b.weights);
+    for (int64_t n = 0; n < p.N; ++n) {
+      const T* dyn = dy + n * p.K * out_sp;
+      T* dxn = dx + n * p.C * in_sp;
+      std::fill(dxn, dxn + p.C * in_sp, T(0));
+      for_box_chunks(plan, [&](std::size_t l, int64_t z0, int64_t z1) {
+        const TapBox& box = plan.boxes[l];
+        const int64_t voxels = (z1 - z0) * box.plane_voxels();
+        gather_output_box(p, box, z0, z1, p.K, dyn, b.in);
+        matrix(b.out, p.C, voxels, voxels).noalias() =
+            matrix(b.tap_weights(l), p.K, p.C, p.C).transpose() * matrix(b.in, p.K, voxels, voxels);
+        add_input_box(p, box, z0, z1, p.C, b.out, dxn);
+      });
+    }
+    return;
+  }
   T* col = scratch + plan.weight_elements;
   if (plan.pruned) gather_weights(p, plan, w, scratch);
   const T* weights = plan.pruned ? scratch : w;
@@ -257,6 +448,28 @@ void conv3d_wgrad(const Conv3dParams& p, const T* x, const T* dy, T* dw, T* scra
   const Plan plan = checked_plan(p, scratch_elements);
   const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
   const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
+  if (plan.per_tap) {
+    const PerTapBuffers<T> b = per_tap_buffers(p, plan, scratch);
+    std::fill(b.weights, b.weights + plan.weight_elements, T(0));
+    for (int64_t n = 0; n < p.N; ++n) {
+      const T* xn = x + n * p.C * in_sp;
+      const T* dyn = dy + n * p.K * out_sp;
+      for_box_chunks(plan, [&](std::size_t l, int64_t z0, int64_t z1) {
+        const TapBox& box = plan.boxes[l];
+        const int64_t voxels = (z1 - z0) * box.plane_voxels();
+        gather_input_box(p, box, z0, z1, p.C, xn, b.in);
+        gather_output_box(p, box, z0, z1, p.K, dyn, b.out);
+        matrix(b.tap_weights(l), p.K, p.C, p.C).noalias() +=
+            matrix(b.out, p.K, voxels, voxels) * matrix(b.in, p.C, voxels, voxels).transpose();
+      });
+    }
+    // dw[k, c, tap] from the live taps' [K, C] gradients; dead taps get zero.
+    const int64_t kc = p.K * p.C;
+    std::fill(dw, dw + kc * p.taps(), T(0));
+    for (std::size_t l = 0; l < plan.boxes.size(); ++l)
+      for (int64_t i = 0; i < kc; ++i) dw[i * p.taps() + plan.boxes[l].tap] = b.tap_weights(l)[i];
+    return;
+  }
   T* col = scratch + plan.weight_elements;
   T* grads = plan.pruned ? scratch : dw;  // [K, rows], scattered into dw at the end
   std::fill(grads, grads + p.K * rows, T(0));

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <string>
 
 #include "med3d/kernels/conv_params.h"
@@ -247,6 +248,34 @@ TEST_CASE("conv3d: blocked column matrices match one block", "[conv]") {
     test::require_close(y, whole[0], 1e-13, "op");
     REQUIRE_THROWS_WITH(run_kernels(context, p, x, w, b, dy, gathered + line - 1),
                         Catch::Contains("scratch buffer holds"));
+  }
+}
+
+TEST_CASE("conv3d: per-tap GEMMs on padded dilated taps match vol2col", "[conv]") {
+  // Dilated convs on small maps with many channels take the per-tap path (each live tap one
+  // GEMM over the outputs whose input lies inside); a scratch too small for it forces vol2col.
+  Context context(Device::cpu(), 6);
+  const Conv3dParams cases[] = {
+      kernels::conv3d_params("test", {1, 16, 6, 6, 6}, {16, 16, 3, 3, 3}, {1, 1, 1}, {3, 3, 3},
+                             {3, 3, 3}, 1),
+      kernels::conv3d_params("test", {2, 16, 7, 6, 5}, {20, 16, 3, 3, 3}, {1, 2, 1}, {2, 3, 2},
+                             {2, 3, 2}, 1),
+  };
+  for (const Conv3dParams& p : cases) {
+    REQUIRE(kernels::conv3d_flops_effective(p) < 0.8 * kernels::conv3d_flops_nominal(p));
+    const int64_t vol2col_line = p.C * p.taps() * p.Q;  // every tap is live in both cases
+    const int64_t per_tap = kernels::cpu::conv3d_scratch_elements(p);
+    const int64_t weights = p.K * p.C * p.taps();
+    REQUIRE(per_tap >= weights + 2 * std::max(p.C, p.K));
+    REQUIRE(per_tap <= weights + 2 * std::max(p.C, p.K) * p.output_spatial());
+    if (p.N == 1) REQUIRE(per_tap == weights + 2 * 16 * 6 * 36);  // all planes, 6x6 per plane
+    Tensor x = context.randn({p.N, p.C, p.D, p.H, p.W}, DType::f64);
+    Tensor w = context.randn({p.K, p.C, p.T, p.R, p.S}, DType::f64);
+    Tensor dy = context.randn({p.N, p.K, p.Z, p.P, p.Q}, DType::f64);
+    Tensor b = context.randn({p.K}, DType::f64);
+    const std::vector<Tensor> taps = run_kernels(context, p, x, w, b, dy, per_tap);
+    const std::vector<Tensor> cols = run_kernels(context, p, x, w, b, dy, vol2col_line);
+    for (int i = 0; i < 3; ++i) test::require_close(taps[i], cols[i], 1e-12, "per-tap vs vol2col");
   }
 }
 

@@ -8,6 +8,11 @@
 // conv with stride 1 and no padding multiplies the input directly and needs no scratch. Kernel
 // taps that read only padding for every output voxel (large dilations on small maps) get no
 // column rows: their weights are gathered out (into the scratch) and the GEMMs skip them.
+// When most (output voxel, tap) pairs read padding (dilated convs on small maps: under 80% of
+// the nominal FLOPs effective) and both channel counts are >= 16 with groups = 1, each live tap
+// is instead one GEMM over exactly the output box whose inputs lie inside (gathered into the
+// scratch, then added into the output): no zero is multiplied. Its scratch is the live taps'
+// weights [live, K, C] plus two buffers of max(C, K) x a chunk of box planes.
 // Results are deterministic: every reduction runs in a fixed order, and parallel loops write
 // disjoint elements.
 // Transposed convs use these same kernels with the roles swapped (see conv_transpose3d.cpp).
@@ -25,7 +30,8 @@ inline constexpr int64_t kConvScratchBudget = int64_t(1) << 23;
 
 // Scratch elements for the three passes: blocks of whole output lines within `budget`, but at
 // least one line (C/groups * live taps * Q elements), plus K * C/groups * live taps gathered
-// weights when some taps are dead; 0 for the 1x1x1 fast path.
+// weights when some taps are dead; 0 for the 1x1x1 fast path. The per-tap path is used when it
+// fits `budget` (chunks of box planes within it); otherwise these vol2col sizes apply.
 int64_t conv3d_scratch_elements(const Conv3dParams& p, int64_t budget = kConvScratchBudget);
 
 // y = conv(x, w) + bias (bias may be null). Overwrites y.

@@ -1,0 +1,91 @@
+// Shared pieces of med3d-bench: timing statistics, the machine's measured ceilings, and the
+// report (aligned table, CSV, JSON, bar chart PNG) every subcommand prints.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace med3d::bench {
+
+struct Timing {
+  double median_s = 0, min_s = 0;
+  int runs = 0;
+};
+
+// Median and minimum of durations in seconds.
+Timing summarize(std::vector<double> seconds);
+// Calls fn `warmup` times untimed, then `runs` times timed (wall clock, one call each).
+Timing time_runs(const std::function<void()>& fn, int warmup, int runs);
+
+// Options every subcommand takes.
+struct CommonOptions {
+  int threads = 2;
+  int runs = 20, warmup = 3;
+  bool quick = false;
+  bool csv = false;
+  std::string json_path;
+  std::string plot_path;
+  std::string scale = "small";
+  std::vector<std::string> only;  // conv layers / ops to run (all when empty)
+};
+
+// Whether `name` is selected by --only (everything when the list is empty).
+bool selected(const CommonOptions& options, const std::string& name);
+
+// This machine's ceilings with the bench's thread count: the FMA peak of a register-resident
+// f32 multiply-add loop (-march=native), Eigen's sgemm on 2048^2 (1024^2 with --quick), and
+// the bandwidth of a parallel copy of 256 MiB (read + write bytes per second).
+struct Machine {
+  double fma_gflops = 0, sgemm_gflops = 0, copy_gbs = 0;
+  int threads = 0;
+  std::string cpu, load_before;
+};
+Machine measure_machine(int threads, bool quick);
+nlohmann::json to_json(const Machine& machine);
+void print_machine(const Machine& machine);
+
+// "2x1x32x64x64".
+std::string join_shape(const std::vector<int64_t>& shape);
+// "0.97 0.81 0.60": the 1, 5 and 15 minute load averages (2 cores shared with other jobs).
+std::string load_average();
+// Peak resident set size of this process so far, in MiB.
+double peak_rss_mib();
+
+// A report: named columns, rows of cells (text or numbers). Numbers print with the column's
+// precision in the table and CSV and as numbers in JSON (null when not finite: a reference
+// that is unavailable).
+class Report {
+ public:
+  struct Column {
+    std::string name;
+    int precision = -1;  // -1: text column
+  };
+  explicit Report(std::vector<Column> columns) : columns_(std::move(columns)) {}
+  using Cell = std::variant<std::string, double>;
+  void add(std::vector<Cell> row) { rows_.push_back(std::move(row)); }
+  bool empty() const { return columns_.empty(); }
+  void print_table() const;
+  void print_csv() const;
+  nlohmann::json rows_json() const;
+  // Horizontal bars of column `value` per row, labelled by the text columns `labels`, with a
+  // dashed line at 1.0 (parity).
+  void plot(const std::string& path, const std::string& title, const std::string& value,
+            const std::vector<std::string>& labels) const;
+
+ private:
+  std::string cell_text(const Cell& cell, int precision) const;
+  std::vector<Column> columns_;
+  std::vector<std::vector<Cell>> rows_;
+};
+
+// Writes the table or CSV to stdout and, when asked, the JSON document and the plot.
+void emit(const Report& report, const CommonOptions& options, nlohmann::json document,
+          const std::string& plot_title, const std::string& plot_value,
+          const std::vector<std::string>& plot_labels);
+
+}  // namespace med3d::bench

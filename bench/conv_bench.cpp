@@ -1,0 +1,103 @@
+// med3d-bench conv: our CPU conv kernels (kernels/cpu/conv3d.cpp, called directly with a
+// preallocated scratch, as the conv op does) against oneDNN on the Med3D layer table.
+#include <cmath>
+#include <cstdio>
+#include <limits>
+#include <sstream>
+#include <vector>
+
+#include "commands.h"
+#include "flops.h"
+#include "med3d/kernels/cpu/conv3d.h"
+#include "onednn_ref.h"
+
+namespace med3d::bench {
+
+namespace {
+
+std::string describe(const ConvLayer& l) {
+  std::ostringstream out;
+  out << l.N << "x" << l.C << "x" << l.D << "x" << l.H << "x" << l.W << (l.transposed ? " T> " : " > ") << l.K
+      << " k" << l.kernel << "s" << l.stride << "p" << l.pad << "d" << l.dilation;
+  return out.str();
+}
+
+std::vector<float> pattern(int64_t n) {
+  std::vector<float> v(static_cast<std::size_t>(n));
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = 0.01f * static_cast<float>(i % 97) - 0.4f;
+  return v;
+}
+
+}  // namespace
+
+int run_conv(const CommonOptions& options) {
+  const Machine machine = measure_machine(options.threads, options.quick);
+  print_machine(machine);
+  const std::string reference = onednn_version();
+  std::printf("reference: %s\n",
+              reference.empty() ? "unavailable (built without Debian libdnnl-dev; install it and reconfigure)"
+                                : (reference + ", direct convolution, memory formats of its choice").c_str());
+  std::printf("scale %s, %d timed runs after %d warm-up, times in ms; speed_vs_ref = ref_ms / ours_ms "
+              "(> 1: we are faster)\n\n",
+              options.scale.c_str(), options.runs, options.warmup);
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  Report report({{"layer"},
+                 {"pass"},
+                 {"shape"},
+                 {"ours_ms", 3},
+                 {"ours_min_ms", 3},
+                 {"nominal_gflops", 1},
+                 {"effective_gflops", 1},
+                 {"eff_of_peak", 2},
+                 {"ref_ms", 3},
+                 {"ref_min_ms", 3},
+                 {"speed_vs_ref", 2}});
+  nlohmann::json geometry = nlohmann::json::array();
+  for (const ConvLayer& layer : med3d_conv_table(options.scale, options.quick)) {
+    if (!selected(options, layer.name)) continue;
+    const Conv3dParams p = conv_params(layer);
+    std::vector<float> x = pattern(p.N * p.C * p.input_spatial()), w = pattern(p.K * p.C * p.taps()),
+                       y = pattern(p.N * p.K * p.output_spatial());
+    const int64_t scratch_n = kernels::cpu::conv3d_scratch_elements(p);
+    std::vector<float> scratch(static_cast<std::size_t>(std::max<int64_t>(scratch_n, 1)));
+    const double nominal = conv_flops_nominal(layer), effective = conv_flops_effective(layer);
+    for (Pass pass : {Pass::fprop, Pass::dgrad, Pass::wgrad}) {
+      const Pass kp = kernel_pass(pass, layer.transposed);
+      auto ours = [&] {
+        namespace k = kernels::cpu;
+        if (kp == Pass::fprop)
+          k::conv3d_fprop<float>(p, x.data(), w.data(), nullptr, y.data(), scratch.data(), scratch_n);
+        else if (kp == Pass::dgrad)
+          k::conv3d_dgrad<float>(p, y.data(), w.data(), x.data(), scratch.data(), scratch_n);
+        else
+          k::conv3d_wgrad<float>(p, x.data(), y.data(), w.data(), scratch.data(), scratch_n);
+      };
+      const Timing t = time_runs(ours, options.warmup, options.runs);
+      double ref_ms = nan, ref_min_ms = nan;
+      if (!reference.empty()) {
+        const Timing r = time_runs(onednn_conv(p, kp), options.warmup, options.runs);
+        ref_ms = 1e3 * r.median_s, ref_min_ms = 1e3 * r.min_s;
+      }
+      report.add({layer.name, std::string(pass_name(pass, layer.transposed)), describe(layer), 1e3 * t.median_s,
+                  1e3 * t.min_s, nominal / t.median_s / 1e9, effective / t.median_s / 1e9,
+                  effective / t.median_s / 1e9 / machine.fma_gflops, ref_ms, ref_min_ms, ref_ms / (1e3 * t.median_s)});
+      geometry.push_back({{"N", layer.N}, {"C", layer.C}, {"D", layer.D}, {"H", layer.H}, {"W", layer.W},
+                          {"K", layer.K}, {"kernel", layer.kernel}, {"stride", layer.stride},
+                          {"pad", layer.pad}, {"dilation", layer.dilation}, {"transposed", layer.transposed},
+                          {"pass", pass_name(pass, layer.transposed)}, {"nominal_flops", nominal},
+                          {"effective_flops", effective}});
+      std::fflush(stdout);
+    }
+  }
+  nlohmann::json document = {{"bench", "conv"},       {"scale", options.scale},
+                             {"quick", options.quick}, {"runs", options.runs},
+                             {"warmup", options.warmup}, {"machine", to_json(machine)},
+                             {"reference", reference.empty() ? "unavailable" : reference},
+                             {"geometry", geometry}};
+  emit(report, options, document, "med3d conv speed vs " + (reference.empty() ? std::string("reference") : reference) +
+                                      " (ref time / our time)",
+       "speed_vs_ref", {"layer", "pass"});
+  return 0;
+}
+
+}  // namespace med3d::bench

@@ -1,0 +1,128 @@
+#!/usr/bin/python3
+"""Merges the JSON files of bench/compare.sh (DIR/{conv,ops,step}-{ours,torch}-ROUND.json) into
+one markdown summary on stdout and DIR/merged.json. Per row and side the time is the smallest
+of the per-round medians; ratios are speeds relative to ours: other_ms / ours_ms (> 1: we are
+faster).
+
+Usage: /usr/bin/python3 bench/merge_results.py DIR [--rounds 2]
+"""
+import argparse
+import json
+import math
+import os
+
+
+def load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def best(docs, key):
+    """Per row, the minimum over rounds of `key` (None where every round has None)."""
+    out = []
+    for i in range(len(docs[0]['rows'])):
+        values = [d['rows'][i].get(key) for d in docs if d['rows'][i].get(key) is not None]
+        out.append(min(values) if values else None)
+    return out
+
+
+def geomean(values):
+    values = [v for v in values if v]
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
+
+
+def fmt(v, digits=2):
+    return '-' if v is None else f'{v:.{digits}f}'
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('dir')
+    ap.add_argument('--rounds', type=int, default=2)
+    a = ap.parse_args()
+    rounds = range(1, a.rounds + 1)
+    have = lambda name: all(os.path.exists(f'{a.dir}/{name}-{r}.json') for r in rounds)
+    merged = {}
+    lines = []
+    if have('conv-ours') and have('conv-torch'):
+        ours = [load(f'{a.dir}/conv-ours-{r}.json') for r in rounds]
+        torch = [load(f'{a.dir}/conv-torch-{r}.json') for r in rounds]
+        m = ours[0]['machine']
+        lines += [f"Machine: {m['cpu']}, {m['threads']} threads: FMA peak {m['fma_peak_gflops']:.0f} GFLOP/s, "
+                  f"Eigen sgemm {m['sgemm_gflops']:.0f} GFLOP/s, copy {m['copy_gbs']:.1f} GB/s; "
+                  f"reference {ours[0]['reference']}, PyTorch {torch[0]['torch']}.", '',
+                  f"### Conv passes ({ours[0]['scale']} scale), best of {a.rounds} rounds of "
+                  f"{ours[0]['runs']}-run medians", '',
+                  'Times are median / min of the timed runs in ms (each the best over the rounds); "vs" columns '
+                  'are speeds relative to ours (other ms / ours ms, > 1: ours faster), from medians and from minima; '
+                  'effective GFLOP/s and % of peak are from our minimum.', '',
+                  '| layer | pass | shape | ours ms | oneDNN ms | PyTorch ms | ours eff GFLOP/s | % FMA peak '
+                  '| vs oneDNN | vs PyTorch |', '|' + '---|' * 10]
+        o_ms, o_min = best(ours, 'ours_ms'), best(ours, 'ours_min_ms')
+        r_ms, r_min = best(ours, 'ref_ms'), best(ours, 'ref_min_ms')
+        t_ms, t_min = best(torch, 'torch_ms'), best(torch, 'torch_min_ms')
+        ratio = lambda a, b: a / b if a is not None and b else None
+        rows, vs_ref, vs_torch, vs_ref_min, vs_torch_min = [], [], [], [], []
+        for i, row in enumerate(ours[0]['rows']):
+            g = ours[0]['geometry'][i]
+            eff = g['effective_flops'] / (o_min[i] / 1e3) / 1e9
+            rr, rm = ratio(r_ms[i], o_ms[i]), ratio(r_min[i], o_min[i])
+            tr, tm = ratio(t_ms[i], o_ms[i]), ratio(t_min[i], o_min[i])
+            vs_ref.append(rr), vs_torch.append(tr), vs_ref_min.append(rm), vs_torch_min.append(tm)
+            lines.append(f"| {row['layer']} | {row['pass']} | {row['shape']} | {fmt(o_ms[i], 2)} / {fmt(o_min[i], 2)} | "
+                         f"{fmt(r_ms[i], 2)} / {fmt(r_min[i], 2)} | {fmt(t_ms[i], 2)} / {fmt(t_min[i], 2)} | {eff:.1f} | "
+                         f"{100 * eff / m['fma_peak_gflops']:.0f}% | {fmt(rr)} / {fmt(rm)} | {fmt(tr)} / {fmt(tm)} |")
+            rows.append({'layer': row['layer'], 'pass': row['pass'], 'shape': row['shape'], 'ours_ms': o_ms[i],
+                         'ours_min_ms': o_min[i], 'ours_effective_gflops_at_min': eff, 'onednn_ms': r_ms[i],
+                         'onednn_min_ms': r_min[i], 'torch_ms': t_ms[i], 'torch_min_ms': t_min[i],
+                         'speed_vs_onednn': rr, 'speed_vs_onednn_min': rm, 'speed_vs_torch': tr,
+                         'speed_vs_torch_min': tm})
+        lines += ['', f"Geometric mean speed (medians / minima): vs oneDNN {fmt(geomean(vs_ref))} / "
+                  f"{fmt(geomean(vs_ref_min))}, vs PyTorch {fmt(geomean(vs_torch))} / {fmt(geomean(vs_torch_min))} "
+                  f"(> 1: ours faster); rows slower than oneDNN by > 10% (minima): "
+                  f"{sum(1 for v in vs_ref_min if v is not None and v < 0.9)} of {len(vs_ref_min)}.", '']
+        merged['conv'] = {'machine': m, 'rows': rows}
+    if have('ops-ours') and have('ops-torch'):
+        ours = [load(f'{a.dir}/ops-ours-{r}.json') for r in rounds]
+        torch = [load(f'{a.dir}/ops-torch-{r}.json') for r in rounds]
+        copy = ours[0]['machine']['copy_gbs']
+        o_ms, t_ms = best(ours, 'ours_ms'), best(torch, 'torch_ms')
+        o_min, t_min = best(ours, 'ours_min_ms'), best(torch, 'torch_min_ms')
+        lines += [f"### Memory-bound ops (copy bandwidth {copy:.1f} GB/s)", '',
+                  'ms are median / min; GB/s and the PyTorch ratio (PyTorch ms / ours ms) from the medians.', '',
+                  '| op | shape | pass | ours ms | ours GB/s | % of copy | PyTorch ms | PyTorch GB/s | vs PyTorch |',
+                  '|' + '---|' * 9]
+        rows = []
+        for i, row in enumerate(ours[0]['rows']):
+            b = ours[0]['geometry'][i]['bytes']
+            gbs, tgbs = b / o_ms[i] / 1e6, b / t_ms[i] / 1e6
+            lines.append(f"| {row['op']} | {row['shape']} | {row['pass']} | {o_ms[i]:.3f} / {o_min[i]:.3f} | {gbs:.1f} | "
+                         f"{100 * gbs / copy:.0f}% | {t_ms[i]:.3f} / {t_min[i]:.3f} | {tgbs:.1f} | {t_ms[i] / o_ms[i]:.2f} |")
+            rows.append({'op': row['op'], 'shape': row['shape'], 'pass': row['pass'], 'ours_ms': o_ms[i],
+                         'ours_gbs': gbs, 'torch_ms': t_ms[i], 'torch_gbs': tgbs})
+        lines.append('')
+        merged['ops'] = {'copy_gbs': copy, 'rows': rows}
+    if have('step-ours') and have('step-torch'):
+        ours = [load(f'{a.dir}/step-ours-{r}.json') for r in rounds]
+        torch = [load(f'{a.dir}/step-torch-{r}.json') for r in rounds]
+        o, t = ours[0]['rows'][0], torch[0]['rows'][0]
+        k = {key: (best(ours, key)[0], best(torch, key)[0])
+             for key in ('step_ms', 'step_min_ms', 'forward_ms', 'backward_ms', 'update_ms', 'peak_rss_mib')}
+        lines += [f"### Training step: {o['arch']} + {o['head']} head, input {o['input']}, SGD momentum 0.9, "
+                  f"{ours[0]['threads']} threads", '',
+                  '| | step ms (median) | step ms (min) | forward+loss ms | backward ms | update ms | peak RSS MiB |',
+                  '|---|---|---|---|---|---|---|',
+                  '| ours | ' + ' | '.join(f'{k[c][0]:.0f}' for c in k) + ' |',
+                  '| PyTorch | ' + ' | '.join(f'{k[c][1]:.0f}' for c in k) + ' |', '',
+                  f"Step speed vs PyTorch: {k['step_ms'][1] / k['step_ms'][0]:.2f}x from medians, "
+                  f"{k['step_min_ms'][1] / k['step_min_ms'][0]:.2f}x from minima (> 1: ours faster); "
+                  f"loss ours {o['loss']:.4f}, PyTorch {t['loss']:.4f} (different random init).", '']
+        merged['step'] = {key: {'ours': v[0], 'torch': v[1]} for key, v in k.items()}
+        merged['step'].update({'arch': o['arch'], 'head': o['head'], 'input': o['input']})
+    with open(f'{a.dir}/merged.json', 'w') as f:
+        json.dump(merged, f, indent=2)
+    print('\n'.join(lines))
+
+
+if __name__ == '__main__':
+    main()
