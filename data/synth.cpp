@@ -253,7 +253,7 @@ SynthClassCase make_synthetic_nodule_case(const Context& context, const SynthOpt
         const double noise = options.noise_sd == 0
             ? 0.0
             : options.noise_sd * kernels::philox_normal(options.seed, noise_offset, static_cast<uint64_t>(at));
-        image[at] = static_cast<float>(std::round(400.0 + noise));
+        image[at] = static_cast<float>(std::round(1000.0 + noise));
       }
   return out;
 }

@@ -82,7 +82,7 @@ TEST_CASE("cls: synthetic nodule cases alternate classes and only class 1 holds 
   CHECK(c0.label == 0);
   CHECK(c1.label == 1);
   CHECK(std::memcmp(c0.image.data.raw_data(), base0.image.data.raw_data(), c0.image.data.nbytes()) == 0);
-  // Case 1 differs from its phantom exactly inside the sphere, painted at 220 HU plus noise (sd 15).
+  // Case 1 differs from its phantom exactly inside the sphere, painted at 1000 HU plus noise (sd 15).
   const float* a = base1.image.data.data<float>();
   const float* b = c1.image.data.data<float>();
   int64_t changed = 0;
@@ -92,11 +92,11 @@ TEST_CASE("cls: synthetic nodule cases alternate classes and only class 1 holds 
       ++changed;
       sum += b[i];
     }
-  // Radius 15-22% of the smallest half field of view (12 mm at 1 mm voxels): 1.8-2.64 mm, a
-  // sphere of 24-77 voxels.
-  CHECK(changed >= 15);
-  CHECK(changed <= 110);
-  CHECK(sum / static_cast<double>(changed) == Approx(220).margin(15));
+  // Radius 20-30% of the smallest half field of view (12 mm at 1 mm voxels): 2.4-3.6 mm, a
+  // sphere of 58-195 voxels.
+  CHECK(changed >= 40);
+  CHECK(changed <= 240);
+  CHECK(sum / static_cast<double>(changed) == Approx(1000).margin(5));
 }
 
 TEST_CASE("cls: validation scores follow the documented rules", "[cls]") {
