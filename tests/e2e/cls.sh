@@ -26,6 +26,8 @@ common=(--task cls --data "$work/train" --arch resnet10 --patch 16 16 16 --batch
         --optimizer adam --lr 1e-3 --epochs 10 --steps-per-epoch 3 --val-fraction 0.25 --val-every 3
         --seed 3 --workers 2 --no-augment)
 "$med3d" train "${common[@]}" --stop-after 10 --out "$work/run" | grep -q "^stopped at step 10"
+# The resolved config keeps the negated flag, so the resumed half trains without augmentation too.
+grep -q '"no-augment": true' "$work/run/config.json"
 "$med3d" train --resume "$work/run" | tee "$work/train.log"
 grep -q "^best validation (epoch" "$work/train.log"
 for f in best.safetensors encoder.safetensors curves.png metrics.jsonl config.json; do test -s "$work/run/$f"; done
