@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <utility>
 
 #include "med3d/data/nifti.h"
 #include "med3d/error.h"
@@ -16,6 +17,16 @@
 
 namespace med3d::trainers {
 namespace fs = std::filesystem;
+
+namespace {
+
+// Lexicographic selection key: the score, then the other metric (-1 when undefined).
+std::pair<double, double> selection_key(double accuracy, double auc, std::size_t classes) {
+  if (classes == 2 && std::isfinite(auc)) return {auc, accuracy};
+  return {accuracy, std::isfinite(auc) ? auc : -1.0};
+}
+
+}  // namespace
 
 TrainSummary train_classification(Context context, const SegTrainOptions& options, const TrainHooks& hooks) {
   MED3D_CHECK(options.data.size() == 1, "classification trains on one dataset folder; ", options.data.size(),
@@ -60,10 +71,16 @@ ClassificationScores score_classification(std::vector<std::vector<double>> proba
   } else if (k > 2 && both) {
     s.auc = roc_auc_one_vs_rest(probabilities, truth).macro;
   }
-  s.score = k == 2 && std::isfinite(s.auc) ? s.auc : s.accuracy;
+  s.score = selection_key(s.accuracy, s.auc, k).first;
   s.probabilities = std::move(probabilities);
   s.truth = std::move(truth);
   return s;
+}
+
+bool is_better(const ClassificationScores& s, int64_t best_epoch, double best_accuracy, double best_auc) {
+  if (best_epoch < 0) return true;
+  const std::size_t k = s.probabilities.front().size();
+  return selection_key(s.accuracy, s.auc, k) > selection_key(best_accuracy, best_auc, k);
 }
 
 ClassificationScores validate_classification(const Context& context, SegModel& model,

@@ -380,14 +380,14 @@ TrainSummary train_task(Context context, const SegTrainOptions& options, const T
         epoch_loss_sum = 0;
         const bool last = step == total_steps;
         const bool has_val = !split.validation.empty();
-        if (has_val && ((epoch + 1) % options.val_every == 0 || last) && classification) {
-          report.validated = true;
+        report.validated = has_val && ((epoch + 1) % options.val_every == 0 || last);
+        if (report.validated && classification) {
           const ClassificationScores scores =
               validate_classification(context, model, val_cases[0], prep[0], options.patch);
           report.val_accuracy = scores.accuracy;
           report.val_auc = scores.auc;
           report.score = scores.score;
-          if (report.score > best_score) {
+          if (is_better(scores, best_epoch, best_accuracy, best_auc)) {
             best_score = report.score;
             best_epoch = epoch;
             best_accuracy = scores.accuracy;
@@ -397,8 +397,7 @@ TrainSummary train_task(Context context, const SegTrainOptions& options, const T
             note << "best validation accuracy " << scores.accuracy << ", ROC AUC " << scores.auc;
             save_model(paths.best, module, run_meta, note.str());
           }
-        } else if (has_val && ((epoch + 1) % options.val_every == 0 || last)) {
-          report.validated = true;
+        } else if (report.validated) {
           std::vector<std::map<int32_t, double>> dice;
           for (int64_t d = 0; d < domain_count; ++d) {
             const auto du = static_cast<std::size_t>(d);

@@ -117,6 +117,13 @@ TEST_CASE("cls: validation scores follow the documented rules", "[cls]") {
   CHECK(three.accuracy == Approx(2.0 / 3.0));
   CHECK(three.score == three.accuracy);
   CHECK(std::isfinite(three.auc));
+  // Selection: AUC first, equal AUC goes to the higher accuracy, full ties to the earlier epoch.
+  CHECK(trainers::is_better(s, -1, 0, 0));
+  CHECK(trainers::is_better(s, 2, 1.0, 0.7));
+  CHECK_FALSE(trainers::is_better(s, 2, 0.5, 0.8));
+  CHECK(trainers::is_better(s, 2, 0.5, 0.75));
+  CHECK_FALSE(trainers::is_better(s, 2, 0.75, 0.75));
+  CHECK(trainers::is_better(three, 2, 0.5, 0.9));
 }
 
 TEST_CASE("cls: a tiny ResNet-10 classifier trains, writes its run files and transfers with two lr groups",

@@ -16,7 +16,9 @@
 //               `patch`, one forward pass, softmax: accuracy (argmax) and ROC AUC (binary: of
 //               the class-1 probability; K > 2: one-vs-rest macro mean, metrics.h)
 //   best        best.safetensors by validation AUC for K = 2, by accuracy for K > 2, and by
-//               accuracy when the AUC is undefined (validation cases of one class only)
+//               accuracy when the AUC is undefined (validation cases of one class only); ties
+//               go to the other metric (small validation sets often tie at AUC 1 while the
+//               accuracy still improves), then to the earlier epoch
 //   files       split.json, checkpoint.safetensors, best.safetensors, encoder.safetensors,
 //               metrics.csv/.jsonl (columns epoch, step, train_loss, lr, val_accuracy,
 //               val_auc) and curves.png (loss; validation accuracy and AUC); no overlays
@@ -57,6 +59,10 @@ struct ClassificationScores {
 // Accuracy and ROC AUC of K-class probabilities against the true classes (non-empty).
 ClassificationScores score_classification(std::vector<std::vector<double>> probabilities,
                                           std::vector<int> truth);
+
+// Whether `s` beats the best validation so far, given as that epoch's accuracy and AUC
+// (best_epoch < 0: there is none yet); see "best" above.
+bool is_better(const ClassificationScores& s, int64_t best_epoch, double best_accuracy, double best_auc);
 
 // Predicts every case (prepare_image with `preprocess`) and scores it.
 ClassificationScores validate_classification(const Context& context, SegModel& model,
