@@ -65,7 +65,8 @@ json case_to_json(const DatasetCase& c) {
               {"image", c.image_path},
               {"label", c.label_path},
               {"domain", c.domain},
-              {"label_values", c.label_values}};
+              {"label_values", c.label_values},
+              {"class", c.class_label}};
 }
 
 DatasetCase case_from_json(const std::string& path, const std::string& field, const json& j) {
@@ -79,6 +80,7 @@ DatasetCase case_from_json(const std::string& path, const std::string& field, co
     c.label_path = j.at("label").get<std::string>();
     c.domain = j.at("domain").get<int>();
     c.label_values = j.at("label_values").get<std::vector<int32_t>>();
+    c.class_label = j.value("class", -1);  // absent in splits written before classification
   } catch (const json::exception& e) {
     detail::throw_error(op, ": '", path, "' field \"", field, "\": ", e.what(),
                         " (entries need id, image, label, domain, label_values)");
@@ -140,23 +142,54 @@ Dataset load_msd_dataset(const std::string& folder, int domain) {
   MED3D_CHECK(training.is_array(), op, ": '", json_path,
               "' field \"training\" must be an array of {\"image\", \"label\"} objects");
   const std::vector<int32_t> label_values = d.label_values();
+  // The first entry decides the kind; every other entry must agree (checked below).
+  d.classification = !training.empty() && training[0].is_object() && training[0].contains("label") &&
+                     training[0]["label"].is_number_integer();
+  if (d.classification) {
+    // Class ids index the network's outputs: they must be exactly 0..K-1.
+    int32_t expected = 0;
+    for (const auto& [value, name] : d.labels) {
+      MED3D_CHECK(value == expected, op, ": '", json_path, "' field \"labels\" of a classification ",
+                  "dataset must declare the classes 0..K-1 without gaps; class ", expected,
+                  " is missing");
+      ++expected;
+    }
+    MED3D_CHECK(d.labels.size() >= 2, op, ": '", json_path, "' field \"labels\" declares ",
+                d.labels.size(), " class; classification needs at least 2");
+  }
   std::set<std::string> ids;
   for (std::size_t n = 0; n < training.size(); ++n) {
     const json& entry = training[n];
-    MED3D_CHECK(entry.is_object() && entry.contains("image") && entry.contains("label") &&
-                    entry["image"].is_string() && entry["label"].is_string(),
+    MED3D_CHECK(entry.is_object() && entry.contains("image") && entry["image"].is_string() &&
+                    entry.contains("label") &&
+                    (entry["label"].is_string() || entry["label"].is_number_integer()),
                 op, ": '", json_path, "' field \"training\"[", n,
-                "] must be an object with string fields \"image\" and \"label\"");
+                "] must be an object with a string \"image\" and a \"label\" that is a file ",
+                "(segmentation) or an integer class id (classification)");
+    const bool is_class = entry["label"].is_number_integer();
     DatasetCase c;
     c.image_path = resolve(root, entry["image"].get<std::string>());
-    c.label_path = resolve(root, entry["label"].get<std::string>());
+    MED3D_CHECK(is_class == d.classification, op, ": '", json_path, "' field \"training\"[", n,
+                "] (image '", c.image_path, "') has a ", is_class ? "class id" : "label file",
+                " but entry 0 has a ", d.classification ? "class id" : "label file",
+                "; a dataset is either segmentation (label files) or classification (class ids)");
     c.id = case_id_of(c.image_path);
     c.domain = domain;
     c.label_values = label_values;
     MED3D_CHECK(fs::is_regular_file(c.image_path), op, ": '", json_path, "' field \"training\"[",
                 n, "].image: file '", c.image_path, "' not found");
-    MED3D_CHECK(fs::is_regular_file(c.label_path), op, ": '", json_path, "' field \"training\"[",
-                n, "].label: file '", c.label_path, "' not found");
+    if (is_class) {
+      const int64_t k = entry["label"].get<int64_t>();
+      MED3D_CHECK(d.labels.count(static_cast<int32_t>(k)) > 0 && k >= 0, op, ": '", json_path,
+                  "' field \"training\"[", n, "].label: class ", k, " of image '", c.image_path,
+                  "' is not declared in \"labels\" (classes 0..", d.labels.rbegin()->first,
+                  "); fix the entry or add the class");
+      c.class_label = static_cast<int32_t>(k);
+    } else {
+      c.label_path = resolve(root, entry["label"].get<std::string>());
+      MED3D_CHECK(fs::is_regular_file(c.label_path), op, ": '", json_path, "' field \"training\"[",
+                  n, "].label: file '", c.label_path, "' not found");
+    }
     MED3D_CHECK(ids.insert(c.id).second, op, ": '", json_path, "' field \"training\"[", n,
                 "]: case id '", c.id, "' appears twice");
     d.cases.push_back(std::move(c));

@@ -47,6 +47,43 @@ class CaseRandom {
 
 double quantised(double spacing) { return std::round(spacing * 32.0) / 32.0; }  // exact in f32
 
+std::string case_file_name(const SynthOptions& options, int index) {
+  char name[64];
+  std::snprintf(name, sizeof(name), "%s_%03d%s", options.name.c_str(), index,
+                options.compress ? ".nii.gz" : ".nii");
+  return name;
+}
+
+void write_dataset_json(const char* op, const fs::path& root, const SynthOptions& options,
+                        const std::string& description, const nlohmann::json& labels,
+                        const nlohmann::json& training) {
+  const bool ct = options.modality == SynthModality::ct;
+  nlohmann::json j;
+  j["name"] = options.name;
+  j["description"] = description + " (data/synth), seed " + std::to_string(options.seed);
+  j["tensorImageSize"] = "3D";
+  j["modality"] = {{"0", ct ? "CT" : "MRI"}};
+  j["labels"] = labels;
+  j["numTraining"] = options.num_cases;
+  j["numTest"] = 0;
+  j["training"] = training;
+  j["test"] = nlohmann::json::array();
+  const std::string json_path = (root / "dataset.json").string();
+  std::ofstream out(json_path, std::ios::trunc);
+  MED3D_CHECK(out.good(), op, ": cannot open '", json_path, "' for writing");
+  out << j.dump(1) << "\n";
+  out.close();
+  MED3D_CHECK(out.good(), op, ": writing '", json_path, "' failed");
+}
+
+void create_folders(const char* op, const fs::path& root, std::initializer_list<const char*> subs) {
+  std::error_code ec;
+  for (const char* sub : subs) {
+    fs::create_directories(root / sub, ec);
+    MED3D_CHECK(!ec, op, ": cannot create '", (root / sub).string(), "': ", ec.message());
+  }
+}
+
 }  // namespace
 
 SynthCase make_synthetic_case(const Context& context, const SynthOptions& options, int index) {
@@ -169,41 +206,73 @@ Dataset write_synthetic_dataset(const Context& context, const std::string& folde
   const char* op = "write_synthetic_dataset";
   MED3D_CHECK(options.num_cases >= 1, op, ": num_cases must be >= 1, got ", options.num_cases);
   const fs::path root(folder);
-  std::error_code ec;
-  for (const char* sub : {"imagesTr", "labelsTr"}) {
-    fs::create_directories(root / sub, ec);
-    MED3D_CHECK(!ec, op, ": cannot create '", (root / sub).string(), "': ", ec.message());
-  }
+  create_folders(op, root, {"imagesTr", "labelsTr"});
   const bool ct = options.modality == SynthModality::ct;
   nlohmann::json training = nlohmann::json::array();
   for (int index = 0; index < options.num_cases; ++index) {
-    char name[64];
-    std::snprintf(name, sizeof(name), "%s_%03d%s", options.name.c_str(), index,
-                  options.compress ? ".nii.gz" : ".nii");
+    const std::string name = case_file_name(options, index);
     SynthCase c = make_synthetic_case(context, options, index);
     write_nifti((root / "imagesTr" / name).string(), c.image,
                 ct ? NiftiDataType::i16 : NiftiDataType::f32);
     write_nifti((root / "labelsTr" / name).string(), c.label, NiftiDataType::u8);
-    training.push_back({{"image", std::string("./imagesTr/") + name},
-                        {"label", std::string("./labelsTr/") + name}});
+    training.push_back({{"image", "./imagesTr/" + name}, {"label", "./labelsTr/" + name}});
   }
-  nlohmann::json j;
-  j["name"] = options.name;
-  j["description"] = std::string("med3d synthetic ") + (ct ? "CT" : "MRI") +
-                     " phantoms (data/synth), seed " + std::to_string(options.seed);
-  j["tensorImageSize"] = "3D";
-  j["modality"] = {{"0", ct ? "CT" : "MRI"}};
-  j["labels"] = {{"0", "background"}, {"1", "liver"}, {"2", "kidney"}};
-  j["numTraining"] = options.num_cases;
-  j["numTest"] = 0;
-  j["training"] = training;
-  j["test"] = nlohmann::json::array();
-  const std::string json_path = (root / "dataset.json").string();
-  std::ofstream out(json_path, std::ios::trunc);
-  MED3D_CHECK(out.good(), op, ": cannot open '", json_path, "' for writing");
-  out << j.dump(1) << "\n";
-  out.close();
-  MED3D_CHECK(out.good(), op, ": writing '", json_path, "' failed");
+  write_dataset_json(op, root, options, std::string("med3d synthetic ") + (ct ? "CT" : "MRI") + " phantoms",
+                     {{"0", "background"}, {"1", "liver"}, {"2", "kidney"}}, training);
+  return load_msd_dataset(folder);
+}
+
+SynthClassCase make_synthetic_nodule_case(const Context& context, const SynthOptions& options,
+                                          int index) {
+  MED3D_CHECK(options.modality == SynthModality::ct, "make_synthetic_nodule_case: nodules are ",
+              "drawn into CT phantoms; set modality ct");
+  SynthCase base = make_synthetic_case(context, options, index);
+  SynthClassCase out;
+  out.image = std::move(base.image);
+  out.label = index % 2;
+  if (out.label == 0) return out;
+  // Its own stretch of the stream: the anatomy stays that of make_synthetic_case.
+  CaseRandom random(options.seed ^ 0x6E6F64756C65ull, index);
+  const std::array<double, 3>& spacing = out.image.spacing;  // {D, H, W} mm
+  std::array<double, 3> centre{}, half{};
+  for (int a = 0; a < 3; ++a) half[a] = 0.5 * static_cast<double>(options.shape[a]) * spacing[a];
+  const double radius = random.uniform(0.20, 0.30) * std::min({half[0], half[1], half[2]});
+  for (int a = 0; a < 3; ++a)  // voxel units, around the volume centre
+    centre[a] = 0.5 * static_cast<double>(options.shape[a] - 1) + random.uniform(-0.3, 0.3) * half[a] / spacing[a];
+  const uint64_t noise_offset = random.noise_offset();
+  float* image = out.image.data.data<float>();
+  const int64_t nd = options.shape[0], nh = options.shape[1], nw = options.shape[2];
+  for (int64_t d = 0; d < nd; ++d)
+    for (int64_t h = 0; h < nh; ++h)
+      for (int64_t w = 0; w < nw; ++w) {
+        const double x = (static_cast<double>(d) - centre[0]) * spacing[0];
+        const double y = (static_cast<double>(h) - centre[1]) * spacing[1];
+        const double z = (static_cast<double>(w) - centre[2]) * spacing[2];
+        if (x * x + y * y + z * z > radius * radius) continue;
+        const int64_t at = (d * nh + h) * nw + w;
+        const double noise = options.noise_sd == 0
+            ? 0.0
+            : options.noise_sd * kernels::philox_normal(options.seed, noise_offset, static_cast<uint64_t>(at));
+        image[at] = static_cast<float>(std::round(1000.0 + noise));
+      }
+  return out;
+}
+
+Dataset write_synthetic_nodule_dataset(const Context& context, const std::string& folder,
+                                       const SynthOptions& options) {
+  const char* op = "write_synthetic_nodule_dataset";
+  MED3D_CHECK(options.num_cases >= 1, op, ": num_cases must be >= 1, got ", options.num_cases);
+  const fs::path root(folder);
+  create_folders(op, root, {"imagesTr"});
+  nlohmann::json training = nlohmann::json::array();
+  for (int index = 0; index < options.num_cases; ++index) {
+    const std::string name = case_file_name(options, index);
+    const SynthClassCase c = make_synthetic_nodule_case(context, options, index);
+    write_nifti((root / "imagesTr" / name).string(), c.image, NiftiDataType::i16);
+    training.push_back({{"image", "./imagesTr/" + name}, {"label", c.label}});
+  }
+  write_dataset_json(op, root, options, "med3d synthetic CT nodule classification",
+                     {{"0", "no nodule"}, {"1", "nodule"}}, training);
   return load_msd_dataset(folder);
 }
 

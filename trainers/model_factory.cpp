@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "med3d/error.h"
+#include "med3d/models/classifier.h"
 #include "med3d/models/dense_aspp3d.h"
 #include "med3d/models/heads.h"
 #include "med3d/models/lung_decoder.h"
@@ -13,7 +14,7 @@
 namespace med3d::trainers {
 namespace {
 
-const std::vector<std::string> kHeads = {"med3d", "medicalnet", "coarse", "denseaspp", "lung"};
+const std::vector<std::string> kHeads = {"med3d", "medicalnet", "coarse", "denseaspp", "lung", "classifier"};
 
 std::string join(const std::vector<int64_t>& values) {
   // A stream, not string concatenation: GCC 12 warns falsely (-Wrestrict, bug 105329) on
@@ -90,10 +91,11 @@ ShortcutType parse_shortcut(const std::string& text) {
 SegModel make_seg_model(Context context, const ModelSpec& spec) {
   const int depth = spec.depth();
   MED3D_CHECK(std::find(kHeads.begin(), kHeads.end(), spec.head) != kHeads.end(), "unknown --head '",
-              spec.head, "'; expected med3d, medicalnet, coarse, denseaspp or lung");
+              spec.head, "'; expected med3d, medicalnet, coarse, denseaspp, lung or classifier");
   MED3D_CHECK(!spec.classes.empty(), "the model needs at least one label set");
   for (int64_t k : spec.classes)
-    MED3D_CHECK(k >= 2, "a segmentation head needs at least 2 classes (background + one), got ", k);
+    MED3D_CHECK(k >= 2, "a ", spec.head == "classifier" ? "classifier" : "segmentation head",
+                " needs at least 2 classes, got ", k);
   MED3D_CHECK(spec.head == "med3d" || spec.classes.size() == 1, "head '", spec.head,
               "' has one output; only head med3d takes one label set per domain (got ",
               spec.classes.size(), ")");
@@ -132,6 +134,11 @@ SegModel make_seg_model(Context context, const ModelSpec& spec) {
     model.module = net;
     model.encoder = net->encoder;
     model.logits = [net](const Tensor& x, int64_t) { return to_input_size(net->forward(x), x); };
+  } else if (spec.head == "classifier") {
+    auto net = std::make_shared<ResNetClassifier>(context, depth, k, spec.shortcut, spec.in_channels);
+    model.module = net;
+    model.encoder = net->encoder;
+    model.logits = [net](const Tensor& x, int64_t) { return net->forward(x); };
   } else {
     auto net = std::make_shared<LungSegmentationNet>(context, depth, k, spec.shortcut, spec.in_channels);
     model.module = net;

@@ -152,6 +152,8 @@ void save_checkpoint(const std::string& path, const Module& model, const Optimiz
   metadata["train.best_score"] = exact(state.best_score);
   metadata["train.best_epoch"] = std::to_string(state.best_epoch);
   metadata["train.best_dice"] = dice_json(state.best_dice).dump();
+  metadata["train.best_accuracy"] = exact(state.best_accuracy);
+  metadata["train.best_auc"] = exact(state.best_auc);
   metadata["train.epoch_loss_sum"] = exact(state.epoch_loss_sum);
   metadata["train.random_offset"] = std::to_string(state.random_offset);
   save_safetensors(path, tensors, metadata);
@@ -174,6 +176,9 @@ TrainState load_checkpoint(const Context& context, const std::string& path, Modu
     state.best_score = std::stod(need(m, "train.best_score", path));
     state.best_epoch = std::stoll(need(m, "train.best_epoch", path));
     state.epoch_loss_sum = std::stod(need(m, "train.epoch_loss_sum", path));
+    // Absent in checkpoints written before classification runs existed.
+    if (m.count("train.best_accuracy") > 0) state.best_accuracy = std::stod(m.at("train.best_accuracy"));
+    if (m.count("train.best_auc") > 0) state.best_auc = std::stod(m.at("train.best_auc"));
     state.random_offset = std::stoull(need(m, "train.random_offset", path));
     for (const auto& domain : nlohmann::json::parse(need(m, "train.best_dice", path))) {
       std::map<int32_t, double> dice;

@@ -11,7 +11,8 @@
 namespace med3d::trainers {
 namespace fs = std::filesystem;
 
-MetricsWriter::MetricsWriter(const RunPaths& paths, bool resume) {
+MetricsWriter::MetricsWriter(const RunPaths& paths, bool resume, bool classification)
+    : classification_(classification) {
   // A fresh run starts fresh logs; a resumed one appends (MetricsLog never truncates).
   if (!resume) {
     fs::remove(paths.metrics_csv);
@@ -30,27 +31,38 @@ void MetricsWriter::append(const EpochReport& report, double lr, int64_t step) {
   row.values.emplace_back("lr", lr);
   // Epochs without validation keep the column (NaN) so every row has the same columns.
   const double nan = std::numeric_limits<double>::quiet_NaN();
-  row.values.emplace_back("val_dice", report.val_dice.empty() ? nan : report.score);
+  if (classification_) {
+    row.values.emplace_back("val_accuracy", report.validated ? report.val_accuracy : nan);
+    row.values.emplace_back("val_auc", report.validated ? report.val_auc : nan);
+  } else {
+    row.values.emplace_back("val_dice", report.val_dice.empty() ? nan : report.score);
+  }
   log_->append(row);
+}
+
+void write_run_curves(const RunPaths& paths, bool classification) {
+  if (!fs::exists(paths.metrics_jsonl)) return;
+  const std::vector<MetricsRow> rows = read_metrics_jsonl(paths.metrics_jsonl);
+  if (rows.empty()) return;
+  CurvePanel loss{"training loss", "epoch", {metrics_series(rows, "epoch", "train_loss", "loss")}};
+  CurvePanel validation{"validation Dice (mean over labels and domains)", "epoch",
+                        {metrics_series(rows, "epoch", "val_dice", "Dice")}};
+  if (classification)
+    validation = CurvePanel{"validation accuracy and ROC AUC", "epoch",
+                            {metrics_series(rows, "epoch", "val_accuracy", "accuracy"),
+                             metrics_series(rows, "epoch", "val_auc", "AUC")}};
+  validation.y_min = 0;
+  validation.y_max = 1;
+  CurvesOptions options;
+  options.title = "med3d run " + fs::path(paths.dir).filename().string();
+  write_curves_png(paths.curves, {loss, validation}, options);
 }
 
 void finish_pictures(const Context& context, const RunPaths& paths, SegModel& model,
                      const std::vector<std::vector<DatasetCase>>& validation,
                      const std::vector<PreprocessOptions>& preprocess, const RunCaseOptions& case_options,
                      const PredictOptions& predict, int64_t overlays) {
-  if (fs::exists(paths.metrics_jsonl)) {
-    const std::vector<MetricsRow> rows = read_metrics_jsonl(paths.metrics_jsonl);
-    if (!rows.empty()) {
-      CurvePanel loss{"training loss", "epoch", {metrics_series(rows, "epoch", "train_loss", "loss")}};
-      CurvePanel dice{"validation Dice (mean over labels and domains)", "epoch",
-                      {metrics_series(rows, "epoch", "val_dice", "Dice")}};
-      dice.y_min = 0;
-      dice.y_max = 1;
-      CurvesOptions options;
-      options.title = "med3d run " + fs::path(paths.dir).filename().string();
-      write_curves_png(paths.curves, {loss, dice}, options);
-    }
-  }
+  write_run_curves(paths, false);
   int64_t drawn = 0;
   for (std::size_t d = 0; d < validation.size() && drawn < overlays; ++d) {
     for (const DatasetCase& c : validation[d]) {

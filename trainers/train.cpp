@@ -18,9 +18,12 @@
 #include "med3d/optim.h"
 #include "med3d/serialize.h"
 #include "med3d/tape.h"
+#include "med3d/trainers/classify.h"
 #include "med3d/trainers/evaluate.h"
+#include "med3d/trainers/inference.h"
 #include "med3d/trainers/run_files.h"
 #include "med3d/trainers/run_report.h"
+#include "train_loop.h"
 
 namespace med3d::trainers {
 namespace fs = std::filesystem;
@@ -64,6 +67,14 @@ Tensor gather_rows(const Context& context, const Tensor& t, const std::vector<in
   for (std::size_t i = 0; i < rows.size(); ++i)
     std::memcpy(dst + i * bytes, src + static_cast<std::size_t>(rows[i]) * bytes, bytes);
   return out;
+}
+
+// The classes of a batch's samples (one domain), from their cases: i32 [N].
+Tensor class_targets(const Context& context, const std::vector<DatasetCase>& cases,
+                     const std::vector<int64_t>& case_index) {
+  std::vector<int32_t> targets;
+  for (int64_t i : case_index) targets.push_back(cases.at(static_cast<std::size_t>(i)).class_label);
+  return context.from_vector(Shape({static_cast<int64_t>(targets.size())}), targets);
 }
 
 Tensor segmentation_loss(const std::string& kind, const Tensor& logits, const Tensor& labels) {
@@ -144,6 +155,14 @@ std::optional<std::array<double, 3>> target_spacing(const std::string& spacing, 
 }
 
 TrainSummary train_segmentation(Context context, const SegTrainOptions& options, const TrainHooks& hooks) {
+  MED3D_CHECK(options.model.head != "classifier", "head classifier is for classification (--task cls)");
+  return internal::train_task(std::move(context), options, hooks, false);
+}
+
+namespace internal {
+
+TrainSummary train_task(Context context, const SegTrainOptions& options, const TrainHooks& hooks,
+                        bool classification) {
   const auto started = std::chrono::steady_clock::now();
   check_options(options);
   auto message = [&](const std::string& text) {
@@ -154,6 +173,10 @@ TrainSummary train_segmentation(Context context, const SegTrainOptions& options,
 
   // Data: domains, split, preprocessing per domain.
   std::vector<Dataset> domains = load_multi_domain_dataset(options.data);
+  for (const Dataset& d : domains)
+    MED3D_CHECK(d.classification == classification, "'", d.root, "/dataset.json' lists ",
+                d.classification ? "integer classes: a classification dataset; train it with --task cls"
+                                 : "label files: a segmentation dataset; train it with --task seg");
   Split split;
   if (options.resume) {
     MED3D_CHECK(fs::exists(paths.split), "--resume: '", paths.split, "' is missing; the run folder ",
@@ -176,8 +199,13 @@ TrainSummary train_segmentation(Context context, const SegTrainOptions& options,
     message("domain " + std::to_string(d) + " '" + domains[d].name + "': " +
             std::to_string(train_cases[d].size()) + " training, " + std::to_string(val_cases[d].size()) +
             " validation cases, target spacing " + spacing_text(prep[d].target_spacing) + " mm");
-    check_cases(context, train_cases[d]);
-    check_cases(context, val_cases[d]);
+    if (classification) {
+      check_classification_cases(train_cases[d], domains[d].num_classes());
+      check_classification_cases(val_cases[d], domains[d].num_classes());
+    } else {
+      check_cases(context, train_cases[d]);
+      check_cases(context, val_cases[d]);
+    }
   }
 
   // Model.
@@ -225,13 +253,20 @@ TrainSummary train_segmentation(Context context, const SegTrainOptions& options,
   source.cases = [&](int64_t d) { return static_cast<int64_t>(train_cases[static_cast<std::size_t>(d)].size()); };
   source.load = [&](int64_t d, int64_t i) {
     const auto du = static_cast<std::size_t>(d);
-    PreparedCase p = prepare_for_run(context, train_cases[du][static_cast<std::size_t>(i)], prep[du], train_case);
+    const DatasetCase& c = train_cases[du][static_cast<std::size_t>(i)];
+    if (classification) {
+      // An empty label map: the loader then takes the whole volume (med3d_crop_box) and the
+      // class comes from the case (batch.case_index).
+      PreparedCase p = prepare_image(context, c.image_path, prep[du]);
+      return std::make_pair(p.image.data, context.zeros(p.image.data.shape(), DType::i32));
+    }
+    PreparedCase p = prepare_for_run(context, c, prep[du], train_case);
     return std::make_pair(p.image.data, p.label.data);
   };
   data::LoaderOptions lo;
   lo.batch_size = options.batch_size;
   lo.patch = options.patch;
-  lo.crop_mode = options.crop == "resize" ? data::CropMode::med3d_resize : data::CropMode::patch;
+  lo.crop_mode = options.crop == "resize" || classification ? data::CropMode::med3d_resize : data::CropMode::patch;
   lo.foreground_fraction = options.foreground_fraction;
   lo.augment = options.augment;
   if (!options.flip) lo.augment_options.flip_probability = {0, 0, 0};
@@ -244,6 +279,7 @@ TrainSummary train_segmentation(Context context, const SegTrainOptions& options,
   double best_score = -1;
   int64_t best_epoch = -1;
   std::vector<std::map<int32_t, double>> best_dice;
+  double best_accuracy = std::numeric_limits<double>::quiet_NaN(), best_auc = best_accuracy;
   double epoch_loss_sum = 0;
   std::unique_ptr<LrSchedule> schedule;
   int64_t steps_per_epoch = options.steps_per_epoch;
@@ -264,13 +300,15 @@ TrainSummary train_segmentation(Context context, const SegTrainOptions& options,
     best_score = state.best_score;
     best_epoch = state.best_epoch;
     best_dice = state.best_dice;
+    best_accuracy = state.best_accuracy;
+    best_auc = state.best_auc;
     epoch_loss_sum = state.epoch_loss_sum;
     context.set_random_offset(state.random_offset);
     message("resumed from '" + paths.checkpoint + "' at step " + std::to_string(step) + " of " +
             std::to_string(total_steps));
   }
   lo.start_batch = step;
-  MetricsWriter metrics(paths, options.resume);
+  MetricsWriter metrics(paths, options.resume, classification);
 
   RunMetadata run_meta{spec, prep, options.patch, domains};
   run_meta.crop = options.crop;
@@ -282,7 +320,8 @@ TrainSummary train_segmentation(Context context, const SegTrainOptions& options,
     MED3D_CHECK(bad.empty(), "training diverged: '", bad, "' holds NaN or Inf after step ", step,
                 "; the last good state is '", paths.checkpoint, "' (resume with --resume after lowering --lr)");
     save_checkpoint(paths.checkpoint, module, *optimizer, schedule.get(),
-                    TrainState{step, best_score, best_epoch, best_dice, epoch_loss_sum, context.random_offset()},
+                    TrainState{step, best_score, best_epoch, best_dice, best_accuracy, best_auc, epoch_loss_sum,
+                               context.random_offset()},
                     run_meta);
   };
 
@@ -305,7 +344,15 @@ TrainSummary train_segmentation(Context context, const SegTrainOptions& options,
         const bool whole = rows.size() == batch.domain.size();
         const Tensor x = whole ? batch.image : gather_rows(context, batch.image, rows);
         const Tensor y = whole ? batch.label : gather_rows(context, batch.label, rows);
-        Tensor part = segmentation_loss(options.loss, model.logits(x, domain), y);
+        Tensor part;
+        if (classification) {
+          std::vector<int64_t> cases;
+          for (int64_t r : rows) cases.push_back(batch.case_index[static_cast<std::size_t>(r)]);
+          part = cross_entropy(model.logits(x, domain),
+                               class_targets(context, train_cases[static_cast<std::size_t>(domain)], cases));
+        } else {
+          part = segmentation_loss(options.loss, model.logits(x, domain), y);
+        }
         if (!whole) part = mul_scalar(part, static_cast<double>(rows.size()) / static_cast<double>(batch.domain.size()));
         loss = loss.defined() ? add(loss, part) : part;
       }
@@ -333,7 +380,24 @@ TrainSummary train_segmentation(Context context, const SegTrainOptions& options,
         epoch_loss_sum = 0;
         const bool last = step == total_steps;
         const bool has_val = !split.validation.empty();
-        if (has_val && ((epoch + 1) % options.val_every == 0 || last)) {
+        report.validated = has_val && ((epoch + 1) % options.val_every == 0 || last);
+        if (report.validated && classification) {
+          const ClassificationScores scores =
+              validate_classification(context, model, val_cases[0], prep[0], options.patch);
+          report.val_accuracy = scores.accuracy;
+          report.val_auc = scores.auc;
+          report.score = scores.score;
+          if (is_better(scores, best_epoch, best_accuracy, best_auc)) {
+            best_score = report.score;
+            best_epoch = epoch;
+            best_accuracy = scores.accuracy;
+            best_auc = scores.auc;
+            report.best = true;
+            std::ostringstream note;
+            note << "best validation accuracy " << scores.accuracy << ", ROC AUC " << scores.auc;
+            save_model(paths.best, module, run_meta, note.str());
+          }
+        } else if (report.validated) {
           std::vector<std::map<int32_t, double>> dice;
           for (int64_t d = 0; d < domain_count; ++d) {
             const auto du = static_cast<std::size_t>(d);
@@ -370,14 +434,20 @@ TrainSummary train_segmentation(Context context, const SegTrainOptions& options,
     save_model(paths.best, module, run_meta, "last weights (no validation)");
   if (!summary.interrupted && !summary.stopped_early) {
     save_encoder(paths.encoder, module, run_meta);
-    finish_pictures(context, paths, model, val_cases, prep, val_case, predict, options.overlays);
+    if (classification)
+      write_run_curves(paths, true);
+    else
+      finish_pictures(context, paths, model, val_cases, prep, val_case, predict, options.overlays);
   }
   summary.steps = step;
   summary.best_score = best_score;
   summary.best_epoch = best_epoch;
   summary.best_dice = best_dice;
+  summary.best_accuracy = best_accuracy;
+  summary.best_auc = best_auc;
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return summary;
 }
 
+}  // namespace internal
 }  // namespace med3d::trainers

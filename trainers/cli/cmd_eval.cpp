@@ -2,8 +2,10 @@
 //   Segmentation (default): NIfTI label maps, paired by case name (the file name without
 //   .nii / .nii.gz), on the same grid; per case and label Dice, IoU, VOE, RVD, ASSD, HD95 and
 //   Hausdorff in mm (conventions: med3d/trainers/metrics.h), then the mean per label.
-//   Classification (--task cls): CSV files of case,label (reference) and
-//   case,label[,score...] (predictions): accuracy, confusion matrix and ROC AUC.
+//   Classification (--task cls): CSV files of case,label (reference; or a classification MSD
+//   folder / its dataset.json, whose integer "label" entries are the truth) and
+//   case,label[,score...] (predictions; or the folder med3d predict wrote predictions.csv
+//   into): accuracy, confusion matrix and ROC AUC.
 // Results print as tables; --json writes them to a file (temporary file, then rename).
 #include <algorithm>
 #include <cmath>
@@ -19,6 +21,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "med3d/data/dataset.h"
 #include "med3d/data/nifti.h"
 #include "med3d/error.h"
 #include "med3d/trainers/metrics.h"
@@ -380,9 +383,22 @@ std::map<std::string, CsvRow> read_csv(const std::string& path, bool scores_allo
   return rows;
 }
 
-void run_classification(const EvalOptions& o) {
+// The truth of a classification dataset (dataset.json "training" entries with integer labels).
+std::map<std::string, CsvRow> read_dataset_classes(const std::string& ref) {
+  const fs::path folder = fs::is_directory(ref) ? fs::path(ref) : fs::path(ref).parent_path();
+  const Dataset d = load_msd_dataset(folder.string());
+  MED3D_CHECK(d.classification, "eval: '", (folder / "dataset.json").string(), "' lists label files, not ",
+              "classes; give a CSV of case,label or use --task seg");
+  std::map<std::string, CsvRow> rows;
+  for (const DatasetCase& c : d.cases) rows[c.id] = CsvRow{c.class_label, {}};
+  return rows;
+}
+
+void run_classification(EvalOptions o) {
   std::size_t ref_scores = 0, k_scores = 0;
-  const auto refs = read_csv(o.ref, false, ref_scores);
+  const bool ref_dataset = fs::is_directory(o.ref) || fs::path(o.ref).filename() == "dataset.json";
+  const auto refs = ref_dataset ? read_dataset_classes(o.ref) : read_csv(o.ref, false, ref_scores);
+  if (fs::is_directory(o.pred)) o.pred = (fs::path(o.pred) / "predictions.csv").string();
   const auto preds = read_csv(o.pred, true, k_scores);
   std::vector<std::string> names, missing;
   std::vector<int> truth, predicted;
@@ -476,10 +492,12 @@ void register_eval(CLI::App& app) {
       ->capture_default_str()
       ->check(CLI::IsMember({"seg", "cls"}));
   command->add_option("--pred", options->pred,
-                      "seg: predicted label map or folder of them; cls: predictions CSV")
+                      "seg: predicted label map or folder of them; cls: predictions CSV (or the "
+                      "med3d predict folder holding predictions.csv)")
       ->required();
   command->add_option("--ref", options->ref,
-                      "seg: reference label map or folder of them; cls: reference CSV")
+                      "seg: reference label map or folder of them; cls: reference CSV, or a "
+                      "classification dataset folder (dataset.json)")
       ->required();
   command->add_option("--labels", options->labels,
                       "seg: label values to score, e.g. 1,2 (default: every non-zero label "
@@ -501,7 +519,8 @@ void register_eval(CLI::App& app) {
       "linear interpolation, as medpy) and Hausdorff, in mm, between surfaces (mask minus its\n"
       "6-connected erosion). Both masks empty: Dice 1, distances 0; one empty: Dice 0, distances\n"
       "undefined ('-', JSON null) and left out of the means.\n"
-      "Classification: --ref CSV rows 'case,label' (label 0..K-1); --pred CSV rows\n"
+      "Classification: --ref CSV rows 'case,label' (label 0..K-1) or a classification MSD folder\n"
+      "(dataset.json entries {\"image\": ..., \"label\": K}, case = image name); --pred CSV rows\n"
       "'case,label' (accuracy only), 'case,label,score' (binary: score of class 1), or\n"
       "'case,label,score_0,...,score_{K-1}' (one-vs-rest ROC AUC, macro mean over the classes\n"
       "present; for K = 2 the AUC of score_1). A first line with a non-integer label is a\n"

@@ -25,18 +25,19 @@ struct SynthArgs {
 void run_synth(const CLI::App& command, const SynthArgs& a) {
   Context context = make_context(a.common);
   SynthOptions o;
-  MED3D_CHECK(a.kind == "ct-liver" || a.kind == "mri-brain", "--kind: expected ct-liver or mri-brain, got '",
-              a.kind, "'");
-  o.modality = a.kind == "ct-liver" ? SynthModality::ct : SynthModality::mri;
+  MED3D_CHECK(a.kind == "ct-liver" || a.kind == "mri-brain" || a.kind == "ct-nodule",
+              "--kind: expected ct-liver, mri-brain or ct-nodule, got '", a.kind, "'");
+  o.modality = a.kind == "mri-brain" ? SynthModality::mri : SynthModality::ct;
   o.num_cases = a.cases;
   o.shape = {a.shape[0], a.shape[1], a.shape[2]};
   o.seed = a.common.seed;
   o.anisotropic = !a.isotropic;
   o.random_orientation = !a.keep_orientation;
   o.compress = a.gzip;
-  o.name = a.kind == "ct-liver" ? "synthetic-ct-liver" : "synthetic-mri-brain";
+  o.name = "synthetic-" + a.kind;
   const auto start = std::chrono::steady_clock::now();
-  const Dataset dataset = write_synthetic_dataset(context, a.out, o);
+  const Dataset dataset = a.kind == "ct-nodule" ? write_synthetic_nodule_dataset(context, a.out, o)
+                                                : write_synthetic_dataset(context, a.out, o);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   save_resolved_config(command, a.out + "/synth_config.json");
   std::cout << "wrote " << dataset.cases.size() << " " << a.kind << " cases of " << a.shape[0] << "x"
@@ -50,7 +51,8 @@ void register_synth(CLI::App& app) {
   CLI::App* c = app.add_subcommand("synth", "Write a synthetic MSD-format dataset (images, labels, dataset.json)");
   add_common_options(*c, args->common);
   c->add_option("--out", args->out, "output folder (created)")->required();
-  c->add_option("--kind", args->kind, "ct-liver (HU, liver 1, kidney 2) or mri-brain")->capture_default_str();
+  c->add_option("--kind", args->kind, "ct-liver (HU, liver 1, kidney 2), mri-brain, or ct-nodule "
+                                     "(classification: class 1 = a bright nodule, every odd case)")->capture_default_str();
   c->add_option("--cases", args->cases, "number of cases")->capture_default_str()->check(CLI::PositiveNumber);
   c->add_option("--shape", args->shape, "voxels D H W")->expected(3)->capture_default_str();
   c->add_flag("--isotropic", args->isotropic, "1 mm voxels instead of random anisotropic spacing");

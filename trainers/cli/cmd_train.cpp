@@ -1,6 +1,7 @@
 // med3d pretrain (Med3D multi-domain co-training) and med3d train (single task, from scratch or
 // transferred with --init): both drive trainers::train_segmentation with the same options;
-// pretrain only changes the defaults (head med3d, several --domains).
+// pretrain only changes the defaults (head med3d, several --domains). train --task cls runs
+// trainers::train_classification (classify.h) with the same options and files.
 #include <unistd.h>
 
 #include <atomic>
@@ -13,6 +14,7 @@
 
 #include "commands.h"
 #include "common.h"
+#include "med3d/trainers/classify.h"
 #include "med3d/trainers/progress.h"
 #include "med3d/trainers/run_files.h"
 #include "med3d/trainers/train.h"
@@ -31,6 +33,7 @@ struct TrainArgs {
   std::vector<int64_t> patch{32, 32, 32};
   std::string resume;
   std::string task = "seg";
+  std::string head;  // empty: the task's default (medicalnet for seg, classifier for cls)
 };
 
 void add_training_options(CLI::App& c, TrainArgs& a, bool pretrain) {
@@ -40,13 +43,16 @@ void add_training_options(CLI::App& c, TrainArgs& a, bool pretrain) {
     c.add_option("--domains", o.data, "MSD folders, one domain (decoder branch) each")->required()->delimiter(',');
   } else {
     c.add_option("--data", o.data, "MSD folder (dataset.json, imagesTr, labelsTr)")->delimiter(',');
-    c.add_option("--task", a.task, "seg (classification training is not available yet)")->capture_default_str();
+    c.add_option("--task", a.task, "seg (segmentation) or cls (classification: dataset.json "
+                                    "\"label\" entries are integer classes)")
+        ->capture_default_str();
   }
   c.add_option("--out", o.out, "run folder (created)");
   c.add_option("--arch", a.arch, "resnet10, 18, 34, 50, 101, 152 or 200")->capture_default_str();
   c.add_option("--shortcut", a.shortcut, "A or B (default: MedicalNet's for the depth)");
   if (!pretrain)
-    c.add_option("--head", o.model.head, "medicalnet, lung, coarse, denseaspp or med3d")->capture_default_str();
+    c.add_option("--head", a.head, "seg: medicalnet (default), lung, coarse, denseaspp or med3d; "
+                                   "cls: classifier (default)");
   c.add_option("--init", o.init, "safetensors whose encoder initialises the model (transfer)");
   c.add_option("--optimizer", o.optimizer, "sgd, adam or adamw")->capture_default_str();
   c.add_option("--lr", o.lr, "learning rate of pretrained (or all) layers")->capture_default_str();
@@ -113,7 +119,10 @@ void run_training(const CLI::App& command, TrainArgs& a) {
     o.out = a.resume;
     o.resume = true;
   }
-  MED3D_CHECK(a.task == "seg", "--task ", a.task, ": only seg training is available in this version");
+  MED3D_CHECK(a.task == "seg" || a.task == "cls", "--task: expected seg or cls, got '", a.task, "'");
+  const bool cls = a.task == "cls";
+  if (!a.head.empty()) o.model.head = a.head;
+  else if (cls) o.model.head = "classifier";
   MED3D_CHECK(!o.out.empty(), "give --out RUN (the run folder) or --resume RUN");
   MED3D_CHECK(!o.data.empty(), "give the training data: --data DIR (train) or --domains DIR1,DIR2 (pretrain)");
   o.model.arch = a.arch;
@@ -154,7 +163,10 @@ void run_training(const CLI::App& command, TrainArgs& a) {
     std::ostringstream line;
     line << std::fixed << std::setprecision(4) << "epoch " << r.epoch + 1 << "/" << r.epochs << "  train loss "
          << r.train_loss;
-    if (!r.val_dice.empty()) {
+    if (cls && r.validated) {
+      line << "  val accuracy " << r.val_accuracy << "  AUC " << r.val_auc;
+      if (r.best) line << "  (best)";
+    } else if (!r.val_dice.empty()) {
       line << "  val Dice";
       for (double d : r.val_dice) line << " " << d;
       if (r.best) line << "  (best)";
@@ -162,7 +174,8 @@ void run_training(const CLI::App& command, TrainArgs& a) {
     std::cerr << line.str() << "\n";
   };
   std::signal(SIGINT, on_sigint);
-  const trainers::TrainSummary s = trainers::train_segmentation(context, o, hooks);
+  const trainers::TrainSummary s =
+      cls ? trainers::train_classification(context, o, hooks) : trainers::train_segmentation(context, o, hooks);
   std::signal(SIGINT, SIG_DFL);
   if (s.interrupted || s.stopped_early) {
     std::cout << (s.interrupted ? "interrupted" : "stopped") << " at step " << s.steps << "; resume with: med3d " << command.get_name()
@@ -172,11 +185,15 @@ void run_training(const CLI::App& command, TrainArgs& a) {
   const trainers::LoadedModel best = trainers::load_model(context, paths.best);
   std::cout << "run " << o.out << ": " << s.steps << " steps in " << std::fixed << std::setprecision(1)
             << s.seconds << " s\n";
+  if (cls && s.best_epoch >= 0)
+    std::cout << "best validation (epoch " << s.best_epoch + 1 << ") " << best.meta.domain_names.at(0) << ":  accuracy "
+              << std::setprecision(4) << s.best_accuracy << "  ROC AUC " << s.best_auc << "\n";
   for (std::size_t d = 0; d < s.best_dice.size(); ++d)
     std::cout << "best validation Dice (epoch " << s.best_epoch + 1 << ") " << best.meta.domain_names.at(d) << ":"
               << dice_text(s.best_dice[d], best.meta.labels.at(d)) << "\n";
-  std::cout << "model: " << paths.best << "  encoder: " << paths.encoder << "\npictures: " << paths.curves
-            << ", " << paths.overlays << "/\n";
+  std::cout << "model: " << paths.best << "  encoder: " << paths.encoder << "\npictures: " << paths.curves;
+  if (!cls) std::cout << ", " << paths.overlays << "/";
+  std::cout << "\n";
 }
 
 }  // namespace
@@ -186,7 +203,8 @@ void register_train(CLI::App& app) {
   // Fine-tuning from scratch or transfer: 0.01 trains every head here stably (measured on
   // hippocampus and synthetic CT); the paper's 0.1 stays the pretraining default.
   a->o.lr = 0.01;
-  CLI::App* c = app.add_subcommand("train", "Train or fine-tune a segmentation network on one MSD dataset");
+  CLI::App* c = app.add_subcommand("train", "Train or fine-tune a segmentation (or, --task cls, classification) "
+                                            "network on one MSD dataset");
   add_training_options(*c, *a, false);
   c->callback([c, a] { run_training(*c, *a); });
 }

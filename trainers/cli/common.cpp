@@ -68,7 +68,11 @@ std::string JsonConfig::to_config(const CLI::App* app, bool default_also, bool, 
     // Not part of what a run is: where its options came from and one-off run control
     // (a resumed run must not stop again at the same --stop-after step).
     if (name == "config" || name == "help" || name == "resume" || name == "stop-after") continue;
-    if (opt->get_type_size() != 0) {
+    // A flag is saved as given (true) or not (false): CLI11 records a negated flag such as
+    // !--no-augment as the value "false", which would read back as "flag absent".
+    if (opt->get_expected_max() == 0) {
+      if (opt->count() > 0 || default_also) j[name] = opt->count() > 0;
+    } else if (opt->get_type_size() != 0) {
       if (opt->count() == 1) {
         j[name] = typed_value(opt->results().at(0));
       } else if (opt->count() > 1) {

@@ -8,6 +8,12 @@
 // plus imagesTr/ and labelsTr/. Paths in "training" are relative to the folder. Loading checks
 // the JSON and that every listed file exists (no voxels are read); a case's id is the image
 // file name without .nii/.nii.gz.
+// Classification datasets (med3d train --task cls) use the same file with an integer class
+// instead of a label file: "training": [{"image": "./imagesTr/x.nii.gz", "label": 1}, ...];
+// "labels" then maps the class ids 0..K-1 (every one declared, K >= 2) to class names, and no
+// labelsTr/ is needed. A dataset is one kind or the other: mixing string and integer "label"
+// entries, a class id not declared in "labels", or class ids that are not 0..K-1 is an error
+// naming the entry and its image file.
 // A multi-domain set is a list of MSD folders; folder n becomes domain n with its own label
 // set, and its cases carry `domain = n`.
 //
@@ -37,6 +43,7 @@ struct DatasetCase {
   std::string label_path;
   int domain = 0;                    // index of the dataset in a multi-domain set
   std::vector<int32_t> label_values; // the domain's label set, ascending; empty: no check
+  int32_t class_label = -1;          // classification: the case's class; -1: segmentation
 };
 
 struct Dataset {
@@ -46,6 +53,7 @@ struct Dataset {
   std::map<int32_t, std::string> labels;    // label value -> name
   std::map<int, std::string> modality;      // channel -> name ("CT", "MRI", ...)
   std::vector<DatasetCase> cases;           // in dataset.json order
+  bool classification = false;              // "label" entries are class ids, not files
 
   std::vector<int32_t> label_values() const;  // ascending
   int num_classes() const;                    // max label value + 1

@@ -4,9 +4,11 @@
 //
 // Heads: "med3d" (Med3DNet: shared encoder, one 1x1x1 branch per domain), "medicalnet"
 // (MedicalNet's conv_seg decoder), "coarse" (CoarseLiverNet, 2 classes), "denseaspp"
-// (DenseASPP-3D), "lung" (Med3D's lung decoder). Every SegModel::logits returns logits at the
-// input's spatial size [N, classes, D, H, W] (upsampled or cropped where the head's output
-// differs), so losses and inference need not know the head.
+// (DenseASPP-3D), "lung" (Med3D's lung decoder). Every segmentation head's SegModel::logits
+// returns logits at the input's spatial size [N, classes, D, H, W] (upsampled or cropped where
+// the head's output differs), so losses and inference need not know the head.
+// "classifier" (ResNetClassifier: global average pooling + fc, med3d train --task cls) is the
+// one non-segmentation head: its logits are [N, classes] (see classify.h).
 #pragma once
 
 #include <functional>

@@ -9,6 +9,7 @@
 
 #include <array>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
@@ -32,6 +33,8 @@ struct TrainState {
   double best_score = -1;
   int64_t best_epoch = -1;
   std::vector<std::map<int32_t, double>> best_dice;
+  double best_accuracy = std::numeric_limits<double>::quiet_NaN();  // classification runs
+  double best_auc = std::numeric_limits<double>::quiet_NaN();
   double epoch_loss_sum = 0;
   uint64_t random_offset = 0;
 };

@@ -1,7 +1,8 @@
 // What a training run leaves for people to read: metrics.csv / metrics.jsonl (one row per
 // epoch, flushed as written, appended to on --resume) and, at the end, curves.png (training
-// loss and validation Dice per epoch) and overlays/<case>_{axial,coronal,sagittal}.png
-// (validation cases with reference and predicted label contours).
+// loss and validation Dice per epoch; classification: validation accuracy and ROC AUC) and,
+// for segmentation, overlays/<case>_{axial,coronal,sagittal}.png (validation cases with
+// reference and predicted label contours).
 #pragma once
 
 #include <array>
@@ -21,15 +22,22 @@ class MetricsLog;
 
 class MetricsWriter {
  public:
-  MetricsWriter(const RunPaths& paths, bool resume);
+  // Columns epoch, step, train_loss, lr, then val_dice, or val_accuracy and val_auc when
+  // `classification`.
+  MetricsWriter(const RunPaths& paths, bool resume, bool classification = false);
   ~MetricsWriter();
   void append(const EpochReport& report, double lr, int64_t step);
 
  private:
   std::unique_ptr<MetricsLog> log_;
+  bool classification_ = false;
 };
 
-// Draws curves.png from metrics.jsonl and overlays of the first `overlays` validation cases
+// curves.png from metrics.jsonl (nothing when it has no rows): training loss, and validation
+// Dice or (classification) validation accuracy and ROC AUC.
+void write_run_curves(const RunPaths& paths, bool classification);
+
+// write_run_curves (segmentation) and overlays of the first `overlays` validation cases
 // (all domains) predicted by `model`.
 void finish_pictures(const Context& context, const RunPaths& paths, SegModel& model,
                      const std::vector<std::vector<DatasetCase>>& validation,

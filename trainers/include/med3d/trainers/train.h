@@ -1,5 +1,6 @@
 // Segmentation training: Med3D multi-domain co-training (`med3d pretrain`) and single-task
-// training or transfer (`med3d train`) share this one loop.
+// training or transfer (`med3d train`) share this one loop; classification (`med3d train
+// --task cls`, classify.h) runs through it too, with its own data, loss and validation.
 //
 // Contract. train_segmentation reads the MSD folders in options.data (one domain each), checks
 // every case before the first step (files exist, image/label shapes match, label values lie in
@@ -21,6 +22,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -81,7 +83,11 @@ struct EpochReport {
   int64_t epoch = 0, epochs = 0;
   double train_loss = 0;            // mean over the epoch's steps
   std::vector<double> val_dice;     // per domain, mean over foreground labels and cases; empty: no validation
-  double score = 0;                 // mean of val_dice
+  double score = 0;                 // mean of val_dice (classification: see classify.h)
+  // Classification only; NaN otherwise and in epochs without validation.
+  double val_accuracy = std::numeric_limits<double>::quiet_NaN();
+  double val_auc = std::numeric_limits<double>::quiet_NaN();
+  bool validated = false;           // this epoch ran validation
   bool best = false;
 };
 
@@ -99,6 +105,8 @@ struct TrainSummary {
   double best_score = -1;
   int64_t best_epoch = -1;
   std::vector<std::map<int32_t, double>> best_dice;  // per domain: label -> validation Dice
+  double best_accuracy = std::numeric_limits<double>::quiet_NaN();  // classification, at best_epoch
+  double best_auc = std::numeric_limits<double>::quiet_NaN();
   double seconds = 0;
 };
 
