@@ -3,6 +3,7 @@
 
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <cstring>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -93,6 +94,21 @@ inline Tensor random_leaf(Context& context, const Shape& shape, DType dtype = DT
   Tensor t = context.randn(shape, dtype);
   t.set_requires_grad(true);
   return t;
+}
+
+// Two safetensors files hold the same tensors, names, shapes, dtypes and bits (resume checks).
+inline void require_identical_files(const Context& context, const std::string& a, const std::string& b) {
+  const Checkpoint x = load_safetensors(context, a), y = load_safetensors(context, b);
+  REQUIRE(x.tensors.size() == y.tensors.size());
+  for (std::size_t i = 0; i < x.tensors.size(); ++i) {
+    INFO(x.tensors[i].first);
+    REQUIRE(x.tensors[i].first == y.tensors[i].first);
+    const Tensor& p = x.tensors[i].second;
+    const Tensor& q = y.tensors[i].second;
+    REQUIRE(p.shape() == q.shape());
+    REQUIRE(p.dtype() == q.dtype());
+    REQUIRE(std::memcmp(p.raw_data(), q.raw_data(), p.nbytes()) == 0);
+  }
 }
 
 // A fresh folder under the system temp dir, removed with everything in it at scope exit.

@@ -15,6 +15,7 @@
 
 using namespace med3d;
 using med3d::test::ScratchDir;
+using med3d::test::require_identical_files;
 namespace fs = std::filesystem;
 
 namespace {
@@ -48,18 +49,6 @@ trainers::SegTrainOptions cls_options(const std::string& data, const std::string
   return o;
 }
 
-void require_identical_files(const Context& context, const std::string& a, const std::string& b) {
-  const Checkpoint x = load_safetensors(context, a), y = load_safetensors(context, b);
-  REQUIRE(x.tensors.size() == y.tensors.size());
-  for (std::size_t i = 0; i < x.tensors.size(); ++i) {
-    INFO(x.tensors[i].first);
-    REQUIRE(x.tensors[i].first == y.tensors[i].first);
-    const Tensor& p = x.tensors[i].second;
-    const Tensor& q = y.tensors[i].second;
-    REQUIRE(p.shape() == q.shape());
-    REQUIRE(std::memcmp(p.raw_data(), q.raw_data(), p.nbytes()) == 0);
-  }
-}
 
 nlohmann::json read_json(const std::string& path) {
   nlohmann::json j;
