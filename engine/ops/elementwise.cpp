@@ -3,6 +3,7 @@
 
 #include "engine/src/op_util.h"
 #include "med3d/kernels/cpu_loops.h"
+#include "med3d/kernels/cuda/elementwise.h"
 #include "med3d/kernels/elementwise.h"
 #include "med3d/tape.h"
 
@@ -10,17 +11,25 @@ namespace med3d {
 
 using detail::dispatch_floating;
 using kernels::parallel_for;
+using CudaUnary = kernels::cuda::UnaryOp;
+using CudaBinary = kernels::cuda::BinaryOp;
 
 namespace {
 
-// out[i] = fn(a[i], b[i]) for two same-shaped tensors.
+// out[i] = fn(a[i], b[i]) for two same-shaped tensors; `cuda_op` is the same op on CUDA.
 template <class Fn>
-Tensor binary(const char* op, const Tensor& a, const Tensor& b, Fn fn) {
-  detail::check_cpu_floating(op, "a", a);
-  detail::check_cpu_floating(op, "b", b);
+Tensor binary(const char* op, const Tensor& a, const Tensor& b, CudaBinary cuda_op, Fn fn) {
+  detail::check_floating(op, "a", a);
+  detail::check_floating(op, "b", b);
   detail::check_compatible(op, a, "a", b, "b");
   detail::check_same_shape(op, a, b);
   Tensor out = detail::empty_like(a);
+  if (a.device().is_cuda()) {
+    if constexpr (detail::kWithCuda)
+      kernels::cuda::binary(detail::cuda_stream(a), cuda_op, detail::device_data<float>(a),
+                            detail::device_data<float>(b), detail::device_data<float>(out), a.numel());
+    return out;
+  }
   dispatch_floating(a.dtype(), op, [&]<class T>() {
     const T* pa = a.data<T>();
     const T* pb = b.data<T>();
@@ -31,9 +40,15 @@ Tensor binary(const char* op, const Tensor& a, const Tensor& b, Fn fn) {
 }
 
 template <class Fn>
-Tensor unary(const char* op, const Tensor& x, Fn fn) {
-  detail::check_cpu_floating(op, "x", x);
+Tensor unary(const char* op, const Tensor& x, CudaUnary cuda_op, double scalar, Fn fn) {
+  detail::check_floating(op, "x", x);
   Tensor out = detail::empty_like(x);
+  if (x.device().is_cuda()) {
+    if constexpr (detail::kWithCuda)
+      kernels::cuda::unary(detail::cuda_stream(x), cuda_op, static_cast<float>(scalar),
+                           detail::device_data<float>(x), detail::device_data<float>(out), x.numel());
+    return out;
+  }
   dispatch_floating(x.dtype(), op, [&]<class T>() {
     const T* px = x.data<T>();
     T* po = out.data<T>();
@@ -45,7 +60,7 @@ Tensor unary(const char* op, const Tensor& x, Fn fn) {
 }  // namespace
 
 Tensor add(const Tensor& a, const Tensor& b) {
-  Tensor y = binary("add", a, b, [](auto u, auto v) { return u + v; });
+  Tensor y = binary("add", a, b, CudaBinary::add, [](auto u, auto v) { return u + v; });
   record("add", {a, b}, {y}, {}, [](const BackwardArgs& g) {
     return std::vector<Tensor>{g.dy[0], g.dy[0]};
   });
@@ -53,7 +68,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
-  Tensor y = binary("sub", a, b, [](auto u, auto v) { return u - v; });
+  Tensor y = binary("sub", a, b, CudaBinary::sub, [](auto u, auto v) { return u - v; });
   record("sub", {a, b}, {y}, {}, [](const BackwardArgs& g) {
     return std::vector<Tensor>{g.dy[0], g.needs_grad[1] ? mul_scalar(g.dy[0], -1.0) : Tensor()};
   });
@@ -61,7 +76,7 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
-  Tensor y = binary("mul", a, b, [](auto u, auto v) { return u * v; });
+  Tensor y = binary("mul", a, b, CudaBinary::mul, [](auto u, auto v) { return u * v; });
   record("mul", {a, b}, {y}, {a, b}, [](const BackwardArgs& g) {
     return std::vector<Tensor>{g.needs_grad[0] ? mul(g.dy[0], g.saved[1]) : Tensor(),
                                g.needs_grad[1] ? mul(g.dy[0], g.saved[0]) : Tensor()};
@@ -70,7 +85,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor add_scalar(const Tensor& x, double value) {
-  Tensor y = unary("add_scalar", x, [value](auto u) { return u + static_cast<decltype(u)>(value); });
+  Tensor y = unary("add_scalar", x, CudaUnary::add_scalar, value, [value](auto u) { return u + static_cast<decltype(u)>(value); });
   record("add_scalar", {x}, {y}, {}, [](const BackwardArgs& g) {
     return std::vector<Tensor>{g.dy[0]};
   });
@@ -78,7 +93,7 @@ Tensor add_scalar(const Tensor& x, double value) {
 }
 
 Tensor mul_scalar(const Tensor& x, double value) {
-  Tensor y = unary("mul_scalar", x, [value](auto u) { return u * static_cast<decltype(u)>(value); });
+  Tensor y = unary("mul_scalar", x, CudaUnary::mul_scalar, value, [value](auto u) { return u * static_cast<decltype(u)>(value); });
   record("mul_scalar", {x}, {y}, {}, [value](const BackwardArgs& g) {
     return std::vector<Tensor>{mul_scalar(g.dy[0], value)};
   });
@@ -86,9 +101,9 @@ Tensor mul_scalar(const Tensor& x, double value) {
 }
 
 Tensor relu(const Tensor& x) {
-  Tensor y = unary("relu", x, [](auto u) { return kernels::relu_forward(u); });
+  Tensor y = unary("relu", x, CudaUnary::relu, 0.0, [](auto u) { return kernels::relu_forward(u); });
   record("relu", {x}, {y}, {y}, [](const BackwardArgs& g) {
-    return std::vector<Tensor>{binary("relu_backward", g.saved[0], g.dy[0], [](auto yv, auto dyv) {
+    return std::vector<Tensor>{binary("relu_backward", g.saved[0], g.dy[0], CudaBinary::relu_backward, [](auto yv, auto dyv) {
       return kernels::relu_backward(yv, dyv);
     })};
   });
@@ -96,9 +111,9 @@ Tensor relu(const Tensor& x) {
 }
 
 Tensor sigmoid(const Tensor& x) {
-  Tensor y = unary("sigmoid", x, [](auto u) { return kernels::sigmoid_forward(u); });
+  Tensor y = unary("sigmoid", x, CudaUnary::sigmoid, 0.0, [](auto u) { return kernels::sigmoid_forward(u); });
   record("sigmoid", {x}, {y}, {y}, [](const BackwardArgs& g) {
-    return std::vector<Tensor>{binary("sigmoid_backward", g.saved[0], g.dy[0],
+    return std::vector<Tensor>{binary("sigmoid_backward", g.saved[0], g.dy[0], CudaBinary::sigmoid_backward,
                                       [](auto yv, auto dyv) { return kernels::sigmoid_backward(yv, dyv); })};
   });
   return y;
@@ -117,15 +132,30 @@ double sum_elements(const Tensor& x) {
   });
 }
 
+// On CUDA the sum stays on the device (no host round trip in a training step).
 Tensor reduce(const char* op, const Tensor& x, double scale) {
-  detail::check_cpu_floating(op, "x", x);
+  detail::check_floating(op, "x", x);
   Tensor y = detail::empty_like(x, {1}, x.dtype());
-  y.fill(sum_elements(x) * scale);
+  if (x.device().is_cuda()) {
+    if constexpr (detail::kWithCuda) {
+      Tensor workspace =
+          detail::empty_like(x, {kernels::cuda::sum_workspace_elements(x.numel())}, DType::f64);
+      kernels::cuda::sum(detail::cuda_stream(x), detail::device_data<float>(x), x.numel(), scale,
+                         detail::device_data<float>(y), detail::device_data<double>(workspace));
+    }
+  } else {
+    y.fill(sum_elements(x) * scale);
+  }
   const Shape shape = x.shape();
   record(op, {x}, {y}, {}, [shape, scale](const BackwardArgs& g) {
-    const double dy = g.dy[0].item<double>();
     Tensor dx = detail::empty_like(g.dy[0], shape, g.dy[0].dtype());
-    dx.fill(dy * scale);
+    if (dx.device().is_cuda()) {
+      if constexpr (detail::kWithCuda)
+        kernels::cuda::fill_scaled_scalar(detail::cuda_stream(dx), detail::device_data<float>(g.dy[0]),
+                                          scale, detail::device_data<float>(dx), dx.numel());
+    } else {
+      dx.fill(g.dy[0].item<double>() * scale);
+    }
     return std::vector<Tensor>{dx};
   });
   return y;
@@ -140,7 +170,7 @@ Tensor mean(const Tensor& x) {
 }
 
 Tensor gradient_reversal(const Tensor& x, double lambda) {
-  detail::check_cpu_floating("gradient_reversal", "x", x);
+  detail::check_floating("gradient_reversal", "x", x);
   Tensor y = x.detach().clone();
   record("gradient_reversal", {x}, {y}, {}, [lambda](const BackwardArgs& g) {
     return std::vector<Tensor>{mul_scalar(g.dy[0], -lambda)};

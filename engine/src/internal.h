@@ -8,10 +8,19 @@
 #include <mutex>
 
 #include "med3d/context.h"
+#include "med3d/kernels/cuda/runtime.h"
 #include "med3d/tape.h"
 #include "med3d/tensor.h"
 
+#ifndef MED3D_WITH_CUDA
+#define MED3D_WITH_CUDA 0
+#endif
+
 namespace med3d::detail {
+
+// Whether this build has the CUDA backend (nvcc, or the test-only emulation). Code that calls
+// kernels::cuda sits under `if constexpr (kWithCuda)`, so a CPU-only build links without it.
+inline constexpr bool kWithCuda = MED3D_WITH_CUDA != 0;
 
 // Keeps freed blocks for reuse: first touch of fresh pages costs ~10 us per 4 KiB on these
 // machines, and glibc returns blocks >= 32 MiB to the kernel on free, so allocating
@@ -29,6 +38,19 @@ class CpuPool : public std::enable_shared_from_this<CpuPool> {
   mutable std::mutex mutex_;
   std::multimap<std::size_t, void*> free_blocks_;
   MemoryStats stats_;
+};
+
+// A Context's CUDA stream and the accounting of its device memory. Storage deleters hold it, so
+// the stream outlives every block allocated on it; destroying it waits for queued work.
+struct CudaStreamState {
+  int device = 0;
+  kernels::cuda::Stream stream = nullptr;
+  std::mutex mutex;
+  MemoryStats stats;  // bytes_cached stays 0: cudaMallocAsync's pool does the caching
+  CudaStreamState(int device_index, kernels::cuda::Stream s) : device(device_index), stream(s) {}
+  ~CudaStreamState();
+  CudaStreamState(const CudaStreamState&) = delete;
+  CudaStreamState& operator=(const CudaStreamState&) = delete;
 };
 
 struct Storage {
@@ -56,12 +78,21 @@ struct ContextState {
   uint64_t next_tensor_id = 1;
   Tape tape;
   std::shared_ptr<CpuPool> cpu_pool = std::make_shared<CpuPool>();
+  std::shared_ptr<CudaStreamState> cuda;  // made on first use of a CUDA device
   std::mutex mutex;  // guards ids and the random offset (loaders may allocate from threads)
 };
 
 // Makes a tensor of `shape` on `device` with uninitialised storage.
 Tensor make_tensor(const std::shared_ptr<ContextState>& context, const Shape& shape, DType dtype,
                    Device device);
+// Throws unless this build has the CUDA backend.
+void cuda_check_built(Device device);
+// The Context's stream on `device` (made on first use; one CUDA device per Context). Makes the
+// device current for this thread, so kernels launched next run there.
+CudaStreamState& cuda_stream_state(ContextState& context, Device device);
+// The stream of a CUDA tensor's Context, with its device made current.
+kernels::cuda::Stream cuda_stream(const Tensor& t);
+
 // A tensor sharing `storage` with a new shape (same element count) and a fresh id.
 Tensor make_view(const Tensor& base, const Shape& shape);
 

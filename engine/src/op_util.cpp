@@ -2,14 +2,34 @@
 
 #include <cstring>
 
+#include "med3d/kernels/cuda/elementwise.h"
+
 namespace med3d::detail {
 
 void check_cpu_floating(const char* op, const char* arg, const Tensor& t) {
   MED3D_CHECK(t.defined(), op, ": ", arg, " is an undefined tensor; pass a tensor made by a Context");
-  MED3D_CHECK(t.device().is_cpu(), op, ": ", arg, " is on ", t.device().str(),
-              " but this build runs ", op, " on the CPU only; move it with .to(Device::cpu())");
+  MED3D_CHECK(t.device().is_cpu(), op, ": ", arg, " is on ", t.device().str(), " but ", op,
+              " has no CUDA kernel yet; move it with .to(Device::cpu())");
   MED3D_CHECK(is_floating(t.dtype()), op, ": ", arg, " must be f32 or f64, got ",
               dtype_name(t.dtype()), "; convert with .to(DType::f32)");
+}
+
+void check_floating(const char* op, const char* arg, const Tensor& t) {
+  MED3D_CHECK(t.defined(), op, ": ", arg, " is an undefined tensor; pass a tensor made by a Context");
+  if (t.device().is_cpu()) {
+    check_cpu_floating(op, arg, t);
+    return;
+  }
+  MED3D_CHECK(t.dtype() == DType::f32, op, ": ", arg, " is ", dtype_name(t.dtype()), " on ",
+              t.device().str(), " but the CUDA kernels take f32; convert with .to(DType::f32)");
+}
+
+void fill_zero(Tensor& t) {
+  if (t.device().is_cpu()) {
+    std::memset(t.raw_data(), 0, t.nbytes());
+    return;
+  }
+  if constexpr (kWithCuda) kernels::cuda::fill_zero(t.raw_data(), t.nbytes(), cuda_stream(t));
 }
 
 void check_compatible(const char* op, const Tensor& a, const char* a_name, const Tensor& b,
@@ -38,7 +58,7 @@ Tensor empty_like(const Tensor& like, const Shape& shape, DType dtype) {
 
 Tensor zeros_like(const Tensor& like, const Shape& shape, DType dtype) {
   Tensor t = empty_like(like, shape, dtype);
-  std::memset(t.raw_data(), 0, t.nbytes());
+  fill_zero(t);
   return t;
 }
 
@@ -46,6 +66,16 @@ void accumulate_into(Tensor& dst, const Tensor& src) {
   check_same_shape("gradient accumulation", dst, src);
   MED3D_CHECK(dst.dtype() == src.dtype(), "gradient accumulation: dtype ", dtype_name(src.dtype()),
               " into ", dtype_name(dst.dtype()));
+  MED3D_CHECK(dst.device() == src.device(), "gradient accumulation: a gradient on ",
+              src.device().str(), " for a tensor on ", dst.device().str(),
+              "; keep a graph on one device");
+  if (dst.device().is_cuda()) {
+    check_floating("gradient accumulation", "gradient", dst);
+    if constexpr (kWithCuda)
+      kernels::cuda::binary(cuda_stream(dst), kernels::cuda::BinaryOp::add, device_data<float>(dst),
+                            device_data<float>(src), device_data<float>(dst), dst.numel());
+    return;
+  }
   dispatch_floating(dst.dtype(), "gradient accumulation", [&]<class T>() {
     T* d = dst.data<T>();
     const T* s = src.data<T>();

@@ -37,8 +37,22 @@ decltype(auto) dispatch_any(DType dtype, Fn&& fn) {
   throw_error("unknown dtype ", static_cast<int>(dtype));
 }
 
-// Throws unless `t` is defined, on the CPU and of a floating dtype.
+// Throws unless `t` is defined, on the CPU and of a floating dtype (ops without a CUDA kernel).
 void check_cpu_floating(const char* op, const char* arg, const Tensor& t);
+// Throws unless `t` is defined and floating: f32 or f64 on the CPU, f32 on CUDA (the CUDA
+// kernels are f32).
+void check_floating(const char* op, const char* arg, const Tensor& t);
+
+// The element pointer of a CUDA tensor (Tensor::data refuses device memory on purpose).
+template <class T>
+T* device_data(const Tensor& t) {
+  MED3D_CHECK(t.device().is_cuda() && t.dtype() == dtype_of<T>, "device_data: expected a ",
+              dtype_name(dtype_of<T>), " CUDA tensor, got ", t.str());
+  return static_cast<T*>(const_cast<void*>(t.raw_data()));
+}
+
+// Zeroes every element (either device).
+void fill_zero(Tensor& t);
 // Throws unless both tensors share a Context, device and dtype.
 void check_compatible(const char* op, const Tensor& a, const char* a_name, const Tensor& b,
                       const char* b_name);

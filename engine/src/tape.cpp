@@ -36,6 +36,7 @@ bool record(const std::string& name, const std::vector<Tensor>& inputs,
     node.outputs.push_back(output.id());
     node.output_shapes.push_back(output.shape());
     node.output_dtypes.push_back(output.dtype());
+    node.output_devices.push_back(output.device());
   }
   node.saved = std::move(saved);
   node.backward = std::move(backward);
@@ -79,8 +80,10 @@ void run_backward(const Tensor& output, Tensor seed) {
     }
     if (any) {
       for (std::size_t k = 0; k < dy.size(); ++k)
-        if (!dy[k].defined())
-          dy[k] = context.zeros(node.output_shapes[k], node.output_dtypes[k]);
+        if (!dy[k].defined()) {
+          dy[k] = context.empty(node.output_shapes[k], node.output_dtypes[k], node.output_devices[k]);
+          detail::fill_zero(dy[k]);
+        }
       std::vector<bool> needs(node.inputs.size());
       for (std::size_t j = 0; j < node.inputs.size(); ++j) needs[j] = node.inputs[j].needs_grad;
       std::vector<Tensor> dx = node.backward(BackwardArgs{dy, node.saved, needs});
@@ -120,7 +123,9 @@ void backward(const Tensor& loss) {
   MED3D_CHECK(loss.defined(), "backward: the loss tensor is undefined");
   MED3D_CHECK(loss.numel() == 1, "backward: expected a one-element loss, got shape ",
               loss.shape().str(), "; reduce it with sum() or mean(), or pass a seed gradient");
-  run_backward(loss, loss.context().ones(loss.shape(), loss.dtype()));
+  Tensor seed = detail::empty_like(loss);
+  seed.fill(1.0);
+  run_backward(loss, seed);
 }
 
 void backward(const Tensor& output, const Tensor& seed) {

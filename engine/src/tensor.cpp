@@ -5,6 +5,7 @@
 
 #include "engine/src/internal.h"
 #include "engine/src/op_util.h"
+#include "med3d/kernels/cuda/elementwise.h"
 
 namespace med3d {
 
@@ -160,7 +161,7 @@ T Tensor::item() const {
   check_defined("item");
   MED3D_CHECK(numel() == 1, "Tensor::item: expected one element, the tensor has ", numel(),
               " (shape ", shape().str(), ")");
-  MED3D_CHECK(device().is_cpu(), "Tensor::item: the tensor is on ", device().str());
+  if (device().is_cuda()) return to(Device::cpu()).item<T>();  // waits for the stream
   T value{};
   detail::convert_elements(raw_data(), dtype(), &value, dtype_of<T>, 1);
   return value;
@@ -169,7 +170,7 @@ T Tensor::item() const {
 template <class T>
 std::vector<T> Tensor::to_vector() const {
   check_defined("to_vector");
-  MED3D_CHECK(device().is_cpu(), "Tensor::to_vector: the tensor is on ", device().str());
+  if (device().is_cuda()) return to(Device::cpu()).to_vector<T>();
   std::vector<T> values(static_cast<std::size_t>(numel()));
   detail::convert_elements(raw_data(), dtype(), values.data(), dtype_of<T>, numel());
   return values;
@@ -202,25 +203,68 @@ Tensor Tensor::reshape(const Shape& new_shape) const {
 Tensor Tensor::clone() const {
   check_defined("clone");
   Tensor copy = detail::empty_like(*this);
-  std::memcpy(copy.raw_data(), raw_data(), nbytes());
+  if (device().is_cpu()) {
+    std::memcpy(copy.raw_data(), raw_data(), nbytes());
+  } else if constexpr (detail::kWithCuda) {
+    kernels::cuda::copy_on_device(copy.raw_data(), raw_data(), nbytes(), detail::cuda_stream(*this));
+  }
   record("clone", {*this}, {copy}, {}, [](const BackwardArgs& args) {
     return std::vector<Tensor>{args.dy[0]};
   });
   return copy;
 }
 
+namespace {
+
+// Copies between the host and a device, or between devices through the host.
+void copy_across(const Tensor& src, Tensor& dst) {
+  if constexpr (detail::kWithCuda) {
+    if (src.device().is_cpu()) {
+      kernels::cuda::copy_to_device(dst.raw_data(), src.raw_data(), src.nbytes(),
+                                    detail::cuda_stream(dst));
+    } else if (dst.device().is_cpu()) {
+      kernels::cuda::copy_to_host(dst.raw_data(), src.raw_data(), src.nbytes(),
+                                  detail::cuda_stream(src));
+    } else {
+      Tensor host = src.detach().to(Device::cpu());
+      copy_across(host, dst);
+    }
+  }
+}
+
+}  // namespace
+
 Tensor Tensor::to(Device target) const {
   check_defined("to");
   if (target == device()) return *this;
-  detail::throw_error("Tensor::to: cannot move a tensor to ", target.str(),
-                      ": this build of med3d has no CUDA backend");
+  Tensor moved = detail::make_tensor(context().state(), shape(), dtype(), target);
+  copy_across(*this, moved);
+  const Device source = device();
+  record("to_device", {*this}, {moved}, {}, [source](const BackwardArgs& args) {
+    return std::vector<Tensor>{args.dy[0].to(source)};
+  });
+  return moved;
 }
 
 Tensor Tensor::to(DType target) const {
   check_defined("to");
   if (target == dtype()) return *this;
   Tensor converted = detail::empty_like(*this, shape(), target);
-  detail::convert_elements(raw_data(), dtype(), converted.raw_data(), target, numel());
+  if (device().is_cuda()) {
+    const bool floats = is_floating(dtype()) && is_floating(target);
+    if constexpr (detail::kWithCuda) {
+      if (floats && dtype() == DType::f32)
+        kernels::cuda::convert(detail::cuda_stream(*this), detail::device_data<float>(*this),
+                               detail::device_data<double>(converted), numel());
+      else if (floats)
+        kernels::cuda::convert(detail::cuda_stream(*this), detail::device_data<double>(*this),
+                               detail::device_data<float>(converted), numel());
+      else  // integer conversions are rare (labels): through the host
+        converted = detach().to(Device::cpu()).to(target).to(device());
+    }
+  } else {
+    detail::convert_elements(raw_data(), dtype(), converted.raw_data(), target, numel());
+  }
   if (is_floating(dtype()) && is_floating(target)) {
     const DType source = dtype();
     record("to_dtype", {*this}, {converted}, {}, [source](const BackwardArgs& args) {
@@ -234,11 +278,35 @@ void Tensor::copy_from(const Tensor& src) {
   check_defined("copy_from");
   MED3D_CHECK(src.defined() && src.shape() == shape(), "copy_from: expected shape ", shape().str(),
               ", got ", src.defined() ? src.shape().str() : std::string("an undefined tensor"));
-  detail::convert_elements(src.raw_data(), src.dtype(), raw_data(), dtype(), numel());
+  if (device().is_cpu() && src.device().is_cpu()) {
+    detail::convert_elements(src.raw_data(), src.dtype(), raw_data(), dtype(), numel());
+    return;
+  }
+  NoGrad no_grad(context());
+  const Tensor converted = src.detach().to(dtype());
+  if (converted.device() == device() && device().is_cuda()) {
+    if constexpr (detail::kWithCuda)
+      kernels::cuda::copy_on_device(raw_data(), converted.raw_data(), nbytes(),
+                                    detail::cuda_stream(*this));
+  } else {
+    copy_across(converted, *this);
+  }
 }
 
 void Tensor::fill(double value) {
   check_defined("fill");
+  if (device().is_cuda()) {
+    MED3D_CHECK(dtype() == DType::f32 || value == 0.0, "Tensor::fill: CUDA tensors of dtype ",
+                dtype_name(dtype()), " can only be zero-filled; fill an f32 tensor or fill on the "
+                "CPU and copy");
+    if (value == 0.0) {
+      detail::fill_zero(*this);
+    } else if constexpr (detail::kWithCuda) {
+      kernels::cuda::fill(detail::cuda_stream(*this), static_cast<float>(value),
+                          detail::device_data<float>(*this), numel());
+    }
+    return;
+  }
   detail::dispatch_any(dtype(), [&]<class T>() {
     T* p = data<T>();
     const T v = static_cast<T>(value);

@@ -19,4 +19,12 @@ struct Device {
   std::string str() const;  // "cpu", "cuda:0"
 };
 
+// CUDA devices this process can use: 0 in a build without the CUDA backend, and 0 when the
+// driver reports any error (no GPU, no driver): discovery never throws. The test-only
+// emulated backend (MED3D_CUDA=EMULATE) reports its one device.
+int cuda_device_count() noexcept;
+
+// "cuda:0: NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.1 GiB)"; throws when the device is absent.
+std::string cuda_device_description(int index = 0);
+
 }  // namespace med3d

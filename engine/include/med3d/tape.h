@@ -36,6 +36,7 @@ struct Node {
   std::vector<uint64_t> outputs;
   std::vector<Shape> output_shapes;
   std::vector<DType> output_dtypes;
+  std::vector<Device> output_devices;
   std::vector<Tensor> saved;
   BackwardFn backward;
 };
