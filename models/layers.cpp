@@ -57,7 +57,10 @@ BatchNorm3d::BatchNorm3d(Context context, int64_t channels, double momentum_, do
   bias = register_parameter("bias", context.zeros({channels}));
   running_mean = register_buffer("running_mean", context.zeros({channels}));
   running_var = register_buffer("running_var", context.ones({channels}));
-  num_batches_tracked = register_buffer("num_batches_tracked", context.zeros({}, DType::i64));
+  // A host-side counter on any device (see Module::to(Device)).
+  Tensor batches = context.empty({}, DType::i64, Device::cpu());
+  batches.fill(0);
+  num_batches_tracked = register_buffer("num_batches_tracked", batches);
 }
 
 Tensor BatchNorm3d::forward(const Tensor& x) {

@@ -120,8 +120,11 @@ void Module::to(DType dtype) {
     if (is_floating(tensor.dtype())) tensor.set_data(tensor.detach().to(dtype));
 }
 
+// Integer buffers (batch norm's num_batches_tracked) are host-side counters: on a GPU, bumping
+// them in place every forward would wait for the stream each time. They stay on the CPU.
 void Module::to(Device device) {
-  for (auto& [name, tensor] : state_dict()) tensor.set_data(tensor.detach().to(device));
+  for (auto& [name, tensor] : state_dict())
+    if (is_floating(tensor.dtype())) tensor.set_data(tensor.detach().to(device));
 }
 
 void Module::freeze(const std::string& prefix) {

@@ -13,8 +13,10 @@ if [ "${1:-}" = "--sanitize" ]; then
   # RelWithDebInfo keeps the sanitizer run fast enough for CI while giving line numbers.
   # Baseline ISA: GCC 12 wrongly flags its own AVX-512 headers under ASan (GCC bug 105593),
   # and this build checks correctness, not speed.
-  # CPU only: nvcc-compiled code does not take the host sanitizers.
-  extra=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DMED3D_SANITIZE=ON -DMED3D_NATIVE_ARCH=OFF -DMED3D_CUDA=OFF)
+  # nvcc-compiled code does not take the host sanitizers, so this build compiles the CUDA
+  # backend with g++ under the emulator (MED3D_CUDA=EMULATE): the gpu suite then runs every
+  # CUDA op, its launcher and its memory handling on the CPU, under ASan + UBSan.
+  extra=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DMED3D_SANITIZE=ON -DMED3D_NATIVE_ARCH=OFF -DMED3D_CUDA=EMULATE)
 else
   extra=(-DCMAKE_BUILD_TYPE=Release)
 fi

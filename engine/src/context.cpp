@@ -158,6 +158,12 @@ bool Context::grad_enabled() const { return state_->grad_enabled; }
 void Context::set_grad_enabled(bool enabled) { state_->grad_enabled = enabled; }
 Tape& Context::tape() { return state_->tape; }
 
+void Context::synchronize() const {
+  if (!state_->cuda) return;
+  if constexpr (detail::kWithCuda)
+    kernels::cuda::synchronize(detail::cuda_stream_state(*state_, Device::cuda(state_->cuda->device)).stream);
+}
+
 MemoryStats Context::memory_stats() const {
   if (state_->device.is_cpu()) return state_->cpu_pool->stats();
   detail::CudaStreamState& cuda = detail::cuda_stream_state(*state_, state_->device);

@@ -43,6 +43,10 @@ class Context {
   void set_grad_enabled(bool enabled);
   Tape& tape();
 
+  // Waits until the work queued on this Context's CUDA stream has finished (no-op on the CPU,
+  // where ops finish before they return). For timing; copies to the host wait by themselves.
+  void synchronize() const;
+  // Live tensor bytes on the Context's device (CUDA: bytes from the stream-ordered pool).
   MemoryStats memory_stats() const;
   void release_cached_memory();
 

@@ -50,7 +50,8 @@ class Module {
   // module.double()): integer buffers such as num_batches_tracked keep theirs. f64 runs are
   // for numerical checks on CPU. Gradients are dropped; optimisers built before must be rebuilt.
   void to(DType dtype);
-  // Moves every parameter and buffer, in place, to `device` (same rules as above).
+  // Moves every floating parameter and buffer, in place, to `device`; integer buffers (counters
+  // such as num_batches_tracked) stay on the host. Gradients are dropped as above.
   void to(Device device);
   bool is_training() const { return training_; }
 
