@@ -66,7 +66,9 @@ int run_step(const CommonOptions& options, const StepOptions& step) {
   if (options.quick) input = {1, input[1], 16, 32, 32};
   const int depth = depth_of(step.arch);
   std::printf("load average before: %s (cores shared with other jobs)\n", load_average().c_str());
-  Context context(Device::cpu(), 1);
+  const Device device = step.device == "cuda" ? Device::cuda(0) : Device::cpu();
+  if (device.is_cuda()) std::printf("device: %s\n", cuda_device_description(0).c_str());
+  Context context(device, 1);
   Network net = make_network(context, depth, step.head, input[1]);
   net.module->train();
   // MedicalNet's recipe: SGD, momentum 0.9, weight decay 1e-3.
@@ -78,9 +80,10 @@ int run_step(const CommonOptions& options, const StepOptions& step) {
     const Shape y = net.forward(x).shape();
     std::vector<int64_t> out(y.begin(), y.end());
     out.erase(out.begin() + 1);
-    labels = context.empty(Shape(out), DType::i32);
+    labels = context.empty(Shape(out), DType::i32, Device::cpu());
     int32_t* l = labels.data<int32_t>();
     for (int64_t i = 0; i < labels.numel(); ++i) l[i] = static_cast<int32_t>((i / 97) % 2);
+    labels = labels.to(device);
   }
   std::vector<double> total, forward_s, backward_s, update_s;
   double loss_value = 0;
@@ -93,6 +96,7 @@ int run_step(const CommonOptions& options, const StepOptions& step) {
     const auto t2 = Clock::now();
     sgd.step();
     sgd.zero_grad();
+    context.synchronize();  // GPU: the update's kernels are queued, not done
     const auto t3 = Clock::now();
     if (i < options.warmup) continue;
     auto s = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
@@ -103,14 +107,16 @@ int run_step(const CommonOptions& options, const StepOptions& step) {
   }
   const Timing t = summarize(total);
   const double peak_tensors = static_cast<double>(context.memory_stats().peak_bytes_in_use) / (1 << 20);
-  std::printf("%s + %s head, input %s, SGD momentum 0.9, f32, %d threads, %d timed steps after %d warm-up\n\n",
-              step.arch.c_str(), step.head.c_str(), join_shape(input).c_str(), options.threads, options.runs, options.warmup);
+  std::printf("%s + %s head, input %s, SGD momentum 0.9, f32, on %s, %d threads, %d timed steps after %d "
+              "warm-up (peak_tensor_mib: the device's high-water mark of tensor memory)\n\n",
+              step.arch.c_str(), step.head.c_str(), join_shape(input).c_str(), device.str().c_str(), options.threads,
+              options.runs, options.warmup);
   Report report({{"arch"}, {"head"}, {"input"}, {"step_ms", 1}, {"step_min_ms", 1}, {"forward_ms", 1},
                  {"backward_ms", 1}, {"update_ms", 1}, {"peak_rss_mib", 0}, {"peak_tensor_mib", 0}, {"loss", 4}});
   report.add({step.arch, step.head, join_shape(input), 1e3 * t.median_s, 1e3 * t.min_s, 1e3 * summarize(forward_s).median_s,
               1e3 * summarize(backward_s).median_s, 1e3 * summarize(update_s).median_s, peak_rss_mib(), peak_tensors,
               loss_value});
-  nlohmann::json document = {{"bench", "step"}, {"threads", options.threads}, {"runs", options.runs},
+  nlohmann::json document = {{"bench", "step"}, {"device", device.str()}, {"threads", options.threads}, {"runs", options.runs},
                              {"warmup", options.warmup}, {"quick", options.quick}};
   emit(report, options, document, "", "", {});
   return 0;
