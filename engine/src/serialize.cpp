@@ -68,8 +68,15 @@ bool Checkpoint::contains(const std::string& name) const {
   return std::any_of(tensors.begin(), tensors.end(), [&](const auto& e) { return e.first == name; });
 }
 
-void save_safetensors(const std::string& path, const NamedTensors& tensors,
+void save_safetensors(const std::string& path, const NamedTensors& given,
                       const std::map<std::string, std::string>& metadata) {
+  // Device tensors are written from host copies (one wait for the device per file).
+  NamedTensors tensors = given;
+  for (auto& [name, tensor] : tensors)
+    if (tensor.defined() && tensor.device().is_cuda()) {
+      NoGrad no_grad(tensor.context());
+      tensor = tensor.detach().to(Device::cpu());
+    }
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::set<std::string> names;
@@ -80,8 +87,6 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
     MED3D_CHECK(names.insert(name).second, "save_safetensors(", path, "): duplicate tensor name '",
                 name, "'");
     MED3D_CHECK(tensor.defined(), "save_safetensors(", path, "): tensor '", name, "' is undefined");
-    MED3D_CHECK(tensor.device().is_cpu(), "save_safetensors(", path, "): tensor '", name, "' is on ",
-                tensor.device().str(), "; copy it to the CPU first");
     const uint64_t bytes = tensor.nbytes();
     header[name] = {{"dtype", safetensors_dtype(tensor.dtype())},
                     {"shape", std::vector<int64_t>(tensor.shape().begin(), tensor.shape().end())},

@@ -28,7 +28,8 @@ struct Checkpoint {
   bool contains(const std::string& name) const;
 };
 
-// Writes CPU tensors (any dtype) in the given order. Names must be unique and non-empty.
+// Writes tensors (any dtype; CUDA tensors through host copies) in the given order. Names must be
+// unique and non-empty.
 void save_safetensors(const std::string& path, const NamedTensors& tensors,
                       const std::map<std::string, std::string>& metadata = {});
 
