@@ -49,8 +49,7 @@ std::vector<double> classify_probabilities(const Context& context, SegModel& mod
   const Tensor p = softmax(model.logits(x, 0));
   MED3D_CHECK(p.rank() == 2 && p.dim(0) == 1, "classify: expected logits [1, K] from head '", model.spec.head,
               "', got ", p.str());
-  const float* v = p.data<float>();
-  return std::vector<double>(v, v + p.dim(1));
+  return p.to_vector<double>();  // from any device
 }
 
 ClassificationScores score_classification(std::vector<std::vector<double>> probabilities, std::vector<int> truth) {

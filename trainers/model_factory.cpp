@@ -88,6 +88,16 @@ ShortcutType parse_shortcut(const std::string& text) {
   detail::throw_error("--shortcut: expected A or B, got '", text, "'");
 }
 
+void SegModel::to(Device target) {
+  if (target == device) return;
+  module->to(target);
+  device = target;
+  auto on_device = logits;
+  logits = [on_device, target](const Tensor& x, int64_t domain) {
+    return on_device(x.device() == target ? x : x.to(target), domain);
+  };
+}
+
 SegModel make_seg_model(Context context, const ModelSpec& spec) {
   const int depth = spec.depth();
   MED3D_CHECK(std::find(kHeads.begin(), kHeads.end(), spec.head) != kHeads.end(), "unknown --head '",

@@ -133,9 +133,9 @@ void check_options(const SegTrainOptions& o) {
 std::string first_non_finite(const Module& module) {
   for (const auto& [name, t] : module.state_dict()) {
     if (t.dtype() != DType::f32) continue;
-    const float* p = t.data<float>();
-    for (int64_t i = 0; i < t.numel(); ++i)
-      if (!std::isfinite(p[i])) return name;
+    const std::vector<float> values = t.to_vector<float>();  // from any device
+    for (float v : values)
+      if (!std::isfinite(v)) return name;
   }
   return "";
 }
@@ -223,6 +223,8 @@ TrainSummary train_task(Context context, const SegTrainOptions& options, const T
     pretrained = report.taken;
     message("init from '" + options.init + "': " + report.summary());
   }
+  model.to(options.device);  // before the optimiser, whose state follows the parameters
+  if (options.device.is_cuda()) message("training on " + cuda_device_description(options.device.index));
   std::vector<ParamGroup> groups;
   {
     ParamGroup old_layers{"pretrained", {}, options.lr, std::nullopt};
@@ -343,13 +345,14 @@ TrainSummary train_task(Context context, const SegTrainOptions& options, const T
       for (const auto& [domain, rows] : by_domain) {
         const bool whole = rows.size() == batch.domain.size();
         const Tensor x = whole ? batch.image : gather_rows(context, batch.image, rows);
-        const Tensor y = whole ? batch.label : gather_rows(context, batch.label, rows);
+        const Tensor y = (whole ? batch.label : gather_rows(context, batch.label, rows)).to(model.device);
         Tensor part;
         if (classification) {
           std::vector<int64_t> cases;
           for (int64_t r : rows) cases.push_back(batch.case_index[static_cast<std::size_t>(r)]);
           part = cross_entropy(model.logits(x, domain),
-                               class_targets(context, train_cases[static_cast<std::size_t>(domain)], cases));
+                               class_targets(context, train_cases[static_cast<std::size_t>(domain)], cases)
+                                   .to(model.device));
         } else {
           part = segmentation_loss(options.loss, model.logits(x, domain), y);
         }

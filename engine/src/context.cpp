@@ -107,6 +107,14 @@ Tensor make_view(const Tensor& base, const Shape& shape) {
 
 }  // namespace detail
 
+CudaBackend cuda_backend() noexcept {
+#if MED3D_CUDA_EMULATED
+  return CudaBackend::emulated;
+#else
+  return detail::kWithCuda ? CudaBackend::native : CudaBackend::none;
+#endif
+}
+
 int cuda_device_count() noexcept {
   if constexpr (detail::kWithCuda) return kernels::cuda::device_count();
   return 0;

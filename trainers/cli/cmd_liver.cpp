@@ -29,6 +29,8 @@ void run_liver(const CLI::App& command, const LiverArgs& a) {
   Context context = make_context(a.common);
   trainers::LoadedModel stage1 = trainers::load_model(context, model_file(a.stage1));
   trainers::LoadedModel stage2 = trainers::load_model(context, model_file(a.stage2));
+  stage1.model.to(compute_device(a.common));
+  stage2.model.to(compute_device(a.common));
   const std::vector<std::string> files = nifti_inputs(a.in);
   fs::create_directories(a.out);
   save_resolved_config(command, (fs::path(a.out) / "liver_config.json").string());

@@ -72,6 +72,7 @@ void predict_classes(Context& context, trainers::LoadedModel& loaded, const std:
 void run_predict(const CLI::App& command, const PredictArgs& a) {
   Context context = make_context(a.common);
   trainers::LoadedModel loaded = trainers::load_model(context, a.model);
+  loaded.model.to(compute_device(a.common));
   const auto domains = static_cast<int64_t>(loaded.meta.preprocess.size());
   MED3D_CHECK(a.domain >= 0 && a.domain < domains, "--domain ", a.domain, ": the model has ", domains,
               " domain(s) (0..", domains - 1, ")");

@@ -131,6 +131,7 @@ void run_training(const CLI::App& command, TrainArgs& a) {
   o.patch = {a.patch.at(0), a.patch.at(1), a.patch.at(2)};
   o.seed = a.common.seed;
   Context context = make_context(a.common);
+  o.device = compute_device(a.common);
   std::filesystem::create_directories(o.out);
   const trainers::RunPaths paths(o.out);
   if (!o.resume) save_resolved_config(command, paths.config);

@@ -203,10 +203,26 @@ Context make_context(const CommonOptions& options) {
   const std::string& d = options.device;
   MED3D_CHECK(d == "auto" || d == "cpu" || d.rfind("cuda", 0) == 0,
               "--device: expected auto, cpu or cuda[:N], got '", d, "'");
-  MED3D_CHECK(d.rfind("cuda", 0) != 0,
-              "--device ", d, ": this med3d was built without CUDA; rebuild with nvcc installed "
-              "(cmake -DMED3D_CUDA=ON) or use --device cpu");
   return Context(Device::cpu(), options.seed);
+}
+
+Device compute_device(const CommonOptions& options) {
+  const std::string& d = options.device;
+  if (d == "cpu") return Device::cpu();
+  if (d == "auto")
+    return cuda_backend() == CudaBackend::native && cuda_device_count() > 0 ? Device::cuda(0) : Device::cpu();
+  MED3D_CHECK(cuda_backend() != CudaBackend::none, "--device ", d,
+              ": this med3d was built without CUDA; rebuild with nvcc installed "
+              "(cmake -DMED3D_CUDA=ON) or use --device cpu");
+  int index = 0;
+  if (d.size() > 4) {
+    MED3D_CHECK(d[4] == ':' && d.size() > 5 && d.find_first_not_of("0123456789", 5) == std::string::npos,
+                "--device: expected cuda or cuda:N, got '", d, "'");
+    index = std::stoi(d.substr(5));
+  }
+  MED3D_CHECK(index < cuda_device_count(), "--device ", d, ": ", cuda_device_count(),
+              " CUDA device(s) usable on this machine; use --device cpu");
+  return Device::cuda(index);
 }
 
 void save_resolved_config(const CLI::App& command, const std::string& path) {

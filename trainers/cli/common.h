@@ -42,9 +42,12 @@ std::vector<std::string> nifti_inputs(const std::string& in);
 // Adds --device, --threads, --seed and --config to `command`.
 void add_common_options(CLI::App& command, CommonOptions& options);
 
-// Applies --threads and makes the Context for --device/--seed; a CUDA request in a CPU-only
-// build is an error that says how to get a CUDA build.
+// Applies --threads and makes the Context for --seed. The Context is a CPU one: data is read
+// and prepared on the CPU; networks move to compute_device().
 Context make_context(const CommonOptions& options);
+// The device --device names: auto is cuda:0 when a (real) CUDA device is usable, else the CPU.
+// A CUDA request in a CPU-only build, or for an absent device, is an error saying what to do.
+Device compute_device(const CommonOptions& options);
 
 // Writes every option of `command` with its resolved value (command line, config file or
 // default) as JSON to `path`, atomically; a later `--config path` repeats the run.

@@ -19,6 +19,12 @@ struct Device {
   std::string str() const;  // "cpu", "cuda:0"
 };
 
+// Which CUDA backend this build of med3d has: none, the real one (nvcc), or the test-only
+// emulator (MED3D_CUDA=EMULATE: Device::cuda(0) is host memory, kernels run as CPU fibers,
+// correct but slow; programs should not pick it by default).
+enum class CudaBackend { none, native, emulated };
+CudaBackend cuda_backend() noexcept;
+
 // CUDA devices this process can use: 0 in a build without the CUDA backend, and 0 when the
 // driver reports any error (no GPU, no driver): discovery never throws. The test-only
 // emulated backend (MED3D_CUDA=EMULATE) reports its one device.

@@ -41,6 +41,10 @@ struct SegModel {
   std::shared_ptr<Module> module;
   std::shared_ptr<ResNet3d> encoder;  // the module's encoder (feature extraction, transfer)
   std::function<Tensor(const Tensor& x, int64_t domain)> logits;
+  Device device = Device::cpu();  // where the weights live and logits come out
+
+  // Moves the weights to `target`; logits() then copies inputs from any device to `target`.
+  void to(Device target);
 };
 
 // Throws med3d::Error naming the unknown arch/head or a bad class count, before any allocation.

@@ -37,6 +37,7 @@ struct SegTrainOptions {
   ModelSpec model;                  // classes are taken from the datasets' label sets
   std::vector<std::string> data;    // MSD folders, one domain each
   std::string out;                  // run folder
+  Device device = Device::cpu();    // where the network trains (data is prepared on the CPU)
   std::string init;                 // "": from scratch; else a safetensors file whose encoder is loaded
   std::string optimizer = "sgd";    // sgd | adam | adamw
   double lr = 0.1;                  // Med3D: SGD 0.1, momentum 0.9, weight decay 1e-3
