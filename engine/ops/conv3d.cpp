@@ -1,9 +1,11 @@
 // conv3d: forward is conv3d_fprop; backward computes dx with conv3d_dgrad, dw with
 // conv3d_wgrad and db as the sum of dy over samples and voxels, each only where needed.
+// CUDA tensors (f32) take the launchers of med3d/kernels/cuda/conv3d.h (engine/ops/conv_cuda.h).
 #include "med3d/kernels/cpu/conv3d.h"
 
 #include <algorithm>
 
+#include "engine/ops/conv_cuda.h"
 #include "engine/src/op_util.h"
 #include "med3d/kernels/conv_params.h"
 #include "med3d/ops/conv.h"
@@ -19,13 +21,13 @@ kernels::Dims5 dims5(const Tensor& t) { return {t.dim(0), t.dim(1), t.dim(2), t.
 
 // Devices, dtypes and ranks; the shape arithmetic is checked by kernels::conv3d_params.
 void check_inputs(const Tensor& x, const Tensor& w, const Tensor& b) {
-  detail::check_cpu_floating(kOp, "x", x);
-  detail::check_cpu_floating(kOp, "w", w);
+  detail::check_floating(kOp, "x", x);
+  detail::check_floating(kOp, "w", w);
   detail::check_compatible(kOp, x, "x", w, "w");
   MED3D_CHECK(x.rank() == 5, kOp, ": x must be [N, C, D, H, W], got ", x.shape().str());
   MED3D_CHECK(w.rank() == 5, kOp, ": w must be [K, C/groups, T, R, S], got ", w.shape().str());
   if (!b.defined()) return;
-  detail::check_cpu_floating(kOp, "b", b);
+  detail::check_floating(kOp, "b", b);
   detail::check_compatible(kOp, x, "x", b, "b");
   MED3D_CHECK(b.rank() == 1 && b.dim(0) == w.dim(0), kOp, ": b must be [", w.dim(0),
               "] (one value per output channel), got ", b.shape().str());
@@ -43,12 +45,19 @@ Tensor conv3d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv3dOpt
   check_inputs(x, w, b);
   const kernels::Conv3dParams p = kernels::conv3d_params(
       kOp, dims5(x), dims5(w), options.stride, options.padding, options.dilation, options.groups);
-  Tensor y = detail::empty_like(x, {p.N, p.K, p.Z, p.P, p.Q}, x.dtype());
-  detail::dispatch_floating(x.dtype(), kOp, [&]<class T>() {
-    Tensor scratch = scratch_for(x, p);
-    kernels::cpu::conv3d_fprop<T>(p, x.data<T>(), w.data<T>(), b.defined() ? b.data<T>() : nullptr,
-                                  y.data<T>(), scratch.data<T>(), scratch.numel());
-  });
+  const Shape y_shape{p.N, p.K, p.Z, p.P, p.Q};
+  Tensor y;
+  if (x.device().is_cuda()) {
+    y = detail::cuda_conv_fprop(p, x, w, b, y_shape);
+  } else {
+    y = detail::empty_like(x, y_shape, x.dtype());
+    detail::dispatch_floating(x.dtype(), kOp, [&]<class T>() {
+      Tensor scratch = scratch_for(x, p);
+      kernels::cpu::conv3d_fprop<T>(p, x.data<T>(), w.data<T>(),
+                                    b.defined() ? b.data<T>() : nullptr, y.data<T>(),
+                                    scratch.data<T>(), scratch.numel());
+    });
+  }
 
   // dx needs only w and dw only x: keep nothing alive that backward will not read.
   std::vector<Tensor> saved{w.requires_grad() ? x : Tensor(), x.requires_grad() ? w : Tensor()};
@@ -57,6 +66,13 @@ Tensor conv3d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv3dOpt
     const Tensor& x = g.saved[0];
     const Tensor& w = g.saved[1];
     std::vector<Tensor> grads(3);
+    if (dy.device().is_cuda()) {
+      if (g.needs_grad[0]) grads[0] = detail::cuda_conv_dgrad(p, dy, w, {p.N, p.C, p.D, p.H, p.W});
+      if (g.needs_grad[1])
+        grads[1] = detail::cuda_conv_wgrad(p, x, dy, {p.K, p.channels_per_group(), p.T, p.R, p.S});
+      if (g.needs_grad[2]) grads[2] = detail::cuda_channel_bias_grad(dy, p.N, p.K, p.output_spatial());
+      return grads;
+    }
     detail::dispatch_floating(dy.dtype(), kOp, [&]<class T>() {
       if (g.needs_grad[0] || g.needs_grad[1]) {
         Tensor scratch = scratch_for(dy, p);

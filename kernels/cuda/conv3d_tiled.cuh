@@ -335,9 +335,36 @@ struct ConvLaunch {
 };
 
 namespace conv_detail {
+// Whether a GEMM of rows x cols (z groups/splits) fits CUDA's grid limits.
+__host__ inline bool gemm_fits(int64_t rows, int64_t cols, int64_t z) {
+  const int64_t col_tiles = (cols + kTileN - 1) / kTileN, row_tiles = (rows + kTileM - 1) / kTileM;
+  return col_tiles <= 0x7fffffff && row_tiles <= 65535 && z <= 65535;
+}
+
+// The tiled kernels split reduction indices in 32-bit arithmetic (split_tap).
+__host__ inline bool reduction_fits(int64_t outer, int64_t taps) {
+  return outer * taps < (int64_t(1) << 31);
+}
+
+// Number of split-K chunks of wgrad's reduction (N * output voxels) and the indices per chunk:
+// about `depth_per_split` each, whole kTileK slices, at most 64 chunks. One chunk when the
+// reduction is empty (N = 0).
+struct WgradSplits {
+  int64_t splits = 1, per = 0;
+};
+__host__ inline WgradSplits wgrad_splits(const Conv3dParams& p, int64_t depth_per_split) {
+  const int64_t depth = p.N * p.output_spatial();
+  if (depth <= 0) return {};
+  int64_t splits = (depth + depth_per_split - 1) / depth_per_split;
+  splits = splits < 1 ? 1 : splits > 64 ? 64 : splits;
+  // Whole kTileK slices per split; rounding can leave fewer splits than asked.
+  const int64_t per = ((depth + splits - 1) / splits + kTileK - 1) / kTileK * kTileK;
+  return {(depth + per - 1) / per, per};
+}
+
 __host__ inline ConvLaunch gemm_launch(const char* op, int64_t rows, int64_t cols, int64_t z) {
   const int64_t col_tiles = (cols + kTileN - 1) / kTileN, row_tiles = (rows + kTileM - 1) / kTileM;
-  MED3D_CHECK(col_tiles <= 0x7fffffff && row_tiles <= 65535 && z <= 65535, op,
+  MED3D_CHECK(gemm_fits(rows, cols, z), op,
               ": the GEMM of ", rows, " x ", cols, " (", z,
               " groups/splits) exceeds CUDA's grid limits; split the batch");
   ConvLaunch l;
@@ -348,8 +375,24 @@ __host__ inline ConvLaunch gemm_launch(const char* op, int64_t rows, int64_t col
 }
 }  // namespace conv_detail
 
+// Whether the conv3d_*_launch helpers below accept `p` (they throw otherwise): callers that
+// have a fallback check these first.
+__host__ inline bool conv3d_fprop_tiled_fits(const Conv3dParams& p) {
+  return conv_detail::reduction_fits(p.channels_per_group(), p.taps()) &&
+         conv_detail::gemm_fits(p.filters_per_group(), p.N * p.output_spatial(), p.groups);
+}
+__host__ inline bool conv3d_dgrad_tiled_fits(const Conv3dParams& p) {
+  return conv_detail::reduction_fits(p.filters_per_group(), p.taps()) &&
+         conv_detail::gemm_fits(p.channels_per_group(), p.N * p.input_spatial(), p.groups);
+}
+__host__ inline bool conv3d_wgrad_tiled_fits(const Conv3dParams& p,
+                                             int64_t depth_per_split = 16384) {
+  return conv_detail::gemm_fits(p.filters_per_group(), p.channels_per_group() * p.taps(),
+                                p.groups * conv_detail::wgrad_splits(p, depth_per_split).splits);
+}
+
 __host__ inline ConvLaunch conv3d_fprop_launch(const Conv3dParams& p) {
-  MED3D_CHECK(p.channels_per_group() * p.taps() < (int64_t(1) << 31), "conv3d_fprop: ",
+  MED3D_CHECK(conv_detail::reduction_fits(p.channels_per_group(), p.taps()), "conv3d_fprop: ",
               p.channels_per_group(), " channels per group times ", p.taps(),
               " taps exceed the tiled kernel's 32-bit reduction index; use more groups");
   return conv_detail::gemm_launch("conv3d_fprop", p.filters_per_group(), p.N * p.output_spatial(),
@@ -357,7 +400,7 @@ __host__ inline ConvLaunch conv3d_fprop_launch(const Conv3dParams& p) {
 }
 
 __host__ inline ConvLaunch conv3d_dgrad_launch(const Conv3dParams& p) {
-  MED3D_CHECK(p.filters_per_group() * p.taps() < (int64_t(1) << 31), "conv3d_dgrad: ",
+  MED3D_CHECK(conv_detail::reduction_fits(p.filters_per_group(), p.taps()), "conv3d_dgrad: ",
               p.filters_per_group(), " filters per group times ", p.taps(),
               " taps exceed the tiled kernel's 32-bit reduction index; use more groups");
   return conv_detail::gemm_launch("conv3d_dgrad", p.channels_per_group(), p.N * p.input_spatial(),
@@ -368,12 +411,8 @@ __host__ inline ConvLaunch conv3d_dgrad_launch(const Conv3dParams& p) {
 // filters still occupy the GPU; the workspace then holds one dw per split.
 __host__ inline ConvLaunch conv3d_wgrad_launch(const Conv3dParams& p,
                                                int64_t depth_per_split = 16384) {
-  const int64_t depth = p.N * p.output_spatial();
-  int64_t splits = (depth + depth_per_split - 1) / depth_per_split;
-  splits = splits < 1 ? 1 : splits > 64 ? 64 : splits;
-  // Whole kTileK slices per split; rounding can leave fewer splits than asked.
-  const int64_t per = ((depth + splits - 1) / splits + kTileK - 1) / kTileK * kTileK;
-  splits = (depth + per - 1) / per;
+  const conv_detail::WgradSplits split = conv_detail::wgrad_splits(p, depth_per_split);
+  const int64_t splits = split.splits, per = split.per;
   ConvLaunch l = conv_detail::gemm_launch("conv3d_wgrad", p.filters_per_group(),
                                           p.channels_per_group() * p.taps(), p.groups * splits);
   l.splits = splits;
