@@ -28,7 +28,8 @@ TEST_CASE("tensor: factories, element access and conversions", "[tensor]") {
   REQUIRE(v.to_vector<float>() == std::vector<float>{1, 7, 3, 4});
   REQUIRE_THROWS_AS(v.at<float>({2, 0}), Error);
   REQUIRE_THROWS_AS(v.data<double>(), Error);
-  REQUIRE_THROWS_AS(v.to(Device::cuda(0)), Error);
+  // Without a usable CUDA device, moving there says so (the gpu suite covers the other case).
+  if (cuda_device_count() == 0) REQUIRE_THROWS_AS(v.to(Device::cuda(0)), Error);
   REQUIRE_THROWS_AS(context.from_vector<float>({3}, {1, 2}), Error);
 
   Tensor r = v.reshape({4});
