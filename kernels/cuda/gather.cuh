@@ -23,4 +23,17 @@ __device__ inline int64_t first_true(int64_t n, Pred pred) {
   return lo;
 }
 
+// Outputs [begin, end) along one axis.
+struct Range {
+  int64_t begin, end;
+};
+
+// The outputs among [0, n) that read input index i, where output o reads the input indices
+// first(o) .. last(o) of the axis (both nondecreasing in o).
+template <class First, class Last>
+__device__ inline Range readers(int64_t n, int64_t i, First first, Last last) {
+  return {first_true(n, [&](int64_t o) { return last(o) >= i; }),
+          first_true(n, [&](int64_t o) { return first(o) > i; })};
+}
+
 }  // namespace med3d::kernels::cuda

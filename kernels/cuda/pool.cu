@@ -15,16 +15,10 @@ __device__ inline PoolWindow window(const PoolShape& s, int a, int64_t o) {
   return pool_window(o, s.kernel[a], s.stride[a], s.padding[a], s.in[a], s.count_include_pad);
 }
 
-// Outputs [begin, end) along axis a whose windows contain input index i (window bounds are
-// nondecreasing in the output index).
-struct Range {
-  int64_t begin, end;
-};
-
+// Outputs along axis a whose windows contain input index i.
 __device__ inline Range users(const PoolShape& s, int a, int64_t i) {
-  const int64_t n = s.out[a];
-  return {first_true(n, [&](int64_t o) { return window(s, a, o).end > i; }),
-          first_true(n, [&](int64_t o) { return window(s, a, o).begin > i; })};
+  return readers(s.out[a], i, [&](int64_t o) { return window(s, a, o).begin; },
+                 [&](int64_t o) { return window(s, a, o).end - 1; });
 }
 
 struct Index {

@@ -33,15 +33,10 @@ __device__ inline LinearTap<float> tap(const Plan& p, int a, int64_t o) {
   return linear_tap<float>(o, p.s.in[a], p.s.out[a], p.ratio[a], p.s.align_corners);
 }
 
-// Outputs [begin, end) along axis a whose taps read input index i.
-struct Range {
-  int64_t begin, end;
-};
-
+// Outputs along axis a whose taps read input index i.
 __device__ inline Range linear_users(const Plan& p, int a, int64_t i) {
-  const int64_t n = p.s.out[a];
-  return {first_true(n, [&](int64_t o) { return tap(p, a, o).i1 >= i; }),
-          first_true(n, [&](int64_t o) { return tap(p, a, o).i0 > i; })};
+  return readers(p.s.out[a], i, [&](int64_t o) { return tap(p, a, o).i0; },
+                 [&](int64_t o) { return tap(p, a, o).i1; });
 }
 
 // The weight with which output o reads input i along axis a (both taps may read i).
@@ -105,11 +100,10 @@ __global__ void nearest_forward_kernel(Plan p, const float* x, float* y, int64_t
   }
 }
 
-// Outputs [begin, end) along axis a whose nearest source is input index i.
+// Outputs along axis a whose nearest source is input index i.
 __device__ inline Range nearest_users(const Plan& p, int a, int64_t i) {
-  const int64_t n = p.s.out[a];
-  return {first_true(n, [&](int64_t o) { return source(p, a, o) >= i; }),
-          first_true(n, [&](int64_t o) { return source(p, a, o) > i; })};
+  const auto src = [&](int64_t o) { return source(p, a, o); };
+  return readers(p.s.out[a], i, src, src);
 }
 
 __global__ void nearest_backward_kernel(Plan p, const float* dy, float* dx, int64_t n) {

@@ -158,3 +158,27 @@ TEST_CASE("gpu: concat and shortcut A match the CPU", "[gpu]") {
   CHECK(zero_pad_channels_subsample(a.to(Device::cuda(0)), 2, 5).to_vector<float>() ==
         zero_pad_channels_subsample(a, 2, 5).to_vector<float>());
 }
+
+TEST_CASE("gpu: resampling more elements than one grid holds", "[gpu]") {
+  // Over 4096 blocks x 256 threads of outputs: the grid-stride loops take a second lap.
+  Context cpu(Device::cpu(), 17);
+  const Tensor x = cpu.randn({1, 3, 40, 48, 30});  // 1.38M elements after doubling
+  compare_with_cpu("upsample_trilinear3d (large)", {x}, [](const auto& in) {
+    return upsample_trilinear3d_scale(in[0], {2, 2, 2}, false);
+  });
+  compare_with_cpu("max_pool3d (large input)", {x}, [](const auto& in) {
+    return max_pool3d(upsample_nearest3d(in[0], {80, 96, 60}), {3, 3, 3}, {2, 2, 2}, {1, 1, 1});
+  });
+}
+
+TEST_CASE("gpu: resampling ops refuse f64 on CUDA with a clear error", "[gpu]") {
+  Context cpu(Device::cpu(), 18);
+  const Tensor x = cpu.randn({1, 2, 3, 4, 5}).to(DType::f64).to(Device::cuda(0));
+  const auto f32 = Catch::Contains("the CUDA kernels take f32");
+  CHECK_THROWS_WITH(upsample_trilinear3d(x, {6, 8, 10}, false), f32);
+  CHECK_THROWS_WITH(upsample_nearest3d_scale(x, {2, 2, 2}), f32);
+  CHECK_THROWS_WITH(max_pool3d(x, {2, 2, 2}, {2, 2, 2}, {0, 0, 0}), f32);
+  CHECK_THROWS_WITH(adaptive_avg_pool3d(x, {1, 1, 1}), f32);
+  CHECK_THROWS_WITH(concat({x, x}, 1), f32);
+  CHECK_THROWS_WITH(zero_pad_channels_subsample(x, 2, 4), f32);
+}
