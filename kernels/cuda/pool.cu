@@ -83,7 +83,7 @@ __global__ void avg_forward_kernel(PoolShape s, const float* x, float* y, int64_
     for (int64_t d = wd.begin; d < wd.end; ++d)
       for (int64_t h = wh.begin; h < wh.end; ++h)
         for (int64_t w = ww.begin; w < ww.end; ++w) total += xp[(d * hi + h) * wi + w];
-    y[idx] = static_cast<float>(total / static_cast<double>(wd.divisor * wh.divisor * ww.divisor));
+    y[idx] = static_cast<float>(total / pool_divisor(wd, wh, ww));
   }
 }
 
@@ -95,12 +95,12 @@ __global__ void avg_backward_kernel(PoolShape s, const float* dy, float* dx, int
     const float* dyp = dy + i.plane * volume(s.out);
     float total = 0.0f;
     for (int64_t od = rd.begin; od < rd.end; ++od) {
-      const int64_t div_d = window(s, 0, od).divisor;
+      const PoolWindow wd = window(s, 0, od);
       for (int64_t oh = rh.begin; oh < rh.end; ++oh) {
-        const int64_t div_dh = div_d * window(s, 1, oh).divisor;
+        const PoolWindow wh = window(s, 1, oh);
         for (int64_t ow = rw.begin; ow < rw.end; ++ow) {
           // The CPU loop's rounding: each window's share in double, added in f32.
-          const double divisor = static_cast<double>(div_dh * window(s, 2, ow).divisor);
+          const double divisor = pool_divisor(wd, wh, window(s, 2, ow));
           total += static_cast<float>(static_cast<double>(dyp[(od * ho + oh) * wo + ow]) / divisor);
         }
       }

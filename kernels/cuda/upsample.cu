@@ -56,10 +56,10 @@ __global__ void trilinear_forward_kernel(Plan p, const float* x, float* y, int64
     // Rows along W first, then the blend, in the CPU loop's order of operations.
     auto row = [&](int64_t d, int64_t h) {
       const float* r = xp + (d * hi + h) * wi;
-      return tw.w0 * r[tw.i0] + tw.w1 * r[tw.i1];
+      return linear_blend(tw, r[tw.i0], r[tw.i1]);
     };
-    y[idx] = td.w0 * (th.w0 * row(td.i0, th.i0) + th.w1 * row(td.i0, th.i1)) +
-             td.w1 * (th.w0 * row(td.i1, th.i0) + th.w1 * row(td.i1, th.i1));
+    y[idx] = bilinear_blend(td, th, row(td.i0, th.i0), row(td.i0, th.i1), row(td.i1, th.i0),
+                            row(td.i1, th.i1));
   }
 }
 
