@@ -5,6 +5,7 @@
 
 #include "engine/src/op_util.h"
 #include "med3d/kernels/cpu/upsample.h"
+#include "med3d/kernels/cuda/upsample.h"
 #include "med3d/kernels/upsample.h"
 #include "med3d/ops/upsample.h"
 #include "med3d/tape.h"
@@ -24,7 +25,7 @@ std::string str(const std::array<V, 3>& a) {
 }
 
 UpsampleGeometry input_geometry(const char* op, const Tensor& x, bool align_corners) {
-  detail::check_cpu_floating(op, "x", x);
+  detail::check_floating(op, "x", x);
   MED3D_CHECK(x.rank() == 5, op, ": x must be [N, C, D, H, W], got ", x.shape().str());
   MED3D_CHECK(x.numel() > 0, op, ": x is empty, got ", x.shape().str());
   UpsampleGeometry g;
@@ -64,20 +65,58 @@ Tensor workspace(const Tensor& like, int64_t elements) {
   return detail::empty_like(like, {std::max<int64_t>(elements, 1)}, like.dtype());
 }
 
+enum class Mode { trilinear, nearest };
+
+// The CUDA kernels: forward reads x and writes y; backward (`transpose`) reads dy and writes
+// dx. They need no workspace: their backward passes are gathers.
+void run_cuda(Mode mode, bool transpose, const UpsampleGeometry& g, const Tensor& src, Tensor& dst) {
+  if constexpr (detail::kWithCuda) {
+    kernels::cuda::UpsampleShape s;
+    s.planes = g.planes;
+    for (int a = 0; a < 3; ++a) {
+      s.in[a] = g.in[a];
+      s.out[a] = g.out[a];
+      s.scale[a] = g.scale[a];
+    }
+    s.align_corners = g.align_corners;
+    const kernels::cuda::Stream stream = detail::cuda_stream(src);
+    const float* from = detail::device_data<float>(src);
+    float* to = detail::device_data<float>(dst);
+    if (mode == Mode::trilinear) {
+      if (transpose)
+        kernels::cuda::upsample_trilinear3d_backward(stream, s, from, to);
+      else
+        kernels::cuda::upsample_trilinear3d_forward(stream, s, from, to);
+    } else if (transpose) {
+      kernels::cuda::upsample_nearest3d_backward(stream, s, from, to);
+    } else {
+      kernels::cuda::upsample_nearest3d_forward(stream, s, from, to);
+    }
+  }
+}
+
 // Runs forward(g, x, y, ws) and records backward(g, dy, dx, ws) for the geometry g, where ws
-// is a workspace of `workspace_elements` values.
+// is a workspace of `workspace_elements` values; CUDA tensors take the kernels of `mode`.
 template <class Forward, class Backward>
-Tensor run(const char* op, const Tensor& x, const UpsampleGeometry& g, int64_t workspace_elements,
-           Forward forward, Backward backward) {
+Tensor run(const char* op, Mode mode, const Tensor& x, const UpsampleGeometry& g,
+           int64_t workspace_elements, Forward forward, Backward backward) {
   Tensor y = detail::empty_like(x, {x.dim(0), x.dim(1), g.out[0], g.out[1], g.out[2]}, x.dtype());
-  dispatch_floating(x.dtype(), op, [&]<class T>() {
-    Tensor ws = workspace(x, workspace_elements);
-    forward(g, x.data<T>(), y.data<T>(), ws.data<T>());
-  });
+  if (x.device().is_cuda()) {
+    run_cuda(mode, false, g, x, y);
+  } else {
+    dispatch_floating(x.dtype(), op, [&]<class T>() {
+      Tensor ws = workspace(x, workspace_elements);
+      forward(g, x.data<T>(), y.data<T>(), ws.data<T>());
+    });
+  }
   const Shape x_shape = x.shape();
-  record(op, {x}, {y}, {}, [op, g, x_shape, workspace_elements, backward](const BackwardArgs& args) {
+  record(op, {x}, {y}, {}, [op, mode, g, x_shape, workspace_elements, backward](const BackwardArgs& args) {
     const Tensor& dy = args.dy[0];
     Tensor dx = detail::empty_like(dy, x_shape, dy.dtype());
+    if (dy.device().is_cuda()) {
+      run_cuda(mode, true, g, dy, dx);
+      return std::vector<Tensor>{dx};
+    }
     dispatch_floating(dx.dtype(), op, [&]<class T>() {
       Tensor ws = workspace(dy, workspace_elements);
       backward(g, dy.template data<T>(), dx.template data<T>(), ws.template data<T>());
@@ -106,25 +145,25 @@ const auto nearest_backward = [](const UpsampleGeometry& g, const auto* dy, auto
 Tensor upsample_trilinear3d(const Tensor& x, std::array<int64_t, 3> size, bool align_corners) {
   constexpr const char* op = "upsample_trilinear3d";
   const UpsampleGeometry g = by_size(op, x, size, align_corners);
-  return run(op, x, g, kernels::cpu::upsample_trilinear3d_workspace(g), trilinear_forward,
+  return run(op, Mode::trilinear, x, g, kernels::cpu::upsample_trilinear3d_workspace(g), trilinear_forward,
              trilinear_backward);
 }
 
 Tensor upsample_trilinear3d_scale(const Tensor& x, std::array<double, 3> scale, bool align_corners) {
   constexpr const char* op = "upsample_trilinear3d";
   const UpsampleGeometry g = by_scale(op, x, scale, align_corners);
-  return run(op, x, g, kernels::cpu::upsample_trilinear3d_workspace(g), trilinear_forward,
+  return run(op, Mode::trilinear, x, g, kernels::cpu::upsample_trilinear3d_workspace(g), trilinear_forward,
              trilinear_backward);
 }
 
 Tensor upsample_nearest3d(const Tensor& x, std::array<int64_t, 3> size) {
   constexpr const char* op = "upsample_nearest3d";
-  return run(op, x, by_size(op, x, size, false), 0, nearest_forward, nearest_backward);
+  return run(op, Mode::nearest, x, by_size(op, x, size, false), 0, nearest_forward, nearest_backward);
 }
 
 Tensor upsample_nearest3d_scale(const Tensor& x, std::array<double, 3> scale) {
   constexpr const char* op = "upsample_nearest3d";
-  return run(op, x, by_scale(op, x, scale, false), 0, nearest_forward, nearest_backward);
+  return run(op, Mode::nearest, x, by_scale(op, x, scale, false), 0, nearest_forward, nearest_backward);
 }
 
 }  // namespace med3d

@@ -99,7 +99,7 @@ void avg_pool3d_forward(const PoolPlan& plan, const T* x, T* y) {
     for (int64_t d = wd.begin; d < wd.end; ++d)
       for (int64_t h = wh.begin; h < wh.end; ++h)
         for (int64_t w = ww.begin; w < ww.end; ++w) total += xp[(d * h_in + h) * w_in + w];
-    y[out] = static_cast<T>(total / static_cast<double>(wd.divisor * wh.divisor * ww.divisor));
+    y[out] = static_cast<T>(total / pool_divisor(wd, wh, ww));
   });
 }
 
@@ -112,8 +112,7 @@ void avg_pool3d_backward(const PoolPlan& plan, const T* dy, T* dx) {
   for_each_window(plan, [&](int64_t x_offset, int64_t out, const PoolWindow& wd,
                             const PoolWindow& wh, const PoolWindow& ww) {
     T* dxp = dx + x_offset;
-    const T g = static_cast<T>(static_cast<double>(dy[out]) /
-                               static_cast<double>(wd.divisor * wh.divisor * ww.divisor));
+    const T g = static_cast<T>(static_cast<double>(dy[out]) / pool_divisor(wd, wh, ww));
     for (int64_t d = wd.begin; d < wd.end; ++d)
       for (int64_t h = wh.begin; h < wh.end; ++h)
         for (int64_t w = ww.begin; w < ww.end; ++w) dxp[(d * h_in + h) * w_in + w] += g;

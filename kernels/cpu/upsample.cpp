@@ -75,7 +75,7 @@ void upsample_trilinear3d_forward(const UpsampleGeometry& g, const T* x, T* y, T
     T* wr = workspace + r * wo;
     for (int64_t ow = 0; ow < wo; ++ow) {
       const LinearTap<T>& tw = taps[2][ow];
-      wr[ow] = tw.w0 * xr[tw.i0] + tw.w1 * xr[tw.i1];
+      wr[ow] = linear_blend(tw, xr[tw.i0], xr[tw.i1]);
     }
   }
   const int64_t out_rows = g.planes * dout * ho;  // one row = one (plane, od, oh)
@@ -92,7 +92,7 @@ void upsample_trilinear3d_forward(const UpsampleGeometry& g, const T* x, T* y, T
     T* yr = y + r * wo;
 #pragma omp simd
     for (int64_t ow = 0; ow < wo; ++ow)
-      yr[ow] = td.w0 * (th.w0 * r00[ow] + th.w1 * r01[ow]) + td.w1 * (th.w0 * r10[ow] + th.w1 * r11[ow]);
+      yr[ow] = bilinear_blend(td, th, r00[ow], r01[ow], r10[ow], r11[ow]);
   }
 }
 

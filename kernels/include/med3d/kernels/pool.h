@@ -43,6 +43,12 @@ MED3D_HD inline PoolWindow adaptive_pool_window(int64_t out_index, int64_t in, i
   return {begin, end, end - begin};
 }
 
+// The averaging divisor of the window (wd, wh, ww), in double as both backends divide.
+MED3D_HD inline double pool_divisor(const PoolWindow& wd, const PoolWindow& wh,
+                                    const PoolWindow& ww) {
+  return static_cast<double>(wd.divisor * wh.divisor * ww.divisor);
+}
+
 // Whether max pooling replaces the running maximum `best` by `value`: strictly greater keeps
 // the first maximum in scan order on ties, and NaN wins so it propagates, as in PyTorch.
 template <class T>

@@ -53,6 +53,21 @@ MED3D_HD inline LinearTap<A> linear_tap(int64_t o, int64_t in, int64_t out, A ra
   return {i0, i1, A(1) - w1, w1};
 }
 
+// The blend of the values at a tap's two indices.
+template <class A, class T>
+MED3D_HD inline T linear_blend(const LinearTap<A>& t, T v0, T v1) {
+  return t.w0 * v0 + t.w1 * v1;
+}
+
+// The blend along D and H of four values already interpolated along W (r_dh reads the D tap's
+// index d and the H tap's index h): the separable order of the CPU loop, which the CUDA
+// kernel follows so both round alike.
+template <class A, class T>
+MED3D_HD inline T bilinear_blend(const LinearTap<A>& td, const LinearTap<A>& th, T r00, T r01,
+                                 T r10, T r11) {
+  return td.w0 * (th.w0 * r00 + th.w1 * r01) + td.w1 * (th.w0 * r10 + th.w1 * r11);
+}
+
 template <class A>
 MED3D_HD inline A nearest_ratio(int64_t in, int64_t out, double scale_factor) {
   if (scale_factor > 0) return static_cast<A>(1.0 / scale_factor);
