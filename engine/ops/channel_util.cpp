@@ -4,6 +4,7 @@
 #include <string>
 
 #include "engine/src/op_util.h"
+#include "med3d/kernels/cuda/loss.h"
 #include "med3d/kernels/loss.h"
 
 namespace med3d::detail {
@@ -35,8 +36,8 @@ std::string position_of(const Shape& shape, int64_t flat) {
 Tensor class_targets(const char* op, const Tensor& logits, const Tensor& labels,
                      std::optional<int64_t> ignore_index) {
   MED3D_CHECK(labels.defined(), op, ": labels is an undefined tensor");
-  MED3D_CHECK(labels.device().is_cpu(), op, ": labels are on ", labels.device().str(),
-              " but this build runs ", op, " on the CPU only");
+  MED3D_CHECK(labels.device() == logits.device(), op, ": labels are on ", labels.device().str(),
+              " but logits are on ", logits.device().str(), "; move both to one device");
   MED3D_CHECK(labels.impl()->context.lock() == logits.impl()->context.lock(), op,
               ": logits and labels come from different Contexts; create both with one Context");
   const DType dtype = labels.dtype();
@@ -52,8 +53,46 @@ Tensor class_targets(const char* op, const Tensor& logits, const Tensor& labels,
 
   const int64_t channels = logits.dim(1);
   Tensor targets = empty_like(logits, labels.shape(), DType::i32);
-  int32_t* out = targets.data<int32_t>();
   const int64_t n = labels.numel();
+  auto invalid_label = [&](int64_t label, int64_t i) {
+    std::ostringstream ignored;
+    if (ignore_index) ignored << " and is not ignore_index (" << *ignore_index << ")";
+    throw_error(op, ": label ", label, " at position ", position_of(labels.shape(), i),
+                " of labels ", labels.shape().str(), " is outside [0, ", channels, ")",
+                ignored.str(), "; labels must be class indices below the ", channels,
+                " channels of the logits");
+  };
+  if (labels.device().is_cuda()) {
+    if constexpr (kWithCuda) {
+      // The labels are checked on the device; only the first invalid position (8 bytes) comes
+      // back, since a bad label must throw here as it does on the CPU.
+      const kernels::cuda::Stream stream = cuda_stream(labels);
+      Tensor first = empty_like(logits, {1}, DType::i64);
+      auto* first_invalid = reinterpret_cast<unsigned long long*>(device_data<int64_t>(first));
+      kernels::cuda::init_first_invalid(stream, first_invalid);
+      const bool has_ignore = ignore_index.has_value();
+      const int64_t ignore = ignore_index.value_or(0);
+      auto convert = [&]<class L>() {
+        kernels::cuda::class_targets(stream, device_data<L>(labels), n, has_ignore, ignore, channels,
+                                     device_data<int32_t>(targets), first_invalid);
+      };
+      if (dtype == DType::i32) convert.template operator()<int32_t>();
+      else if (dtype == DType::i64) convert.template operator()<int64_t>();
+      else convert.template operator()<uint8_t>();
+      unsigned long long position = 0;
+      kernels::cuda::copy_to_host(&position, first_invalid, sizeof(position), stream);
+      if (position != ~0ull) {
+        const int64_t i = static_cast<int64_t>(position);
+        const Tensor label = labels.to(Device::cpu());
+        invalid_label(dispatch_any(dtype, [&]<class L>() -> int64_t {
+                        return static_cast<int64_t>(label.data<L>()[i]);
+                      }),
+                      i);
+      }
+    }
+    return targets;
+  }
+  int32_t* out = targets.data<int32_t>();
   auto convert = [&]<class L>() {
     const L* in = labels.data<L>();
     for (int64_t i = 0; i < n; ++i) {
@@ -63,12 +102,7 @@ Tensor class_targets(const char* op, const Tensor& logits, const Tensor& labels,
       } else if (label >= 0 && label < channels) {
         out[i] = static_cast<int32_t>(label);
       } else {
-        std::ostringstream ignored;
-        if (ignore_index) ignored << " and is not ignore_index (" << *ignore_index << ")";
-        throw_error(op, ": label ", label, " at position ", position_of(labels.shape(), i),
-                    " of labels ", labels.shape().str(), " is outside [0, ", channels, ")",
-                    ignored.str(), "; labels must be class indices below the ", channels,
-                    " channels of the logits");
+        invalid_label(label, i);
       }
     }
   };

@@ -13,7 +13,7 @@ namespace med3d::detail {
 // Throws unless x has rank 2..5 and at least one channel; returns its [N, C, S] view.
 kernels::ChannelLayout channel_layout(const char* op, const Tensor& x);
 
-// Checks labels (i32, i64 or u8 [N, spatial...] on the CPU, same Context as logits) and returns
+// Checks labels (i32, i64 or u8 [N, spatial...], same Context and device as logits) and returns
 // them as i32 class indices, with kernels::kIgnoredTarget where the label equals ignore_index.
 // Any other label outside [0, C) throws, naming the value and its position.
 Tensor class_targets(const char* op, const Tensor& logits, const Tensor& labels,

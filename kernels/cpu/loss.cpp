@@ -5,13 +5,6 @@
 
 namespace med3d::kernels::cpu {
 
-namespace {
-template <class T>
-double weight_of(const T* class_weights, int32_t target) {
-  return class_weights ? static_cast<double>(class_weights[target]) : 1.0;
-}
-}  // namespace
-
 template <class T>
 CrossEntropySums cross_entropy_forward(const T* x, const int32_t* target, const T* class_weights,
                                        ChannelLayout layout) {
@@ -19,7 +12,7 @@ CrossEntropySums cross_entropy_forward(const T* x, const int32_t* target, const 
       block_sum(layout.positions(), 2, [&](int64_t begin, int64_t end, double* acc) {
         for (int64_t p = begin; p < end; ++p) {
           if (target[p] == kIgnoredTarget) continue;
-          const double w = weight_of(class_weights, target[p]);
+          const double w = class_weight_of(class_weights, target[p]);
           acc[0] += w * cross_entropy_at(x + layout.base(p), layout.channels, layout.spatial, target[p]);
           acc[1] += w;
         }
@@ -37,7 +30,7 @@ void cross_entropy_backward(const T* x, const int32_t* target, const T* class_we
       return;
     }
     cross_entropy_backward_at(x + base, dx + base, layout.channels, layout.spatial, target[p],
-                              scale * weight_of(class_weights, target[p]));
+                              scale * class_weight_of(class_weights, target[p]));
   });
 }
 
@@ -77,10 +70,8 @@ void dice_backward(const int32_t* target, const DiceCoefficients* coefficients, 
 template <class T>
 double squared_error_sum(const T* x, const T* t, int64_t n) {
   return block_sum(n, 1, [&](int64_t begin, int64_t end, double* acc) {
-    for (int64_t i = begin; i < end; ++i) {
-      const double d = static_cast<double>(x[i]) - static_cast<double>(t[i]);
-      acc[0] += d * d;
-    }
+    for (int64_t i = begin; i < end; ++i)
+      acc[0] += squared_error(static_cast<double>(x[i]), static_cast<double>(t[i]));
   })[0];
 }
 
@@ -93,20 +84,13 @@ void squared_error_backward(const T* x, const T* t, double scale, T* dx, T* dt, 
   });
 }
 
-namespace {
-template <class T>
-double pos_weight_at(const T* pos_weight, int64_t i, ChannelLayout layout) {
-  return pos_weight ? static_cast<double>(pos_weight[(i / layout.spatial) % layout.channels]) : 1.0;
-}
-}  // namespace
-
 template <class T>
 double bce_with_logits_sum(const T* x, const T* t, const T* pos_weight, ChannelLayout layout) {
   const int64_t n = layout.batch * layout.channels * layout.spatial;
   return block_sum(n, 1, [&](int64_t begin, int64_t end, double* acc) {
     for (int64_t i = begin; i < end; ++i)
       acc[0] += bce_with_logits(static_cast<double>(x[i]), static_cast<double>(t[i]),
-                                pos_weight_at(pos_weight, i, layout));
+                                class_weight_of(pos_weight, layout.channel_of(i)));
   })[0];
 }
 
@@ -116,7 +100,7 @@ void bce_with_logits_backward(const T* x, const T* t, const T* pos_weight, doubl
   const int64_t n = layout.batch * layout.channels * layout.spatial;
   parallel_for(n, [&](int64_t i) {
     const double xi = static_cast<double>(x[i]);
-    const double pw = pos_weight_at(pos_weight, i, layout);
+    const double pw = class_weight_of(pos_weight, layout.channel_of(i));
     if (dx) dx[i] = static_cast<T>(scale * bce_with_logits_dx(xi, static_cast<double>(t[i]), pw));
     if (dt) dt[i] = static_cast<T>(scale * bce_with_logits_dt(xi, pw));
   });

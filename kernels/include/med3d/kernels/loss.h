@@ -13,6 +13,12 @@ namespace med3d::kernels {
 
 inline constexpr int32_t kIgnoredTarget = -1;
 
+// weights[c], or 1 without weights (nullptr): class_weights of cross-entropy, pos_weight of BCE.
+template <class T>
+MED3D_HD inline double class_weight_of(const T* weights, int64_t c) {
+  return weights ? static_cast<double>(weights[c]) : 1.0;
+}
+
 // -log softmax(x)_target at one position.
 template <class T>
 MED3D_HD inline double cross_entropy_at(const T* x, int64_t channels, int64_t stride,
@@ -29,6 +35,9 @@ MED3D_HD inline void cross_entropy_backward_at(const T* x, T* dx, int64_t channe
   for (int64_t c = 0; c < channels; ++c)
     dx[c * stride] = static_cast<T>(scale * (static_cast<double>(dx[c * stride]) - (c == target ? 1.0 : 0.0)));
 }
+
+// (x - t)^2 in double; its gradient is 2 (x - t).
+MED3D_HD inline double squared_error(double x, double t) { return (x - t) * (x - t); }
 
 // log(1 + exp(-|x|)) + max(-x, 0) = log(1 + exp(-x)), without overflow for large |x|.
 MED3D_HD inline double softplus_of_negative(double x) {

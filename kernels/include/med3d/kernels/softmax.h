@@ -21,6 +21,8 @@ struct ChannelLayout {
   MED3D_HD int64_t positions() const { return batch * spatial; }
   // Offset of channel 0 of position p; channel c lies `spatial` elements further per step.
   MED3D_HD int64_t base(int64_t p) const { return (p / spatial) * channels * spatial + p % spatial; }
+  // Channel of flat element i of the [N, C, S] tensor.
+  MED3D_HD int64_t channel_of(int64_t i) const { return (i / spatial) % channels; }
 };
 
 template <class T>
