@@ -28,6 +28,9 @@ void check_channel_tensor(const Tensor& t, const char* name, const Tensor& x, in
               t.shape().str());
 }
 
+// The f32 device pointer of an optional CUDA tensor (nullptr when undefined).
+float* cuda_data(const Tensor& t) { return t.defined() ? detail::device_data<float>(t) : nullptr; }
+
 // The CUDA path: statistics stay on the device (a [2 * C] f64 tensor of mean and invstd, saved
 // for backward), so a training step makes no host round trip.
 Tensor batch_norm3d_cuda(const Tensor& x, const BatchNormShape& shape, const Tensor& weight,
@@ -37,21 +40,18 @@ Tensor batch_norm3d_cuda(const Tensor& x, const BatchNormShape& shape, const Ten
   Tensor stats = detail::empty_like(x, {2 * shape.c}, DType::f64);
   const kernels::cuda::BatchNormSize size{shape.n, shape.c, shape.spatial};
   if constexpr (detail::kWithCuda) {
-    const auto data = [](const Tensor& t) {
-      return t.defined() ? detail::device_data<float>(t) : nullptr;
-    };
     Tensor workspace =
         detail::empty_like(x, {kernels::cuda::batch_norm_workspace_elements(size)}, DType::f64);
     if (training)
       kernels::cuda::batch_norm_forward_train(
-          detail::cuda_stream(x), size, data(x), data(weight), data(bias), data(running_mean),
-          data(running_var), momentum, eps, data(y), detail::device_data<double>(stats),
-          detail::device_data<double>(workspace));
+          detail::cuda_stream(x), size, cuda_data(x), cuda_data(weight), cuda_data(bias),
+          cuda_data(running_mean), cuda_data(running_var), momentum, eps, cuda_data(y),
+          detail::device_data<double>(stats), detail::device_data<double>(workspace));
     else
       kernels::cuda::batch_norm_forward_eval(
-          detail::cuda_stream(x), size, data(x), data(weight), data(bias), data(running_mean),
-          data(running_var), eps, data(y), detail::device_data<double>(stats),
-          detail::device_data<double>(workspace));
+          detail::cuda_stream(x), size, cuda_data(x), cuda_data(weight), cuda_data(bias),
+          cuda_data(running_mean), cuda_data(running_var), eps, cuda_data(y),
+          detail::device_data<double>(stats), detail::device_data<double>(workspace));
   }
   record(kOp, {x, weight, bias}, {y}, {x, weight, stats}, [size, training](const BackwardArgs& g) {
     const Tensor& x = g.saved[0];
@@ -62,15 +62,12 @@ Tensor batch_norm3d_cuda(const Tensor& x, const BatchNormShape& shape, const Ten
       if (g.needs_grad[i])
         grads[i] = i == 0 ? detail::empty_like(x) : detail::empty_like(x, {size.c}, x.dtype());
     if constexpr (detail::kWithCuda) {
-      const auto data = [](const Tensor& t) {
-        return t.defined() ? detail::device_data<float>(t) : nullptr;
-      };
       Tensor workspace =
           detail::empty_like(x, {kernels::cuda::batch_norm_workspace_elements(size)}, DType::f64);
       kernels::cuda::batch_norm_backward(
-          detail::cuda_stream(x), size, training, data(x), data(g.dy[0]), data(weight),
-          detail::device_data<double>(stats), data(grads[0]), data(grads[1]), data(grads[2]),
-          detail::device_data<double>(workspace));
+          detail::cuda_stream(x), size, training, cuda_data(x), cuda_data(g.dy[0]),
+          cuda_data(weight), detail::device_data<double>(stats), cuda_data(grads[0]),
+          cuda_data(grads[1]), cuda_data(grads[2]), detail::device_data<double>(workspace));
     }
     return grads;
   });

@@ -199,7 +199,8 @@ TEST_CASE("gpu: SGD Adam and AdamW steps on CUDA parameters match the CPU", "[gp
     for (const char* name : {"momentum_buffer", "exp_avg", "exp_avg_sq"}) {
       INFO("buffer " << name);
       REQUIRE(og->buffer("a", name).defined() == oc->buffer("a", name).defined());
-      if (oc->buffer("a", name).defined()) check_close(og->buffer("a", name), oc->buffer("a", name));
+      if (oc->buffer("a", name).defined())
+        check_close(og->buffer("a", name), oc->buffer("a", name));
     }
 
     // Save through a file (CUDA state goes to the host), resume into a new optimiser on the

@@ -4,10 +4,11 @@
 //
 // An optimiser holds handles to named parameters arranged in groups, each with its own lr and
 // weight decay (Med3D fine-tuning trains new layers at 100x the base lr). Parameters must be
-// CPU f32/f64 or CUDA f32 leaf tensors that require grad, each named once and in one group. step() updates
-// every parameter that has a gradient, in place, from its .grad (same dtype and shape);
-// parameters without a gradient and their state are left untouched, as in PyTorch. Updates
-// are not recorded on the tape. Change a group's lr or weight_decay freely between steps; to
+// CPU f32/f64 or CUDA f32 leaf tensors that require grad, each named once and in one group.
+// step() updates every parameter that has a gradient, in place, from its .grad (same dtype,
+// device and shape); CUDA parameters by one fused kernel each, queued on their Context's
+// stream. Parameters without a gradient and their state are left untouched, as in PyTorch.
+// Updates are not recorded on the tape. Change a group's lr or weight_decay freely between steps; to
 // add or remove parameters build a new optimiser.
 //
 // save_state/load_state store the whole state as named tensors and string metadata for a

@@ -53,7 +53,9 @@ MED3D_HD inline double running_stat_update(double old_value, double batch_value,
 }
 
 // invstd = 1 / sqrt(var + eps); var + eps > 0 is the caller's to check.
-MED3D_HD inline double batch_norm_invstd(double var, double eps) { return 1 / std::sqrt(var + eps); }
+MED3D_HD inline double batch_norm_invstd(double var, double eps) {
+  return 1 / std::sqrt(var + eps);
+}
 
 // The per-channel scalars of the training-mode input gradient from the channel's sums over
 // `count` values (see batch_norm_backward_train).
