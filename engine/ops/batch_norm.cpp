@@ -5,6 +5,7 @@
 #include "engine/src/op_util.h"
 #include "med3d/kernels/batch_norm.h"
 #include "med3d/kernels/cpu/batch_norm.h"
+#include "med3d/kernels/cuda/batch_norm.h"
 #include "med3d/ops/norm.h"
 #include "med3d/tape.h"
 
@@ -20,11 +21,57 @@ constexpr const char* kOp = "batch_norm3d";
 // Checks that an optional per-channel tensor is absent or a [C] tensor matching x.
 void check_channel_tensor(const Tensor& t, const char* name, const Tensor& x, int64_t channels) {
   if (!t.defined()) return;
-  detail::check_cpu_floating(kOp, name, t);
+  detail::check_floating(kOp, name, t);
   detail::check_compatible(kOp, x, "x", t, name);
   MED3D_CHECK(t.rank() == 1 && t.dim(0) == channels, kOp, ": ", name, " must have shape [",
               channels, "] (one value per channel of x ", x.shape().str(), "), got ",
               t.shape().str());
+}
+
+// The f32 device pointer of an optional CUDA tensor (nullptr when undefined).
+float* cuda_data(const Tensor& t) { return t.defined() ? detail::device_data<float>(t) : nullptr; }
+
+// The CUDA path: statistics stay on the device (a [2 * C] f64 tensor of mean and invstd, saved
+// for backward), so a training step makes no host round trip.
+Tensor batch_norm3d_cuda(const Tensor& x, const BatchNormShape& shape, const Tensor& weight,
+                         const Tensor& bias, Tensor& running_mean, Tensor& running_var,
+                         bool training, double momentum, double eps) {
+  Tensor y = detail::empty_like(x);
+  Tensor stats = detail::empty_like(x, {2 * shape.c}, DType::f64);
+  const kernels::cuda::BatchNormSize size{shape.n, shape.c, shape.spatial};
+  if constexpr (detail::kWithCuda) {
+    Tensor workspace =
+        detail::empty_like(x, {kernels::cuda::batch_norm_workspace_elements(size)}, DType::f64);
+    if (training)
+      kernels::cuda::batch_norm_forward_train(
+          detail::cuda_stream(x), size, cuda_data(x), cuda_data(weight), cuda_data(bias),
+          cuda_data(running_mean), cuda_data(running_var), momentum, eps, cuda_data(y),
+          detail::device_data<double>(stats), detail::device_data<double>(workspace));
+    else
+      kernels::cuda::batch_norm_forward_eval(
+          detail::cuda_stream(x), size, cuda_data(x), cuda_data(weight), cuda_data(bias),
+          cuda_data(running_mean), cuda_data(running_var), eps, cuda_data(y),
+          detail::device_data<double>(stats), detail::device_data<double>(workspace));
+  }
+  record(kOp, {x, weight, bias}, {y}, {x, weight, stats}, [size, training](const BackwardArgs& g) {
+    const Tensor& x = g.saved[0];
+    const Tensor& weight = g.saved[1];
+    const Tensor& stats = g.saved[2];
+    std::vector<Tensor> grads(3);
+    for (std::size_t i = 0; i < grads.size(); ++i)
+      if (g.needs_grad[i])
+        grads[i] = i == 0 ? detail::empty_like(x) : detail::empty_like(x, {size.c}, x.dtype());
+    if constexpr (detail::kWithCuda) {
+      Tensor workspace =
+          detail::empty_like(x, {kernels::cuda::batch_norm_workspace_elements(size)}, DType::f64);
+      kernels::cuda::batch_norm_backward(
+          detail::cuda_stream(x), size, training, cuda_data(x), cuda_data(g.dy[0]),
+          cuda_data(weight), detail::device_data<double>(stats), cuda_data(grads[0]),
+          cuda_data(grads[1]), cuda_data(grads[2]), detail::device_data<double>(workspace));
+    }
+    return grads;
+  });
+  return y;
 }
 
 template <class T>
@@ -39,7 +86,7 @@ std::vector<double> to_doubles(const Tensor& t, int64_t count, double absent) {
 Tensor batch_norm3d(const Tensor& x, const Tensor& weight, const Tensor& bias,
                     Tensor running_mean, Tensor running_var, bool training, double momentum,
                     double eps) {
-  detail::check_cpu_floating(kOp, "x", x);
+  detail::check_floating(kOp, "x", x);
   MED3D_CHECK(x.rank() == 5 || x.rank() == 2, kOp, ": x must be [N, C, D, H, W] or [N, C], got ",
               x.shape().str());
   MED3D_CHECK(x.numel() > 0, kOp, ": x is empty, got ", x.shape().str());
@@ -60,6 +107,10 @@ Tensor batch_norm3d(const Tensor& x, const Tensor& weight, const Tensor& bias,
               x.shape().str(), "; use a larger batch or volume, or eval mode");
   MED3D_CHECK(eps > 0 && std::isfinite(eps), kOp, ": eps must be positive, got ", eps);
   MED3D_CHECK(momentum >= 0 && momentum <= 1, kOp, ": momentum must be in [0, 1], got ", momentum);
+
+  if (x.device().is_cuda())
+    return batch_norm3d_cuda(x, shape, weight, bias, running_mean, running_var, training,
+                             momentum, eps);
 
   Tensor y = detail::empty_like(x);
   // Per-channel statistics the backward needs: the mean and invstd that normalised x.
@@ -87,7 +138,7 @@ Tensor batch_norm3d(const Tensor& x, const Tensor& weight, const Tensor& bias,
     for (int64_t c = 0; c < channels; ++c) {
       MED3D_CHECK(var[c] + eps > 0, kOp, ": running_var[", c, "] = ", var[c],
                   " makes var + eps non-positive; running variances must be >= 0");
-      invstd[c] = 1 / std::sqrt(var[c] + eps);
+      invstd[c] = kernels::batch_norm_invstd(var[c], eps);
       scale[c] = w[c] * invstd[c];
     }
     kernels::cpu::batch_norm_apply(shape, x.data<T>(), mean.data(), scale.data(), b.data(),
@@ -116,8 +167,10 @@ Tensor batch_norm3d(const Tensor& x, const Tensor& weight, const Tensor& bias,
                if (training) {
                  std::vector<double> mean_dy(channels), proj(channels);
                  for (int64_t c = 0; c < channels; ++c) {
-                   mean_dy[c] = sum_dy[c] / count;
-                   proj[c] = invstd[c] * invstd[c] * sum_dy_xmu[c] / count;
+                   const kernels::BatchNormGradScalars k =
+                       kernels::batch_norm_grad_scalars(sum_dy[c], sum_dy_xmu[c], invstd[c], count);
+                   mean_dy[c] = k.mean_dy;
+                   proj[c] = k.proj;
                  }
                  kernels::cpu::batch_norm_backward_train(shape, x.data<T>(), dy.data<T>(),
                                                          mean.data(), scale.data(), mean_dy.data(),

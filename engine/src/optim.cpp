@@ -1,5 +1,6 @@
-// Optimisers: parameter bookkeeping, state save/restore, and the CPU loops over the
-// per-element updates of kernels/include/med3d/kernels/optim.h.
+// Optimisers: parameter bookkeeping, state save/restore, and the CPU loops (or, for CUDA
+// parameters, one fused kernel per parameter) over the per-element updates of
+// kernels/include/med3d/kernels/optim.h. State buffers live on their parameter's device.
 #include "med3d/optim.h"
 
 #include <cmath>
@@ -9,6 +10,7 @@
 #include "engine/src/op_util.h"
 #include "engine/src/state_io.h"
 #include "med3d/kernels/cpu_loops.h"
+#include "med3d/kernels/cuda/optim.h"
 #include "med3d/kernels/optim.h"
 
 namespace med3d {
@@ -45,10 +47,15 @@ void check_adam_options(const std::string& type, const AdamOptions& o) {
               ": weight_decay must be >= 0, got ", o.weight_decay);
 }
 
-// A new tensor with the parameter's shape, dtype and Context holding `source`'s bytes.
+// A new tensor with the parameter's shape, dtype, Context and device holding `source`'s values
+// (a checkpoint's host tensor).
 Tensor copy_of(const Tensor& like, const Tensor& source) {
   Tensor copy = detail::empty_like(like);
-  if (copy.nbytes() > 0) std::memcpy(copy.raw_data(), source.raw_data(), copy.nbytes());
+  if (copy.device().is_cuda()) {
+    copy.copy_from(source);
+  } else if (copy.nbytes() > 0) {
+    std::memcpy(copy.raw_data(), source.raw_data(), copy.nbytes());
+  }
   return copy;
 }
 
@@ -73,7 +80,7 @@ Optimizer::Optimizer(std::string type, std::vector<ParamGroup> groups, double de
       MED3D_CHECK(param_names.insert(name).second, type_, ": two parameters are called '", name,
                   "'; parameter names key the saved state and must be unique");
       const std::string what = "parameter '" + name + "'";
-      detail::check_cpu_floating(type_.c_str(), what.c_str(), param);
+      detail::check_floating(type_.c_str(), what.c_str(), param);
       MED3D_CHECK(param.is_leaf() && param.requires_grad(), type_, ": ", what,
                   " must be a leaf tensor that requires grad (call set_requires_grad(true))");
       MED3D_CHECK(tensors.insert(param.impl().get()).second, type_, ": ", what,
@@ -147,7 +154,9 @@ void Optimizer::save_state(NamedTensors& tensors, std::map<std::string, std::str
       if (it == state_.end()) continue;
       const std::string key = prefix + "state." + entry.first + ".";
       tensors.emplace_back(key + "step", detail::scalar_i64(context, it->second.step));
-      for (const auto& [name, buffer] : it->second.buffers) tensors.emplace_back(key + name, buffer);
+      // Checkpoints hold host tensors: CUDA state is copied to the host here.
+      for (const auto& [name, buffer] : it->second.buffers)
+        tensors.emplace_back(key + name, buffer.detach().to(Device::cpu()));
     }
   }
 }
@@ -237,6 +246,17 @@ void Sgd::step() {
         buffer = slot;
       }
       ++s.step;
+      if (param.device().is_cuda()) {
+        if constexpr (detail::kWithCuda)
+          kernels::cuda::sgd_update(
+              detail::cuda_stream(param),
+              kernels::make_sgd_scalars<float>(group.lr, *group.weight_decay, options_.momentum,
+                                               options_.dampening, options_.nesterov,
+                                               first_update),
+              detail::device_data<float>(param), detail::device_data<float>(grad),
+              buffer.defined() ? detail::device_data<float>(buffer) : nullptr, param.numel());
+        continue;
+      }
       dispatch_floating(param.dtype(), "SGD::step", [&]<class T>() {
         const auto scalars = kernels::make_sgd_scalars<T>(
             group.lr, *group.weight_decay, options_.momentum, options_.dampening,
@@ -303,6 +323,18 @@ void Adam::step() {
       Tensor exp_avg = s.buffers.at("exp_avg");
       Tensor exp_avg_sq = s.buffers.at("exp_avg_sq");
       const int64_t step = ++s.step;
+      if (param.device().is_cuda()) {
+        if constexpr (detail::kWithCuda)
+          kernels::cuda::adam_update(
+              detail::cuda_stream(param),
+              kernels::make_adam_scalars<float>(group.lr, options_.beta1, options_.beta2,
+                                                options_.eps, *group.weight_decay, decoupled_,
+                                                step),
+              detail::device_data<float>(param), detail::device_data<float>(grad),
+              detail::device_data<float>(exp_avg), detail::device_data<float>(exp_avg_sq),
+              param.numel());
+        continue;
+      }
       dispatch_floating(param.dtype(), op.c_str(), [&]<class T>() {
         const auto scalars = kernels::make_adam_scalars<T>(group.lr, options_.beta1, options_.beta2,
                                                            options_.eps, *group.weight_decay,

@@ -4,10 +4,11 @@
 //
 // An optimiser holds handles to named parameters arranged in groups, each with its own lr and
 // weight decay (Med3D fine-tuning trains new layers at 100x the base lr). Parameters must be
-// CPU f32/f64 leaf tensors that require grad, each named once and in one group. step() updates
-// every parameter that has a gradient, in place, from its .grad (same dtype and shape);
-// parameters without a gradient and their state are left untouched, as in PyTorch. Updates
-// are not recorded on the tape. Change a group's lr or weight_decay freely between steps; to
+// CPU f32/f64 or CUDA f32 leaf tensors that require grad, each named once and in one group.
+// step() updates every parameter that has a gradient, in place, from its .grad (same dtype,
+// device and shape); CUDA parameters by one fused kernel each, queued on their Context's
+// stream. Parameters without a gradient and their state are left untouched, as in PyTorch.
+// Updates are not recorded on the tape. Change a group's lr or weight_decay freely between steps; to
 // add or remove parameters build a new optimiser.
 //
 // save_state/load_state store the whole state as named tensors and string metadata for a
@@ -15,8 +16,9 @@
 // (the parameter's dtype and shape), each group's lr and weight decay and the hyper-parameters
 // (f64 scalars, flags as 0/1); the optimiser type and the group and parameter names go to
 // metadata, all under `prefix` (non-empty; keep the optimiser's and the schedule's prefixes
-// apart, neither a prefix of the other). The buffers are aliased, not copied: write them out
-// before the next step().
+// apart, neither a prefix of the other). State buffers live on their parameter's device; CPU
+// buffers are aliased, not copied (write them out before the next step()), CUDA ones are
+// copied to the host.
 // load_state restores exactly what was saved (bit for bit, hyper-parameters included, as
 // PyTorch does) or throws, changing nothing, when the type, the group or parameter names, or a
 // buffer's shape or dtype differ, or when the checkpoint holds state this optimiser lacks.

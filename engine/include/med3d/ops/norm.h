@@ -1,7 +1,8 @@
 // Batch normalisation over NCDHW volumes (or [N, C] features), as torch.nn.functional.batch_norm.
 //
 // batch_norm3d(x, weight, bias, running_mean, running_var, training, momentum, eps):
-//   x: [N, C, D, H, W] or [N, C], f32 or f64 on the CPU.
+//   x: [N, C, D, H, W] or [N, C], f32 or f64 on the CPU, f32 on CUDA (the other tensors on
+//   x's device; running statistics stay there).
 //   weight, bias: [C] of x's dtype, each optional (undefined = 1 and 0; no affine transform).
 //   running_mean, running_var: [C] of x's dtype, both defined or both undefined.
 //   y = (x - mean) / sqrt(var + eps) * weight + bias, per channel c.
@@ -10,7 +11,8 @@
 //   OVERWRITTEN in place: running = (1 - momentum) * running + momentum * batch, where the
 //   batch variance used here is the unbiased one, as in PyTorch. The gradient of x flows
 //   through the batch statistics.
-// Eval (training = false): mean and var are running_mean and running_var (required).
+// Eval (training = false): mean and var are running_mean and running_var (required; on
+//   CUDA a negative running_var gives NaN instead of an error, which needs a host read).
 // Gradients: x, weight, bias. Statistics are accumulated in double, in a deterministic order.
 #pragma once
 

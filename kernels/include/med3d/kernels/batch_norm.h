@@ -9,6 +9,7 @@
 // Eval backward (running statistics are constants): dx = scale * dy, same dweight, dbias.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "med3d/kernels/hd.h"
@@ -49,6 +50,23 @@ MED3D_HD inline void batch_norm_finalize(const ShiftedMoments& m, int64_t count,
 // Exponential moving average as in PyTorch: new = (1 - momentum) * old + momentum * batch.
 MED3D_HD inline double running_stat_update(double old_value, double batch_value, double momentum) {
   return (1 - momentum) * old_value + momentum * batch_value;
+}
+
+// invstd = 1 / sqrt(var + eps); var + eps > 0 is the caller's to check.
+MED3D_HD inline double batch_norm_invstd(double var, double eps) {
+  return 1 / std::sqrt(var + eps);
+}
+
+// The per-channel scalars of the training-mode input gradient from the channel's sums over
+// `count` values (see batch_norm_backward_train).
+struct BatchNormGradScalars {
+  double mean_dy;  // sum_dy / M
+  double proj;     // invstd^2 * sum_dy_xmu / M
+};
+
+MED3D_HD inline BatchNormGradScalars batch_norm_grad_scalars(double sum_dy, double sum_dy_xmu,
+                                                             double invstd, double count) {
+  return {sum_dy / count, invstd * invstd * sum_dy_xmu / count};
 }
 
 // PyTorch keeps the unbiased variance in running_var: var * M / (M - 1), M > 1.
