@@ -20,7 +20,10 @@ namespace med3d::gpu_test {
 // in one element, so elementwise relative error would measure noise). A NaN or Inf in either
 // tensor where the other is finite gives infinity: the emulator fills fresh device memory with
 // NaN, so an element no kernel wrote fails here instead of vanishing in a max.
-inline double relative_error(const Tensor& actual, const Tensor& reference) {
+// `floor` bounds the scale from below: a tensor whose true values are 0 up to rounding (the
+// bias of a conv followed by batch norm has a zero gradient) is compared against the scale of
+// the tensors around it, not against its own noise.
+inline double relative_error(const Tensor& actual, const Tensor& reference, double floor = 1e-12) {
   const std::vector<double> a = actual.to_vector<double>(), b = reference.to_vector<double>();
   REQUIRE(a.size() == b.size());
   double diff = 0.0, scale = 0.0;
@@ -30,7 +33,13 @@ inline double relative_error(const Tensor& actual, const Tensor& reference) {
     diff = std::max(diff, std::abs(a[i] - b[i]));
     scale = std::max(scale, std::abs(b[i]));
   }
-  return diff / std::max(scale, 1e-12);
+  return diff / std::max(scale, floor);
+}
+
+inline double max_abs(const Tensor& t) {
+  double m = 0.0;
+  for (double v : t.to_vector<double>()) m = std::max(m, std::abs(v));
+  return m;
 }
 
 using OpFn = std::function<Tensor(const std::vector<Tensor>&)>;

@@ -36,9 +36,14 @@ TEST_CASE("gpu: a ResNet-18 training step matches the CPU step", "[gpu][step]") 
     REQUIRE(device_loss.device() == Device::cuda(0));
     backward(device_loss);
     CHECK(device_loss.item<double>() == Approx(host_loss.item<double>()).epsilon(1e-4));
+    // Gradients whose true value is 0 (conv_seg.0.bias: a bias before batch norm) are rounding
+    // noise on both devices; they are measured against 1% of the network's largest gradient.
+    double largest = 0.0;
+    for (const auto& [name, p] : host_params) largest = std::max(largest, gpu_test::max_abs(p.grad()));
     for (std::size_t i = 0; i < host_params.size(); ++i) {
       INFO("gradient of " << host_params[i].first);
-      CHECK(gpu_test::relative_error(device_params[i].second.grad(), host_params[i].second.grad()) < 1e-3);
+      CHECK(gpu_test::relative_error(device_params[i].second.grad(), host_params[i].second.grad(), 1e-2 * largest) <
+            1e-3);
     }
     host_sgd.step();
     device_sgd.step();
