@@ -104,7 +104,12 @@ struct Block {
 
 // The test-only global state: the running thread and the scheduling order.
 inline Thread* g_current = nullptr;
-inline bool g_reverse_order = false;
+// CUDA_EMU_REVERSE_ORDER=1 in the environment starts every launch of the process reversed
+// (how the gpu suite runs a second time in EMULATE builds).
+inline bool g_reverse_order = [] {
+  const char* reverse = std::getenv("CUDA_EMU_REVERSE_ORDER");
+  return reverse != nullptr && reverse[0] == '1';
+}();
 
 inline Thread& current() {
   if (!g_current) throw EmulationError("cuda_emu: a device function was called outside launch()");
