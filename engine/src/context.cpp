@@ -178,7 +178,11 @@ MemoryStats Context::memory_stats() const {
   std::lock_guard lock(cuda.mutex);
   return cuda.stats;
 }
-void Context::release_cached_memory() { state_->cpu_pool->release_cached(); }
+void Context::release_cached_memory() {
+  state_->cpu_pool->release_cached();
+  if constexpr (detail::kWithCuda)
+    if (state_->cuda) kernels::cuda::trim_pool(state_->cuda->device, state_->cuda->stream);
+}
 
 Tensor Context::empty(const Shape& shape, DType dtype) const { return empty(shape, dtype, device()); }
 

@@ -1,6 +1,7 @@
 // Checked wrappers of the CUDA runtime (see med3d/kernels/cuda/runtime.h).
 #include "cuda_common.cuh"
 
+#include <cstdint>
 #include <sstream>
 
 #include "med3d/error.h"
@@ -49,6 +50,13 @@ void set_device(int device) { check(cudaSetDevice(device), "cudaSetDevice", devi
 
 Stream create_stream(int device) {
   set_device(device);
+  // The stream-ordered pool returns freed memory to the driver at every synchronisation unless
+  // told to keep it; a training step frees and reallocates the same activations every step.
+  cudaMemPool_t pool = nullptr;
+  check(cudaDeviceGetDefaultMemPool(&pool, device), "cudaDeviceGetDefaultMemPool", device);
+  uint64_t keep = UINT64_MAX;
+  check(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep), "cudaMemPoolSetAttribute",
+        device);
   cudaStream_t stream = nullptr;
   check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreateWithFlags",
         device);
@@ -78,6 +86,14 @@ void* allocate(std::size_t bytes, int device, Stream stream) {
   }
   check(status, "cudaMallocAsync", device);
   return pointer;
+}
+
+void trim_pool(int device, Stream stream) {
+  set_device(device);
+  check(cudaStreamSynchronize(stream), "cudaStreamSynchronize", device);
+  cudaMemPool_t pool = nullptr;
+  check(cudaDeviceGetDefaultMemPool(&pool, device), "cudaDeviceGetDefaultMemPool", device);
+  check(cudaMemPoolTrimTo(pool, 0), "cudaMemPoolTrimTo", device);
 }
 
 void release(void* pointer, int device, Stream stream) noexcept {

@@ -48,6 +48,8 @@ class Context {
   void synchronize() const;
   // Live tensor bytes on the Context's device (CUDA: bytes from the stream-ordered pool).
   MemoryStats memory_stats() const;
+  // Returns freed blocks the pools keep for reuse: the CPU pool's, and the CUDA device pool's
+  // (after the stream's queued work).
   void release_cached_memory();
 
   // Factories. Tensors live on the Context's device unless one is given.

@@ -31,6 +31,9 @@ void destroy_stream(int device, Stream stream) noexcept;
 // gives nullptr. release() queues the free behind the stream's work.
 void* allocate(std::size_t bytes, int device, Stream stream);
 void release(void* pointer, int device, Stream stream) noexcept;
+// Returns the pool's unused memory to the driver (after the stream's queued work). The pool
+// otherwise keeps freed blocks for reuse: create_stream sets its release threshold to "never".
+void trim_pool(int device, Stream stream);
 
 // Host -> device: returns once `host` may be reused. Device -> host: returns when the bytes
 // are on the host (waits for the stream). Device -> device: queued on the stream.
