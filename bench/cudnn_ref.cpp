@@ -33,6 +33,14 @@ void check(cudaError_t status, const char* call) {
   MED3D_CHECK(status == cudaSuccess, call, " failed: ", cudaGetErrorString(status));
 }
 
+// The fastest of cudnnFind*'s results (sorted by time) that ran in plain fp32 FMA math.
+template <class Perf>
+int fastest_fp32(const Perf* perf, int found, const char* pass) {
+  for (int i = 0; i < found; ++i)
+    if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].mathType == CUDNN_FMA_MATH) return perf[i].algo;
+  detail::throw_error("cuDNN found no fp32 ", pass, " algorithm for this layer");
+}
+
 constexpr std::size_t kMaxWorkspace = std::size_t(1) << 30;
 
 // Handle, descriptors and workspace of one pass; freed when the last copy of the closure goes.
@@ -103,33 +111,21 @@ std::function<void()> cudnn_conv(const Conv3dParams& p, Pass pass, const ConvBuf
                                                  s->y_desc, b.y, kCandidates, &found, perf, s->workspace,
                                                  s->workspace_bytes),
           "cudnnFindConvolutionForwardAlgorithmEx");
-    int best = -1;
-    for (int i = 0; i < found && best < 0; ++i)
-      if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].mathType == CUDNN_FMA_MATH) best = i;
-    MED3D_CHECK(best >= 0, "cuDNN found no fp32 forward algorithm for this layer");
-    s->algorithm = perf[best].algo;
+    s->algorithm = fastest_fp32(perf, found, "forward");
   } else if (pass == Pass::dgrad) {
     cudnnConvolutionBwdDataAlgoPerf_t perf[kCandidates];
     check(cudnnFindConvolutionBackwardDataAlgorithmEx(s->handle, s->w_desc, b.w, s->y_desc, b.y, s->conv_desc,
                                                       s->x_desc, b.x, kCandidates, &found, perf, s->workspace,
                                                       s->workspace_bytes),
           "cudnnFindConvolutionBackwardDataAlgorithmEx");
-    int best = -1;
-    for (int i = 0; i < found && best < 0; ++i)
-      if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].mathType == CUDNN_FMA_MATH) best = i;
-    MED3D_CHECK(best >= 0, "cuDNN found no fp32 backward-data algorithm for this layer");
-    s->algorithm = perf[best].algo;
+    s->algorithm = fastest_fp32(perf, found, "backward-data");
   } else {
     cudnnConvolutionBwdFilterAlgoPerf_t perf[kCandidates];
     check(cudnnFindConvolutionBackwardFilterAlgorithmEx(s->handle, s->x_desc, b.x, s->y_desc, b.y, s->conv_desc,
                                                         s->w_desc, b.w, kCandidates, &found, perf, s->workspace,
                                                         s->workspace_bytes),
           "cudnnFindConvolutionBackwardFilterAlgorithmEx");
-    int best = -1;
-    for (int i = 0; i < found && best < 0; ++i)
-      if (perf[i].status == CUDNN_STATUS_SUCCESS && perf[i].mathType == CUDNN_FMA_MATH) best = i;
-    MED3D_CHECK(best >= 0, "cuDNN found no fp32 backward-filter algorithm for this layer");
-    s->algorithm = perf[best].algo;
+    s->algorithm = fastest_fp32(perf, found, "backward-filter");
   }
   if (algorithm) *algorithm = s->algorithm;
   const ConvBuffers buffers = b;

@@ -249,23 +249,21 @@ Tensor Tensor::to(Device target) const {
 Tensor Tensor::to(DType target) const {
   check_defined("to");
   if (target == dtype()) return *this;
+  const bool floats = is_floating(dtype()) && is_floating(target);
+  // Integer conversions on CUDA are rare (labels): they go through the host.
+  if (device().is_cuda() && !floats) return detach().to(Device::cpu()).to(target).to(device());
   Tensor converted = detail::empty_like(*this, shape(), target);
-  if (device().is_cuda()) {
-    const bool floats = is_floating(dtype()) && is_floating(target);
-    if constexpr (detail::kWithCuda) {
-      if (floats && dtype() == DType::f32)
-        kernels::cuda::convert(detail::cuda_stream(*this), detail::device_data<float>(*this),
-                               detail::device_data<double>(converted), numel());
-      else if (floats)
-        kernels::cuda::convert(detail::cuda_stream(*this), detail::device_data<double>(*this),
-                               detail::device_data<float>(converted), numel());
-      else  // integer conversions are rare (labels): through the host
-        converted = detach().to(Device::cpu()).to(target).to(device());
-    }
-  } else {
+  if (device().is_cpu()) {
     detail::convert_elements(raw_data(), dtype(), converted.raw_data(), target, numel());
+  } else if constexpr (detail::kWithCuda) {
+    if (dtype() == DType::f32)
+      kernels::cuda::convert(detail::cuda_stream(*this), detail::device_data<float>(*this),
+                             detail::device_data<double>(converted), numel());
+    else
+      kernels::cuda::convert(detail::cuda_stream(*this), detail::device_data<double>(*this),
+                             detail::device_data<float>(converted), numel());
   }
-  if (is_floating(dtype()) && is_floating(target)) {
+  if (floats) {
     const DType source = dtype();
     record("to_dtype", {*this}, {converted}, {}, [source](const BackwardArgs& args) {
       return std::vector<Tensor>{args.dy[0].to(source)};

@@ -23,6 +23,17 @@ __device__ inline int64_t first_true(int64_t n, Pred pred) {
   return lo;
 }
 
+// Element idx of [planes, e[0], e[1], e[2]] (planes = N * C) as plane and voxel indices.
+struct Index {
+  int64_t plane, d, h, w;
+};
+
+__device__ inline Index unflatten(int64_t idx, const int64_t (&e)[3]) {
+  return {idx / (e[0] * e[1] * e[2]), idx / (e[1] * e[2]) % e[0], idx / e[2] % e[1], idx % e[2]};
+}
+
+__host__ __device__ inline int64_t volume(const int64_t (&e)[3]) { return e[0] * e[1] * e[2]; }
+
 // Outputs [begin, end) along one axis.
 struct Range {
   int64_t begin, end;

@@ -21,16 +21,6 @@ __device__ inline Range users(const PoolShape& s, int a, int64_t i) {
                  [&](int64_t o) { return window(s, a, o).end - 1; });
 }
 
-struct Index {
-  int64_t plane, d, h, w;
-};
-
-__device__ inline Index unflatten(int64_t idx, const int64_t (&e)[3]) {
-  return {idx / (e[0] * e[1] * e[2]), idx / (e[1] * e[2]) % e[0], idx / e[2] % e[1], idx % e[2]};
-}
-
-__device__ inline int64_t volume(const int64_t (&e)[3]) { return e[0] * e[1] * e[2]; }
-
 __global__ void max_forward_kernel(PoolShape s, const float* x, float* y, int64_t* argmax, int64_t n) {
   const int64_t hi = s.in[1], wi = s.in[2];
   for (int64_t idx = grid_index(); idx < n; idx += grid_stride()) {

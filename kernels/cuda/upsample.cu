@@ -46,13 +46,11 @@ __device__ inline float linear_weight(const Plan& p, int a, int64_t o, int64_t i
 }
 
 __global__ void trilinear_forward_kernel(Plan p, const float* x, float* y, int64_t n) {
-  const int64_t wo = p.s.out[2], ho = p.s.out[1], dout = p.s.out[0];
-  const int64_t wi = p.s.in[2], hi = p.s.in[1], di = p.s.in[0];
+  const int64_t wi = p.s.in[2], hi = p.s.in[1];
   for (int64_t idx = grid_index(); idx < n; idx += grid_stride()) {
-    const int64_t ow = idx % wo, oh = idx / wo % ho, od = idx / (wo * ho) % dout;
-    const int64_t plane = idx / (wo * ho * dout);
-    const LinearTap<float> td = tap(p, 0, od), th = tap(p, 1, oh), tw = tap(p, 2, ow);
-    const float* xp = x + plane * di * hi * wi;
+    const Index o = unflatten(idx, p.s.out);
+    const LinearTap<float> td = tap(p, 0, o.d), th = tap(p, 1, o.h), tw = tap(p, 2, o.w);
+    const float* xp = x + o.plane * volume(p.s.in);
     // Rows along W first, then the blend, in the CPU loop's order of operations.
     auto row = [&](int64_t d, int64_t h) {
       const float* r = xp + (d * hi + h) * wi;
@@ -64,13 +62,12 @@ __global__ void trilinear_forward_kernel(Plan p, const float* x, float* y, int64
 }
 
 __global__ void trilinear_backward_kernel(Plan p, const float* dy, float* dx, int64_t n) {
-  const int64_t wo = p.s.out[2], ho = p.s.out[1], dout = p.s.out[0];
-  const int64_t wi = p.s.in[2], hi = p.s.in[1], di = p.s.in[0];
+  const int64_t wo = p.s.out[2], ho = p.s.out[1];
   for (int64_t idx = grid_index(); idx < n; idx += grid_stride()) {
-    const int64_t iw = idx % wi, ih = idx / wi % hi, id = idx / (wi * hi) % di;
-    const int64_t plane = idx / (wi * hi * di);
+    const Index i = unflatten(idx, p.s.in);
+    const int64_t id = i.d, ih = i.h, iw = i.w;
     const Range rd = linear_users(p, 0, id), rh = linear_users(p, 1, ih), rw = linear_users(p, 2, iw);
-    const float* dyp = dy + plane * dout * ho * wo;
+    const float* dyp = dy + i.plane * volume(p.s.out);
     float total = 0.0f;
     for (int64_t od = rd.begin; od < rd.end; ++od) {
       const float wd = linear_weight(p, 0, od, id);
@@ -91,12 +88,10 @@ __device__ inline int64_t source(const Plan& p, int a, int64_t o) {
 }
 
 __global__ void nearest_forward_kernel(Plan p, const float* x, float* y, int64_t n) {
-  const int64_t wo = p.s.out[2], ho = p.s.out[1], dout = p.s.out[0];
   const int64_t wi = p.s.in[2], hi = p.s.in[1], di = p.s.in[0];
   for (int64_t idx = grid_index(); idx < n; idx += grid_stride()) {
-    const int64_t ow = idx % wo, oh = idx / wo % ho, od = idx / (wo * ho) % dout;
-    const int64_t plane = idx / (wo * ho * dout);
-    y[idx] = x[((plane * di + source(p, 0, od)) * hi + source(p, 1, oh)) * wi + source(p, 2, ow)];
+    const Index o = unflatten(idx, p.s.out);
+    y[idx] = x[((o.plane * di + source(p, 0, o.d)) * hi + source(p, 1, o.h)) * wi + source(p, 2, o.w)];
   }
 }
 
@@ -107,13 +102,11 @@ __device__ inline Range nearest_users(const Plan& p, int a, int64_t i) {
 }
 
 __global__ void nearest_backward_kernel(Plan p, const float* dy, float* dx, int64_t n) {
-  const int64_t wo = p.s.out[2], ho = p.s.out[1], dout = p.s.out[0];
-  const int64_t wi = p.s.in[2], hi = p.s.in[1], di = p.s.in[0];
+  const int64_t wo = p.s.out[2], ho = p.s.out[1];
   for (int64_t idx = grid_index(); idx < n; idx += grid_stride()) {
-    const int64_t iw = idx % wi, ih = idx / wi % hi, id = idx / (wi * hi) % di;
-    const int64_t plane = idx / (wi * hi * di);
-    const Range rd = nearest_users(p, 0, id), rh = nearest_users(p, 1, ih), rw = nearest_users(p, 2, iw);
-    const float* dyp = dy + plane * dout * ho * wo;
+    const Index i = unflatten(idx, p.s.in);
+    const Range rd = nearest_users(p, 0, i.d), rh = nearest_users(p, 1, i.h), rw = nearest_users(p, 2, i.w);
+    const float* dyp = dy + i.plane * volume(p.s.out);
     // Output order, as the CPU loop adds them.
     float total = 0.0f;
     for (int64_t od = rd.begin; od < rd.end; ++od)
@@ -122,8 +115,6 @@ __global__ void nearest_backward_kernel(Plan p, const float* dy, float* dx, int6
     dx[idx] = total;
   }
 }
-
-int64_t volume(const int64_t (&e)[3]) { return e[0] * e[1] * e[2]; }
 
 void launch(void (*kernel)(Plan, const float*, float*, int64_t), Stream stream, const Plan& p,
             const float* src, float* dst, int64_t n) {
