@@ -21,8 +21,8 @@ DenseAsppBranch::DenseAsppBranch(Context context, int64_t in_channels, int64_t d
 }
 
 Tensor DenseAsppBranch::forward(const Tensor& x) {
-  Tensor h = conv1->forward(relu(bn1->forward(x)));
-  h = conv2->forward(relu(bn2->forward(h)));
+  Tensor h = conv1->forward(bn1->forward_relu(x));
+  h = conv2->forward(bn2->forward_relu(h));
   return dropout(h, dropout_p, is_training());
 }
 

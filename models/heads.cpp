@@ -39,8 +39,8 @@ MedicalNetSegmentation::MedicalNetSegmentation(Context context, int depth, int64
 
 Tensor MedicalNetSegmentation::forward(const Tensor& x) {
   Tensor h = encoder->forward(x);
-  h = relu(up_bn->forward(up->forward(h)));
-  h = relu(refine_bn->forward(refine->forward(h)));
+  h = up_bn->forward_relu(up->forward(h));
+  h = refine_bn->forward_relu(refine->forward(h));
   return classifier->forward(h);
 }
 

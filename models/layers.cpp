@@ -68,6 +68,12 @@ Tensor BatchNorm3d::forward(const Tensor& x) {
   return batch_norm3d(x, weight, bias, running_mean, running_var, is_training(), momentum, eps);
 }
 
+Tensor BatchNorm3d::forward_relu(const Tensor& x) {
+  if (is_training()) num_batches_tracked.data<int64_t>()[0] += 1;
+  return batch_norm_relu3d(x, weight, bias, running_mean, running_var, is_training(), momentum,
+                           eps);
+}
+
 Linear::Linear(Context context, int64_t in_features, int64_t out_features, bool with_bias, Init init)
     : Module(context) {
   const double bound = 1.0 / std::sqrt(static_cast<double>(in_features));

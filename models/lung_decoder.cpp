@@ -16,8 +16,8 @@ LungDecoderGroup::LungDecoderGroup(Context context, int64_t in_channels, int64_t
 }
 
 Tensor LungDecoderGroup::forward(const Tensor& x) {
-  Tensor h = relu(up_bn->forward(up->forward(x)));
-  return relu(conv_bn->forward(conv->forward(h)));
+  Tensor h = up_bn->forward_relu(up->forward(x));
+  return conv_bn->forward_relu(conv->forward(h));
 }
 
 LungDecoder::LungDecoder(Context context, int64_t in_channels, int64_t classes) : Module(context) {

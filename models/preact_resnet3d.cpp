@@ -29,11 +29,11 @@ PreActBottleneck::PreActBottleneck(Context context, const BlockShape& block_shap
 }
 
 Tensor PreActBottleneck::forward(const Tensor& x) {
-  const Tensor pre = relu(bn1->forward(x));
+  const Tensor pre = bn1->forward_relu(x);
   const Tensor identity = downsample ? downsample->forward(pre) : x;
   Tensor out = conv1->forward(pre);
-  out = conv2->forward(relu(bn2->forward(out)));
-  out = conv3->forward(relu(bn3->forward(out)));
+  out = conv2->forward(bn2->forward_relu(out));
+  out = conv3->forward(bn3->forward_relu(out));
   return add(out, identity);
 }
 
@@ -63,10 +63,10 @@ PreActResNet3d::PreActResNet3d(Context context, int depth, int64_t in_channels) 
 }
 
 Tensor PreActResNet3d::forward(const Tensor& x) {
-  Tensor h = max_pool3d(relu(bn1->forward(conv1->forward(x))), {3, 3, 3}, {2, 2, 2}, {1, 1, 1});
+  Tensor h = max_pool3d(bn1->forward_relu(conv1->forward(x)), {3, 3, 3}, {2, 2, 2}, {1, 1, 1});
   for (auto* layer : {layer1.get(), layer2.get(), layer3.get(), layer4.get()})
     for (std::size_t i = 0; i < layer->size(); ++i) h = (*layer)[i].forward(h);
-  return relu(final_bn->forward(h));
+  return final_bn->forward_relu(h);
 }
 
 }  // namespace med3d

@@ -53,7 +53,7 @@ BasicBlock::BasicBlock(Context context, const BlockShape& block_shape, Init init
 }
 
 Tensor BasicBlock::forward(const Tensor& x) {
-  Tensor out = relu(bn1->forward(conv1->forward(x)));
+  Tensor out = bn1->forward_relu(conv1->forward(x));
   out = bn2->forward(conv2->forward(out));
   return relu(add(out, shortcut(x, shape, shape.planes, downsample)));
 }
@@ -73,8 +73,8 @@ Bottleneck::Bottleneck(Context context, const BlockShape& block_shape, Init init
 }
 
 Tensor Bottleneck::forward(const Tensor& x) {
-  Tensor out = relu(bn1->forward(conv1->forward(x)));
-  out = relu(bn2->forward(conv2->forward(out)));
+  Tensor out = bn1->forward_relu(conv1->forward(x));
+  out = bn2->forward_relu(conv2->forward(out));
   out = bn3->forward(conv3->forward(out));
   return relu(add(out, shortcut(x, shape, shape.planes * kExpansion, downsample)));
 }
@@ -128,7 +128,7 @@ ResNet3d::ResNet3d(Context context, int depth, std::optional<ShortcutType> short
 
 ResNet3dFeatures ResNet3d::forward_features(const Tensor& x) {
   ResNet3dFeatures f;
-  f.conv1 = relu(bn1->forward(conv1->forward(x)));
+  f.conv1 = bn1->forward_relu(conv1->forward(x));
   Tensor h = max_pool3d(f.conv1, {3, 3, 3}, {2, 2, 2}, {1, 1, 1});
   auto run = [](ModuleList<ResidualBlock>& layer, Tensor t) {
     for (std::size_t i = 0; i < layer.size(); ++i) t = layer[i].forward(t);

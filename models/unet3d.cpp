@@ -26,7 +26,7 @@ DoubleConv3d::DoubleConv3d(Context context, int64_t in_channels, int64_t mid_cha
 }
 
 Tensor DoubleConv3d::forward(const Tensor& x) {
-  return relu(bn2->forward(conv2->forward(relu(bn1->forward(conv1->forward(x))))));
+  return bn2->forward_relu(conv2->forward(bn1->forward_relu(conv1->forward(x))));
 }
 
 UNet3d::UNet3d(Context context, int64_t in_channels, int64_t classes) : Module(context) {

@@ -1,5 +1,8 @@
-// Batch normalisation: forward (training and eval) and backward side by side.
+// Batch normalisation, alone or fused with the ReLU that follows it: forward (training and
+// eval) and backward side by side. The fused op applies relu in the normalising pass and saves
+// its output, whose sign masks dy before the batch-norm backward.
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "engine/src/op_util.h"
@@ -16,14 +19,13 @@ using kernels::cpu::BatchNormShape;
 
 namespace {
 
-constexpr const char* kOp = "batch_norm3d";
-
 // Checks that an optional per-channel tensor is absent or a [C] tensor matching x.
-void check_channel_tensor(const Tensor& t, const char* name, const Tensor& x, int64_t channels) {
+void check_channel_tensor(const char* op, const Tensor& t, const char* name, const Tensor& x,
+                          int64_t channels) {
   if (!t.defined()) return;
-  detail::check_floating(kOp, name, t);
-  detail::check_compatible(kOp, x, "x", t, name);
-  MED3D_CHECK(t.rank() == 1 && t.dim(0) == channels, kOp, ": ", name, " must have shape [",
+  detail::check_floating(op, name, t);
+  detail::check_compatible(op, x, "x", t, name);
+  MED3D_CHECK(t.rank() == 1 && t.dim(0) == channels, op, ": ", name, " must have shape [",
               channels, "] (one value per channel of x ", x.shape().str(), "), got ",
               t.shape().str());
 }
@@ -33,9 +35,10 @@ float* cuda_data(const Tensor& t) { return t.defined() ? detail::device_data<flo
 
 // The CUDA path: statistics stay on the device (a [2 * C] f64 tensor of mean and invstd, saved
 // for backward), so a training step makes no host round trip.
-Tensor batch_norm3d_cuda(const Tensor& x, const BatchNormShape& shape, const Tensor& weight,
-                         const Tensor& bias, Tensor& running_mean, Tensor& running_var,
-                         bool training, double momentum, double eps) {
+Tensor batch_norm3d_cuda(const char* op, const Tensor& x, const BatchNormShape& shape,
+                         const Tensor& weight, const Tensor& bias, Tensor& running_mean,
+                         Tensor& running_var, bool training, bool relu, double momentum,
+                         double eps) {
   Tensor y = detail::empty_like(x);
   Tensor stats = detail::empty_like(x, {2 * shape.c}, DType::f64);
   const kernels::cuda::BatchNormSize size{shape.n, shape.c, shape.spatial};
@@ -45,18 +48,21 @@ Tensor batch_norm3d_cuda(const Tensor& x, const BatchNormShape& shape, const Ten
     if (training)
       kernels::cuda::batch_norm_forward_train(
           detail::cuda_stream(x), size, cuda_data(x), cuda_data(weight), cuda_data(bias),
-          cuda_data(running_mean), cuda_data(running_var), momentum, eps, cuda_data(y),
+          cuda_data(running_mean), cuda_data(running_var), momentum, eps, relu, cuda_data(y),
           detail::device_data<double>(stats), detail::device_data<double>(workspace));
     else
       kernels::cuda::batch_norm_forward_eval(
           detail::cuda_stream(x), size, cuda_data(x), cuda_data(weight), cuda_data(bias),
-          cuda_data(running_mean), cuda_data(running_var), eps, cuda_data(y),
+          cuda_data(running_mean), cuda_data(running_var), eps, relu, cuda_data(y),
           detail::device_data<double>(stats), detail::device_data<double>(workspace));
   }
-  record(kOp, {x, weight, bias}, {y}, {x, weight, stats}, [size, training](const BackwardArgs& g) {
+  std::vector<Tensor> saved{x, weight, stats};
+  if (relu) saved.push_back(y);
+  record(op, {x, weight, bias}, {y}, saved, [size, training, relu](const BackwardArgs& g) {
     const Tensor& x = g.saved[0];
     const Tensor& weight = g.saved[1];
     const Tensor& stats = g.saved[2];
+    const Tensor dy = relu ? detail::relu_backward(g.saved[3], g.dy[0]) : g.dy[0];
     std::vector<Tensor> grads(3);
     for (std::size_t i = 0; i < grads.size(); ++i)
       if (g.needs_grad[i])
@@ -65,7 +71,7 @@ Tensor batch_norm3d_cuda(const Tensor& x, const BatchNormShape& shape, const Ten
       Tensor workspace =
           detail::empty_like(x, {kernels::cuda::batch_norm_workspace_elements(size)}, DType::f64);
       kernels::cuda::batch_norm_backward(
-          detail::cuda_stream(x), size, training, cuda_data(x), cuda_data(g.dy[0]),
+          detail::cuda_stream(x), size, training, cuda_data(x), cuda_data(dy),
           cuda_data(weight), detail::device_data<double>(stats), cuda_data(grads[0]),
           cuda_data(grads[1]), cuda_data(grads[2]), detail::device_data<double>(workspace));
     }
@@ -81,41 +87,40 @@ std::vector<double> to_doubles(const Tensor& t, int64_t count, double absent) {
   return std::vector<double>(p, p + count);
 }
 
-}  // namespace
-
-Tensor batch_norm3d(const Tensor& x, const Tensor& weight, const Tensor& bias,
-                    Tensor running_mean, Tensor running_var, bool training, double momentum,
-                    double eps) {
-  detail::check_floating(kOp, "x", x);
-  MED3D_CHECK(x.rank() == 5 || x.rank() == 2, kOp, ": x must be [N, C, D, H, W] or [N, C], got ",
+// batch_norm3d and batch_norm_relu3d (relu = true) under the op name op.
+Tensor batch_norm(const char* op, const Tensor& x, const Tensor& weight, const Tensor& bias,
+                  Tensor running_mean, Tensor running_var, bool training, bool relu,
+                  double momentum, double eps) {
+  detail::check_floating(op, "x", x);
+  MED3D_CHECK(x.rank() == 5 || x.rank() == 2, op, ": x must be [N, C, D, H, W] or [N, C], got ",
               x.shape().str());
-  MED3D_CHECK(x.numel() > 0, kOp, ": x is empty, got ", x.shape().str());
+  MED3D_CHECK(x.numel() > 0, op, ": x is empty, got ", x.shape().str());
   const int64_t channels = x.dim(1);
   const BatchNormShape shape{x.dim(0), channels, x.numel() / (x.dim(0) * channels)};
-  check_channel_tensor(weight, "weight", x, channels);
-  check_channel_tensor(bias, "bias", x, channels);
-  check_channel_tensor(running_mean, "running_mean", x, channels);
-  check_channel_tensor(running_var, "running_var", x, channels);
-  MED3D_CHECK(running_mean.defined() == running_var.defined(), kOp,
+  check_channel_tensor(op, weight, "weight", x, channels);
+  check_channel_tensor(op, bias, "bias", x, channels);
+  check_channel_tensor(op, running_mean, "running_mean", x, channels);
+  check_channel_tensor(op, running_var, "running_var", x, channels);
+  MED3D_CHECK(running_mean.defined() == running_var.defined(), op,
               ": pass both running_mean and running_var or neither");
-  MED3D_CHECK(training || running_mean.defined(), kOp,
+  MED3D_CHECK(training || running_mean.defined(), op,
               ": eval mode (training = false) normalises with running_mean and running_var; "
               "pass them, or use training = true");
   const int64_t count = shape.n * shape.spatial;  // values per channel
-  MED3D_CHECK(!training || count > 1, kOp,
+  MED3D_CHECK(!training || count > 1, op,
               ": expected more than 1 value per channel when training, got input of shape ",
               x.shape().str(), "; use a larger batch or volume, or eval mode");
-  MED3D_CHECK(eps > 0 && std::isfinite(eps), kOp, ": eps must be positive, got ", eps);
-  MED3D_CHECK(momentum >= 0 && momentum <= 1, kOp, ": momentum must be in [0, 1], got ", momentum);
+  MED3D_CHECK(eps > 0 && std::isfinite(eps), op, ": eps must be positive, got ", eps);
+  MED3D_CHECK(momentum >= 0 && momentum <= 1, op, ": momentum must be in [0, 1], got ", momentum);
 
   if (x.device().is_cuda())
-    return batch_norm3d_cuda(x, shape, weight, bias, running_mean, running_var, training,
-                             momentum, eps);
+    return batch_norm3d_cuda(op, x, shape, weight, bias, running_mean, running_var, training,
+                             relu, momentum, eps);
 
   Tensor y = detail::empty_like(x);
   // Per-channel statistics the backward needs: the mean and invstd that normalised x.
   std::vector<double> mean(channels), invstd(channels);
-  dispatch_floating(x.dtype(), kOp, [&]<class T>() {
+  dispatch_floating(x.dtype(), op, [&]<class T>() {
     std::vector<double> var(channels);
     if (training) {
       kernels::cpu::batch_norm_stats(shape, x.data<T>(), mean.data(), var.data());
@@ -136,24 +141,26 @@ Tensor batch_norm3d(const Tensor& x, const Tensor& weight, const Tensor& bias,
     const std::vector<double> b = to_doubles<T>(bias, channels, 0);
     std::vector<double> scale(channels);
     for (int64_t c = 0; c < channels; ++c) {
-      MED3D_CHECK(var[c] + eps > 0, kOp, ": running_var[", c, "] = ", var[c],
+      MED3D_CHECK(var[c] + eps > 0, op, ": running_var[", c, "] = ", var[c],
                   " makes var + eps non-positive; running variances must be >= 0");
       invstd[c] = kernels::batch_norm_invstd(var[c], eps);
       scale[c] = w[c] * invstd[c];
     }
-    kernels::cpu::batch_norm_apply(shape, x.data<T>(), mean.data(), scale.data(), b.data(),
+    kernels::cpu::batch_norm_apply(shape, x.data<T>(), mean.data(), scale.data(), b.data(), relu,
                                    y.data<T>());
   });
 
-  record(kOp, {x, weight, bias}, {y}, {x, weight},
-         [shape, training, mean, invstd](const BackwardArgs& g) {
+  std::vector<Tensor> saved{x, weight};
+  if (relu) saved.push_back(y);
+  record(op, {x, weight, bias}, {y}, saved,
+         [op, shape, training, relu, mean, invstd](const BackwardArgs& g) {
            const Tensor& x = g.saved[0];
            const Tensor& weight = g.saved[1];
-           const Tensor& dy = g.dy[0];
+           const Tensor dy = relu ? detail::relu_backward(g.saved[2], g.dy[0]) : g.dy[0];
            const int64_t channels = shape.c;
            const double count = static_cast<double>(shape.n * shape.spatial);
            std::vector<Tensor> grads(3);
-           dispatch_floating(x.dtype(), kOp, [&]<class T>() {
+           dispatch_floating(x.dtype(), op, [&]<class T>() {
              // Eval mode needs the per-channel sums only for dweight and dbias.
              std::vector<double> sum_dy(channels), sum_dy_xmu(channels);
              if (training || g.needs_grad[1] || g.needs_grad[2])
@@ -195,6 +202,22 @@ Tensor batch_norm3d(const Tensor& x, const Tensor& weight, const Tensor& bias,
            return grads;
          });
   return y;
+}
+
+}  // namespace
+
+Tensor batch_norm3d(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                    Tensor running_mean, Tensor running_var, bool training, double momentum,
+                    double eps) {
+  return batch_norm("batch_norm3d", x, weight, bias, std::move(running_mean),
+                    std::move(running_var), training, false, momentum, eps);
+}
+
+Tensor batch_norm_relu3d(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                         Tensor running_mean, Tensor running_var, bool training, double momentum,
+                         double eps) {
+  return batch_norm("batch_norm_relu3d", x, weight, bias, std::move(running_mean),
+                    std::move(running_var), training, true, momentum, eps);
 }
 
 }  // namespace med3d

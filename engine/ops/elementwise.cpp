@@ -100,12 +100,15 @@ Tensor mul_scalar(const Tensor& x, double value) {
   return y;
 }
 
+Tensor detail::relu_backward(const Tensor& y, const Tensor& dy) {
+  return binary("relu_backward", y, dy, CudaBinary::relu_backward,
+                [](auto yv, auto dyv) { return kernels::relu_backward(yv, dyv); });
+}
+
 Tensor relu(const Tensor& x) {
   Tensor y = unary("relu", x, CudaUnary::relu, 0.0, [](auto u) { return kernels::relu_forward(u); });
   record("relu", {x}, {y}, {y}, [](const BackwardArgs& g) {
-    return std::vector<Tensor>{binary("relu_backward", g.saved[0], g.dy[0], CudaBinary::relu_backward, [](auto yv, auto dyv) {
-      return kernels::relu_backward(yv, dyv);
-    })};
+    return std::vector<Tensor>{detail::relu_backward(g.saved[0], g.dy[0])};
   });
   return y;
 }

@@ -70,6 +70,10 @@ inline Tensor zeros_like(const Tensor& like) { return zeros_like(like, like.shap
 // dst += src, elementwise (same shape and dtype); used by the tape to sum gradients.
 void accumulate_into(Tensor& dst, const Tensor& src);
 
+// dx = dy where y > 0, else 0: the ReLU gradient from its output y (either device), for ops
+// that fuse a ReLU (batch_norm_relu3d). Not recorded on the tape.
+Tensor relu_backward(const Tensor& y, const Tensor& dy);
+
 // Converts `count` elements between dtypes.
 void convert_elements(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t count);
 

@@ -48,13 +48,13 @@ void batch_norm_stats(const BatchNormShape& s, const T* x, double* mean, double*
 
 template <class T>
 void batch_norm_apply(const BatchNormShape& s, const T* x, const double* mean,
-                      const double* scale, const double* bias, T* y) {
+                      const double* scale, const double* bias, bool relu, T* y) {
   for_each_plane(s, [&](int64_t, int64_t c, int64_t offset) {
     const T m = static_cast<T>(mean[c]), a = static_cast<T>(scale[c]), b = static_cast<T>(bias[c]);
     const T* xp = x + offset;
     T* yp = y + offset;
 #pragma omp simd
-    for (int64_t i = 0; i < s.spatial; ++i) yp[i] = batch_norm_forward(xp[i], m, a, b);
+    for (int64_t i = 0; i < s.spatial; ++i) yp[i] = batch_norm_forward(xp[i], m, a, b, relu);
   });
 }
 
@@ -117,7 +117,7 @@ void batch_norm_backward_eval(const BatchNormShape& s, const T* dy, const double
 #define MED3D_INSTANTIATE(T)                                                                     \
   template void batch_norm_stats<T>(const BatchNormShape&, const T*, double*, double*);          \
   template void batch_norm_apply<T>(const BatchNormShape&, const T*, const double*,              \
-                                    const double*, const double*, T*);                           \
+                                    const double*, const double*, bool, T*);                     \
   template void batch_norm_reduce_grad<T>(const BatchNormShape&, const T*, const T*,             \
                                           const double*, double*, double*);                      \
   template void batch_norm_backward_train<T>(const BatchNormShape&, const T*, const T*,          \

@@ -69,13 +69,14 @@ __global__ void forward_channels_kernel(int64_t channels, int64_t count, const d
   }
 }
 
-__global__ void apply_kernel(BatchNormDims d, const float* x, const double* params, float* y) {
+__global__ void apply_kernel(BatchNormDims d, const float* x, const double* params, bool relu,
+                             float* y) {
   const int64_t total = d.n * d.c * d.spatial;
   for (int64_t i = grid_index(); i < total; i += grid_stride()) {
     const int64_t c = i / d.spatial % d.c;
     y[i] = batch_norm_forward(x[i], static_cast<float>(params[c]),
                               static_cast<float>(params[d.c + c]),
-                              static_cast<float>(params[2 * d.c + c]));
+                              static_cast<float>(params[2 * d.c + c]), relu);
   }
 }
 
@@ -120,13 +121,14 @@ __global__ void backward_eval_kernel(BatchNormDims d, const float* dy, const dou
 
 void forward_common(Stream stream, const BatchNormSize& size, const float* x, const float* weight,
                     const float* bias, const RunningStats& running, const double* batch_var,
-                    double momentum, double eps, float* y, double* stats, const Workspace& ws) {
+                    double momentum, double eps, bool relu, float* y, double* stats,
+                    const Workspace& ws) {
   const int64_t total = size.n * size.c * size.spatial;
   MED3D_LAUNCH(forward_channels_kernel, element_grid(size.c), dim3(kElementThreads), 0, stream,
                size.c, size.n * size.spatial, batch_var, weight, bias, running, momentum, eps,
                stats, ws.params);
   MED3D_LAUNCH(apply_kernel, element_grid(total), dim3(kElementThreads), 0, stream, dims(size), x,
-               static_cast<const double*>(ws.params), y);
+               static_cast<const double*>(ws.params), relu, y);
 }
 
 }  // namespace
@@ -138,8 +140,8 @@ int64_t batch_norm_workspace_elements(const BatchNormSize& size) {
 
 void batch_norm_forward_train(Stream stream, const BatchNormSize& size, const float* x,
                               const float* weight, const float* bias, float* running_mean,
-                              float* running_var, double momentum, double eps, float* y,
-                              double* stats, double* workspace) {
+                              float* running_var, double momentum, double eps, bool relu,
+                              float* y, double* stats, double* workspace) {
   if (size.n * size.c * size.spatial == 0) return;
   const BatchNormDims d = dims(size);
   const BatchNormLaunch l = batch_norm_reduce_launch(d);
@@ -151,17 +153,18 @@ void batch_norm_forward_train(Stream stream, const BatchNormSize& size, const fl
                l.chunks, static_cast<const double*>(ws.partial_a),
                static_cast<const double*>(ws.partial_b), stats, ws.sum_b);
   const RunningStats running{running_mean, running_var, running_mean, running_var};
-  forward_common(stream, size, x, weight, bias, running, ws.sum_b, momentum, eps, y, stats, ws);
+  forward_common(stream, size, x, weight, bias, running, ws.sum_b, momentum, eps, relu, y, stats,
+                 ws);
 }
 
 void batch_norm_forward_eval(Stream stream, const BatchNormSize& size, const float* x,
                              const float* weight, const float* bias, const float* running_mean,
-                             const float* running_var, double eps, float* y, double* stats,
-                             double* workspace) {
+                             const float* running_var, double eps, bool relu, float* y,
+                             double* stats, double* workspace) {
   if (size.n * size.c * size.spatial == 0) return;
   const Workspace ws = split(workspace, size, batch_norm_reduce_launch(dims(size)));
   const RunningStats running{running_mean, running_var, nullptr, nullptr};
-  forward_common(stream, size, x, weight, bias, running, nullptr, 0.0, eps, y, stats, ws);
+  forward_common(stream, size, x, weight, bias, running, nullptr, 0.0, eps, relu, y, stats, ws);
 }
 
 void batch_norm_backward(Stream stream, const BatchNormSize& size, bool training, const float* x,

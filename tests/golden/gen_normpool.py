@@ -70,6 +70,20 @@ def batch_norm(write):
     dx, dw, db = grads_of(y, upstream(w, y), x2, weight, bias)
     out.update({"x2": x2, "features.y": y, "features.dx": dx,
                 "features.dweight": dw, "features.dbias": db})
+    # Fused with the following ReLU (batch_norm_relu3d), training with running stats (28% of
+    # the outputs are clipped). No random draws: the fixtures after this one stay as they were.
+    rm, rv = mean0.clone(), var0.clone()
+    y = F.relu(F.batch_norm(x, rm, rv, weight, bias, training=True, momentum=0.3, eps=1e-5))
+    dx, dw, db = grads_of(y, upstream(w, y), x, weight, bias)
+    out.update({"train_relu.y": y, "train_relu.dx": dx, "train_relu.dweight": dw,
+                "train_relu.dbias": db, "train_relu.running_mean": rm,
+                "train_relu.running_var": rv})
+
+    # Fused, eval.
+    y = F.relu(F.batch_norm(x, mean0, var0, weight, bias, training=False, eps=1e-3))
+    dx, dw, db = grads_of(y, upstream(w, y), x, weight, bias)
+    out.update({"eval_relu.y": y, "eval_relu.dx": dx, "eval_relu.dweight": dw,
+                "eval_relu.dbias": db})
     write("batch_norm", out)
 
 

@@ -52,6 +52,14 @@ TEST_CASE("gpu: batch_norm3d training and eval match the CPU on odd shapes", "[g
       return batch_norm3d(in[0], in[1], in[2], rm.to(in[0].device()), rv.to(in[0].device()),
                           false);
     });
+    compare_with_cpu("batch_norm_relu3d train with running stats", {x, w, b}, [&](const auto& in) {
+      return batch_norm_relu3d(in[0], in[1], in[2], rm.clone().to(in[0].device()),
+                               rv.clone().to(in[0].device()), true, 0.2, 1e-3);
+    });
+    compare_with_cpu("batch_norm_relu3d eval", {x, w, b}, [&](const auto& in) {
+      return batch_norm_relu3d(in[0], in[1], in[2], rm.to(in[0].device()),
+                               rv.to(in[0].device()), false);
+    });
     compare_with_cpu("batch_norm3d eval without affine", {x}, [&](const auto& in) {
       return batch_norm3d(in[0], Tensor(), Tensor(), rm.to(in[0].device()),
                           rv.to(in[0].device()), false, 0.1, 0.25);

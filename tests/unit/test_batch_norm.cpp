@@ -1,5 +1,7 @@
 #include <omp.h>
 
+#include <algorithm>
+
 #include "test_util.h"
 
 using namespace med3d;
@@ -112,44 +114,84 @@ TEST_CASE("batch_norm: golden comparison with PyTorch", "[batch_norm][golden]") 
   Checkpoint g = test::load_golden(context, "batch_norm");
   const double tol = test::kGoldenTolerance;
   auto leaf = [&](const char* name) { return g.at(name).clone().set_requires_grad(true); };
-
+  // Checks y and, after backward, the gradients of x and (when given) weight and bias against
+  // the fixture's `<variant>.*`.
+  auto require_variant = [&](const std::string& variant, const Tensor& y, const Tensor& x,
+                             const Tensor& weight, const Tensor& bias) {
+    test::require_close(y, g.at(variant + ".y"), tol, "y");
+    backward(y, upstream(g, y));
+    test::require_close(x.grad(), g.at(variant + ".dx"), tol, "dx");
+    if (weight.defined()) test::require_close(weight.grad(), g.at(variant + ".dweight"), tol, "dw");
+    if (bias.defined()) test::require_close(bias.grad(), g.at(variant + ".dbias"), tol, "dbias");
+  };
+  Tensor x = leaf("x"), weight = leaf("weight"), bias = leaf("bias");
+  Tensor rm = g.at("running_mean").clone(), rv = g.at("running_var").clone();
   SECTION("training, affine, running stats updated with momentum 0.3") {
-    Tensor x = leaf("x"), weight = leaf("weight"), bias = leaf("bias");
-    Tensor rm = g.at("running_mean").clone(), rv = g.at("running_var").clone();
     Tensor y = batch_norm3d(x, weight, bias, rm, rv, true, 0.3, 1e-5);
-    test::require_close(y, g.at("train_affine.y"), tol, "y");
     test::require_close(rm, g.at("train_affine.running_mean"), tol, "running_mean");
     test::require_close(rv, g.at("train_affine.running_var"), tol, "running_var");
-    backward(y, upstream(g, y));
-    test::require_close(x.grad(), g.at("train_affine.dx"), tol, "dx");
-    test::require_close(weight.grad(), g.at("train_affine.dweight"), tol, "dweight");
-    test::require_close(bias.grad(), g.at("train_affine.dbias"), tol, "dbias");
+    require_variant("train_affine", y, x, weight, bias);
   }
   SECTION("training, not affine, no running stats") {
-    Tensor x = leaf("x");
-    Tensor y = batch_norm3d(x, {}, {}, {}, {}, true);
-    test::require_close(y, g.at("train_plain.y"), tol, "y");
-    backward(y, upstream(g, y));
-    test::require_close(x.grad(), g.at("train_plain.dx"), tol, "dx");
+    require_variant("train_plain", batch_norm3d(x, {}, {}, {}, {}, true), x, {}, {});
   }
   SECTION("eval, affine, eps 1e-3") {
-    Tensor x = leaf("x"), weight = leaf("weight"), bias = leaf("bias");
-    Tensor y = batch_norm3d(x, weight, bias, g.at("running_mean"), g.at("running_var"), false,
-                            0.1, 1e-3);
-    test::require_close(y, g.at("eval_affine.y"), tol, "y");
-    backward(y, upstream(g, y));
-    test::require_close(x.grad(), g.at("eval_affine.dx"), tol, "dx");
-    test::require_close(weight.grad(), g.at("eval_affine.dweight"), tol, "dweight");
-    test::require_close(bias.grad(), g.at("eval_affine.dbias"), tol, "dbias");
+    Tensor y = batch_norm3d(x, weight, bias, rm, rv, false, 0.1, 1e-3);
+    require_variant("eval_affine", y, x, weight, bias);
   }
   SECTION("training on [N, C] features") {
-    Tensor x = leaf("x2"), weight = leaf("weight"), bias = leaf("bias");
-    Tensor y = batch_norm3d(x, weight, bias, {}, {}, true);
-    test::require_close(y, g.at("features.y"), tol, "y");
-    backward(y, upstream(g, y));
-    test::require_close(x.grad(), g.at("features.dx"), tol, "dx");
-    test::require_close(weight.grad(), g.at("features.dweight"), tol, "dweight");
-    test::require_close(bias.grad(), g.at("features.dbias"), tol, "dbias");
+    Tensor x2 = leaf("x2");
+    require_variant("features", batch_norm3d(x2, weight, bias, {}, {}, true), x2, weight, bias);
+  }
+  SECTION("fused with relu, training, running stats updated with momentum 0.3") {
+    Tensor y = batch_norm_relu3d(x, weight, bias, rm, rv, true, 0.3, 1e-5);
+    test::require_close(rm, g.at("train_relu.running_mean"), tol, "running_mean");
+    test::require_close(rv, g.at("train_relu.running_var"), tol, "running_var");
+    require_variant("train_relu", y, x, weight, bias);
+  }
+  SECTION("fused with relu, eval, eps 1e-3") {
+    Tensor y = batch_norm_relu3d(x, weight, bias, rm, rv, false, 0.1, 1e-3);
+    require_variant("eval_relu", y, x, weight, bias);
+  }
+}
+
+TEST_CASE("batch_norm_relu: gradient check and bit-equality with relu of batch_norm",
+          "[batch_norm][gradcheck]") {
+  Context context(Device::cpu(), 8);
+  Tensor x = random_leaf(context, {2, 3, 4, 5, 3});
+  Tensor weight = random_leaf(context, {3});
+  Tensor bias = random_leaf(context, {3});
+  for (bool training : {true, false}) {
+    INFO("training = " << training);
+    Tensor rm = param(context, {0.1, -0.2, 0.3}), rv = param(context, {1.0, 2.0, 0.5});
+    gradcheck(context, [&](const auto& in) {
+      return batch_norm_relu3d(in[0], in[1], in[2], rm, rv, training, 0.2);
+    }, {x, weight, bias});
+  }
+  for (DType dtype : {DType::f32, DType::f64}) {
+    for (bool training : {true, false}) {
+      INFO("dtype " << dtype_name(dtype) << " training = " << training);
+      const Tensor xv = context.randn({3, 4, 5, 2, 7}, dtype);
+      const Tensor wv = context.randn({4}, dtype), bv = context.randn({4}, dtype);
+      const Tensor dy = context.randn({3, 4, 5, 2, 7}, dtype);
+      std::vector<Tensor> grads[2];
+      Tensor y[2];
+      for (int fused = 0; fused < 2; ++fused) {
+        Tensor xi = xv.clone().set_requires_grad(true), wi = wv.clone().set_requires_grad(true);
+        Tensor bi = bv.clone().set_requires_grad(true);
+        Tensor rm = context.zeros({4}, dtype), rv = context.ones({4}, dtype);
+        y[fused] = fused ? batch_norm_relu3d(xi, wi, bi, rm, rv, training)
+                         : relu(batch_norm3d(xi, wi, bi, rm, rv, training));
+        backward(y[fused], dy);
+        grads[fused] = {xi.grad(), wi.grad(), bi.grad(), rm, rv};
+      }
+      REQUIRE(y[0].to_vector<double>() == y[1].to_vector<double>());
+      for (std::size_t i = 0; i < grads[0].size(); ++i)
+        REQUIRE(grads[0][i].to_vector<double>() == grads[1][i].to_vector<double>());
+      // ReLU clipped part of the output, so the mask mattered.
+      const std::vector<double> out = y[1].to_vector<double>();
+      REQUIRE(std::count(out.begin(), out.end(), 0.0) > static_cast<long>(out.size() / 5));
+    }
   }
 }
 

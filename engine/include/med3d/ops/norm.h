@@ -14,6 +14,10 @@
 // Eval (training = false): mean and var are running_mean and running_var (required; on
 //   CUDA a negative running_var gives NaN instead of an error, which needs a host read).
 // Gradients: x, weight, bias. Statistics are accumulated in double, in a deterministic order.
+//
+// batch_norm_relu3d(same arguments): relu(batch_norm3d(...)) in one pass over x, with the same
+//   values and gradients bit for bit, and no intermediate tensor. Use it wherever a batch norm
+//   feeds only a ReLU (the conv-bn-relu blocks of every model here).
 #pragma once
 
 #include "med3d/tensor.h"
@@ -23,5 +27,9 @@ namespace med3d {
 Tensor batch_norm3d(const Tensor& x, const Tensor& weight, const Tensor& bias,
                     Tensor running_mean, Tensor running_var, bool training,
                     double momentum = 0.1, double eps = 1e-5);
+
+Tensor batch_norm_relu3d(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                         Tensor running_mean, Tensor running_var, bool training,
+                         double momentum = 0.1, double eps = 1e-5);
 
 }  // namespace med3d

@@ -1,7 +1,7 @@
 // Per-element and per-channel math of batch normalisation, shared by the CPU loops and the
 // CUDA launchers. Notation per channel c over its M = N * spatial values:
 //   mean, var (biased), invstd = 1 / sqrt(var + eps), scale = weight * invstd,
-//   y = (x - mean) * scale + bias.
+//   y = (x - mean) * scale + bias, or relu of it when fused with the following ReLU.
 // Training backward (through the batch statistics), with sum_dy = sum(dy) and
 // sum_dy_xmu = sum(dy * (x - mean)):
 //   dx = scale * (dy - sum_dy / M - (x - mean) * invstd^2 * sum_dy_xmu / M)
@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "med3d/kernels/elementwise.h"
 #include "med3d/kernels/hd.h"
 
 namespace med3d::kernels {
@@ -20,6 +21,13 @@ namespace med3d::kernels {
 template <class T>
 MED3D_HD inline T batch_norm_forward(T x, T mean, T scale, T bias) {
   return (x - mean) * scale + bias;
+}
+
+// Batch norm fused with the ReLU that follows it (one pass over x instead of two).
+template <class T>
+MED3D_HD inline T batch_norm_forward(T x, T mean, T scale, T bias, bool relu) {
+  const T y = batch_norm_forward(x, mean, scale, bias);
+  return relu ? relu_forward(y) : y;
 }
 
 // `proj` = invstd^2 * sum_dy_xmu / M: the part of dy along (x - mean), removed because the

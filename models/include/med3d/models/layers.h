@@ -44,6 +44,8 @@ class BatchNorm3d : public Module {
   BatchNorm3d(Context context, int64_t channels, double momentum = 0.1, double eps = 1e-5);
   // Training mode normalises with batch statistics and updates the running ones in place.
   Tensor forward(const Tensor& x);
+  // relu(forward(x)) in one pass (batch_norm_relu3d).
+  Tensor forward_relu(const Tensor& x);
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
   double momentum, eps;
 };

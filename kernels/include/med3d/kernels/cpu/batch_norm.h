@@ -19,10 +19,11 @@ struct BatchNormShape {
 template <class T>
 void batch_norm_stats(const BatchNormShape& shape, const T* x, double* mean, double* var);
 
-// Writes y = (x - mean[c]) * scale[c] + bias[c].
+// Writes y = (x - mean[c]) * scale[c] + bias[c], with relu applied when `relu` (the fused
+// batch_norm_relu3d).
 template <class T>
 void batch_norm_apply(const BatchNormShape& shape, const T* x, const double* mean,
-                      const double* scale, const double* bias, T* y);
+                      const double* scale, const double* bias, bool relu, T* y);
 
 // Writes sum_dy[c] = sum(dy) and sum_dy_xmu[c] = sum(dy * (x - mean[c])) of every channel.
 template <class T>
