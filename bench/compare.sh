@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs med3d-bench and its PyTorch twins alternately (ours, PyTorch, ours, PyTorch, ... per
 # subcommand, --rounds times) with the same thread count, then prints the ratios and writes a
-# markdown summary plus every JSON under --out. Per row, each side's reported time is the
+# markdown summary plus every JSON under --out (with the ceilings from bench/machine.sh). Per row, each side's reported time is the
 # smallest of its per-round medians: on a shared machine the least disturbed round.
 #
 # Usage: bench/compare.sh [--build build] [--out DIR] [--threads 2] [--rounds 2] [--scale small|large]
@@ -37,6 +37,7 @@ ours_runs=${runs:+--runs $runs}
 torch_runs=${runs:+--runs $runs}
 [ -n "$quick" ] && torch_runs="--runs 3 --warmup 1"
 echo "results in $out; commit $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo unknown); $(date -u +%FT%TZ)"
+"$here/machine.sh" --build "$build" --out "$out" --threads "$threads" > /dev/null
 for r in $(seq 1 "$rounds"); do
   if [[ ,$only, == *,conv,* ]]; then
     "$bench" conv --threads "$threads" --scale "$scale" $ours_runs $quick --json "$out/conv-ours-$r.json" \
