@@ -108,6 +108,64 @@ TEST_CASE("pool: hand-computed windows", "[pool]") {
   }
 }
 
+TEST_CASE("pool: max pool equals a per-output scan on data full of ties and NaNs", "[pool]") {
+  Context context(Device::cpu(), 5);
+  const double inf = std::numeric_limits<double>::infinity();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const std::vector<double> palette{-inf, -1, 0, 0, 1, 2, 2, nan};
+  struct Config {
+    Axes kernel, stride, pad;
+  };
+  for (const Config& c : {Config{{3, 3, 3}, {2, 2, 2}, {1, 1, 1}}, Config{{2, 2, 2}, {2, 2, 2}, {0, 0, 0}},
+                          Config{{3, 2, 3}, {1, 2, 2}, {1, 1, 0}}, Config{{1, 3, 5}, {1, 1, 3}, {0, 1, 2}}}) {
+    for (DType dtype : {DType::f32, DType::f64}) {
+      const Axes in{5, 6, 11};
+      const int64_t planes = 3, in_plane = in[0] * in[1] * in[2];
+      std::vector<double> xv(static_cast<std::size_t>(planes * in_plane));
+      for (std::size_t i = 0; i < xv.size(); ++i) xv[i] = palette[(i * 7919 + i / 5) % palette.size()];
+      Tensor x = context.from_vector<double>({1, planes, in[0], in[1], in[2]}, xv).to(dtype);
+      x.set_requires_grad(true);
+      Tensor y = max_pool3d(x, c.kernel, c.stride, c.pad);
+      Axes out{};
+      for (int a = 0; a < 3; ++a) out[a] = (in[a] + 2 * c.pad[a] - c.kernel[a]) / c.stride[a] + 1;
+      // dy = 1, 2, 3, ...: dx then shows which input each output picked.
+      std::vector<double> dyv(static_cast<std::size_t>(y.numel()));
+      for (std::size_t i = 0; i < dyv.size(); ++i) dyv[i] = static_cast<double>(i + 1);
+      backward(y, context.from_vector<double>(y.shape(), dyv).to(dtype));
+      // The reference: each window scanned in (d, h, w) order from its first element.
+      std::vector<double> y_ref, dx_ref(xv.size(), 0.0);
+      for (int64_t p = 0; p < planes; ++p)
+        for (int64_t od = 0; od < out[0]; ++od)
+          for (int64_t oh = 0; oh < out[1]; ++oh)
+            for (int64_t ow = 0; ow < out[2]; ++ow) {
+              const Axes o{od, oh, ow};
+              Axes lo{}, hi{};
+              for (int a = 0; a < 3; ++a) {
+                lo[a] = std::max<int64_t>(o[a] * c.stride[a] - c.pad[a], 0);
+                hi[a] = std::min(o[a] * c.stride[a] - c.pad[a] + c.kernel[a], in[a]);
+              }
+              int64_t best = p * in_plane + (lo[0] * in[1] + lo[1]) * in[2] + lo[2];
+              for (int64_t d = lo[0]; d < hi[0]; ++d)
+                for (int64_t h = lo[1]; h < hi[1]; ++h)
+                  for (int64_t w = lo[2]; w < hi[2]; ++w) {
+                    const int64_t i = p * in_plane + (d * in[1] + h) * in[2] + w;
+                    if (xv[i] > xv[best] || std::isnan(xv[i])) best = i;
+                  }
+              y_ref.push_back(xv[best]);
+              dx_ref[best] += static_cast<double>(y_ref.size());
+            }
+      INFO("kernel " << c.kernel[2] << " stride " << c.stride[2] << " dtype " << dtype_name(dtype));
+      const std::vector<double> yv = y.to_vector<double>();
+      REQUIRE(yv.size() == y_ref.size());
+      for (std::size_t i = 0; i < yv.size(); ++i) {
+        INFO("output " << i);
+        REQUIRE((std::isnan(y_ref[i]) ? std::isnan(yv[i]) : yv[i] == y_ref[i]));
+      }
+      REQUIRE(x.grad().to_vector<double>() == dx_ref);
+    }
+  }
+}
+
 TEST_CASE("pool: results do not depend on the thread count", "[pool]") {
   Context context(Device::cpu(), 8);
   Tensor x = test::random_leaf(context, {2, 4, 17, 20, 24}, DType::f32);
