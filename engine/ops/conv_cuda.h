@@ -1,8 +1,8 @@
-// The CUDA passes of the conv-family ops (conv3d, conv_transpose3d, linear) over the launchers
-// of med3d/kernels/cuda/conv3d.h. Tensors are f32 on one CUDA Context (the ops check that);
-// each function allocates its result on the device of its first tensor argument, with the
-// given shape, and returns it (an undefined Tensor in builds without CUDA, where no CUDA
-// tensor can exist). Not installed.
+// The CUDA passes of the conv-family ops (conv3d, conv_transpose3d; linear uses the bias ones)
+// over the launchers of med3d/kernels/cuda/conv3d.h. Tensors are f32 on one CUDA Context (the
+// ops check that); each function allocates its result on the device of its first tensor
+// argument, with the given shape, and returns it (an undefined Tensor in builds without CUDA,
+// where no CUDA tensor can exist). Not installed.
 #pragma once
 
 #include <cstdint>

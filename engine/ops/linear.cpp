@@ -1,26 +1,16 @@
-// Fully connected layer on Eigen GEMM: forward and backward side by side. On CUDA it is the
-// 1x1x1 conv of x [N, in] viewed as [N, in, 1, 1, 1] with w [out, in] as [out, in, 1, 1, 1]
-// (the same memory), so it runs the conv launchers (engine/ops/conv_cuda.h).
+// Fully connected layer on Eigen GEMM: forward and backward side by side. On CUDA the three
+// GEMMs run on cuBLAS SGEMM (med3d/kernels/cuda/blas.h, the Context stream's handle) and the
+// bias add and bias gradient on the conv family's channel-bias kernels (spatial size 1).
 #include "engine/ops/conv_cuda.h"
 #include "engine/src/op_util.h"
-#include "med3d/kernels/conv_params.h"
 #include "med3d/kernels/cpu/linear.h"
+#include "med3d/kernels/cuda/blas.h"
 #include "med3d/ops/nn.h"
 #include "med3d/tape.h"
 
 namespace med3d {
 
 using detail::dispatch_floating;
-
-namespace {
-// The 1x1x1 conv of a linear layer: n samples of one voxel, `in` channels, `out` filters.
-kernels::Conv3dParams pointwise_conv(int64_t n, int64_t in, int64_t out) {
-  kernels::Conv3dParams p;
-  p.N = n, p.C = in, p.K = out;
-  p.D = p.H = p.W = p.T = p.R = p.S = p.Z = p.P = p.Q = 1;
-  return p;
-}
-}  // namespace
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   constexpr const char* op = "linear";
@@ -41,7 +31,13 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   const int64_t n = x.dim(0), in = x.dim(1), out = w.dim(0);
   Tensor y;
   if (x.device().is_cuda()) {
-    y = detail::cuda_conv_fprop(pointwise_conv(n, in, out), x, w, b, {n, out});
+    if constexpr (detail::kWithCuda) {
+      y = detail::empty_like(x, {n, out}, x.dtype());
+      kernels::cuda::linear_fprop(detail::cuda_blas(x), detail::cuda_stream(x),
+                                  detail::device_data<float>(x), detail::device_data<float>(w),
+                                  detail::device_data<float>(y), n, in, out);
+      if (b.defined()) detail::cuda_add_channel_bias(y, b, n, out, 1);
+    }
   } else {
     y = detail::empty_like(x, {n, out}, x.dtype());
     dispatch_floating(x.dtype(), op, [&]<class T>() {
@@ -55,10 +51,23 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
     const Tensor& ws = g.saved[1];
     std::vector<Tensor> grads(3);
     if (dy.device().is_cuda()) {
-      const kernels::Conv3dParams p = pointwise_conv(n, in, out);
-      if (g.needs_grad[0]) grads[0] = detail::cuda_conv_dgrad(p, dy, ws, xs.shape());
-      if (g.needs_grad[1]) grads[1] = detail::cuda_conv_wgrad(p, xs, dy, ws.shape());
-      if (g.needs_grad[2]) grads[2] = detail::cuda_channel_bias_grad(dy, n, out, 1);
+      if constexpr (detail::kWithCuda) {
+        const kernels::cuda::Blas blas = detail::cuda_blas(dy);
+        const kernels::cuda::Stream stream = detail::cuda_stream(dy);
+        if (g.needs_grad[0]) {
+          grads[0] = detail::empty_like(xs);
+          kernels::cuda::linear_dgrad(blas, stream, detail::device_data<float>(dy),
+                                      detail::device_data<float>(ws),
+                                      detail::device_data<float>(grads[0]), n, in, out);
+        }
+        if (g.needs_grad[1]) {
+          grads[1] = detail::empty_like(ws);
+          kernels::cuda::linear_wgrad(blas, stream, detail::device_data<float>(dy),
+                                      detail::device_data<float>(xs),
+                                      detail::device_data<float>(grads[1]), n, in, out);
+        }
+        if (g.needs_grad[2]) grads[2] = detail::cuda_channel_bias_grad(dy, n, out, 1);
+      }
       return grads;
     }
     dispatch_floating(dy.dtype(), "linear backward", [&]<class T>() {

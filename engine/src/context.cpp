@@ -10,7 +10,10 @@ namespace med3d {
 namespace detail {
 
 CudaStreamState::~CudaStreamState() {
-  if constexpr (kWithCuda) kernels::cuda::destroy_stream(device, stream);
+  if constexpr (kWithCuda) {
+    kernels::cuda::destroy_blas(device, blas);  // before the stream it works on
+    kernels::cuda::destroy_stream(device, stream);
+  }
 }
 
 void cuda_check_built(Device device) {
@@ -61,11 +64,29 @@ CudaStreamState& cuda_stream_state(ContextState& context, Device device) {
   return *context.cuda;
 }
 
-kernels::cuda::Stream cuda_stream(const Tensor& t) {
-  MED3D_CHECK(t.device().is_cuda(), "cuda_stream: ", t.str(), " is not a CUDA tensor");
+namespace {
+
+// The stream state of a CUDA tensor's Context (its storage holds the state: alive while t is).
+CudaStreamState& tensor_stream_state(const Tensor& t, const char* caller) {
+  MED3D_CHECK(t.device().is_cuda(), caller, ": ", t.str(), " is not a CUDA tensor");
   auto state = t.impl()->context.lock();
   MED3D_CHECK(state != nullptr, "the Context that created ", t.str(), " was destroyed");
-  return cuda_stream_state(*state, t.device()).stream;
+  return cuda_stream_state(*state, t.device());
+}
+
+}  // namespace
+
+kernels::cuda::Stream cuda_stream(const Tensor& t) {
+  return tensor_stream_state(t, "cuda_stream").stream;
+}
+
+kernels::cuda::Blas cuda_blas(const Tensor& t) {
+  CudaStreamState& cuda = tensor_stream_state(t, "cuda_blas");
+  if constexpr (kWithCuda) {
+    std::lock_guard lock(cuda.mutex);
+    if (cuda.blas == nullptr) cuda.blas = kernels::cuda::create_blas(cuda.device, cuda.stream);
+  }
+  return cuda.blas;
 }
 
 Tensor make_tensor(const std::shared_ptr<ContextState>& context, const Shape& shape, DType dtype,

@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "med3d/context.h"
+#include "med3d/kernels/cuda/blas.h"
 #include "med3d/kernels/cuda/runtime.h"
 #include "med3d/tape.h"
 #include "med3d/tensor.h"
@@ -45,7 +46,8 @@ class CpuPool : public std::enable_shared_from_this<CpuPool> {
 struct CudaStreamState {
   int device = 0;
   kernels::cuda::Stream stream = nullptr;
-  std::mutex mutex;
+  kernels::cuda::Blas blas = nullptr;  // the stream's cuBLAS handle, made by the first linear op
+  std::mutex mutex;  // guards stats and the making of blas
   MemoryStats stats;  // bytes_cached stays 0: cudaMallocAsync's pool does the caching
   CudaStreamState(int device_index, kernels::cuda::Stream s) : device(device_index), stream(s) {}
   ~CudaStreamState();
@@ -92,6 +94,8 @@ void cuda_check_built(Device device);
 CudaStreamState& cuda_stream_state(ContextState& context, Device device);
 // The stream of a CUDA tensor's Context, with its device made current.
 kernels::cuda::Stream cuda_stream(const Tensor& t);
+// The cuBLAS handle of a CUDA tensor's Context stream (made on first use), device made current.
+kernels::cuda::Blas cuda_blas(const Tensor& t);
 
 // A tensor sharing `storage` with a new shape (same element count) and a fresh id.
 Tensor make_view(const Tensor& base, const Shape& shape);

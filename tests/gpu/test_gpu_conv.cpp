@@ -120,7 +120,7 @@ TEST_CASE("gpu: conv_transpose3d matches the CPU", "[gpu][conv]") {
                        {4, 3, 3, 3, 3}, mixed);
 }
 
-TEST_CASE("gpu: linear matches the CPU", "[gpu][conv]") {
+TEST_CASE("gpu: linear matches the CPU", "[gpu][conv][linear]") {
   Context cpu(Device::cpu(), 13);
   const Tensor x = cpu.randn({5, 37}), w = cpu.randn({70, 37}), b = cpu.randn({70});
   compare_with_cpu("linear with bias", {x, w, b},
@@ -129,4 +129,36 @@ TEST_CASE("gpu: linear matches the CPU", "[gpu][conv]") {
                    [](const auto& in) { return linear(in[0], in[1]); });
   const Tensor one = cpu.randn({1, 3}), w1 = cpu.randn({2, 3});
   compare_with_cpu("linear 1 sample", {one, w1}, [](const auto& in) { return linear(in[0], in[1]); });
+}
+
+// The cuBLAS GEMMs' transposes and leading dimensions: sizes that are multiples of nothing,
+// one sample and several, a single input feature and a single output (x, w and b all get
+// gradients, so fprop, dgrad, wgrad and the bias gradient all run).
+TEST_CASE("gpu: linear on odd sizes matches the CPU", "[gpu][conv][linear]") {
+  Context cpu(Device::cpu(), 17);
+  struct Size {
+    int64_t in, out;
+  };
+  for (const int64_t n : {int64_t(1), int64_t(3)}) {
+    for (const Size s : {Size{7, 5}, Size{1, 3}, Size{33, 1}, Size{5, 7}}) {
+      const std::string name = "linear " + std::to_string(n) + "x" + std::to_string(s.in) +
+                               " -> " + std::to_string(s.out);
+      const Tensor x = cpu.randn({n, s.in}), w = cpu.randn({s.out, s.in}),
+                   b = cpu.randn({s.out});
+      compare_with_cpu(name + " with bias", {x, w, b},
+                       [](const auto& in) { return linear(in[0], in[1], in[2]); });
+      compare_with_cpu(name + " without bias", {x, w},
+                       [](const auto& in) { return linear(in[0], in[1]); });
+    }
+  }
+}
+
+// No input features: y is the bias (the empty sum is zero; cuBLAS is not called with lda 0).
+TEST_CASE("gpu: linear with no input features matches the CPU", "[gpu][conv][linear]") {
+  Context cpu(Device::cpu(), 19);
+  const Tensor x = cpu.randn({3, 0}), w = cpu.randn({4, 0}), b = cpu.randn({4});
+  compare_with_cpu("linear 3x0 -> 4 with bias", {x, w, b},
+                   [](const auto& in) { return linear(in[0], in[1], in[2]); });
+  compare_with_cpu("linear 3x0 -> 4 without bias", {x, w},
+                   [](const auto& in) { return linear(in[0], in[1]); });
 }
