@@ -33,7 +33,7 @@ inline GemmView gemm_transposed(const float* data, int64_t ld) { return {data, 1
 void gemm_f32(const GemmView& a, const GemmView& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
               bool accumulate);
 
-// "avx512 14x32" or "portable 4x16": the microkernel this build uses (for benchmarks).
+// "avx512 6x64" or "portable 4x16": the microkernel this build uses (for benchmarks).
 const char* gemm_f32_kernel();
 
 }  // namespace med3d::kernels::cpu
