@@ -26,11 +26,11 @@ constexpr int64_t kMR = 6, kNR = 64;
 #else
 constexpr int64_t kMR = 4, kNR = 16;
 #endif
-// KC x NR floats of B (32 KiB) stay in the 48 KiB L1 while A's MC x KC block (~500 KiB)
-// streams from the 1 MiB L2; NC bounds the packed B panel (KC x NC, 2 MiB) in L3. KC = 128
-// measured slightly faster than 192 and 256.
-constexpr int64_t kKC = 128;
-constexpr int64_t kMC = kMR * 170;
+// A's MC x KC block (~500 KiB) stays in the 1 MiB L2, B's KC x NR micro-panel (64 KiB) mostly
+// in the 48 KiB L1; NC bounds the packed B panel (KC x NC, 4 MiB) in L3. KC = 128 and 192
+// measured within noise of 256 here; 256 halves the passes over C.
+constexpr int64_t kKC = 256;
+constexpr int64_t kMC = kMR * 85;
 constexpr int64_t kNC = 4096;
 // Below this many multiply-adds one thread is faster than waking a team.
 constexpr int64_t kParallelGrain = int64_t(1) << 18;
