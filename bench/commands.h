@@ -19,5 +19,6 @@ int run_conv(const CommonOptions& options);
 int run_ops(const CommonOptions& options);
 int run_step(const CommonOptions& options, const StepOptions& step);
 int run_gpu_conv(const CommonOptions& options);
+int run_gemm(const CommonOptions& options);
 
 }  // namespace med3d::bench

@@ -4,6 +4,7 @@
 //   ops      batch norm, ReLU, max pool, trilinear upsampling, cross-entropy: GB/s
 //   step     whole SGD training steps of a ResNet-3D + head: time and peak RSS (--device cuda)
 //   gpu-conv the conv layer table on the GPU: our CUDA kernels against cuDNN
+//   gemm     our f32 GEMM against Eigen's on square and conv-like shapes
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
@@ -54,7 +55,7 @@ void add_common(CLI::App& app, CommonOptions& o, bool tables) {
 int main(int argc, char** argv) {
   CLI::App app{"med3d-bench: CPU speed of med3d's kernels, ops and training steps (bench/README.md)"};
   app.require_subcommand(1);
-  CommonOptions machine_o, conv_o, ops_o, step_o, gpu_conv_o;
+  CommonOptions machine_o, conv_o, ops_o, step_o, gpu_conv_o, gemm_o;
   StepOptions step;
   CLI::App* machine = app.add_subcommand("machine", "measure the ceilings: FMA peak, Eigen sgemm, copy bandwidth");
   add_common(*machine, machine_o, false);
@@ -64,6 +65,8 @@ int main(int argc, char** argv) {
   add_common(*ops, ops_o, true);
   CLI::App* gpu_conv = app.add_subcommand("gpu-conv", "Med3D conv layer table on the GPU: fprop, dgrad, wgrad vs cuDNN");
   add_common(*gpu_conv, gpu_conv_o, true);
+  CLI::App* gemm = app.add_subcommand("gemm", "our f32 GEMM vs Eigen: square and conv-like shapes, 1 and N threads");
+  add_common(*gemm, gemm_o, true);
   CLI::App* step_cmd = app.add_subcommand("step", "whole SGD training steps: time and peak RSS");
   add_common(*step_cmd, step_o, false);
   step_o.runs = 10;
@@ -76,7 +79,7 @@ int main(int argc, char** argv) {
   step_cmd->add_option("--device", step.device, "cpu or cuda (cuda:0)")->check(CLI::IsMember({"cpu", "cuda"}));
   CLI11_PARSE(app, argc, argv);
   try {
-    for (CommonOptions* o : {&machine_o, &conv_o, &ops_o, &step_o, &gpu_conv_o})
+    for (CommonOptions* o : {&machine_o, &conv_o, &ops_o, &step_o, &gpu_conv_o, &gemm_o})
       if (o->quick) o->runs = 3, o->warmup = 1;
     auto start = [](const CommonOptions& o) {
       omp_set_num_threads(o.threads);
@@ -85,6 +88,7 @@ int main(int argc, char** argv) {
     if (machine->parsed()) return run_machine(start(machine_o));
     if (conv->parsed()) return run_conv(start(conv_o));
     if (ops->parsed()) return run_ops(start(ops_o));
+    if (gemm->parsed()) return run_gemm(start(gemm_o));
     if (gpu_conv->parsed()) return run_gpu_conv(gpu_conv_o);
     return run_step(start(step_o), step);
   } catch (const std::exception& e) {

@@ -1,10 +1,11 @@
-// CPU conv3d fprop / dgrad / wgrad: vol2col + Eigen GEMM per sample and group (see the header).
+// CPU conv3d fprop / dgrad / wgrad: vol2col + GEMM per sample and group (see the header).
 #include "med3d/kernels/cpu/conv3d.h"
 
 #include <Eigen/Core>
 #include <algorithm>
 #include <vector>
 
+#include "med3d/kernels/cpu/gemm.h"
 #include "med3d/kernels/cpu_loops.h"
 
 namespace med3d::kernels::cpu {
@@ -30,6 +31,42 @@ template <class T>
 Eigen::Map<const RowMajor<T>, 0, Eigen::OuterStride<>> matrix(const T* data, int64_t rows,
                                                               int64_t cols, int64_t ld) {
   return {data, rows, cols, Eigen::OuterStride<>(ld)};
+}
+
+// An operand of gemm below: a row-major matrix with row pitch ld, read transposed when `t`.
+template <class T>
+struct Operand {
+  const T* data;
+  int64_t ld;
+  bool t = false;
+};
+
+// C[m, n] (row pitch ldc) = (accumulate ? C : 0) + op(A)[m, k] op(B)[k, n]: our gemm_f32 for
+// float (faster than Eigen's sgemm on this table's shapes, bench `gemm`), Eigen for double.
+void gemm(Operand<float> a, Operand<float> b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
+          bool accumulate) {
+  const auto view = [](Operand<float> o) { return o.t ? gemm_transposed(o.data, o.ld) : gemm_rows(o.data, o.ld); };
+  gemm_f32(view(a), view(b), c, ldc, m, n, k, accumulate);
+}
+template <class L, class R>
+void eigen_gemm(const L& a, const R& b, double* c, int64_t ldc, int64_t m, int64_t n, bool accumulate) {
+  if (accumulate)
+    matrix(c, m, n, ldc).noalias() += a * b;
+  else
+    matrix(c, m, n, ldc).noalias() = a * b;
+}
+void gemm(Operand<double> a, Operand<double> b, double* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
+          bool accumulate) {
+  const auto am = matrix(a.data, a.t ? k : m, a.t ? m : k, a.ld);
+  const auto bm = matrix(b.data, b.t ? n : k, b.t ? k : n, b.ld);
+  if (a.t && b.t)
+    eigen_gemm(am.transpose(), bm.transpose(), c, ldc, m, n, accumulate);
+  else if (a.t)
+    eigen_gemm(am.transpose(), bm, c, ldc, m, n, accumulate);
+  else if (b.t)
+    eigen_gemm(am, bm.transpose(), c, ldc, m, n, accumulate);
+  else
+    eigen_gemm(am, bm, c, ldc, m, n, accumulate);
 }
 
 // The outputs o in [0, out) whose input index o * stride + offset lies in [0, in): [lo, hi).
@@ -366,8 +403,7 @@ void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, 
         const TapBox& box = plan.boxes[l];
         const int64_t voxels = (z1 - z0) * box.plane_voxels();
         gather_input_box(p, box, z0, z1, p.C, xn, b.in);
-        matrix(b.out, p.K, voxels, voxels).noalias() =
-            matrix(b.tap_weights(l), p.K, p.C, p.C) * matrix(b.in, p.C, voxels, voxels);
+        gemm({b.tap_weights(l), p.C}, {b.in, voxels}, b.out, voxels, p.K, voxels, p.C, false);
         add_output_box(p, box, z0, z1, p.K, b.out, yn);
       });
       if (bias) add_channel_bias(int64_t(1), p.K, out_sp, bias, yn);
@@ -381,15 +417,15 @@ void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, 
     for (int64_t g = 0; g < p.groups; ++g) {
       const T* xg = x + (n * p.C + g * Cg) * in_sp;
       T* yg = y + (n * p.K + g * Kg) * out_sp;
-      const auto wg = matrix(weights + g * Kg * rows, Kg, rows, rows);
+      const Operand<T> wg{weights + g * Kg * rows, rows};
       if (plan.pointwise) {
-        matrix(yg, Kg, out_sp, out_sp).noalias() = wg * matrix(xg, Cg, in_sp, in_sp);
+        gemm(wg, {xg, in_sp}, yg, out_sp, Kg, out_sp, Cg, false);
         continue;
       }
       for (int64_t l0 = 0; l0 < lines; l0 += plan.lines_per_block) {
         const int64_t block = std::min(plan.lines_per_block, lines - l0), cols = block * p.Q;
         vol2col(p, plan, xg, l0, block, col);
-        matrix(yg + l0 * p.Q, Kg, cols, out_sp).noalias() = wg * matrix(col, rows, cols, cols);
+        gemm(wg, {col, cols}, yg + l0 * p.Q, out_sp, Kg, cols, rows, false);
       }
     }
     if (bias) add_channel_bias(int64_t(1), p.K, out_sp, bias, y + n * p.K * out_sp);
@@ -413,8 +449,7 @@ void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scra
         const TapBox& box = plan.boxes[l];
         const int64_t voxels = (z1 - z0) * box.plane_voxels();
         gather_output_box(p, box, z0, z1, p.K, dyn, b.in);
-        matrix(b.out, p.C, voxels, voxels).noalias() =
-            matrix(b.tap_weights(l), p.K, p.C, p.C).transpose() * matrix(b.in, p.K, voxels, voxels);
+        gemm({b.tap_weights(l), p.C, true}, {b.in, voxels}, b.out, voxels, p.C, voxels, p.K, false);
         add_input_box(p, box, z0, z1, p.C, b.out, dxn);
       });
     }
@@ -427,15 +462,14 @@ void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scra
     for (int64_t g = 0; g < p.groups; ++g) {
       T* dxg = dx + (n * p.C + g * Cg) * in_sp;
       const T* dyg = dy + (n * p.K + g * Kg) * out_sp;
-      const auto wg = matrix(weights + g * Kg * rows, Kg, rows, rows);
+      const Operand<T> wgt{weights + g * Kg * rows, rows, true};
       if (plan.pointwise) {
-        matrix(dxg, Cg, in_sp, in_sp).noalias() = wg.transpose() * matrix(dyg, Kg, out_sp, out_sp);
+        gemm(wgt, {dyg, out_sp}, dxg, in_sp, Cg, in_sp, Kg, false);
         continue;
       }
       for (int64_t l0 = 0; l0 < lines; l0 += plan.lines_per_block) {
         const int64_t block = std::min(plan.lines_per_block, lines - l0), cols = block * p.Q;
-        matrix(col, rows, cols, cols).noalias() =
-            wg.transpose() * matrix(dyg + l0 * p.Q, Kg, cols, out_sp);
+        gemm(wgt, {dyg + l0 * p.Q, out_sp}, col, cols, rows, cols, Kg, false);
         col2vol(p, plan, col, l0, block, dxg);
       }
     }
@@ -459,8 +493,7 @@ void conv3d_wgrad(const Conv3dParams& p, const T* x, const T* dy, T* dw, T* scra
         const int64_t voxels = (z1 - z0) * box.plane_voxels();
         gather_input_box(p, box, z0, z1, p.C, xn, b.in);
         gather_output_box(p, box, z0, z1, p.K, dyn, b.out);
-        matrix(b.tap_weights(l), p.K, p.C, p.C).noalias() +=
-            matrix(b.out, p.K, voxels, voxels) * matrix(b.in, p.C, voxels, voxels).transpose();
+        gemm({b.out, voxels}, {b.in, voxels, true}, b.tap_weights(l), p.C, p.K, p.C, voxels, true);
       });
     }
     // dw[k, c, tap] from the live taps' [K, C] gradients; dead taps get zero.
@@ -477,16 +510,15 @@ void conv3d_wgrad(const Conv3dParams& p, const T* x, const T* dy, T* dw, T* scra
     for (int64_t g = 0; g < p.groups; ++g) {
       const T* xg = x + (n * p.C + g * Cg) * in_sp;
       const T* dyg = dy + (n * p.K + g * Kg) * out_sp;
-      auto dwg = matrix(grads + g * Kg * rows, Kg, rows, rows);
+      T* dwg = grads + g * Kg * rows;
       if (plan.pointwise) {
-        dwg.noalias() += matrix(dyg, Kg, out_sp, out_sp) * matrix(xg, Cg, in_sp, in_sp).transpose();
+        gemm({dyg, out_sp}, {xg, in_sp, true}, dwg, rows, Kg, rows, out_sp, true);
         continue;
       }
       for (int64_t l0 = 0; l0 < lines; l0 += plan.lines_per_block) {
         const int64_t block = std::min(plan.lines_per_block, lines - l0), cols = block * p.Q;
         vol2col(p, plan, xg, l0, block, col);
-        dwg.noalias() += matrix(dyg + l0 * p.Q, Kg, cols, out_sp) *
-                         matrix(static_cast<const T*>(col), rows, cols, cols).transpose();
+        gemm({dyg + l0 * p.Q, out_sp}, {col, cols, true}, dwg, rows, Kg, rows, cols, true);
       }
     }
   }

@@ -279,6 +279,38 @@ TEST_CASE("conv3d: per-tap GEMMs on padded dilated taps match vol2col", "[conv]"
   }
 }
 
+TEST_CASE("conv3d: f32 kernels (gemm_f32) match the f64 kernels (Eigen) on every GEMM path", "[conv]") {
+  // vol2col with edge tiles, pointwise, grouped, and the per-tap path of dilated convs.
+  Context context(Device::cpu(), 7);
+  const Conv3dParams cases[] = {
+      kernels::conv3d_params("test", {2, 5, 6, 7, 9}, {13, 5, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {1, 33, 4, 5, 6}, {15, 33, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 8, 5, 6, 4}, {6, 4, 3, 3, 3}, {2, 1, 1}, {1, 1, 1}, {1, 1, 1}, 2),
+      kernels::conv3d_params("test", {2, 16, 7, 6, 5}, {20, 16, 3, 3, 3}, {1, 2, 1}, {2, 3, 2}, {2, 3, 2}, 1),
+  };
+  for (const Conv3dParams& p : cases) {
+    Tensor x = context.randn({p.N, p.C, p.D, p.H, p.W}, DType::f64);
+    Tensor w = context.randn({p.K, p.channels_per_group(), p.T, p.R, p.S}, DType::f64);
+    Tensor dy = context.randn({p.N, p.K, p.Z, p.P, p.Q}, DType::f64);
+    Tensor b = context.randn({p.K}, DType::f64);
+    const int64_t n_scratch = kernels::cpu::conv3d_scratch_elements(p);
+    const std::vector<Tensor> ref = run_kernels(context, p, x, w, b, dy, n_scratch);
+    const Tensor xf = x.to(DType::f32), wf = w.to(DType::f32), dyf = dy.to(DType::f32), bf = b.to(DType::f32);
+    std::vector<float> scratch(static_cast<std::size_t>(std::max<int64_t>(n_scratch, 1)));
+    Tensor y = context.empty(dy.shape(), DType::f32), dx = context.empty(x.shape(), DType::f32);
+    Tensor dw = context.empty(w.shape(), DType::f32);
+    kernels::cpu::conv3d_fprop<float>(p, xf.data<float>(), wf.data<float>(), bf.data<float>(), y.data<float>(),
+                                      scratch.data(), n_scratch);
+    kernels::cpu::conv3d_dgrad<float>(p, dyf.data<float>(), wf.data<float>(), dx.data<float>(), scratch.data(),
+                                      n_scratch);
+    kernels::cpu::conv3d_wgrad<float>(p, xf.data<float>(), dyf.data<float>(), dw.data<float>(), scratch.data(),
+                                      n_scratch);
+    test::require_close(y.to(DType::f64), ref[0], 1e-5, "f32 y");
+    test::require_close(dx.to(DType::f64), ref[1], 1e-5, "f32 dx");
+    test::require_close(dw.to(DType::f64), ref[2], 1e-5, "f32 dw");
+  }
+}
+
 TEST_CASE("conv3d: repeated runs are bitwise identical", "[conv]") {
   // Large enough that vol2col, col2vol and the GEMMs run on several threads.
   Context context(Device::cpu(), 5);

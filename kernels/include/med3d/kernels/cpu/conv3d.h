@@ -1,8 +1,8 @@
 // CPU kernels of the 3D convolution described by a Conv3dParams `p` (see conv_params.h):
 //   x [N, C, D, H, W], w [K, C/groups, T, R, S], y [N, K, Z, P, Q], bias [K], all contiguous.
 // Method: per sample and group, vol2col copies the input taps of a block of output voxels into
-// a column matrix [C/groups * T*R*S, voxels], and an Eigen GEMM (OpenMP-parallel) multiplies
-// it with the weights. The caller provides the column matrix as `scratch` of
+// a column matrix [C/groups * T*R*S, voxels], and a GEMM (OpenMP-parallel; gemm_f32 of
+// gemm.h for float, Eigen for double) multiplies it with the weights. The caller provides the column matrix as `scratch` of
 // `scratch_elements` (contents ignored and overwritten); blocks of output lines are sized to
 // fit it, so conv3d_scratch_elements(p) bounds the memory of high-resolution layers. A 1x1x1
 // conv with stride 1 and no padding multiplies the input directly and needs no scratch. Kernel

@@ -1,0 +1,39 @@
+// CPU single-precision GEMM, BLIS-style: C[m, n] = (accumulate ? C : 0) + A[m, k] * B[k, n].
+// Adds gemm_f32 and the strided operand view GemmView; overwrites (or adds into) only the m x n
+// elements C[i * ldc + j]; A and B are read only and must not alias C.
+// Why our own: Eigen's sgemm reaches ~65% of this machine's FMA peak, below the conv bar of
+// issue 7. A and B are views with a row and a column stride, so transposed operands (conv
+// dgrad's W^T, wgrad's col^T) cost nothing beyond the packing every GEMM does anyway.
+// Method: A is packed into MR-row panels and B into NR-column panels (zero padded at the
+// edges), blocked by KC (depth), MC (rows, L2) and NC (columns); an AVX-512 microkernel runs
+// when compiled with __AVX512F__, a portable C++ microkernel otherwise (same blocking).
+// Threading: OpenMP (omp_get_max_threads(), one thread when called inside a parallel region)
+// over disjoint blocks of C. Each C element is computed by one thread in a fixed k order with
+// blocking that does not depend on the thread count, so results are bitwise identical for any
+// number of threads. Scratch for the packed panels is allocated per call and per thread.
+#pragma once
+
+#include <cstdint>
+
+namespace med3d::kernels::cpu {
+
+// Element (i, j) of the view is data[i * row_stride + j * col_stride].
+struct GemmView {
+  const float* data = nullptr;
+  int64_t row_stride = 0;
+  int64_t col_stride = 1;
+};
+
+// A row-major matrix with leading dimension ld, and the transpose of one (no copy).
+inline GemmView gemm_rows(const float* data, int64_t ld) { return {data, ld, 1}; }
+inline GemmView gemm_transposed(const float* data, int64_t ld) { return {data, 1, ld}; }
+
+// C[m, n] (row-major, leading dimension ldc >= n) = (accumulate ? C : 0) + A[m, k] B[k, n].
+// k = 0 leaves C (accumulate) or zeroes it; m = 0 or n = 0 does nothing.
+void gemm_f32(const GemmView& a, const GemmView& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
+              bool accumulate);
+
+// "avx512 6x64" or "portable 4x16": the microkernel this build uses (for benchmarks).
+const char* gemm_f32_kernel();
+
+}  // namespace med3d::kernels::cpu

@@ -1,0 +1,127 @@
+#include <omp.h>
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "med3d/kernels/cpu/gemm.h"
+#include "test_util.h"
+
+using med3d::kernels::cpu::gemm_f32;
+using med3d::kernels::cpu::GemmView;
+
+namespace {
+
+// An operand stored so that the view has the given layout: transposed (row stride 1) or
+// not, with `spread` > 1 putting the elements that many floats apart along the contiguous axis.
+struct Operand {
+  std::vector<float> storage;
+  GemmView view;
+};
+
+Operand make_operand(int64_t rows, int64_t cols, bool transposed, int64_t spread, std::mt19937& rng) {
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  Operand op;
+  const int64_t inner = transposed ? rows : cols, outer = transposed ? cols : rows;
+  const int64_t ld = inner * spread + 3;  // padded rows: leading dimension > extent
+  op.storage.resize(static_cast<std::size_t>(std::max<int64_t>(outer * ld, 1)));
+  for (float& v : op.storage) v = dist(rng);
+  op.view = transposed ? GemmView{op.storage.data(), spread, ld} : GemmView{op.storage.data(), ld, spread};
+  return op;
+}
+
+float at(const GemmView& v, int64_t i, int64_t j) { return v.data[i * v.row_stride + j * v.col_stride]; }
+
+struct Case {
+  int64_t m, n, k;
+  bool ta, tb, accumulate;
+  int64_t spread = 1;
+};
+
+// Runs one case with `threads` threads; checks against a double-accumulated reference with a
+// normwise bound relative to |A||B| (+ |C0|), and that the padding columns of C are untouched.
+std::vector<float> run_case(const Case& cs, int threads) {
+  std::mt19937 rng(static_cast<unsigned>(cs.m * 7919 + cs.n * 104729 + cs.k * 31 + cs.ta * 2 + cs.tb));
+  const Operand a = make_operand(cs.m, cs.k, cs.ta, cs.spread, rng);
+  const Operand b = make_operand(cs.k, cs.n, cs.tb, cs.spread, rng);
+  const int64_t ldc = cs.n + 5;
+  std::vector<float> c(static_cast<std::size_t>(cs.m * ldc));
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  for (float& v : c) v = dist(rng);
+  const std::vector<float> c0 = c;
+  const int previous = omp_get_max_threads();
+  omp_set_num_threads(threads);
+  gemm_f32(a.view, b.view, c.data(), ldc, cs.m, cs.n, cs.k, cs.accumulate);
+  omp_set_num_threads(previous);
+  double err2 = 0, scale2 = 0;
+  bool padding_kept = true;
+  for (int64_t i = 0; i < cs.m; ++i) {
+    for (int64_t j = 0; j < cs.n; ++j) {
+      double ref = cs.accumulate ? c0[i * ldc + j] : 0.0, mag = cs.accumulate ? std::abs(ref) : 0.0;
+      for (int64_t p = 0; p < cs.k; ++p) {
+        const double prod = double(at(a.view, i, p)) * double(at(b.view, p, j));
+        ref += prod;
+        mag += std::abs(prod);
+      }
+      err2 += (c[i * ldc + j] - ref) * (c[i * ldc + j] - ref);
+      scale2 += mag * mag;
+    }
+    for (int64_t j = cs.n; j < ldc; ++j) padding_kept = padding_kept && c[i * ldc + j] == c0[i * ldc + j];
+  }
+  INFO("m " << cs.m << " n " << cs.n << " k " << cs.k << " ta " << cs.ta << " tb " << cs.tb << " acc "
+            << cs.accumulate << " spread " << cs.spread << " threads " << threads);
+  CHECK(padding_kept);
+  CHECK(std::sqrt(err2) <= 1e-5 * std::sqrt(double(std::max<int64_t>(cs.k, 1))) * std::sqrt(scale2) + 1e-30);
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("gemm_f32: matches a double reference for edge shapes and all transposes", "[gemm]") {
+  const int64_t sizes[] = {1, 2, 13, 14, 15, 31, 32, 33, 100, 257};
+  for (int64_t m : sizes)
+    for (int64_t n : sizes)
+      for (int64_t k : {int64_t(1), int64_t(15), int64_t(33), int64_t(257)}) {
+        const bool ta = (m + n + k) % 2 == 1, tb = (m * 3 + n + k) % 4 >= 2;
+        run_case({m, n, k, ta, tb, (m + n) % 3 == 0}, 1);
+      }
+  for (int combo = 0; combo < 4; ++combo)
+    for (bool accumulate : {false, true})
+      for (int64_t k : {int64_t(0), int64_t(2), int64_t(14), int64_t(100), int64_t(600)})
+        run_case({33, 31, k, combo % 2 == 1, combo / 2 == 1, accumulate}, 1);
+}
+
+TEST_CASE("gemm_f32: k = 0 zeroes C or leaves it and keeps its padding", "[gemm]") {
+  std::vector<float> c(3 * 6, 5.0f);
+  const float one = 1.0f;
+  gemm_f32({&one, 1, 1}, {&one, 1, 1}, c.data(), 6, 3, 4, 0, true);
+  CHECK(c == std::vector<float>(3 * 6, 5.0f));
+  gemm_f32({&one, 1, 1}, {&one, 1, 1}, c.data(), 6, 3, 4, 0, false);
+  for (int64_t i = 0; i < 3; ++i)
+    for (int64_t j = 0; j < 6; ++j) CHECK(c[i * 6 + j] == (j < 4 ? 0.0f : 5.0f));
+}
+
+TEST_CASE("gemm_f32: general strides, several cache blocks", "[gemm]") {
+  // spread 2: neither stride is 1; m > MC, n > NC and k > KC cross every blocking boundary.
+  run_case({40, 37, 70, false, true, true, 2}, 1);
+  run_case({41, 30, 19, true, false, false, 3}, 1);
+  run_case({1100, 40, 300, false, false, true}, 1);
+  run_case({3, 4200, 5, true, true, false}, 1);
+}
+
+TEST_CASE("gemm_f32: bitwise identical results with 1 and 2 threads", "[gemm]") {
+  // Wide (split along n), tall (split along m) and conv-like transposed shapes.
+  for (const Case& cs : {Case{257, 257, 100, false, false, false}, Case{257, 33, 300, true, false, true},
+                         Case{1100, 45, 64, false, true, false}, Case{64, 700, 513, false, true, true}}) {
+    const std::vector<float> one = run_case(cs, 1), two = run_case(cs, 2);
+    CHECK(one == two);
+  }
+}
+
+TEST_CASE("gemm_f32: rejects negative sizes and a short ldc", "[gemm]") {
+  float c[4] = {};
+  const float one = 1.0f;
+  CHECK_THROWS_AS(gemm_f32({&one, 1, 1}, {&one, 1, 1}, c, 1, 1, 2, 1, false), med3d::Error);
+  CHECK_THROWS_AS(gemm_f32({&one, 1, 1}, {&one, 1, 1}, c, 1, -1, 1, 1, false), med3d::Error);
+}
