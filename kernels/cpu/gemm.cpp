@@ -103,30 +103,28 @@ void pack_b(const GemmView& b, int64_t p0, int64_t kc, int64_t j0, int64_t nc, f
   }
   for (int64_t panel = 0; panel < nc; panel += kNR) {
     const int64_t cols = std::min(kNR, nc - panel);
-    {
-      // Chunks of k keep the written rows of the panel in L1 (a whole KC x NR panel does not
-      // fit when the source is transposed, wgrad's col^T, and every column scatters over it).
-      constexpr int64_t kChunk = 16;
-      int64_t done = 0;
+    // Chunks of k keep the written rows of the panel in L1 (a whole KC x NR panel does not
+    // fit when the source is transposed, wgrad's col^T, and every column scatters over it).
+    constexpr int64_t kChunk = 16;
+    int64_t done = 0;
 #if defined(__AVX512F__)
-      // Transposed source with whole panels: 16 x 16 blocks transposed in registers.
-      if (b.row_stride == 1 && cols == kNR) {
-        done = kc / 16 * 16;
-        for (int64_t c = 0; c < kNR; c += 16)
-          for (int64_t pp = 0; pp < done; pp += 16)
-            transpose16(b.data + p0 + pp + (j0 + panel + c) * b.col_stride, b.col_stride, bp + pp * kNR + c, kNR);
-      }
-#endif
-      for (int64_t pp = done; pp < kc; pp += kChunk) {
-        const int64_t pn = std::min(kChunk, kc - pp);
-        for (int64_t c = 0; c < cols; ++c) {
-          const float* src = b.data + (p0 + pp) * b.row_stride + (j0 + panel + c) * b.col_stride;
-          float* dst = bp + pp * kNR + c;
-          for (int64_t p = 0; p < pn; ++p) dst[p * kNR] = src[p * b.row_stride];
-        }
-      }
-      for (int64_t p = 0; p < kc; ++p) std::fill(bp + p * kNR + cols, bp + (p + 1) * kNR, 0.0f);
+    // Transposed source with whole panels: 16 x 16 blocks transposed in registers.
+    if (b.row_stride == 1 && cols == kNR) {
+      done = kc / 16 * 16;
+      for (int64_t c = 0; c < kNR; c += 16)
+        for (int64_t pp = 0; pp < done; pp += 16)
+          transpose16(b.data + p0 + pp + (j0 + panel + c) * b.col_stride, b.col_stride, bp + pp * kNR + c, kNR);
     }
+#endif
+    for (int64_t pp = done; pp < kc; pp += kChunk) {
+      const int64_t pn = std::min(kChunk, kc - pp);
+      for (int64_t c = 0; c < cols; ++c) {
+        const float* src = b.data + (p0 + pp) * b.row_stride + (j0 + panel + c) * b.col_stride;
+        float* dst = bp + pp * kNR + c;
+        for (int64_t p = 0; p < pn; ++p) dst[p * kNR] = src[p * b.row_stride];
+      }
+    }
+    for (int64_t p = 0; p < kc; ++p) std::fill(bp + p * kNR + cols, bp + (p + 1) * kNR, 0.0f);
     bp += kc * kNR;
   }
 }
