@@ -1,9 +1,16 @@
-// CPU conv3d fprop / dgrad / wgrad: vol2col + GEMM per sample and group (see the header).
+// CPU conv3d fprop / dgrad / wgrad: implicit GEMM (f32) or vol2col + GEMM per sample and group (see the header).
 #include "med3d/kernels/cpu/conv3d.h"
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <bit>
+#include <optional>
+#include <type_traits>
 #include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 #include "med3d/kernels/cpu/gemm.h"
 #include "med3d/kernels/cpu_loops.h"
@@ -223,31 +230,148 @@ void walk_tap(const Conv3dParams& p, int64_t tap, int64_t line0, int64_t lines, 
   }
 }
 
-// col[row, l * Q + q] = x[c, d, h, w] (0 outside) for the block's lines, where row = c * live
-// taps + i reads live tap i; x points at the group's first channel. Rows are independent, so
-// they are spread over the threads.
-template <class T>
-void vol2col(const Conv3dParams& p, const Plan& plan, const T* x, int64_t line0, int64_t lines,
-             T* col) {
-  const int64_t cols = lines * p.Q, sw = p.stride[2];
-  const int64_t live = static_cast<int64_t>(plan.taps.size());
-#pragma omp parallel for schedule(static) if (plan.rows * cols > kParallelGrain)
-  for (int64_t row = 0; row < plan.rows; ++row) {
-    const T* xc = x + row / live * p.input_spatial();
-    T* out = col + row * cols;
-    walk_tap(
-        p, plan.taps[row % live], line0, lines,
-        [&](int64_t l, int64_t base, Range qs) {
-          T* o = out + l * p.Q;
-          std::fill(o, o + qs.lo, T(0));
-          if (sw == 1)  // the common case: a contiguous copy
-            std::copy(xc + base + qs.lo, xc + base + qs.hi, o + qs.lo);
-          else
-            for (int64_t q = qs.lo; q < qs.hi; ++q) o[q] = xc[base + q * sw];
-          std::fill(o + qs.hi, o + p.Q, T(0));
-        },
-        [&](int64_t l) { std::fill(out + l * p.Q, out + (l + 1) * p.Q, T(0)); });
+// Where live tap i reads the input: input index = output index * stride + shift along each
+// axis; qs are the output q whose w lies inside the input.
+struct TapShift {
+  Dims3 shift;
+  Range qs;
+};
+
+std::vector<TapShift> tap_shifts(const Conv3dParams& p, const std::vector<int64_t>& taps) {
+  std::vector<TapShift> shifts;
+  for (int64_t tap : taps) {
+    const Dims3 k{tap / (p.R * p.S), (tap / p.S) % p.R, tap % p.S};
+    TapShift t;
+    for (int a = 0; a < 3; ++a) t.shift[a] = k[a] * p.dilation[a] - p.pad[a];
+    t.qs = inside(p.Q, p.W, t.shift[2], p.stride[2]);
+    shifts.push_back(t);
   }
+  return shifts;
+}
+
+// dst[i * ld + j] = col[row0 + i, v0 + j] for i < rows, j < count, where col [C/groups * live
+// taps, Z * P * Q] is the column matrix: col[c * live + i, voxel] = x[c, the input voxel that
+// live tap i reads for that output voxel] (0 in the padding); x points at the group's first
+// channel. The one gather of the vol2col path and of the implicit GEMMs (whose panels it
+// fills straight from x), so both multiply exactly the same matrix.
+#if defined(__AVX512F__)
+// fill_columns for f32 with unit width stride, the implicit GEMMs' hot loop: the block's
+// voxels in chunks of up to 16 lanes of one output line, and for every (live tap, chunk) where
+// its lanes read in the input and which of them lie inside (a load mask); then each row is one
+// masked load and one store per chunk.
+void fill_columns_avx512(const Conv3dParams& p, const std::vector<TapShift>& shifts, const float* x,
+                         int64_t row0, int64_t rows, int64_t v0, int64_t count, float* dst, int64_t ld) {
+  struct Chunk {
+    int64_t j, z, y, q;
+    __mmask16 lanes;
+  };
+  std::vector<Chunk> chunks;
+  for (int64_t v = v0; v < v0 + count;) {
+    const int64_t line = v / p.Q, q = v % p.Q, n = std::min({p.Q - q, v0 + count - v, int64_t(16)});
+    chunks.push_back({v - v0, line / p.P, line % p.P, q, static_cast<__mmask16>((1u << n) - 1)});
+    v += n;
+  }
+  const int64_t live = static_cast<int64_t>(shifts.size()), n_chunks = static_cast<int64_t>(chunks.size());
+  // Only the taps of rows [row0, row0 + rows) are needed; a block of rows usually holds all.
+  const int64_t first_tap = rows >= live ? 0 : row0 % live, n_taps = std::min(rows, live);
+  struct Read {
+    int64_t offset;  // input voxel of lane 0 (0 when no lane reads inside)
+    __mmask16 inside;
+  };
+  std::vector<Read> reads(static_cast<std::size_t>(n_taps * n_chunks));
+  for (int64_t ti = 0; ti < n_taps; ++ti) {
+    const TapShift& t = shifts[static_cast<std::size_t>((first_tap + ti) % live)];
+    for (int64_t ci = 0; ci < n_chunks; ++ci) {
+      const Chunk& c = chunks[static_cast<std::size_t>(ci)];
+      const int64_t d = c.z * p.stride[0] + t.shift[0], h = c.y * p.stride[1] + t.shift[1];
+      Read r{0, 0};
+      if (d >= 0 && d < p.D && h >= 0 && h < p.H) {
+        const int64_t lanes = std::popcount(static_cast<unsigned>(c.lanes));
+        const int64_t a = std::clamp<int64_t>(t.qs.lo - c.q, 0, lanes), b = std::clamp<int64_t>(t.qs.hi - c.q, a, lanes);
+        r.inside = static_cast<__mmask16>(((1u << b) - 1) & ~((1u << a) - 1));
+        if (r.inside) r.offset = (d * p.H + h) * p.W + t.shift[2] + c.q;
+      }
+      reads[static_cast<std::size_t>(ti * n_chunks + ci)] = r;
+    }
+  }
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t row = row0 + i;
+    const float* xc = x + row / live * p.input_spatial();
+    const int64_t ti = rows >= live ? row % live : (row % live - first_tap + live) % live;
+    const Read* r = reads.data() + ti * n_chunks;
+    float* o = dst + i * ld;
+    for (int64_t ci = 0; ci < n_chunks; ++ci) {
+      const Chunk& c = chunks[static_cast<std::size_t>(ci)];
+      _mm512_mask_storeu_ps(o + c.j, c.lanes, _mm512_maskz_loadu_ps(r[ci].inside, xc + r[ci].offset));
+    }
+  }
+}
+#endif
+
+template <class T>
+void fill_columns(const Conv3dParams& p, const std::vector<TapShift>& shifts, const T* x, int64_t row0,
+                  int64_t rows, int64_t v0, int64_t count, T* dst, int64_t ld) {
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<T, float>)
+    if (p.stride[2] == 1) return fill_columns_avx512(p, shifts, x, row0, rows, v0, count, dst, ld);
+#endif
+  // The block's voxels as pieces of output lines: voxels [j, j + n) are q0.. of line (z, y).
+  struct Piece {
+    int64_t j, z, y, q0, n;
+  };
+  std::vector<Piece> pieces;
+  for (int64_t v = v0; v < v0 + count;) {
+    const int64_t line = v / p.Q, q0 = v % p.Q, n = std::min(p.Q - q0, v0 + count - v);
+    pieces.push_back({v - v0, line / p.P, line % p.P, q0, n});
+    v += n;
+  }
+  const int64_t live = static_cast<int64_t>(shifts.size()), sw = p.stride[2];
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* xc = x + (row0 + i) / live * p.input_spatial();
+    const TapShift& t = shifts[static_cast<std::size_t>((row0 + i) % live)];
+    for (const Piece& piece : pieces) {
+      T* o = dst + i * ld + piece.j;  // o[q - q0] for q in [q0, q0 + n)
+      const int64_t d = piece.z * p.stride[0] + t.shift[0], h = piece.y * p.stride[1] + t.shift[1];
+      const int64_t end = piece.q0 + piece.n;
+      int64_t lo = end, hi = end;  // [lo, hi): the q that read inside the input
+      if (d >= 0 && d < p.D && h >= 0 && h < p.H) {
+        lo = std::clamp(t.qs.lo, piece.q0, end);
+        hi = std::clamp(t.qs.hi, lo, end);
+      }
+      const int64_t base = (d * p.H + h) * p.W + t.shift[2];
+      for (int64_t q = piece.q0; q < lo; ++q) o[q - piece.q0] = T(0);
+      if (sw == 1)
+        for (int64_t q = lo; q < hi; ++q) o[q - piece.q0] = xc[base + q];
+      else
+        for (int64_t q = lo; q < hi; ++q) o[q - piece.q0] = xc[base + q * sw];
+      for (int64_t q = hi; q < end; ++q) o[q - piece.q0] = T(0);
+    }
+  }
+}
+
+// The block of output lines [line0, line0 + lines) of the column matrix, col [rows, lines * Q].
+// Rows are independent, so they are spread over the threads.
+template <class T>
+void vol2col(const Conv3dParams& p, const Plan& plan, const std::vector<TapShift>& shifts, const T* x,
+             int64_t line0, int64_t lines, T* col) {
+  const int64_t cols = lines * p.Q;
+  constexpr int64_t kRowsPerTask = 16;
+  const int64_t tasks = (plan.rows + kRowsPerTask - 1) / kRowsPerTask;
+#pragma omp parallel for schedule(static) if (plan.rows * cols > kParallelGrain)
+  for (int64_t task = 0; task < tasks; ++task) {
+    const int64_t row0 = task * kRowsPerTask, rows = std::min(kRowsPerTask, plan.rows - row0);
+    fill_columns(p, shifts, x, row0, rows, line0 * p.Q, cols, col + row0 * cols, cols);
+  }
+}
+
+// The column matrix of the group starting at x as a GEMM operand that is never stored: the
+// implicit GEMM packs its panels straight from x (transposed for wgrad's col^T).
+GemmSource column_source(const Conv3dParams& p, const std::vector<TapShift>& shifts, const float* x,
+                         bool transposed) {
+  return {[&p, &shifts, x](int64_t row0, int64_t rows, int64_t col0, int64_t cols, float* dst, int64_t ld) {
+            fill_columns(p, shifts, x, row0, rows, col0, cols, dst, ld);
+          },
+          transposed};
 }
 
 // x[c, d, h, w] += col[row, l * Q + q] for the block's lines; zeroes x first on the first
@@ -380,6 +504,55 @@ PerTapBuffers<T> per_tap_buffers(const Conv3dParams& p, const Plan& plan, T* scr
           p.K * p.C};
 }
 
+// --- the implicit GEMMs (f32) -------------------------------------------------------------
+// One sample and group of fprop: y [K/groups, Z*P*Q] = w [K/groups, rows] * col, where col (of
+// the group's input x) is gathered straight into the GEMM's packed panels: no column matrix.
+void implicit_fprop(const Conv3dParams& p, const std::vector<TapShift>& shifts, const float* x, const float* w,
+                    float* y) {
+  const int64_t rows = p.channels_per_group() * static_cast<int64_t>(shifts.size());
+  gemm_f32(gemm_rows(w, rows), column_source(p, shifts, x, false), y, p.output_spatial(), p.filters_per_group(),
+           p.output_spatial(), rows, false);
+}
+
+// With unit strides dgrad is a forward conv of dy: dx[c, i] = sum over k and taps of
+// w[k, c, tap] dy[k, i + pad - tap * dilation], i.e. the kernel flipped, the channel roles
+// swapped and the padding dilation * (kernel - 1) - pad. Empty when that does not hold (strides
+// > 1, or a padding larger than the dilated kernel, which would make the new padding negative).
+std::optional<Conv3dParams> dgrad_as_fprop(const Conv3dParams& p) {
+  if (p.stride != Dims3{1, 1, 1}) return std::nullopt;
+  Conv3dParams f = p;
+  f.C = p.K, f.D = p.Z, f.H = p.P, f.W = p.Q;
+  f.K = p.C, f.Z = p.D, f.P = p.H, f.Q = p.W;
+  f.output_padding = {0, 0, 0};
+  const Dims3 kernel = p.kernel_extent(), in = p.input_extent(), out = p.output_extent();
+  for (int a = 0; a < 3; ++a) {
+    f.pad[a] = p.dilation[a] * (kernel[a] - 1) - p.pad[a];
+    if (f.pad[a] < 0 || conv_output_size(out[a], kernel[a], f.pad[a], 1, p.dilation[a]) != in[a])
+      return std::nullopt;
+  }
+  return f;
+}
+
+// dgrad as the implicit fprop `f` of dy (see dgrad_as_fprop): its weights [C, K/groups * live
+// taps of f] are w with the tap index reversed (flipping t, r and s at once) and the channel
+// roles swapped, gathered once per call.
+void implicit_dgrad(const Conv3dParams& p, const Conv3dParams& f, const float* dy, const float* w, float* dx) {
+  const std::vector<int64_t> taps = live_taps(f);
+  const int64_t live = static_cast<int64_t>(taps.size()), Cg = p.channels_per_group(), Kg = p.filters_per_group();
+  const int64_t rows = Kg * live;
+  std::vector<float> flipped(static_cast<std::size_t>(p.C * rows));
+  for (int64_t c = 0; c < p.C; ++c)
+    for (int64_t k = 0; k < Kg; ++k)
+      for (int64_t i = 0; i < live; ++i)
+        flipped[static_cast<std::size_t>(c * rows + k * live + i)] =
+            w[((c / Cg * Kg + k) * Cg + c % Cg) * p.taps() + p.taps() - 1 - taps[static_cast<std::size_t>(i)]];
+  const std::vector<TapShift> shifts = tap_shifts(f, taps);
+  for (int64_t n = 0; n < p.N; ++n)
+    for (int64_t g = 0; g < p.groups; ++g)
+      implicit_fprop(f, shifts, dy + (n * p.K + g * Kg) * p.output_spatial(), flipped.data() + g * Cg * rows,
+                     dx + (n * p.C + g * Cg) * p.input_spatial());
+}
+
 }  // namespace
 
 int64_t conv3d_scratch_elements(const Conv3dParams& p, int64_t budget) {
@@ -413,6 +586,7 @@ void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, 
   T* col = scratch + plan.weight_elements;
   if (plan.pruned) gather_weights(p, plan, w, scratch);
   const T* weights = plan.pruned ? scratch : w;
+  const std::vector<TapShift> shifts = tap_shifts(p, plan.taps);
   for (int64_t n = 0; n < p.N; ++n) {
     for (int64_t g = 0; g < p.groups; ++g) {
       const T* xg = x + (n * p.C + g * Cg) * in_sp;
@@ -420,12 +594,14 @@ void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, 
       const Operand<T> wg{weights + g * Kg * rows, rows};
       if (plan.pointwise) {
         gemm(wg, {xg, in_sp}, yg, out_sp, Kg, out_sp, Cg, false);
-        continue;
-      }
-      for (int64_t l0 = 0; l0 < lines; l0 += plan.lines_per_block) {
-        const int64_t block = std::min(plan.lines_per_block, lines - l0), cols = block * p.Q;
-        vol2col(p, plan, xg, l0, block, col);
-        gemm(wg, {col, cols}, yg + l0 * p.Q, out_sp, Kg, cols, rows, false);
+      } else if constexpr (std::is_same_v<T, float>) {
+        implicit_fprop(p, shifts, xg, wg.data, yg);
+      } else {
+        for (int64_t l0 = 0; l0 < lines; l0 += plan.lines_per_block) {
+          const int64_t block = std::min(plan.lines_per_block, lines - l0), cols = block * p.Q;
+          vol2col(p, plan, shifts, xg, l0, block, col);
+          gemm(wg, {col, cols}, yg + l0 * p.Q, out_sp, Kg, cols, rows, false);
+        }
       }
     }
     if (bias) add_channel_bias(int64_t(1), p.K, out_sp, bias, y + n * p.K * out_sp);
@@ -454,6 +630,12 @@ void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scra
       });
     }
     return;
+  }
+  if constexpr (std::is_same_v<T, float>) {
+    if (const std::optional<Conv3dParams> f = dgrad_as_fprop(p); f && !plan.pointwise) {
+      implicit_dgrad(p, *f, dy, w, dx);
+      return;
+    }
   }
   T* col = scratch + plan.weight_elements;
   if (plan.pruned) gather_weights(p, plan, w, scratch);
@@ -506,6 +688,7 @@ void conv3d_wgrad(const Conv3dParams& p, const T* x, const T* dy, T* dw, T* scra
   T* col = scratch + plan.weight_elements;
   T* grads = plan.pruned ? scratch : dw;  // [K, rows], scattered into dw at the end
   std::fill(grads, grads + p.K * rows, T(0));
+  const std::vector<TapShift> shifts = tap_shifts(p, plan.taps);
   for (int64_t n = 0; n < p.N; ++n) {
     for (int64_t g = 0; g < p.groups; ++g) {
       const T* xg = x + (n * p.C + g * Cg) * in_sp;
@@ -513,12 +696,14 @@ void conv3d_wgrad(const Conv3dParams& p, const T* x, const T* dy, T* dw, T* scra
       T* dwg = grads + g * Kg * rows;
       if (plan.pointwise) {
         gemm({dyg, out_sp}, {xg, in_sp, true}, dwg, rows, Kg, rows, out_sp, true);
-        continue;
-      }
-      for (int64_t l0 = 0; l0 < lines; l0 += plan.lines_per_block) {
-        const int64_t block = std::min(plan.lines_per_block, lines - l0), cols = block * p.Q;
-        vol2col(p, plan, xg, l0, block, col);
-        gemm({dyg + l0 * p.Q, out_sp}, {col, cols, true}, dwg, rows, Kg, rows, cols, true);
+      } else if constexpr (std::is_same_v<T, float>) {
+        gemm_f32(gemm_rows(dyg, out_sp), column_source(p, shifts, xg, true), dwg, rows, Kg, rows, out_sp, true);
+      } else {
+        for (int64_t l0 = 0; l0 < lines; l0 += plan.lines_per_block) {
+          const int64_t block = std::min(plan.lines_per_block, lines - l0), cols = block * p.Q;
+          vol2col(p, plan, shifts, xg, l0, block, col);
+          gemm({dyg + l0 * p.Q, out_sp}, {col, cols, true}, dwg, rows, Kg, rows, cols, true);
+        }
       }
     }
   }

@@ -7,10 +7,16 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX512F__)
+// GCC 12 reports its own _mm512_undefined_ps() (self-initialised by design) as uninitialised
+// once transpose16 is inlined; the warning's location is inside the header, so silence it there.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #endif
 
 #include "med3d/error.h"
@@ -177,32 +183,61 @@ void microkernel(int64_t kc, const float* __restrict ap, const float* __restrict
 }
 #endif
 
-// Packing buffers for one thread's band of C (rows x cols, depth k).
+// Packing buffers for one thread's band of C (rows x cols, depth k); `tile` holds one
+// transposed source block (NR x KC) when B is a transposed GemmSource.
 struct Packs {
-  Buffer a, b;
-  Packs(int64_t rows, int64_t cols, int64_t k)
+  Buffer a, b, tile;
+  Packs(int64_t rows, int64_t cols, int64_t k, bool source_tile)
       : a(make_buffer(std::min(kMC, (rows + kMR - 1) / kMR * kMR) * std::min(kKC, k))),
-        b(make_buffer(std::min(kNC, (cols + kNR - 1) / kNR * kNR) * std::min(kKC, k))) {}
+        b(make_buffer(std::min(kNC, (cols + kNR - 1) / kNR * kNR) * std::min(kKC, k))),
+        tile(source_tile ? make_buffer(kNR * std::min(kKC, k)) : nullptr) {}
 };
 
+void pack_b(const GemmView& b, int64_t p0, int64_t kc, int64_t j0, int64_t nc, Packs& packs) {
+  pack_b(b, p0, kc, j0, nc, packs.b.get());
+}
+
+// The same panels from a source: filled in place panel by panel, or, for a transposed source,
+// filled into the tile as M's rows and transposed by the strided packing above.
+void pack_b(const GemmSource& b, int64_t p0, int64_t kc, int64_t j0, int64_t nc, Packs& packs) {
+  for (int64_t panel = 0; panel < nc; panel += kNR) {
+    const int64_t cols = std::min(kNR, nc - panel);
+    float* dst = packs.b.get() + panel * kc;
+    if (b.transposed) {
+      b.fill(j0 + panel, cols, p0, kc, packs.tile.get(), kc);
+      pack_b(GemmView{packs.tile.get(), 1, kc}, 0, kc, 0, cols, dst);
+      continue;
+    }
+    b.fill(p0, kc, j0 + panel, cols, dst, kNR);
+    if (cols < kNR)
+      for (int64_t p = 0; p < kc; ++p) std::fill(dst + p * kNR + cols, dst + (p + 1) * kNR, 0.0f);
+  }
+}
+
 // C rows [m0, m1) x columns [n0, n1), all of k; one thread, its own packing buffers.
-void gemm_block(const GemmView& a, const GemmView& b, float* c, int64_t ldc, int64_t m0, int64_t m1, int64_t n0,
+template <class BOperand>
+void gemm_block(const GemmView& a, const BOperand& b, float* c, int64_t ldc, int64_t m0, int64_t m1, int64_t n0,
                 int64_t n1, int64_t k, bool accumulate, Packs& packs) {
   Buffer& apack = packs.a;
   Buffer& bpack = packs.b;
   alignas(64) float tile[kMR * kNR];
+  // With a single block of A rows (conv's K output channels) each B panel is used once, right
+  // after packing it: packed one micro-panel at a time it is still in L1/L2 when the
+  // microkernels read it, instead of a whole KC x NC block going out to L3 and back.
+  const bool panel_by_panel = m1 - m0 <= kMC;
   for (int64_t jc = n0; jc < n1; jc += kNC) {
     const int64_t nc = std::min(kNC, n1 - jc);
     for (int64_t pc = 0; pc < k; pc += kKC) {
       const int64_t kc = std::min(kKC, k - pc);
       const bool add = accumulate || pc > 0;
-      pack_b(b, pc, kc, jc, nc, bpack.get());
+      if (!panel_by_panel) pack_b(b, pc, kc, jc, nc, packs);
       for (int64_t ic = m0; ic < m1; ic += kMC) {
         const int64_t mc = std::min(kMC, m1 - ic);
         pack_a(a, ic, mc, pc, kc, apack.get());
         for (int64_t jr = 0; jr < nc; jr += kNR) {
           const int64_t nr = std::min(kNR, nc - jr);
-          const float* bp = bpack.get() + jr * kc;
+          if (panel_by_panel) pack_b(b, pc, kc, jc + jr, nr, packs);
+          const float* bp = bpack.get() + (panel_by_panel ? 0 : jr * kc);
           for (int64_t ir = 0; ir < mc; ir += kMR) {
             const int64_t mr = std::min(kMR, mc - ir);
             const float* ap = apack.get() + ir * kc;
@@ -223,9 +258,8 @@ void gemm_block(const GemmView& a, const GemmView& b, float* c, int64_t ldc, int
   }
 }
 
-}  // namespace
-
-void gemm_f32(const GemmView& a, const GemmView& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
+template <class BOperand>
+void gemm_any(const GemmView& a, const BOperand& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
               bool accumulate) {
   MED3D_CHECK(m >= 0 && n >= 0 && k >= 0, "gemm_f32: expected non-negative sizes, got m=", m, " n=", n,
               " k=", k);
@@ -238,8 +272,11 @@ void gemm_f32(const GemmView& a, const GemmView& b, float* c, int64_t ldc, int64
   }
   // Split C into `parts` bands of whole tiles along its longer side (in tiles); the blocking
   // inside a band is the same as for the whole matrix, so the split never changes a result.
+  // A source's B is gathered, not copied, so each thread packing all of it costs more than
+  // each packing all of A: split its columns whenever every thread gets two panels.
   const int64_t m_tiles = (m + kMR - 1) / kMR, n_tiles = (n + kNR - 1) / kNR;
-  const bool split_n = n_tiles >= m_tiles;
+  const bool split_n =
+      n_tiles >= m_tiles || (std::is_same_v<BOperand, GemmSource> && n_tiles >= 2 * omp_get_max_threads());
   const int64_t tiles = split_n ? n_tiles : m_tiles, tile = split_n ? kNR : kMR;
   int64_t parts = 1;
   if (!omp_in_parallel() && m * n * k > kParallelGrain)
@@ -249,7 +286,8 @@ void gemm_f32(const GemmView& a, const GemmView& b, float* c, int64_t ldc, int64
   std::vector<Packs> packs;
   packs.reserve(static_cast<std::size_t>(parts));
   for (int64_t part = 0; part < parts; ++part)
-    packs.emplace_back(split_n ? m : std::min(band, extent), split_n ? std::min(band, extent) : n, k);
+    packs.emplace_back(split_n ? m : std::min(band, extent), split_n ? std::min(band, extent) : n, k,
+                       std::is_same_v<BOperand, GemmSource>);
   if (parts == 1) {
     gemm_block(a, b, c, ldc, 0, m, 0, n, k, accumulate, packs[0]);
     return;
@@ -267,6 +305,19 @@ void gemm_f32(const GemmView& a, const GemmView& b, float* c, int64_t ldc, int64
         gemm_block(a, b, c, ldc, lo, hi, 0, n, k, accumulate, own);
     }
   }
+}
+
+}  // namespace
+
+void gemm_f32(const GemmView& a, const GemmView& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
+              bool accumulate) {
+  gemm_any(a, b, c, ldc, m, n, k, accumulate);
+}
+
+void gemm_f32(const GemmView& a, const GemmSource& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
+              bool accumulate) {
+  MED3D_CHECK(b.fill != nullptr, "gemm_f32: the B source has no fill function; set GemmSource::fill");
+  gemm_any(a, b, c, ldc, m, n, k, accumulate);
 }
 
 const char* gemm_f32_kernel() {

@@ -280,13 +280,24 @@ TEST_CASE("conv3d: per-tap GEMMs on padded dilated taps match vol2col", "[conv]"
 }
 
 TEST_CASE("conv3d: f32 kernels (gemm_f32) match the f64 kernels (Eigen) on every GEMM path", "[conv]") {
-  // vol2col with edge tiles, pointwise, grouped, and the per-tap path of dilated convs.
+  // In f32 fprop and wgrad are implicit GEMMs (the column matrix gathered into the packed
+  // panels), and so is dgrad with unit strides (a forward conv of dy with the kernel flipped);
+  // f64 keeps vol2col / col2vol. Cases: edge tiles, pointwise, grouped with a stride (f32 dgrad
+  // falls back to col2vol), the per-tap path of dilated convs, dead taps with groups through
+  // the flipped dgrad, a width stride, padding wider than the kernel (no flipped dgrad), a
+  // depth of 16 * 27 rows (two GEMM depth blocks, several panels, both threads), and lines
+  // longer than 16 voxels that blocks of 64 start in the middle of.
   Context context(Device::cpu(), 7);
   const Conv3dParams cases[] = {
       kernels::conv3d_params("test", {2, 5, 6, 7, 9}, {13, 5, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {1, 33, 4, 5, 6}, {15, 33, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {2, 8, 5, 6, 4}, {6, 4, 3, 3, 3}, {2, 1, 1}, {1, 1, 1}, {1, 1, 1}, 2),
       kernels::conv3d_params("test", {2, 16, 7, 6, 5}, {20, 16, 3, 3, 3}, {1, 2, 1}, {2, 3, 2}, {2, 3, 2}, 1),
+      kernels::conv3d_params("test", {1, 6, 13, 5, 4}, {8, 3, 3, 3, 3}, {1, 1, 1}, {12, 12, 12}, {12, 12, 12}, 2),
+      kernels::conv3d_params("test", {2, 3, 9, 8, 11}, {5, 3, 3, 3, 3}, {1, 1, 2}, {1, 2, 1}, {1, 2, 1}, 1),
+      kernels::conv3d_params("test", {1, 4, 5, 5, 5}, {3, 4, 3, 3, 3}, {1, 1, 1}, {0, 2, 3}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 16, 10, 12, 12}, {20, 16, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {1, 2, 3, 4, 37}, {3, 2, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
   };
   for (const Conv3dParams& p : cases) {
     Tensor x = context.randn({p.N, p.C, p.D, p.H, p.W}, DType::f64);

@@ -1,10 +1,14 @@
 // CPU kernels of the 3D convolution described by a Conv3dParams `p` (see conv_params.h):
 //   x [N, C, D, H, W], w [K, C/groups, T, R, S], y [N, K, Z, P, Q], bias [K], all contiguous.
-// Method: per sample and group, vol2col copies the input taps of a block of output voxels into
-// a column matrix [C/groups * T*R*S, voxels], and a GEMM (OpenMP-parallel; gemm_f32 of
-// gemm.h for float, Eigen for double) multiplies it with the weights. The caller provides the column matrix as `scratch` of
-// `scratch_elements` (contents ignored and overwritten); blocks of output lines are sized to
-// fit it, so conv3d_scratch_elements(p) bounds the memory of high-resolution layers. A 1x1x1
+// Method: per sample and group, a GEMM multiplies the weights with the column matrix
+// [C/groups * T*R*S, voxels] whose rows are the input read through each tap. In f32 that GEMM
+// is implicit (gemm_f32 with a GemmSource): the column matrix is gathered straight into the
+// GEMM's packed panels and never stored, for fprop and wgrad and, with unit strides, for dgrad
+// too (a forward conv of dy with the kernel flipped). In f64 (and f32 dgrad with strides),
+// vol2col stores blocks of output lines of it and Eigen multiplies them (col2vol for dgrad).
+// The caller provides the stored column matrix as `scratch` of `scratch_elements` (contents
+// ignored and overwritten); blocks of output lines are sized to fit it, so
+// conv3d_scratch_elements(p) bounds the memory of high-resolution layers. A 1x1x1
 // conv with stride 1 and no padding multiplies the input directly and needs no scratch. Kernel
 // taps that read only padding for every output voxel (large dilations on small maps) get no
 // column rows: their weights are gathered out (into the scratch) and the GEMMs skip them.

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 namespace med3d::kernels::cpu {
 
@@ -28,9 +29,22 @@ struct GemmView {
 inline GemmView gemm_rows(const float* data, int64_t ld) { return {data, ld, 1}; }
 inline GemmView gemm_transposed(const float* data, int64_t ld) { return {data, 1, ld}; }
 
+// A B operand that is never stored whole (implicit GEMM: conv's column matrix, gathered from
+// the input while packing, so it never travels through memory). `fill` writes a block of the
+// stored matrix M row-major: dst[i * ld + j] = M(row0 + i, col0 + j) for i < rows, j < cols;
+// it is called concurrently from several threads, on disjoint dst. The operand is M, or M
+// transposed when `transposed` (then B(p, j) = M(j, p)).
+struct GemmSource {
+  std::function<void(int64_t row0, int64_t rows, int64_t col0, int64_t cols, float* dst, int64_t ld)> fill;
+  bool transposed = false;
+};
+
 // C[m, n] (row-major, leading dimension ldc >= n) = (accumulate ? C : 0) + A[m, k] B[k, n].
 // k = 0 leaves C (accumulate) or zeroes it; m = 0 or n = 0 does nothing.
 void gemm_f32(const GemmView& a, const GemmView& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
+              bool accumulate);
+// The same with B from a source; the result is bitwise identical to passing the stored matrix.
+void gemm_f32(const GemmView& a, const GemmSource& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
               bool accumulate);
 
 // "avx512 6x64" or "portable 4x16": the microkernel this build uses (for benchmarks).
