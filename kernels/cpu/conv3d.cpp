@@ -465,13 +465,20 @@ void add_output_box(const Conv3dParams& p, const TapBox& b, int64_t z0, int64_t 
   });
 }
 
-// wt[l] = w[:, :, tap l] as a row-major [K, C] matrix, for each live tap l.
+// wt[l] = w[:, :, tap l] as a row-major [K, C] matrix, for each live tap l. In chunks of
+// (k, c) pairs whose taps stay in L1 while every tap's run is written: tap by tap over all of
+// w would fetch each cache line of w once per tap, and pair by pair writes `live` streams a
+// power of two apart, which collide in the cache sets.
 template <class T>
 void gather_tap_weights(const Conv3dParams& p, const Plan& plan, const T* w, T* wt) {
-  const int64_t kc = p.K * p.C;
-  for (std::size_t l = 0; l < plan.boxes.size(); ++l)
-    for (int64_t i = 0; i < kc; ++i)
-      wt[static_cast<int64_t>(l) * kc + i] = w[i * p.taps() + plan.boxes[l].tap];
+  const int64_t kc = p.K * p.C, live = static_cast<int64_t>(plan.boxes.size());
+  constexpr int64_t kChunk = 256;
+#pragma omp parallel for schedule(static) if (kc * live > kParallelGrain)
+  for (int64_t i0 = 0; i0 < kc; i0 += kChunk)
+    for (int64_t l = 0; l < live; ++l) {
+      const int64_t tap = plan.boxes[static_cast<std::size_t>(l)].tap;
+      for (int64_t i = i0; i < std::min(i0 + kChunk, kc); ++i) wt[l * kc + i] = w[i * p.taps() + tap];
+    }
 }
 
 // Runs fn(box index, z0, z1) over every live tap's box in chunks of plan.box_planes planes,
@@ -505,13 +512,19 @@ PerTapBuffers<T> per_tap_buffers(const Conv3dParams& p, const Plan& plan, T* scr
 }
 
 // --- the implicit GEMMs (f32) -------------------------------------------------------------
-// One sample and group of fprop: y [K/groups, Z*P*Q] = w [K/groups, rows] * col, where col (of
-// the group's input x) is gathered straight into the GEMM's packed panels: no column matrix.
+// fprop of every sample: y [K/groups, Z*P*Q] = w [K/groups, rows] * col per sample and group,
+// where col (of the group's input) is gathered straight into the GEMM's packed panels (no
+// column matrix), and each group's weights are packed once for all samples.
 void implicit_fprop(const Conv3dParams& p, const std::vector<TapShift>& shifts, const float* x, const float* w,
                     float* y) {
-  const int64_t rows = p.channels_per_group() * static_cast<int64_t>(shifts.size());
-  gemm_f32(gemm_rows(w, rows), column_source(p, shifts, x, false), y, p.output_spatial(), p.filters_per_group(),
-           p.output_spatial(), rows, false);
+  const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group();
+  const int64_t rows = Cg * static_cast<int64_t>(shifts.size()), out_sp = p.output_spatial();
+  for (int64_t g = 0; g < p.groups; ++g) {
+    const GemmPackedA weights(gemm_rows(w + g * Kg * rows, rows), Kg, rows);
+    for (int64_t n = 0; n < p.N; ++n)
+      gemm_f32(weights, column_source(p, shifts, x + (n * p.C + g * Cg) * p.input_spatial(), false),
+               y + (n * p.K + g * Kg) * out_sp, out_sp, out_sp, false);
+  }
 }
 
 // With unit strides dgrad is a forward conv of dy: dx[c, i] = sum over k and taps of
@@ -546,11 +559,75 @@ void implicit_dgrad(const Conv3dParams& p, const Conv3dParams& f, const float* d
       for (int64_t i = 0; i < live; ++i)
         flipped[static_cast<std::size_t>(c * rows + k * live + i)] =
             w[((c / Cg * Kg + k) * Cg + c % Cg) * p.taps() + p.taps() - 1 - taps[static_cast<std::size_t>(i)]];
-  const std::vector<TapShift> shifts = tap_shifts(f, taps);
-  for (int64_t n = 0; n < p.N; ++n)
-    for (int64_t g = 0; g < p.groups; ++g)
-      implicit_fprop(f, shifts, dy + (n * p.K + g * Kg) * p.output_spatial(), flipped.data() + g * Cg * rows,
-                     dx + (n * p.C + g * Cg) * p.input_spatial());
+  implicit_fprop(f, tap_shifts(f, taps), dy, flipped.data(), dx);
+}
+
+// The per-tap path in f32: each live tap's weights packed once per pass straight from w (a
+// strided view, transposed for dgrad), and the box of the source volume gathered straight
+// into the GEMM's panels. Box voxel v of planes [z0, z1) is (z, y, q) = (z0, r[1].lo,
+// r[2].lo) + (v / (pn * qn), v / qn % pn, v % qn); it reads the source volume [channels,
+// extent] at (z * stride[0] + offset[0], ...) along the three axes.
+struct BoxRead {
+  const float* volume;
+  Dims3 extent, stride, offset;
+  int64_t z0;
+  Range r[3];
+};
+
+GemmSource box_source(const BoxRead& box) {
+  return {[box](int64_t c0, int64_t rows, int64_t v0, int64_t count, float* dst, int64_t ld) {
+            const int64_t pn = box.r[1].hi - box.r[1].lo, qn = box.r[2].hi - box.r[2].lo;
+            const int64_t channel = box.extent[0] * box.extent[1] * box.extent[2], sw = box.stride[2];
+            for (int64_t v = v0; v < v0 + count;) {
+              const int64_t line = v / qn, q0 = v % qn, n = std::min(qn - q0, v0 + count - v);
+              const int64_t z = box.z0 + line / pn, y = box.r[1].lo + line % pn, q = box.r[2].lo + q0;
+              const int64_t d = z * box.stride[0] + box.offset[0], h = y * box.stride[1] + box.offset[1];
+              const float* src = box.volume + (d * box.extent[1] + h) * box.extent[2] + q * sw + box.offset[2];
+              for (int64_t i = 0; i < rows; ++i) {
+                const float* in = src + (c0 + i) * channel;
+                float* out = dst + i * ld + (v - v0);
+                if (sw == 1)
+                  std::copy(in, in + n, out);
+                else
+                  for (int64_t j = 0; j < n; ++j) out[j] = in[j * sw];
+              }
+              v += n;
+            }
+          },
+          false};
+}
+
+// fprop (dgrad when `dgrad`) of every sample on the per-tap path: per live tap, its weights
+// [K, C] (transposed for dgrad) times the input (output-gradient) box, added into the output
+// (input-gradient) box, through the per-tap scratch.
+void per_tap_f32(const Conv3dParams& p, const Plan& plan, const float* src, const float* w, float* dst,
+                 const PerTapBuffers<float>& buffers, bool dgrad) {
+  gather_tap_weights(p, plan, w, buffers.weights);
+  const int64_t src_channels = dgrad ? p.K : p.C, dst_channels = dgrad ? p.C : p.K;
+  const int64_t src_sp = dgrad ? p.output_spatial() : p.input_spatial();
+  const int64_t dst_sp = dgrad ? p.input_spatial() : p.output_spatial();
+  std::fill(dst, dst + p.N * dst_channels * dst_sp, 0.0f);
+  for (std::size_t l = 0; l < plan.boxes.size(); ++l) {
+    const TapBox& box = plan.boxes[l];
+    if (box.plane_voxels() == 0) continue;
+    const float* wt = buffers.tap_weights(l);
+    const GemmPackedA a(dgrad ? gemm_transposed(wt, p.C) : gemm_rows(wt, p.C), dst_channels, src_channels);
+    float* out = buffers.out;
+    for (int64_t n = 0; n < p.N; ++n) {
+      BoxRead read{src + n * src_channels * src_sp, p.input_extent(), p.stride, box.offset, 0, {}};
+      if (dgrad) read = {src + n * src_channels * src_sp, p.output_extent(), {1, 1, 1}, {0, 0, 0}, 0, {}};
+      std::copy(box.r, box.r + 3, read.r);
+      for (int64_t z0 = box.r[0].lo; z0 < box.r[0].hi; z0 += plan.box_planes) {
+        const int64_t z1 = std::min(z0 + plan.box_planes, box.r[0].hi), voxels = (z1 - z0) * box.plane_voxels();
+        read.z0 = z0;
+        gemm_f32(a, box_source(read), out, voxels, voxels, false);
+        if (dgrad)
+          add_input_box(p, box, z0, z1, p.C, static_cast<const float*>(out), dst + n * p.C * dst_sp);
+        else
+          add_output_box(p, box, z0, z1, p.K, static_cast<const float*>(out), dst + n * p.K * dst_sp);
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -565,6 +642,13 @@ void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, 
   const Plan plan = checked_plan(p, scratch_elements);
   const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
   const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
+  if constexpr (std::is_same_v<T, float>) {
+    if (plan.per_tap) {
+      per_tap_f32(p, plan, x, w, y, per_tap_buffers(p, plan, scratch), false);
+      if (bias) add_channel_bias(p.N, p.K, out_sp, bias, y);
+      return;
+    }
+  }
   if (plan.per_tap) {
     const PerTapBuffers<T> b = per_tap_buffers(p, plan, scratch);
     gather_tap_weights(p, plan, w, b.weights);
@@ -587,6 +671,13 @@ void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, 
   if (plan.pruned) gather_weights(p, plan, w, scratch);
   const T* weights = plan.pruned ? scratch : w;
   const std::vector<TapShift> shifts = tap_shifts(p, plan.taps);
+  if constexpr (std::is_same_v<T, float>) {
+    if (!plan.pointwise) {
+      implicit_fprop(p, shifts, x, weights, y);
+      if (bias) add_channel_bias(p.N, p.K, out_sp, bias, y);
+      return;
+    }
+  }
   for (int64_t n = 0; n < p.N; ++n) {
     for (int64_t g = 0; g < p.groups; ++g) {
       const T* xg = x + (n * p.C + g * Cg) * in_sp;
@@ -594,14 +685,12 @@ void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, 
       const Operand<T> wg{weights + g * Kg * rows, rows};
       if (plan.pointwise) {
         gemm(wg, {xg, in_sp}, yg, out_sp, Kg, out_sp, Cg, false);
-      } else if constexpr (std::is_same_v<T, float>) {
-        implicit_fprop(p, shifts, xg, wg.data, yg);
-      } else {
-        for (int64_t l0 = 0; l0 < lines; l0 += plan.lines_per_block) {
-          const int64_t block = std::min(plan.lines_per_block, lines - l0), cols = block * p.Q;
-          vol2col(p, plan, shifts, xg, l0, block, col);
-          gemm(wg, {col, cols}, yg + l0 * p.Q, out_sp, Kg, cols, rows, false);
-        }
+        continue;
+      }
+      for (int64_t l0 = 0; l0 < lines; l0 += plan.lines_per_block) {
+        const int64_t block = std::min(plan.lines_per_block, lines - l0), cols = block * p.Q;
+        vol2col(p, plan, shifts, xg, l0, block, col);
+        gemm(wg, {col, cols}, yg + l0 * p.Q, out_sp, Kg, cols, rows, false);
       }
     }
     if (bias) add_channel_bias(int64_t(1), p.K, out_sp, bias, y + n * p.K * out_sp);
@@ -614,6 +703,12 @@ void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scra
   const Plan plan = checked_plan(p, scratch_elements);
   const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
   const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
+  if constexpr (std::is_same_v<T, float>) {
+    if (plan.per_tap) {
+      per_tap_f32(p, plan, dy, w, dx, per_tap_buffers(p, plan, scratch), true);
+      return;
+    }
+  }
   if (plan.per_tap) {
     const PerTapBuffers<T> b = per_tap_buffers(p, plan, scratch);
     gather_tap_weights(p, plan, w, b.weights);

@@ -183,15 +183,24 @@ void microkernel(int64_t kc, const float* __restrict ap, const float* __restrict
 }
 #endif
 
-// Packing buffers for one thread's band of C (rows x cols, depth k); `tile` holds one
-// transposed source block (NR x KC) when B is a transposed GemmSource.
+// Packing buffers for one thread's band of C (rows x cols, depth k): `a` unless A comes
+// packed, `tile` for one transposed source block (NR x KC) when B is a transposed GemmSource.
 struct Packs {
   Buffer a, b, tile;
-  Packs(int64_t rows, int64_t cols, int64_t k, bool source_tile)
-      : a(make_buffer(std::min(kMC, (rows + kMR - 1) / kMR * kMR) * std::min(kKC, k))),
+  Packs(int64_t rows, int64_t cols, int64_t k, bool pack_a, bool source_tile)
+      : a(pack_a ? make_buffer(std::min(kMC, (rows + kMR - 1) / kMR * kMR) * std::min(kKC, k)) : nullptr),
         b(make_buffer(std::min(kNC, (cols + kNR - 1) / kNR * kNR) * std::min(kKC, k))),
         tile(source_tile ? make_buffer(kNR * std::min(kKC, k)) : nullptr) {}
 };
+
+// The A panels of block (ic, mc) x (pc, kc): packed now, or already.
+const float* a_panels(const GemmView& a, int64_t ic, int64_t mc, int64_t pc, int64_t kc, Packs& packs) {
+  pack_a(a, ic, mc, pc, kc, packs.a.get());
+  return packs.a.get();
+}
+const float* a_panels(const GemmPackedA& a, int64_t ic, int64_t, int64_t pc, int64_t, Packs&) {
+  return a.panels(ic, pc);
+}
 
 void pack_b(const GemmView& b, int64_t p0, int64_t kc, int64_t j0, int64_t nc, Packs& packs) {
   pack_b(b, p0, kc, j0, nc, packs.b.get());
@@ -215,10 +224,9 @@ void pack_b(const GemmSource& b, int64_t p0, int64_t kc, int64_t j0, int64_t nc,
 }
 
 // C rows [m0, m1) x columns [n0, n1), all of k; one thread, its own packing buffers.
-template <class BOperand>
-void gemm_block(const GemmView& a, const BOperand& b, float* c, int64_t ldc, int64_t m0, int64_t m1, int64_t n0,
+template <class AOperand, class BOperand>
+void gemm_block(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int64_t m0, int64_t m1, int64_t n0,
                 int64_t n1, int64_t k, bool accumulate, Packs& packs) {
-  Buffer& apack = packs.a;
   Buffer& bpack = packs.b;
   alignas(64) float tile[kMR * kNR];
   // With a single block of A rows (conv's K output channels) each B panel is used once, right
@@ -233,14 +241,14 @@ void gemm_block(const GemmView& a, const BOperand& b, float* c, int64_t ldc, int
       if (!panel_by_panel) pack_b(b, pc, kc, jc, nc, packs);
       for (int64_t ic = m0; ic < m1; ic += kMC) {
         const int64_t mc = std::min(kMC, m1 - ic);
-        pack_a(a, ic, mc, pc, kc, apack.get());
+        const float* apanels = a_panels(a, ic, mc, pc, kc, packs);
         for (int64_t jr = 0; jr < nc; jr += kNR) {
           const int64_t nr = std::min(kNR, nc - jr);
           if (panel_by_panel) pack_b(b, pc, kc, jc + jr, nr, packs);
           const float* bp = bpack.get() + (panel_by_panel ? 0 : jr * kc);
           for (int64_t ir = 0; ir < mc; ir += kMR) {
             const int64_t mr = std::min(kMR, mc - ir);
-            const float* ap = apack.get() + ir * kc;
+            const float* ap = apanels + ir * kc;
             float* cij = c + (ic + ir) * ldc + jc + jr;
             if (mr == kMR && nr == kNR) {
               microkernel(kc, ap, bp, cij, ldc, add);
@@ -258,8 +266,8 @@ void gemm_block(const GemmView& a, const BOperand& b, float* c, int64_t ldc, int
   }
 }
 
-template <class BOperand>
-void gemm_any(const GemmView& a, const BOperand& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
+template <class AOperand, class BOperand>
+void gemm_any(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
               bool accumulate) {
   MED3D_CHECK(m >= 0 && n >= 0 && k >= 0, "gemm_f32: expected non-negative sizes, got m=", m, " n=", n,
               " k=", k);
@@ -287,7 +295,7 @@ void gemm_any(const GemmView& a, const BOperand& b, float* c, int64_t ldc, int64
   packs.reserve(static_cast<std::size_t>(parts));
   for (int64_t part = 0; part < parts; ++part)
     packs.emplace_back(split_n ? m : std::min(band, extent), split_n ? std::min(band, extent) : n, k,
-                       std::is_same_v<BOperand, GemmSource>);
+                       std::is_same_v<AOperand, GemmView>, std::is_same_v<BOperand, GemmSource>);
   if (parts == 1) {
     gemm_block(a, b, c, ldc, 0, m, 0, n, k, accumulate, packs[0]);
     return;
@@ -318,6 +326,29 @@ void gemm_f32(const GemmView& a, const GemmSource& b, float* c, int64_t ldc, int
               bool accumulate) {
   MED3D_CHECK(b.fill != nullptr, "gemm_f32: the B source has no fill function; set GemmSource::fill");
   gemm_any(a, b, c, ldc, m, n, k, accumulate);
+}
+
+void gemm_f32(const GemmPackedA& a, const GemmSource& b, float* c, int64_t ldc, int64_t n, bool accumulate) {
+  MED3D_CHECK(b.fill != nullptr, "gemm_f32: the B source has no fill function; set GemmSource::fill");
+  gemm_any(a, b, c, ldc, a.rows(), n, a.depth(), accumulate);
+}
+
+// Depth block pc holds the panels of all rows, each kc(pc) deep: block (i0, p0) starts at
+// p0 * m_padded (the blocks before it are KC deep) plus i0 * kc.
+GemmPackedA::GemmPackedA(const GemmView& a, int64_t m, int64_t k)
+    : m_(m), k_(k), m_padded_((m + kMR - 1) / kMR * kMR), data_(static_cast<std::size_t>(m_padded_ * k)) {
+  MED3D_CHECK(m >= 0 && k >= 0, "GemmPackedA: expected non-negative sizes, got m=", m, " k=", k);
+  const int64_t panels = m_padded_ / kMR, blocks = (k + kKC - 1) / kKC;
+#pragma omp parallel for collapse(2) schedule(static) if (m * k > kParallelGrain)
+  for (int64_t block = 0; block < blocks; ++block)
+    for (int64_t panel = 0; panel < panels; ++panel) {
+      const int64_t p0 = block * kKC, kc = std::min(kKC, k - p0), i0 = panel * kMR;
+      pack_a(a, i0, std::min(kMR, m - i0), p0, kc, data_.data() + p0 * m_padded_ + i0 * kc);
+    }
+}
+
+const float* GemmPackedA::panels(int64_t i0, int64_t p0) const {
+  return data_.data() + p0 * m_padded_ + i0 * std::min(kKC, k_ - p0);
 }
 
 const char* gemm_f32_kernel() {

@@ -16,7 +16,9 @@
 // the nominal FLOPs effective) and both channel counts are >= 16 with groups = 1, each live tap
 // is instead one GEMM over exactly the output box whose inputs lie inside (gathered into the
 // scratch, then added into the output): no zero is multiplied. Its scratch is the live taps'
-// weights [live, K, C] plus two buffers of max(C, K) x a chunk of box planes.
+// weights [live, K, C] plus two buffers of max(C, K) x a chunk of box planes. In f32 fprop and
+// dgrad each tap's weights are packed once per pass and its box is gathered straight into the
+// GEMM's panels (only the GEMM's result goes through the scratch).
 // Results are deterministic: every reduction runs in a fixed order, and parallel loops write
 // disjoint elements.
 // Transposed convs use these same kernels with the roles swapped (see conv_transpose3d.cpp).

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 namespace med3d::kernels::cpu {
 
@@ -32,20 +33,38 @@ inline GemmView gemm_transposed(const float* data, int64_t ld) { return {data, 1
 // A B operand that is never stored whole (implicit GEMM: conv's column matrix, gathered from
 // the input while packing, so it never travels through memory). `fill` writes a block of the
 // stored matrix M row-major: dst[i * ld + j] = M(row0 + i, col0 + j) for i < rows, j < cols;
-// it is called concurrently from several threads, on disjoint dst. The operand is M, or M
+// it is called concurrently from several threads, on disjoint dst, and must not throw. The operand is M, or M
 // transposed when `transposed` (then B(p, j) = M(j, p)).
 struct GemmSource {
   std::function<void(int64_t row0, int64_t rows, int64_t col0, int64_t cols, float* dst, int64_t ld)> fill;
   bool transposed = false;
 };
 
+// A (m x k) packed once into the microkernel's panels, for many GEMMs with the same A (conv
+// weights, used for every sample and every column block): each GEMM otherwise packs its A
+// again in every thread. Packing is spread over the threads.
+class GemmPackedA {
+ public:
+  GemmPackedA(const GemmView& a, int64_t m, int64_t k);
+  int64_t rows() const { return m_; }
+  int64_t depth() const { return k_; }
+  // The panels of rows [i0, ...) for depth block [p0, p0 + KC); i0 a multiple of the panel height.
+  const float* panels(int64_t i0, int64_t p0) const;
+
+ private:
+  int64_t m_, k_, m_padded_;
+  std::vector<float> data_;
+};
+
 // C[m, n] (row-major, leading dimension ldc >= n) = (accumulate ? C : 0) + A[m, k] B[k, n].
 // k = 0 leaves C (accumulate) or zeroes it; m = 0 or n = 0 does nothing.
 void gemm_f32(const GemmView& a, const GemmView& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
               bool accumulate);
-// The same with B from a source; the result is bitwise identical to passing the stored matrix.
+// The same with B from a source, or A packed; the result is bitwise identical to passing the
+// stored matrices. m and k of a packed A are its own.
 void gemm_f32(const GemmView& a, const GemmSource& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
               bool accumulate);
+void gemm_f32(const GemmPackedA& a, const GemmSource& b, float* c, int64_t ldc, int64_t n, bool accumulate);
 
 // "avx512 6x64" or "portable 4x16": the microkernel this build uses (for benchmarks).
 const char* gemm_f32_kernel();
