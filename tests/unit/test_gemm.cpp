@@ -125,3 +125,48 @@ TEST_CASE("gemm_f32: rejects negative sizes and a short ldc", "[gemm]") {
   CHECK_THROWS_AS(gemm_f32({&one, 1, 1}, {&one, 1, 1}, c, 1, 1, 2, 1, false), med3d::Error);
   CHECK_THROWS_AS(gemm_f32({&one, 1, 1}, {&one, 1, 1}, c, 1, -1, 1, 1, false), med3d::Error);
 }
+
+TEST_CASE("gemm_f32: a B source and a packed A give the bits of the stored matrices", "[gemm]") {
+  // The implicit conv GEMMs rely on this: a source fills the same panels the stored matrix
+  // would be packed into (transposed through the tile for wgrad), and a packed A holds the
+  // panels every GEMM would pack. Sizes cross the MC (510), KC (256) and NC (4096) blocks and
+  // leave partial panels; both thread counts.
+  using med3d::kernels::cpu::GemmPackedA;
+  using med3d::kernels::cpu::GemmSource;
+  struct Shape {
+    int64_t m, n, k;
+  };
+  for (const Shape s : {Shape{7, 5, 3}, Shape{64, 130, 300}, Shape{515, 70, 520}, Shape{13, 4100, 17}}) {
+    for (const bool transposed : {false, true}) {
+      std::mt19937 rng(static_cast<unsigned>(s.m * 31 + s.n * 7 + s.k + transposed));
+      const Operand a = make_operand(s.m, s.k, false, 1, rng);
+      // The stored matrix M: B itself, or B^T for a transposed source.
+      const Operand b = make_operand(s.k, s.n, transposed, 1, rng);
+      int fills = 0;
+      const GemmSource source{[&](int64_t row0, int64_t rows, int64_t col0, int64_t cols, float* dst, int64_t ld) {
+                                // M(i, j) = B(i, j), or B(j, i) when transposed.
+                                for (int64_t i = 0; i < rows; ++i)
+                                  for (int64_t j = 0; j < cols; ++j)
+                                    dst[i * ld + j] = transposed ? at(b.view, col0 + j, row0 + i)
+                                                                 : at(b.view, row0 + i, col0 + j);
+#pragma omp atomic
+                                ++fills;
+                              },
+                              transposed};
+      for (const int threads : {1, 2}) {
+        const int previous = omp_get_max_threads();
+        omp_set_num_threads(threads);
+        std::vector<float> stored(static_cast<std::size_t>(s.m * s.n)), sourced = stored, packed = stored;
+        gemm_f32(a.view, b.view, stored.data(), s.n, s.m, s.n, s.k, false);
+        gemm_f32(a.view, source, sourced.data(), s.n, s.m, s.n, s.k, false);
+        const GemmPackedA pa(a.view, s.m, s.k);
+        gemm_f32(pa, source, packed.data(), s.n, s.n, false);
+        omp_set_num_threads(previous);
+        INFO("m " << s.m << " n " << s.n << " k " << s.k << " transposed " << transposed << " threads " << threads);
+        CHECK(sourced == stored);
+        CHECK(packed == stored);
+      }
+      CHECK(fills > 0);
+    }
+  }
+}
