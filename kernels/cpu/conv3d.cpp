@@ -2,6 +2,7 @@
 #include "med3d/kernels/cpu/conv3d.h"
 
 #include <Eigen/Core>
+#include <omp.h>
 #include <algorithm>
 #include <bit>
 #include <optional>
@@ -511,6 +512,15 @@ PerTapBuffers<T> per_tap_buffers(const Conv3dParams& p, const Plan& plan, T* scr
           p.K * p.C};
 }
 
+// How many threads take one sample each (1: the samples run in turn, each GEMM on all
+// threads). Whole samples per thread need no synchronisation inside and no packing done twice,
+// which matters for the small GEMMs of deep layers; they are used when the samples share
+// the threads out evenly (or nearly: at least 4 per thread).
+int64_t sample_threads(int64_t samples) {
+  const int64_t threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  return samples >= threads && (samples % threads == 0 || samples >= 4 * threads) ? threads : 1;
+}
+
 // --- the implicit GEMMs (f32) -------------------------------------------------------------
 // fprop of every sample: y [K/groups, Z*P*Q] = w [K/groups, rows] * col per sample and group,
 // where col (of the group's input) is gathered straight into the GEMM's packed panels (no
@@ -519,8 +529,10 @@ void implicit_fprop(const Conv3dParams& p, const std::vector<TapShift>& shifts, 
                     float* y) {
   const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group();
   const int64_t rows = Cg * static_cast<int64_t>(shifts.size()), out_sp = p.output_spatial();
+  const int64_t teams = sample_threads(p.N);
   for (int64_t g = 0; g < p.groups; ++g) {
     const GemmPackedA weights(gemm_rows(w + g * Kg * rows, rows), Kg, rows);
+#pragma omp parallel for schedule(static) num_threads(static_cast<int>(teams)) if (teams > 1)
     for (int64_t n = 0; n < p.N; ++n)
       gemm_f32(weights, column_source(p, shifts, x + (n * p.C + g * Cg) * p.input_spatial(), false),
                y + (n * p.K + g * Kg) * out_sp, out_sp, out_sp, false);
@@ -607,13 +619,20 @@ void per_tap_f32(const Conv3dParams& p, const Plan& plan, const float* src, cons
   const int64_t src_sp = dgrad ? p.output_spatial() : p.input_spatial();
   const int64_t dst_sp = dgrad ? p.input_spatial() : p.output_spatial();
   std::fill(dst, dst + p.N * dst_channels * dst_sp, 0.0f);
+  // A GEMM result buffer per sample thread: the scratch's two box buffers, then allocated ones.
+  const int64_t teams = sample_threads(p.N);
+  const int64_t buffer = std::max(p.C, p.K) * plan.box_planes * plan.box_plane_voxels;
+  std::vector<std::vector<float>> more(static_cast<std::size_t>(std::max<int64_t>(teams - 2, 0)),
+                                       std::vector<float>(static_cast<std::size_t>(buffer)));
   for (std::size_t l = 0; l < plan.boxes.size(); ++l) {
     const TapBox& box = plan.boxes[l];
     if (box.plane_voxels() == 0) continue;
     const float* wt = buffers.tap_weights(l);
     const GemmPackedA a(dgrad ? gemm_transposed(wt, p.C) : gemm_rows(wt, p.C), dst_channels, src_channels);
-    float* out = buffers.out;
+#pragma omp parallel for schedule(static) num_threads(static_cast<int>(teams)) if (teams > 1)
     for (int64_t n = 0; n < p.N; ++n) {
+      const int thread = omp_get_thread_num();
+      float* out = thread == 0 ? buffers.out : thread == 1 ? buffers.in : more[static_cast<std::size_t>(thread - 2)].data();
       BoxRead read{src + n * src_channels * src_sp, p.input_extent(), p.stride, box.offset, 0, {}};
       if (dgrad) read = {src + n * src_channels * src_sp, p.output_extent(), {1, 1, 1}, {0, 0, 0}, 0, {}};
       std::copy(box.r, box.r + 3, read.r);

@@ -184,12 +184,14 @@ void microkernel(int64_t kc, const float* __restrict ap, const float* __restrict
 #endif
 
 // Packing buffers for one thread's band of C (rows x cols, depth k): `a` unless A comes
-// packed, `tile` for one transposed source block (NR x KC) when B is a transposed GemmSource.
+// packed, `b` for one panel when the band's rows are one block (gemm_block packs B panel by
+// panel then), `tile` for one transposed source block (NR x KC) when B is a transposed
+// GemmSource.
 struct Packs {
   Buffer a, b, tile;
   Packs(int64_t rows, int64_t cols, int64_t k, bool pack_a, bool source_tile)
       : a(pack_a ? make_buffer(std::min(kMC, (rows + kMR - 1) / kMR * kMR) * std::min(kKC, k)) : nullptr),
-        b(make_buffer(std::min(kNC, (cols + kNR - 1) / kNR * kNR) * std::min(kKC, k))),
+        b(make_buffer((rows <= kMC ? kNR : std::min(kNC, (cols + kNR - 1) / kNR * kNR)) * std::min(kKC, k))),
         tile(source_tile ? make_buffer(kNR * std::min(kKC, k)) : nullptr) {}
 };
 
@@ -232,7 +234,7 @@ void gemm_block(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int
   // With a single block of A rows (conv's K output channels) each B panel is used once, right
   // after packing it: packed one micro-panel at a time it is still in L1/L2 when the
   // microkernels read it, instead of a whole KC x NC block going out to L3 and back.
-  const bool panel_by_panel = m1 - m0 <= kMC;
+  const bool panel_by_panel = m1 - m0 <= kMC;  // as Packs sizes `b`
   for (int64_t jc = n0; jc < n1; jc += kNC) {
     const int64_t nc = std::min(kNC, n1 - jc);
     for (int64_t pc = 0; pc < k; pc += kKC) {
