@@ -256,10 +256,10 @@ std::vector<TapShift> tap_shifts(const Conv3dParams& p, const std::vector<int64_
 // channel. The one gather of the vol2col path and of the implicit GEMMs (whose panels it
 // fills straight from x), so both multiply exactly the same matrix.
 #if defined(__AVX512F__)
-// fill_columns for f32 with unit width stride, the implicit GEMMs' hot loop: the block's
+// fill_columns for f32 with width stride 1 or 2, the implicit GEMMs' hot loop: the block's
 // voxels in chunks of up to 16 lanes of one output line, and for every (live tap, chunk) where
-// its lanes read in the input and which of them lie inside (a load mask); then each row is one
-// masked load and one store per chunk.
+// its lanes read in the input and which of them lie inside (load masks); then each row is one
+// masked load (two and an even-lane shuffle for stride 2) and one store per chunk.
 void fill_columns_avx512(const Conv3dParams& p, const std::vector<TapShift>& shifts, const float* x,
                          int64_t row0, int64_t rows, int64_t v0, int64_t count, float* dst, int64_t ld) {
   struct Chunk {
@@ -273,11 +273,12 @@ void fill_columns_avx512(const Conv3dParams& p, const std::vector<TapShift>& shi
     v += n;
   }
   const int64_t live = static_cast<int64_t>(shifts.size()), n_chunks = static_cast<int64_t>(chunks.size());
+  const int64_t sw = p.stride[2];
   // Only the taps of rows [row0, row0 + rows) are needed; a block of rows usually holds all.
   const int64_t first_tap = rows >= live ? 0 : row0 % live, n_taps = std::min(rows, live);
   struct Read {
     int64_t offset;  // input voxel of lane 0 (0 when no lane reads inside)
-    __mmask16 inside;
+    __mmask16 first, second;  // the input floats [offset, +16) and [offset + 16, +16) to load
   };
   std::vector<Read> reads(static_cast<std::size_t>(n_taps * n_chunks));
   for (int64_t ti = 0; ti < n_taps; ++ti) {
@@ -285,16 +286,20 @@ void fill_columns_avx512(const Conv3dParams& p, const std::vector<TapShift>& shi
     for (int64_t ci = 0; ci < n_chunks; ++ci) {
       const Chunk& c = chunks[static_cast<std::size_t>(ci)];
       const int64_t d = c.z * p.stride[0] + t.shift[0], h = c.y * p.stride[1] + t.shift[1];
-      Read r{0, 0};
+      Read r{0, 0, 0};
       if (d >= 0 && d < p.D && h >= 0 && h < p.H) {
         const int64_t lanes = std::popcount(static_cast<unsigned>(c.lanes));
         const int64_t a = std::clamp<int64_t>(t.qs.lo - c.q, 0, lanes), b = std::clamp<int64_t>(t.qs.hi - c.q, a, lanes);
-        r.inside = static_cast<__mmask16>(((1u << b) - 1) & ~((1u << a) - 1));
-        if (r.inside) r.offset = (d * p.H + h) * p.W + t.shift[2] + c.q;
+        uint32_t floats = 0;  // bit i: input float offset + i is read
+        for (int64_t lane = a; lane < b; ++lane) floats |= 1u << (lane * sw);
+        r = {(d * p.H + h) * p.W + t.shift[2] + c.q * sw, static_cast<__mmask16>(floats & 0xFFFF),
+             static_cast<__mmask16>(floats >> 16)};
+        if (a == b) r.offset = 0;
       }
       reads[static_cast<std::size_t>(ti * n_chunks + ci)] = r;
     }
   }
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   for (int64_t i = 0; i < rows; ++i) {
     const int64_t row = row0 + i;
     const float* xc = x + row / live * p.input_spatial();
@@ -303,7 +308,10 @@ void fill_columns_avx512(const Conv3dParams& p, const std::vector<TapShift>& shi
     float* o = dst + i * ld;
     for (int64_t ci = 0; ci < n_chunks; ++ci) {
       const Chunk& c = chunks[static_cast<std::size_t>(ci)];
-      _mm512_mask_storeu_ps(o + c.j, c.lanes, _mm512_maskz_loadu_ps(r[ci].inside, xc + r[ci].offset));
+      const float* src = xc + r[ci].offset;
+      __m512 v = _mm512_maskz_loadu_ps(r[ci].first, src);
+      if (sw == 2) v = _mm512_permutex2var_ps(v, even, _mm512_maskz_loadu_ps(r[ci].second, src + 16));
+      _mm512_mask_storeu_ps(o + c.j, c.lanes, v);
     }
   }
 }
@@ -314,7 +322,7 @@ void fill_columns(const Conv3dParams& p, const std::vector<TapShift>& shifts, co
                   int64_t rows, int64_t v0, int64_t count, T* dst, int64_t ld) {
 #if defined(__AVX512F__)
   if constexpr (std::is_same_v<T, float>)
-    if (p.stride[2] == 1) return fill_columns_avx512(p, shifts, x, row0, rows, v0, count, dst, ld);
+    if (p.stride[2] <= 2) return fill_columns_avx512(p, shifts, x, row0, rows, v0, count, dst, ld);
 #endif
   // The block's voxels as pieces of output lines: voxels [j, j + n) are q0.. of line (z, y).
   struct Piece {
