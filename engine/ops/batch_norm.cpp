@@ -122,8 +122,11 @@ Tensor batch_norm(const char* op, const Tensor& x, const Tensor& weight, const T
   std::vector<double> mean(channels), invstd(channels);
   dispatch_floating(x.dtype(), op, [&]<class T>() {
     std::vector<double> var(channels);
+    const std::vector<double> w = to_doubles<T>(weight, channels, 1);
+    const std::vector<double> b = to_doubles<T>(bias, channels, 0);
     if (training) {
-      kernels::cpu::batch_norm_stats(shape, x.data<T>(), mean.data(), var.data());
+      kernels::cpu::batch_norm_train_forward(shape, x.data<T>(), w.data(), b.data(), eps, relu, mean.data(),
+                                             var.data(), invstd.data(), y.data<T>());
       if (running_mean.defined()) {
         T* rm = running_mean.data<T>();
         T* rv = running_var.data<T>();
@@ -133,12 +136,10 @@ Tensor batch_norm(const char* op, const Tensor& x, const Tensor& weight, const T
               rv[c], kernels::unbiased_variance(var[c], count), momentum));
         }
       }
-    } else {
-      mean = to_doubles<T>(running_mean, channels, 0);
-      var = to_doubles<T>(running_var, channels, 0);
+      return;
     }
-    const std::vector<double> w = to_doubles<T>(weight, channels, 1);
-    const std::vector<double> b = to_doubles<T>(bias, channels, 0);
+    mean = to_doubles<T>(running_mean, channels, 0);
+    var = to_doubles<T>(running_var, channels, 0);
     std::vector<double> scale(channels);
     for (int64_t c = 0; c < channels; ++c) {
       MED3D_CHECK(var[c] + eps > 0, op, ": running_var[", c, "] = ", var[c],
@@ -156,36 +157,28 @@ Tensor batch_norm(const char* op, const Tensor& x, const Tensor& weight, const T
          [op, shape, training, relu, mean, invstd](const BackwardArgs& g) {
            const Tensor& x = g.saved[0];
            const Tensor& weight = g.saved[1];
-           const Tensor dy = relu ? detail::relu_backward(g.saved[2], g.dy[0]) : g.dy[0];
            const int64_t channels = shape.c;
-           const double count = static_cast<double>(shape.n * shape.spatial);
            std::vector<Tensor> grads(3);
            dispatch_floating(x.dtype(), op, [&]<class T>() {
-             // Eval mode needs the per-channel sums only for dweight and dbias.
              std::vector<double> sum_dy(channels), sum_dy_xmu(channels);
-             if (training || g.needs_grad[1] || g.needs_grad[2])
-               kernels::cpu::batch_norm_reduce_grad(shape, x.data<T>(), dy.data<T>(), mean.data(),
-                                                    sum_dy.data(), sum_dy_xmu.data());
              const std::vector<double> w = to_doubles<T>(weight, channels, 1);
-             std::vector<double> scale(channels);
-             for (int64_t c = 0; c < channels; ++c) scale[c] = w[c] * invstd[c];
-             if (g.needs_grad[0]) {
-               grads[0] = detail::empty_like(x);
-               if (training) {
-                 std::vector<double> mean_dy(channels), proj(channels);
-                 for (int64_t c = 0; c < channels; ++c) {
-                   const kernels::BatchNormGradScalars k =
-                       kernels::batch_norm_grad_scalars(sum_dy[c], sum_dy_xmu[c], invstd[c], count);
-                   mean_dy[c] = k.mean_dy;
-                   proj[c] = k.proj;
-                 }
-                 kernels::cpu::batch_norm_backward_train(shape, x.data<T>(), dy.data<T>(),
-                                                         mean.data(), scale.data(), mean_dy.data(),
-                                                         proj.data(), grads[0].data<T>());
-               } else {
-                 kernels::cpu::batch_norm_backward_eval(shape, dy.data<T>(), scale.data(),
-                                                        grads[0].data<T>());
-               }
+             if (g.needs_grad[0]) grads[0] = detail::empty_like(x);
+             if (training) {
+               // One pass per channel; the fused relu's mask is applied on the fly.
+               kernels::cpu::batch_norm_train_backward(shape, x.data<T>(), g.dy[0].data<T>(),
+                                                       relu ? g.saved[2].data<T>() : nullptr, mean.data(),
+                                                       invstd.data(), w.data(), sum_dy.data(), sum_dy_xmu.data(),
+                                                       g.needs_grad[0] ? grads[0].data<T>() : nullptr);
+             } else {
+               const Tensor dy = relu ? detail::relu_backward(g.saved[2], g.dy[0]) : g.dy[0];
+               // Eval mode needs the per-channel sums only for dweight and dbias.
+               if (g.needs_grad[1] || g.needs_grad[2])
+                 kernels::cpu::batch_norm_reduce_grad(shape, x.data<T>(), dy.data<T>(), mean.data(),
+                                                      sum_dy.data(), sum_dy_xmu.data());
+               std::vector<double> scale(channels);
+               for (int64_t c = 0; c < channels; ++c) scale[c] = w[c] * invstd[c];
+               if (g.needs_grad[0])
+                 kernels::cpu::batch_norm_backward_eval(shape, dy.data<T>(), scale.data(), grads[0].data<T>());
              }
              if (g.needs_grad[1]) {
                grads[1] = detail::empty_like(x, {channels}, x.dtype());

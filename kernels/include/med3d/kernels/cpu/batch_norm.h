@@ -37,6 +37,26 @@ void batch_norm_backward_train(const BatchNormShape& shape, const T* x, const T*
                                const double* mean, const double* scale, const double* mean_dy,
                                const double* proj, T* dx);
 
+// Training mode in one pass per channel: every kernel above walks the whole tensor, so a
+// tensor larger than the caches is fetched from memory once per kernel; these fused kernels
+// take one channel at a time (its N planes, usually within L2) through all their steps, with
+// the same arithmetic in the same order as the separate kernels (bitwise equal results).
+//
+// Forward: writes mean, biased var and invstd = 1 / sqrt(var + eps) of every channel, and
+// y = (x - mean) * weight * invstd + bias (then relu when `relu`).
+template <class T>
+void batch_norm_train_forward(const BatchNormShape& shape, const T* x, const double* weight, const double* bias,
+                              double eps, bool relu, double* mean, double* var, double* invstd, T* y);
+
+// Backward of the forward above: writes sum_dy and sum_dy_xmu (as batch_norm_reduce_grad) and,
+// unless dx is null, the input gradient (as batch_norm_backward_train with scale = weight *
+// invstd). With relu_y (the relu's output y) dy is first masked by y > 0, the backward of the
+// fused relu, without storing the masked dy.
+template <class T>
+void batch_norm_train_backward(const BatchNormShape& shape, const T* x, const T* dy, const T* relu_y,
+                               const double* mean, const double* invstd, const double* weight, double* sum_dy,
+                               double* sum_dy_xmu, T* dx);
+
 // Writes the input gradient of eval mode: dx = scale[c] * dy.
 template <class T>
 void batch_norm_backward_eval(const BatchNormShape& shape, const T* dy, const double* scale, T* dx);
