@@ -1,6 +1,9 @@
 #include "med3d/kernels/cpu/upsample.h"
 
+#include <omp.h>
+
 #include <algorithm>
+#include <utility>
 #include <vector>
 
 #include "med3d/kernels/cpu_loops.h"
@@ -52,14 +55,27 @@ std::array<std::vector<int64_t>, 3> nearest_sources(const UpsampleGeometry& g) {
   return sources;
 }
 
+// Runs fn(p) for every plane: planes across the threads when there are enough of them (each
+// plane's workspace, D_in x H_in x W_out, then stays in its thread's cache between the two
+// steps below), else one plane after another with the row loops inside fn parallel.
+template <class Fn>
+void for_each_plane(const UpsampleGeometry& g, int64_t work, Fn&& fn) {
+  const bool across = g.planes >= 2 * omp_get_max_threads();
+#pragma omp parallel for if (across && work > kParallelGrain) schedule(static)
+  for (int64_t p = 0; p < g.planes; ++p) fn(p);
+}
+
+// Whether the row loops of one plane run in parallel: only when the planes do not.
+bool rows_in_parallel(int64_t work) { return !omp_in_parallel() && work > kParallelGrain; }
+
 }  // namespace
 
 int64_t upsample_trilinear3d_workspace(const UpsampleGeometry& g) {
   return g.planes * g.in[0] * g.in[1] * g.out[2];
 }
 
-// Trilinear interpolation is separable: the forward first interpolates every input row along
-// W into the workspace (planes x D_in x H_in x W_out), then blends four of those rows into
+// Trilinear interpolation is separable: the forward first interpolates every input row of a
+// plane along W into the workspace (D_in x H_in x W_out), then blends four of those rows into
 // each output row. The blend is contiguous in W (it vectorises), and each W-interpolated row
 // is computed once instead of once per output row that reads it. The arithmetic equals the
 // direct eight-tap formula: d0 * (h0 * row00 + h1 * row01) + d1 * (h0 * row10 + h1 * row11).
@@ -68,38 +84,42 @@ void upsample_trilinear3d_forward(const UpsampleGeometry& g, const T* x, T* y, T
   const auto taps = linear_taps<T>(g);
   const int64_t di = g.in[0], hi = g.in[1], wi = g.in[2];
   const int64_t dout = g.out[0], ho = g.out[1], wo = g.out[2];
-  const int64_t in_rows = g.planes * di * hi;
-#pragma omp parallel for if (in_rows * wo > kParallelGrain) schedule(static)
-  for (int64_t r = 0; r < in_rows; ++r) {
-    const T* xr = x + r * wi;
-    T* wr = workspace + r * wo;
-    for (int64_t ow = 0; ow < wo; ++ow) {
-      const LinearTap<T>& tw = taps[2][ow];
-      wr[ow] = linear_blend(tw, xr[tw.i0], xr[tw.i1]);
+  const int64_t in_rows = di * hi, out_rows = dout * ho;  // per plane
+  for_each_plane(g, g.planes * out_rows * wo, [&](int64_t p) {
+    const T* xp = x + p * in_rows * wi;
+    T* ws = workspace + p * in_rows * wo;
+    T* yp = y + p * out_rows * wo;
+#pragma omp parallel for if (rows_in_parallel(in_rows * wo)) schedule(static)
+    for (int64_t r = 0; r < in_rows; ++r) {
+      const T* xr = xp + r * wi;
+      T* wr = ws + r * wo;
+      for (int64_t ow = 0; ow < wo; ++ow) {
+        const LinearTap<T>& tw = taps[2][ow];
+        wr[ow] = linear_blend(tw, xr[tw.i0], xr[tw.i1]);
+      }
     }
-  }
-  const int64_t out_rows = g.planes * dout * ho;  // one row = one (plane, od, oh)
-#pragma omp parallel for if (out_rows * wo > kParallelGrain) schedule(static)
-  for (int64_t r = 0; r < out_rows; ++r) {
-    const int64_t p = r / (dout * ho);
-    const LinearTap<T>& td = taps[0][r / ho % dout];
-    const LinearTap<T>& th = taps[1][r % ho];
-    const T* plane = workspace + p * di * hi * wo;
-    const T* r00 = plane + (td.i0 * hi + th.i0) * wo;
-    const T* r01 = plane + (td.i0 * hi + th.i1) * wo;
-    const T* r10 = plane + (td.i1 * hi + th.i0) * wo;
-    const T* r11 = plane + (td.i1 * hi + th.i1) * wo;
-    T* yr = y + r * wo;
+#pragma omp parallel for if (rows_in_parallel(out_rows * wo)) schedule(static)
+    for (int64_t r = 0; r < out_rows; ++r) {  // one row = one (od, oh)
+      const LinearTap<T>& td = taps[0][r / ho];
+      const LinearTap<T>& th = taps[1][r % ho];
+      const T* r00 = ws + (td.i0 * hi + th.i0) * wo;
+      const T* r01 = ws + (td.i0 * hi + th.i1) * wo;
+      const T* r10 = ws + (td.i1 * hi + th.i0) * wo;
+      const T* r11 = ws + (td.i1 * hi + th.i1) * wo;
+      T* yr = yp + r * wo;
 #pragma omp simd
-    for (int64_t ow = 0; ow < wo; ++ow)
-      yr[ow] = bilinear_blend(td, th, r00[ow], r01[ow], r10[ow], r11[ow]);
-  }
+      for (int64_t ow = 0; ow < wo; ++ow) yr[ow] = bilinear_blend(td, th, r00[ow], r01[ow], r10[ow], r11[ow]);
+    }
+  });
 }
 
-// The backward is the transpose of the forward, written as gathers so that every element of
-// the workspace and of dx is summed by one thread in a fixed order (no atomics, and the
-// result does not depend on the thread count): first each workspace row (plane, d, h)
-// gathers the dy rows that read it, weighted, then each dx element gathers along W.
+// The backward is the transpose of the forward, written so that every element of the
+// workspace and of dx is summed by one thread in a fixed order (no atomics, and the result
+// does not depend on the thread count): per plane, first each workspace row (d, h) gathers the
+// dy rows that read it, weighted, then each dx element gathers along W. With planes across the
+// threads each dy row is read once, in order, and scattered into the four workspace rows it
+// came from (the same sums in the same order as the gathers: by output d, its tap, output h,
+// its tap); with one plane at a time the gathers split the rows between the threads.
 template <class T>
 void upsample_trilinear3d_backward(const UpsampleGeometry& g, const T* dy, T* dx, T* workspace) {
   const auto taps = linear_taps<T>(g);
@@ -107,30 +127,53 @@ void upsample_trilinear3d_backward(const UpsampleGeometry& g, const T* dy, T* dx
       linear_uses(taps[0], g.in[0]), linear_uses(taps[1], g.in[1]), linear_uses(taps[2], g.in[2])};
   const int64_t di = g.in[0], hi = g.in[1], wi = g.in[2];
   const int64_t dout = g.out[0], ho = g.out[1], wo = g.out[2];
-  const int64_t in_rows = g.planes * di * hi;
-#pragma omp parallel for if (in_rows * wo > kParallelGrain) schedule(static)
-  for (int64_t r = 0; r < in_rows; ++r) {
-    const int64_t p = r / (di * hi);
-    T* wr = workspace + r * wo;
-    std::fill(wr, wr + wo, T(0));
-    for (const LinearUse<T>& ud : uses[0][r / hi % di])
-      for (const LinearUse<T>& uh : uses[1][r % hi]) {
-        const T weight = ud.weight * uh.weight;
-        const T* dyr = dy + ((p * dout + ud.out) * ho + uh.out) * wo;
+  const int64_t in_rows = di * hi;  // per plane
+  // uses[2] flattened: input w index iw's uses are w_uses[w_first[iw] .. w_first[iw + 1]).
+  std::vector<LinearUse<T>> w_uses;
+  std::vector<int64_t> w_first{0};
+  for (const auto& list : uses[2]) {
+    w_uses.insert(w_uses.end(), list.begin(), list.end());
+    w_first.push_back(static_cast<int64_t>(w_uses.size()));
+  }
+  for_each_plane(g, g.planes * dout * ho * wo, [&](int64_t p) {
+    T* ws = workspace + p * in_rows * wo;
+    const T* dyp = dy + p * dout * ho * wo;
+    auto add_row = [wo](T* wr, T weight, const T* dyr) {
 #pragma omp simd
-        for (int64_t ow = 0; ow < wo; ++ow) wr[ow] += weight * dyr[ow];
+      for (int64_t ow = 0; ow < wo; ++ow) wr[ow] += weight * dyr[ow];
+    };
+    if (omp_in_parallel()) {
+      std::fill(ws, ws + in_rows * wo, T(0));
+      for (int64_t od = 0; od < dout; ++od)
+        for (const auto& [id, wd] : {std::pair{taps[0][od].i0, taps[0][od].w0}, std::pair{taps[0][od].i1, taps[0][od].w1}})
+          for (int64_t oh = 0; oh < ho; ++oh) {
+            const LinearTap<T>& th = taps[1][oh];
+            const T* dyr = dyp + (od * ho + oh) * wo;
+            add_row(ws + (id * hi + th.i0) * wo, wd * th.w0, dyr);
+            add_row(ws + (id * hi + th.i1) * wo, wd * th.w1, dyr);
+          }
+    } else {
+#pragma omp parallel for if (rows_in_parallel(in_rows * wo)) schedule(static)
+      for (int64_t r = 0; r < in_rows; ++r) {
+        T* wr = ws + r * wo;
+        std::fill(wr, wr + wo, T(0));
+        for (const LinearUse<T>& ud : uses[0][r / hi])
+          for (const LinearUse<T>& uh : uses[1][r % hi])
+            add_row(wr, ud.weight * uh.weight, dyp + (ud.out * ho + uh.out) * wo);
       }
-  }
-#pragma omp parallel for if (in_rows * wi > kParallelGrain) schedule(static)
-  for (int64_t r = 0; r < in_rows; ++r) {
-    const T* wr = workspace + r * wo;
-    T* dxr = dx + r * wi;
-    for (int64_t iw = 0; iw < wi; ++iw) {
-      T total = 0;
-      for (const LinearUse<T>& uw : uses[2][iw]) total += uw.weight * wr[uw.out];
-      dxr[iw] = total;
     }
-  }
+    T* dxp = dx + p * in_rows * wi;
+#pragma omp parallel for if (rows_in_parallel(in_rows * wi)) schedule(static)
+    for (int64_t r = 0; r < in_rows; ++r) {
+      const T* wr = ws + r * wo;
+      T* dxr = dxp + r * wi;
+      for (int64_t iw = 0; iw < wi; ++iw) {
+        T total = 0;
+        for (int64_t u = w_first[iw]; u < w_first[iw + 1]; ++u) total += w_uses[u].weight * wr[w_uses[u].out];
+        dxr[iw] = total;
+      }
+    }
+  });
 }
 
 template <class T>
