@@ -1,21 +1,63 @@
 #include "med3d/kernels/cpu/loss.h"
 
+#include <Eigen/Core>
+#include <algorithm>
+
 #include "med3d/kernels/cpu/block_sum.h"
 #include "med3d/kernels/cpu_loops.h"
 
 namespace med3d::kernels::cpu {
+
+namespace {
+
+// Cross-entropy runs on runs of positions within one sample, whose channels are contiguous
+// rows (x + c * spatial), so that exp and log vectorise (Eigen's packet exp and log; the
+// scalar libm calls per position cost 4-7x PyTorch's time). fn(x0, p0, len) gets channel 0
+// of the run's first position p0.
+constexpr int64_t kRun = 256;
+
+template <class T, class Fn>
+void for_runs(ChannelLayout layout, const T* x, int64_t begin, int64_t end, Fn&& fn) {
+  for (int64_t p = begin; p < end;) {
+    const int64_t s = p % layout.spatial, len = std::min({end - p, layout.spatial - s, kRun});
+    fn(x + layout.base(p), p, len);
+    p += len;
+  }
+}
+
+// Of a run: m = the channel max, total = sum_c exp(x_c - m) (exp in T, summed in double, as
+// log_sum_exp of kernels/softmax.h).
+template <class T>
+void run_exp_sums(const T* x0, int64_t channels, int64_t spatial, int64_t len, T* m, double* total) {
+  using Row = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
+  Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> mv(m, len);
+  Eigen::Map<Eigen::ArrayXd> tv(total, len);
+  mv = Row(x0, len);
+  for (int64_t c = 1; c < channels; ++c) mv = mv.max(Row(x0 + c * spatial, len));
+  tv.setZero();
+  for (int64_t c = 0; c < channels; ++c) tv += (Row(x0 + c * spatial, len) - mv).exp().template cast<double>();
+}
+
+}  // namespace
 
 template <class T>
 CrossEntropySums cross_entropy_forward(const T* x, const int32_t* target, const T* class_weights,
                                        ChannelLayout layout) {
   const std::vector<double> sums =
       block_sum(layout.positions(), 2, [&](int64_t begin, int64_t end, double* acc) {
-        for (int64_t p = begin; p < end; ++p) {
-          if (target[p] == kIgnoredTarget) continue;
-          const double w = class_weight_of(class_weights, target[p]);
-          acc[0] += w * cross_entropy_at(x + layout.base(p), layout.channels, layout.spatial, target[p]);
-          acc[1] += w;
-        }
+        alignas(64) T m[kRun];
+        alignas(64) double total[kRun];
+        for_runs(layout, x, begin, end, [&](const T* x0, int64_t p0, int64_t len) {
+          run_exp_sums(x0, layout.channels, layout.spatial, len, m, total);
+          Eigen::Map<Eigen::ArrayXd>(total, len) = Eigen::Map<Eigen::ArrayXd>(total, len).log();
+          for (int64_t i = 0; i < len; ++i) {
+            const int32_t t = target[p0 + i];
+            if (t == kIgnoredTarget) continue;
+            const double w = class_weight_of(class_weights, t);
+            acc[0] += w * (total[i] - static_cast<double>(x0[t * layout.spatial + i] - m[i]));
+            acc[1] += w;
+          }
+        });
       });
   return {sums[0], sums[1]};
 }
@@ -23,15 +65,34 @@ CrossEntropySums cross_entropy_forward(const T* x, const int32_t* target, const 
 template <class T>
 void cross_entropy_backward(const T* x, const int32_t* target, const T* class_weights,
                             double scale, T* dx, ChannelLayout layout) {
-  parallel_for(layout.positions(), [&](int64_t p) {
-    const int64_t base = layout.base(p);
-    if (target[p] == kIgnoredTarget) {
-      for (int64_t c = 0; c < layout.channels; ++c) dx[base + c * layout.spatial] = T(0);
-      return;
-    }
-    cross_entropy_backward_at(x + base, dx + base, layout.channels, layout.spatial, target[p],
-                              scale * class_weight_of(class_weights, target[p]));
-  });
+  const int64_t blocks = (layout.positions() + kRun - 1) / kRun;
+#pragma omp parallel for schedule(static) if (layout.positions() * layout.channels > kParallelGrain)
+  for (int64_t block = 0; block < blocks; ++block) {
+    alignas(64) T m[kRun];
+    alignas(64) double total[kRun];
+    const int64_t begin = block * kRun;
+    for_runs(layout, x, begin, std::min(begin + kRun, layout.positions()), [&](const T* x0, int64_t p0, int64_t len) {
+      run_exp_sums(x0, layout.channels, layout.spatial, len, m, total);
+      T* d0 = dx + (x0 - x);
+      for (int64_t c = 0; c < layout.channels; ++c) {
+        const T* xc = x0 + c * layout.spatial;
+        T* dc = d0 + c * layout.spatial;
+        // softmax_c = exp(x_c - m) / total, as softmax_at; then scale * w * (softmax_c - [c == t]).
+        Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(dc, len) =
+            (Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(xc, len) -
+             Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(m, len)).exp();
+        for (int64_t i = 0; i < len; ++i) {
+          const int32_t t = target[p0 + i];
+          if (t == kIgnoredTarget) {
+            dc[i] = T(0);
+            continue;
+          }
+          const double y = static_cast<double>(static_cast<T>(static_cast<double>(dc[i]) * (1.0 / total[i])));
+          dc[i] = static_cast<T>(scale * class_weight_of(class_weights, t) * (y - (c == t ? 1.0 : 0.0)));
+        }
+      }
+    });
+  }
 }
 
 template <class T>
