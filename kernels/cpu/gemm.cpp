@@ -112,24 +112,30 @@ void pack_b(const GemmView& b, int64_t p0, int64_t kc, int64_t j0, int64_t nc, f
     // Chunks of k keep the written rows of the panel in L1 (a whole KC x NR panel does not
     // fit when the source is transposed, wgrad's col^T, and every column scatters over it).
     constexpr int64_t kChunk = 16;
-    int64_t done = 0;
+    // Rows [0, done) of columns [0, full) are packed by 16 x 16 register transposes (a
+    // transposed source), the rest element by element.
+    int64_t done = 0, full = 0;
 #if defined(__AVX512F__)
-    // Transposed source with whole panels: 16 x 16 blocks transposed in registers.
-    if (b.row_stride == 1 && cols == kNR) {
+    if (b.row_stride == 1) {
       done = kc / 16 * 16;
-      for (int64_t c = 0; c < kNR; c += 16)
+      full = cols / 16 * 16;
+      for (int64_t c = 0; c < full; c += 16)
         for (int64_t pp = 0; pp < done; pp += 16)
           transpose16(b.data + p0 + pp + (j0 + panel + c) * b.col_stride, b.col_stride, bp + pp * kNR + c, kNR);
     }
 #endif
-    for (int64_t pp = done; pp < kc; pp += kChunk) {
-      const int64_t pn = std::min(kChunk, kc - pp);
-      for (int64_t c = 0; c < cols; ++c) {
-        const float* src = b.data + (p0 + pp) * b.row_stride + (j0 + panel + c) * b.col_stride;
-        float* dst = bp + pp * kNR + c;
-        for (int64_t p = 0; p < pn; ++p) dst[p * kNR] = src[p * b.row_stride];
+    const auto scalar = [&](int64_t p_begin, int64_t p_end, int64_t c_begin) {
+      for (int64_t pp = p_begin; pp < p_end; pp += kChunk) {
+        const int64_t pn = std::min(kChunk, p_end - pp);
+        for (int64_t c = c_begin; c < cols; ++c) {
+          const float* src = b.data + (p0 + pp) * b.row_stride + (j0 + panel + c) * b.col_stride;
+          float* dst = bp + pp * kNR + c;
+          for (int64_t p = 0; p < pn; ++p) dst[p * kNR] = src[p * b.row_stride];
+        }
       }
-    }
+    };
+    scalar(0, done, full);
+    scalar(done, kc, 0);
     for (int64_t p = 0; p < kc; ++p) std::fill(bp + p * kNR + cols, bp + (p + 1) * kNR, 0.0f);
     bp += kc * kNR;
   }

@@ -110,6 +110,13 @@ TEST_CASE("gemm_f32: general strides, several cache blocks", "[gemm]") {
   run_case({3, 4200, 5, true, true, false}, 1);
 }
 
+TEST_CASE("gemm_f32: transposed B in panels narrower than 64 columns", "[gemm]") {
+  // Packed by 16 x 16 register transposes up to the last multiple of 16 columns and rows,
+  // element by element after (a 1x1x1 conv's wgrad with few input channels: x^T).
+  for (int64_t n : {int64_t(16), int64_t(32), int64_t(48), int64_t(50), int64_t(79)})
+    for (int64_t k : {int64_t(16), int64_t(40), int64_t(300)}) run_case({7, n, k, false, true, false}, 1);
+}
+
 TEST_CASE("gemm_f32: bitwise identical results with 1 and 2 threads", "[gemm]") {
   // Wide (split along n), tall (split along m) and conv-like transposed shapes.
   for (const Case& cs : {Case{257, 257, 100, false, false, false}, Case{257, 33, 300, true, false, true},
