@@ -490,6 +490,23 @@ void gather_tap_weights(const Conv3dParams& p, const Plan& plan, const T* w, T* 
     }
 }
 
+// The inverse for gradients: w[:, :, tap l] = wt[l] for each live tap l, dead taps zero. In
+// the same chunks, for the same reason.
+template <class T>
+void scatter_tap_weights(const Conv3dParams& p, const Plan& plan, const T* wt, T* w) {
+  const int64_t kc = p.K * p.C, live = static_cast<int64_t>(plan.boxes.size()), taps = p.taps();
+  constexpr int64_t kChunk = 256;
+#pragma omp parallel for schedule(static) if (kc * taps > kParallelGrain)
+  for (int64_t i0 = 0; i0 < kc; i0 += kChunk) {
+    const int64_t i1 = std::min(i0 + kChunk, kc);
+    std::fill(w + i0 * taps, w + i1 * taps, T(0));
+    for (int64_t l = 0; l < live; ++l) {
+      const int64_t tap = plan.boxes[static_cast<std::size_t>(l)].tap;
+      for (int64_t i = i0; i < i1; ++i) w[i * taps + tap] = wt[l * kc + i];
+    }
+  }
+}
+
 // Runs fn(box index, z0, z1) over every live tap's box in chunks of plan.box_planes planes,
 // in a fixed order (taps, then planes), skipping empty boxes.
 template <class Fn>
@@ -798,11 +815,7 @@ void conv3d_wgrad(const Conv3dParams& p, const T* x, const T* dy, T* dw, T* scra
         gemm({b.out, voxels}, {b.in, voxels, true}, b.tap_weights(l), p.C, p.K, p.C, voxels, true);
       });
     }
-    // dw[k, c, tap] from the live taps' [K, C] gradients; dead taps get zero.
-    const int64_t kc = p.K * p.C;
-    std::fill(dw, dw + kc * p.taps(), T(0));
-    for (std::size_t l = 0; l < plan.boxes.size(); ++l)
-      for (int64_t i = 0; i < kc; ++i) dw[i * p.taps() + plan.boxes[l].tap] = b.tap_weights(l)[i];
+    scatter_tap_weights(p, plan, static_cast<const T*>(b.weights), dw);
     return;
   }
   T* col = scratch + plan.weight_elements;

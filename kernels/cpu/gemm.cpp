@@ -40,6 +40,8 @@ constexpr int64_t kMC = kMR * 85;
 constexpr int64_t kNC = 4096;
 // Below this many multiply-adds one thread is faster than waking a team.
 constexpr int64_t kParallelGrain = int64_t(1) << 18;
+// Below this many elements of A, GemmPackedA packs on one thread.
+constexpr int64_t kPackParallelGrain = int64_t(1) << 14;
 
 struct AlignedDelete {
   void operator()(float* p) const { ::operator delete[](p, std::align_val_t(64)); }
@@ -347,7 +349,7 @@ GemmPackedA::GemmPackedA(const GemmView& a, int64_t m, int64_t k)
     : m_(m), k_(k), m_padded_((m + kMR - 1) / kMR * kMR), data_(static_cast<std::size_t>(m_padded_ * k)) {
   MED3D_CHECK(m >= 0 && k >= 0, "GemmPackedA: expected non-negative sizes, got m=", m, " k=", k);
   const int64_t panels = m_padded_ / kMR, blocks = (k + kKC - 1) / kKC;
-#pragma omp parallel for collapse(2) schedule(static) if (m * k > kParallelGrain)
+#pragma omp parallel for collapse(2) schedule(static) if (m * k > kPackParallelGrain)
   for (int64_t block = 0; block < blocks; ++block)
     for (int64_t panel = 0; panel < panels; ++panel) {
       const int64_t p0 = block * kKC, kc = std::min(kKC, k - p0), i0 = panel * kMR;
