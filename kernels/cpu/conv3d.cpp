@@ -546,6 +546,20 @@ int64_t sample_threads(int64_t samples) {
   return samples >= threads && (samples % threads == 0 || samples >= 4 * threads) ? threads : 1;
 }
 
+// Runs fn(n, thread) for every sample n: across sample_threads(samples) threads, or in turn
+// outside any parallel region (an inactive `if (false)` region around the GEMMs would make
+// each of their parallel regions a nested one, which libgomp serves with new threads).
+template <class Fn>
+void for_each_sample(int64_t samples, Fn&& fn) {
+  const int64_t teams = sample_threads(samples);
+  if (teams == 1) {
+    for (int64_t n = 0; n < samples; ++n) fn(n, 0);
+    return;
+  }
+#pragma omp parallel for schedule(static) num_threads(static_cast<int>(teams))
+  for (int64_t n = 0; n < samples; ++n) fn(n, omp_get_thread_num());
+}
+
 // --- the implicit GEMMs (f32) -------------------------------------------------------------
 // fprop of every sample: y [K/groups, Z*P*Q] = w [K/groups, rows] * col per sample and group,
 // where col (of the group's input) is gathered straight into the GEMM's packed panels (no
@@ -554,13 +568,12 @@ void implicit_fprop(const Conv3dParams& p, const std::vector<TapShift>& shifts, 
                     float* y) {
   const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group();
   const int64_t rows = Cg * static_cast<int64_t>(shifts.size()), out_sp = p.output_spatial();
-  const int64_t teams = sample_threads(p.N);
   for (int64_t g = 0; g < p.groups; ++g) {
     const GemmPackedA weights(gemm_rows(w + g * Kg * rows, rows), Kg, rows);
-#pragma omp parallel for schedule(static) num_threads(static_cast<int>(teams)) if (teams > 1)
-    for (int64_t n = 0; n < p.N; ++n)
+    for_each_sample(p.N, [&](int64_t n, int) {
       gemm_f32(weights, column_source(p, shifts, x + (n * p.C + g * Cg) * p.input_spatial(), false),
                y + (n * p.K + g * Kg) * out_sp, out_sp, out_sp, false);
+    });
   }
 }
 
@@ -654,9 +667,7 @@ void per_tap_f32(const Conv3dParams& p, const Plan& plan, const float* src, cons
     if (box.plane_voxels() == 0) continue;
     const float* wt = buffers.tap_weights(l);
     const GemmPackedA a(dgrad ? gemm_transposed(wt, p.C) : gemm_rows(wt, p.C), dst_channels, src_channels);
-#pragma omp parallel for schedule(static) num_threads(static_cast<int>(teams)) if (teams > 1)
-    for (int64_t n = 0; n < p.N; ++n) {
-      const int thread = omp_get_thread_num();
+    for_each_sample(p.N, [&](int64_t n, int thread) {
       float* out = thread == 0 ? buffers.out : thread == 1 ? buffers.in : more[static_cast<std::size_t>(thread - 2)].data();
       BoxRead read{src + n * src_channels * src_sp, p.input_extent(), p.stride, box.offset, 0, {}};
       if (dgrad) read = {src + n * src_channels * src_sp, p.output_extent(), {1, 1, 1}, {0, 0, 0}, 0, {}};
@@ -670,7 +681,7 @@ void per_tap_f32(const Conv3dParams& p, const Plan& plan, const float* src, cons
         else
           add_output_box(p, box, z0, z1, p.K, static_cast<const float*>(out), dst + n * p.K * dst_sp);
       }
-    }
+    });
   }
 }
 

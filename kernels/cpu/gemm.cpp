@@ -297,7 +297,7 @@ void gemm_any(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int64
       n_tiles >= m_tiles || (std::is_same_v<BOperand, GemmSource> && n_tiles >= 2 * omp_get_max_threads());
   const int64_t tiles = split_n ? n_tiles : m_tiles, tile = split_n ? kNR : kMR;
   int64_t parts = 1;
-  if (!omp_in_parallel() && m * n * k > kParallelGrain)
+  if (omp_get_level() == 0 && m * n * k > kParallelGrain)  // inside any region, even an inactive one: one thread
     parts = std::min<int64_t>(omp_get_max_threads(), tiles);
   const int64_t extent = split_n ? n : m, band = (tiles + parts - 1) / parts * tile;
   // Allocated before the parallel region so that a failed allocation throws to the caller.

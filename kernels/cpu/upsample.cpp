@@ -58,10 +58,15 @@ std::array<std::vector<int64_t>, 3> nearest_sources(const UpsampleGeometry& g) {
 // Runs fn(p) for every plane: planes across the threads when there are enough of them (each
 // plane's workspace, D_in x H_in x W_out, then stays in its thread's cache between the two
 // steps below), else one plane after another with the row loops inside fn parallel.
+// (Planes in turn run outside any parallel region: an inactive `if (false)` region around the
+// row loops would make theirs nested ones, which libgomp serves with new threads.)
 template <class Fn>
 void for_each_plane(const UpsampleGeometry& g, int64_t work, Fn&& fn) {
-  const bool across = g.planes >= 2 * omp_get_max_threads();
-#pragma omp parallel for if (across && work > kParallelGrain) schedule(static)
+  if (g.planes >= 2 * omp_get_max_threads() && work > kParallelGrain && !omp_in_parallel()) {
+#pragma omp parallel for schedule(static)
+    for (int64_t p = 0; p < g.planes; ++p) fn(p);
+    return;
+  }
   for (int64_t p = 0; p < g.planes; ++p) fn(p);
 }
 

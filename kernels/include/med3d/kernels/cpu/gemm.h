@@ -7,8 +7,8 @@
 // Method: A is packed into MR-row panels and B into NR-column panels (zero padded at the
 // edges), blocked by KC (depth), MC (rows, L2) and NC (columns); an AVX-512 microkernel runs
 // when compiled with __AVX512F__, a portable C++ microkernel otherwise (same blocking).
-// Threading: OpenMP (omp_get_max_threads(), one thread when called inside a parallel region)
-// over disjoint blocks of C. Each C element is computed by one thread in a fixed k order with
+// Threading: OpenMP (omp_get_max_threads(); one thread when called inside any parallel
+// region, active or not, since a nested team would get new threads) over disjoint blocks of C. Each C element is computed by one thread in a fixed k order with
 // blocking that does not depend on the thread count, so results are bitwise identical for any
 // number of threads. Scratch for the packed panels is allocated per call and per thread.
 #pragma once
