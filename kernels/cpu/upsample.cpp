@@ -133,13 +133,23 @@ void upsample_trilinear3d_backward(const UpsampleGeometry& g, const T* dy, T* dx
   const int64_t di = g.in[0], hi = g.in[1], wi = g.in[2];
   const int64_t dout = g.out[0], ho = g.out[1], wo = g.out[2];
   const int64_t in_rows = di * hi;  // per plane
-  // uses[2] flattened: input w index iw's uses are w_uses[w_first[iw] .. w_first[iw + 1]).
-  std::vector<LinearUse<T>> w_uses;
-  std::vector<int64_t> w_first{0};
-  for (const auto& list : uses[2]) {
-    w_uses.insert(w_uses.end(), list.begin(), list.end());
-    w_first.push_back(static_cast<int64_t>(w_uses.size()));
+  // Along W, input iw is read by the outputs [w_start[iw], w_start[iw] + w_len[iw]) (taps are
+  // monotone), with weight w_coef[u * wi + iw] for output w_start[iw] + u (the sum of its two
+  // taps' weights where both read iw, at clamped edges). Laid out so that the loop over iw
+  // vectorises, u outermost: each dx element still sums its terms in output order.
+  std::vector<int64_t> w_start(static_cast<std::size_t>(wi), 0), w_len(static_cast<std::size_t>(wi), 0);
+  int64_t w_terms = 0;
+  for (int64_t iw = 0; iw < wi; ++iw) {
+    const auto& list = uses[2][static_cast<std::size_t>(iw)];
+    if (list.empty()) continue;
+    w_start[iw] = list.front().out;
+    w_len[iw] = list.back().out - list.front().out + 1;
+    w_terms = std::max(w_terms, w_len[iw]);
   }
+  std::vector<T> w_coef(static_cast<std::size_t>(w_terms * wi), T(0));
+  for (int64_t iw = 0; iw < wi; ++iw)
+    for (const LinearUse<T>& use : uses[2][static_cast<std::size_t>(iw)])
+      w_coef[(use.out - w_start[iw]) * wi + iw] += use.weight;
   for_each_plane(g, g.planes * dout * ho * wo, [&](int64_t p) {
     T* ws = workspace + p * in_rows * wo;
     const T* dyp = dy + p * dout * ho * wo;
@@ -172,10 +182,15 @@ void upsample_trilinear3d_backward(const UpsampleGeometry& g, const T* dy, T* dx
     for (int64_t r = 0; r < in_rows; ++r) {
       const T* wr = ws + r * wo;
       T* dxr = dxp + r * wi;
-      for (int64_t iw = 0; iw < wi; ++iw) {
-        T total = 0;
-        for (int64_t u = w_first[iw]; u < w_first[iw + 1]; ++u) total += w_uses[u].weight * wr[w_uses[u].out];
-        dxr[iw] = total;
+      std::fill(dxr, dxr + wi, T(0));
+      for (int64_t u = 0; u < w_terms; ++u) {
+        const T* coef = w_coef.data() + u * wi;
+#pragma omp simd
+        for (int64_t iw = 0; iw < wi; ++iw) {
+          // Clamped index: lanes past their last output read a valid element and discard it.
+          const T term = coef[iw] * wr[std::min(w_start[iw] + u, wo - 1)];
+          dxr[iw] += u < w_len[iw] ? term : T(0);
+        }
       }
     }
   });
