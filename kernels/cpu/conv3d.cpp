@@ -13,6 +13,7 @@
 #include <immintrin.h>
 #endif
 
+#include "med3d/kernels/cpu/conv3d_direct.h"
 #include "med3d/kernels/cpu/gemm.h"
 #include "med3d/kernels/cpu_loops.h"
 
@@ -688,7 +689,8 @@ void per_tap_f32(const Conv3dParams& p, const Plan& plan, const float* src, cons
 }  // namespace
 
 int64_t conv3d_scratch_elements(const Conv3dParams& p, int64_t budget) {
-  return scratch_needed(p, make_plan(p, budget));
+  const int64_t planned = scratch_needed(p, make_plan(p, budget));
+  return conv3d_direct_applies(p) ? std::max(planned, conv3d_direct_scratch_elements(p)) : planned;
 }
 
 template <class T>
@@ -698,6 +700,11 @@ void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, 
   const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
   const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
   if constexpr (std::is_same_v<T, float>) {
+    if (conv3d_direct_applies(p)) {
+      conv3d_direct_fprop(p, x, w, y, scratch, scratch_elements);
+      if (bias) add_channel_bias(p.N, p.K, out_sp, bias, y);
+      return;
+    }
     if (plan.per_tap) {
       per_tap_f32(p, plan, x, w, y, per_tap_buffers(p, plan, scratch), false);
       if (bias) add_channel_bias(p.N, p.K, out_sp, bias, y);
@@ -759,6 +766,10 @@ void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scra
   const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
   const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
   if constexpr (std::is_same_v<T, float>) {
+    if (conv3d_direct_applies(p)) {
+      conv3d_direct_dgrad(p, dy, w, dx, scratch, scratch_elements);
+      return;
+    }
     if (plan.per_tap) {
       per_tap_f32(p, plan, dy, w, dx, per_tap_buffers(p, plan, scratch), true);
       return;

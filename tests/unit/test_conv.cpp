@@ -3,6 +3,7 @@
 
 #include "med3d/kernels/conv_params.h"
 #include "med3d/kernels/cpu/conv3d.h"
+#include "med3d/kernels/cpu/conv3d_direct.h"
 #include "test_util.h"
 
 using namespace med3d;
@@ -320,6 +321,49 @@ TEST_CASE("conv3d: f32 kernels (gemm_f32) match the f64 kernels (Eigen) on every
     test::require_close(dx.to(DType::f64), ref[1], 1e-5, "f32 dx");
     test::require_close(dw.to(DType::f64), ref[2], 1e-5, "f32 dw");
   }
+}
+
+TEST_CASE("conv3d: the direct kernels of same convs match the f64 kernels", "[conv]") {
+  // Cases: both register tiles (planes over and up to 64 voxels), output channels not a
+  // multiple of either tile (partial panels, in fprop and in dgrad's swapped roles), sample
+  // volumes that end inside a tile, taps dead for whole tiles (dilation 4 along depth of 3),
+  // an anisotropic kernel, an even kernel with dilation 2, and a dilation whose only live tap is
+  // the centre.
+  Context context(Device::cpu(), 8);
+  const Conv3dParams cases[] = {
+      kernels::conv3d_params("test", {1, 5, 4, 6, 7}, {13, 5, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 12, 3, 8, 8}, {20, 12, 3, 3, 3}, {1, 1, 1}, {4, 4, 4}, {4, 4, 4}, 1),
+      kernels::conv3d_params("test", {1, 3, 5, 6, 9}, {4, 3, 1, 3, 5}, {1, 1, 1}, {0, 1, 2}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 4, 3, 4, 5}, {6, 4, 2, 2, 2}, {1, 1, 1}, {1, 1, 1}, {2, 2, 2}, 1),
+      kernels::conv3d_params("test", {1, 2, 3, 2, 2}, {3, 2, 3, 3, 3}, {1, 1, 1}, {24, 24, 24}, {24, 24, 24}, 1),
+      kernels::conv3d_params("test", {1, 17, 2, 9, 10}, {9, 17, 3, 3, 3}, {1, 1, 1}, {1, 2, 1}, {1, 2, 1}, 1),
+  };
+  for (const Conv3dParams& p : cases) {
+    INFO("C " << p.C << " K " << p.K << " input " << p.D << "x" << p.H << "x" << p.W);
+    REQUIRE(kernels::cpu::conv3d_direct_applies(p));
+    Tensor x = context.randn({p.N, p.C, p.D, p.H, p.W}, DType::f64);
+    Tensor w = context.randn({p.K, p.C, p.T, p.R, p.S}, DType::f64);
+    Tensor dy = context.randn({p.N, p.K, p.Z, p.P, p.Q}, DType::f64);
+    const std::vector<Tensor> ref = run_kernels(context, p, x, w, context.full({p.K}, 0.0, DType::f64), dy,
+                                                kernels::cpu::conv3d_scratch_elements(p));
+    const Tensor xf = x.to(DType::f32), wf = w.to(DType::f32), dyf = dy.to(DType::f32);
+    const int64_t n_scratch = kernels::cpu::conv3d_direct_scratch_elements(p);
+    std::vector<float> scratch(static_cast<std::size_t>(std::max<int64_t>(n_scratch, 1)), -1.0f);
+    Tensor y = context.full(dy.shape(), 7.0, DType::f32), dx = context.full(x.shape(), 7.0, DType::f32);
+    kernels::cpu::conv3d_direct_fprop(p, xf.data<float>(), wf.data<float>(), y.data<float>(), scratch.data(), n_scratch);
+    kernels::cpu::conv3d_direct_dgrad(p, dyf.data<float>(), wf.data<float>(), dx.data<float>(), scratch.data(), n_scratch);
+    test::require_close(y.to(DType::f64), ref[0], 1e-5, "direct y");
+    test::require_close(dx.to(DType::f64), ref[1], 1e-5, "direct dx");
+    if (n_scratch > 0)
+      REQUIRE_THROWS_WITH(kernels::cpu::conv3d_direct_fprop(p, xf.data<float>(), wf.data<float>(), y.data<float>(),
+                                                            scratch.data(), n_scratch - 1),
+                          Catch::Contains("conv3d_direct_scratch_elements"));
+  }
+  const Conv3dParams strided =
+      kernels::conv3d_params("test", {1, 2, 4, 4, 4}, {3, 2, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1);
+  REQUIRE_FALSE(kernels::cpu::conv3d_direct_applies(strided));
+  REQUIRE_FALSE(kernels::cpu::conv3d_direct_applies(
+      kernels::conv3d_params("test", {1, 2, 4, 4, 4}, {3, 2, 3, 3, 3}, {1, 1, 1}, {0, 1, 1}, {1, 1, 1}, 1)));
 }
 
 TEST_CASE("conv3d: repeated runs are bitwise identical", "[conv]") {

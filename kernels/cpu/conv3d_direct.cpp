@@ -1,0 +1,285 @@
+// Direct f32 convolution of "same" convs (see the header).
+#include "med3d/kernels/cpu/conv3d_direct.h"
+
+#include <omp.h>
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace med3d::kernels::cpu {
+
+namespace {
+
+constexpr int kLanes = 16;
+constexpr int kMaxVectors = 4;
+// Below this many multiply-adds one thread is faster than waking a team.
+constexpr int64_t kParallelMacs = int64_t(1) << 20;
+
+// One tap that reads the input for some lane of a tile: where (flat shift), which weights
+// (index among the live taps) and through which lanes of each of the tile's vectors.
+struct TileTap {
+  int64_t shift;
+  int64_t tap;
+  std::array<uint16_t, kMaxVectors> mask;
+};
+
+// Every tile's live taps (the tiles of one sample; all samples share them): tile i's taps are
+// taps[first[i], first[i + 1]), and store[i] masks its lanes past the last voxel.
+struct Tiles {
+  int64_t count = 0;
+  std::vector<int64_t> first;
+  std::vector<TileTap> taps;
+  std::vector<std::array<uint16_t, kMaxVectors>> store;
+  std::vector<int64_t> live;  // the kernel taps live in some tile; TileTap::tap indexes this
+};
+
+Tiles make_tiles(const Conv3dParams& p, int vectors) {
+  const int64_t V = p.output_spatial(), width = int64_t(vectors) * kLanes;
+  const Dims3 kernel = p.kernel_extent(), out = p.output_extent();
+  Tiles tiles;
+  tiles.count = (V + width - 1) / width;
+  tiles.first.push_back(0);
+  // axis_mask[a][t][j]: lanes of vector j whose coordinate along axis a, shifted by tap t, stays inside.
+  std::vector<std::array<uint16_t, kMaxVectors>> axis_mask[3];
+  for (int a = 0; a < 3; ++a) axis_mask[a].resize(static_cast<std::size_t>(kernel[a]));
+  for (int64_t tile = 0; tile < tiles.count; ++tile) {
+    for (int a = 0; a < 3; ++a)
+      for (auto& m : axis_mask[a]) m.fill(0);
+    std::array<uint16_t, kMaxVectors> store{};
+    for (int64_t l = 0; l < width; ++l) {
+      const int64_t v = tile * width + l;
+      if (v >= V) break;
+      const int64_t coord[3] = {v / (p.P * p.Q), v / p.Q % p.P, v % p.Q};
+      const auto bit = static_cast<uint16_t>(1u << (l % kLanes));
+      store[static_cast<std::size_t>(l / kLanes)] |= bit;
+      for (int a = 0; a < 3; ++a)
+        for (int64_t t = 0; t < kernel[a]; ++t) {
+          const int64_t at = coord[a] + t * p.dilation[a] - p.pad[a];
+          if (at >= 0 && at < out[a]) axis_mask[a][static_cast<std::size_t>(t)][static_cast<std::size_t>(l / kLanes)] |= bit;
+        }
+    }
+    tiles.store.push_back(store);
+    for (int64_t t = 0; t < p.T; ++t)
+      for (int64_t r = 0; r < p.R; ++r)
+        for (int64_t s = 0; s < p.S; ++s) {
+          TileTap tap{((t * p.dilation[0] - p.pad[0]) * p.P + r * p.dilation[1] - p.pad[1]) * p.Q +
+                          s * p.dilation[2] - p.pad[2],
+                      (t * p.R + r) * p.S + s,
+                      {}};
+          bool live = false;
+          for (int j = 0; j < vectors; ++j) {
+            const auto m = static_cast<uint16_t>(axis_mask[0][static_cast<std::size_t>(t)][j] &
+                                                 axis_mask[1][static_cast<std::size_t>(r)][j] &
+                                                 axis_mask[2][static_cast<std::size_t>(s)][j]);
+            tap.mask[static_cast<std::size_t>(j)] = m;
+            live = live || m != 0;
+          }
+          if (live) tiles.taps.push_back(tap);
+        }
+    tiles.first.push_back(static_cast<int64_t>(tiles.taps.size()));
+  }
+  // Number the live taps in kernel order: the packed weights hold only those.
+  std::vector<int64_t> index(static_cast<std::size_t>(p.taps()), -1);
+  for (const TileTap& tap : tiles.taps) index[static_cast<std::size_t>(tap.tap)] = 0;
+  for (int64_t tap = 0; tap < p.taps(); ++tap)
+    if (index[static_cast<std::size_t>(tap)] == 0) {
+      index[static_cast<std::size_t>(tap)] = static_cast<int64_t>(tiles.live.size());
+      tiles.live.push_back(tap);
+    }
+  for (TileTap& tap : tiles.taps) tap.tap = index[static_cast<std::size_t>(tap.tap)];
+  return tiles;
+}
+
+// wp[((panel * live + l) * C + c) * MR + i] = weight(panel * MR + i, c, tap live[l]), 0 past K:
+// per panel and live tap, the MR weights of each input channel side by side for the broadcasts.
+int64_t packed_elements(int64_t K, int64_t C, int64_t live, int mr) { return (K + mr - 1) / mr * mr * live * C; }
+
+template <class Weight>
+void pack_weights(int64_t K, int64_t C, const std::vector<int64_t>& live, int mr, Weight&& weight, float* wp) {
+  const int64_t panels = (K + mr - 1) / mr, taps = static_cast<int64_t>(live.size());
+#pragma omp parallel for schedule(static) if (panels * taps * C * mr > (int64_t(1) << 16))
+  for (int64_t panel = 0; panel < panels; ++panel) {
+    float* dst = wp + panel * taps * C * mr;
+    for (int64_t l = 0; l < taps; ++l)
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t i = 0; i < mr; ++i, ++dst) {
+          const int64_t k = panel * mr + i;
+          *dst = k < K ? weight(k, c, live[static_cast<std::size_t>(l)]) : 0.0f;
+        }
+  }
+}
+
+// One tile: y[i, v0 + l] = sum over its taps and channels c of wp[tap, c, i] * x[c, v0 + l +
+// shift] for i < rows (lanes in `store`), where x and y are one sample's [C, V] and [.., V].
+#if defined(__AVX512F__)
+template <int MR, int NV>
+void tile_kernel(const float* x, int64_t C, int64_t V, int64_t v0, const TileTap* taps, int64_t count,
+                 const float* wp, float* y, int rows, const std::array<uint16_t, kMaxVectors>& store) {
+  __m512 acc[MR][NV];
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_ps();
+  for (const TileTap* e = taps; e != taps + count; ++e) {
+    __mmask16 mask[NV];
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) mask[j] = e->mask[static_cast<std::size_t>(j)];
+    // Masked lanes are neither read nor faulted, so the shifted pointer may leave the sample.
+    const float* xp = x + v0 + e->shift;
+    const float* a = wp + e->tap * C * MR;
+    for (int64_t c = 0; c < C; ++c, xp += V, a += MR) {
+      __m512 b[NV];
+#pragma GCC unroll 4
+      for (int j = 0; j < NV; ++j) b[j] = _mm512_maskz_loadu_ps(mask[j], xp + kLanes * j);
+#pragma GCC unroll 32
+      for (int i = 0; i < MR; ++i) {
+        const __m512 w = _mm512_set1_ps(a[i]);
+#pragma GCC unroll 4
+        for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_fmadd_ps(w, b[j], acc[i][j]);
+      }
+    }
+  }
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i) {
+    if (i >= rows) break;
+#pragma GCC unroll 4
+    for (int j = 0; j < NV; ++j) _mm512_mask_storeu_ps(y + i * V + v0 + kLanes * j, store[static_cast<std::size_t>(j)], acc[i][j]);
+  }
+}
+#else
+template <int MR, int NV>
+void tile_kernel(const float* x, int64_t C, int64_t V, int64_t v0, const TileTap* taps, int64_t count,
+                 const float* wp, float* y, int rows, const std::array<uint16_t, kMaxVectors>& store) {
+  constexpr int kWidth = NV * kLanes;
+  float acc[MR][kWidth] = {};
+  for (const TileTap* e = taps; e != taps + count; ++e) {
+    const float* a = wp + e->tap * C * MR;
+    for (int64_t c = 0; c < C; ++c, a += MR) {
+      float b[kWidth];
+      for (int l = 0; l < kWidth; ++l)
+        b[l] = (e->mask[static_cast<std::size_t>(l / kLanes)] >> (l % kLanes) & 1) ? x[c * V + v0 + e->shift + l] : 0.0f;
+      for (int i = 0; i < MR; ++i)
+        for (int l = 0; l < kWidth; ++l) acc[i][l] += a[i] * b[l];
+    }
+  }
+  for (int i = 0; i < rows; ++i)
+    for (int l = 0; l < kWidth; ++l)
+      if (store[static_cast<std::size_t>(l / kLanes)] >> (l % kLanes) & 1) y[i * V + v0 + l] = acc[i][l];
+}
+#endif
+
+// dgrad's conv: dx[c, v] = sum over k and taps of w[k, c, tap] dy[k, v - shift(tap)], the conv of
+// dy with C and K swapped whose tap T-1-tap has shift -shift(tap) (the same padding).
+Conv3dParams transposed(const Conv3dParams& p) {
+  Conv3dParams f = p;
+  std::swap(f.C, f.K);
+  return f;
+}
+
+// The register tile of one conv: MR output channels x NV vectors.
+struct Shape {
+  int mr, nv;
+};
+
+// Planes of up to 64 voxels (ResNet layers 3-4 at 8x8) take 16 channels x 16 voxels, so that the
+// taps of dilated convs drop out per two lines; larger ones 8 channels x 48 voxels (no channel
+// wasted when K % 8 = 0). Both measured best of (6,4), (8,3), (12,2), (16,1), (24,1) for their maps.
+Shape choose_shape(const Conv3dParams& f) {
+  if (f.P * f.Q <= 64) return {16, 1};
+  return {8, 3};
+}
+
+// y = the direct conv f of x, weight(k, c, tap) its weights, wp room for their packing.
+template <int MR, int NV, class Weight>
+void run_tiles(const Conv3dParams& f, const float* x, float* y, Weight&& weight, float* wp) {
+  const Tiles tiles = make_tiles(f, NV);
+  const int64_t V = f.output_spatial(), panels = (f.K + MR - 1) / MR, live = static_cast<int64_t>(tiles.live.size());
+  pack_weights(f.K, f.C, tiles.live, MR, weight, wp);
+  const int64_t per_panel = f.N * tiles.count, items = panels * per_panel;
+  auto body = [&](int64_t item) {
+    const int64_t panel = item / per_panel, n = item % per_panel / tiles.count, tile = item % tiles.count;
+    const int64_t first = tiles.first[static_cast<std::size_t>(tile)];
+    tile_kernel<MR, NV>(x + n * f.C * V, f.C, V, tile * NV * kLanes, tiles.taps.data() + first,
+                        tiles.first[static_cast<std::size_t>(tile + 1)] - first, wp + panel * live * f.C * MR,
+                        y + (n * f.K + panel * MR) * V, static_cast<int>(std::min<int64_t>(MR, f.K - panel * MR)),
+                        tiles.store[static_cast<std::size_t>(tile)]);
+  };
+  // Panels outermost: each thread takes a contiguous range of output-channel panels, so its
+  // weights are read from cache for every tile of every sample.
+  const int64_t macs = static_cast<int64_t>(tiles.taps.size()) * f.N * panels * MR * NV * kLanes * f.C;
+  if (omp_in_parallel() || omp_get_max_threads() == 1 || macs < kParallelMacs) {
+    for (int64_t item = 0; item < items; ++item) body(item);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t item = 0; item < items; ++item) body(item);
+}
+
+template <class Weight>
+void run_direct(const Conv3dParams& f, const float* x, float* y, Weight&& weight, float* wp) {
+  const Shape shape = choose_shape(f);
+  if (shape.mr == 16)
+    run_tiles<16, 1>(f, x, y, weight, wp);
+  else
+    run_tiles<8, 3>(f, x, y, weight, wp);
+}
+
+int64_t live_tap_count(const Conv3dParams& p) {
+  int64_t count = 1;
+  const Dims3 kernel = p.kernel_extent(), extent = p.output_extent();
+  for (int a = 0; a < 3; ++a) {
+    int64_t live = 0;
+    for (int64_t t = 0; t < kernel[a]; ++t) live += std::abs(t * p.dilation[a] - p.pad[a]) < extent[a];
+    count *= live;
+  }
+  return count;
+}
+
+void check_scratch(const char* op, const Conv3dParams& p, int64_t scratch_elements) {
+  MED3D_CHECK(scratch_elements >= conv3d_direct_scratch_elements(p), op, ": the scratch buffer holds ",
+              scratch_elements, " elements but this conv needs at least ", conv3d_direct_scratch_elements(p),
+              "; size it with conv3d_direct_scratch_elements");
+}
+
+}  // namespace
+
+bool conv3d_direct_applies(const Conv3dParams& p) {
+  return p.groups == 1 && p.stride == Dims3{1, 1, 1} && p.taps() > 1 && p.Z == p.D && p.P == p.H &&
+         p.Q == p.W && p.output_padding == Dims3{0, 0, 0} &&
+         2 * p.pad[0] == p.dilation[0] * (p.T - 1) && 2 * p.pad[1] == p.dilation[1] * (p.R - 1) &&
+         2 * p.pad[2] == p.dilation[2] * (p.S - 1);
+}
+
+int64_t conv3d_direct_scratch_elements(const Conv3dParams& p) {
+  const int64_t live = live_tap_count(p);
+  int64_t most = 0;
+  for (const Conv3dParams& f : {p, transposed(p)}) most = std::max(most, packed_elements(f.K, f.C, live, choose_shape(f).mr));
+  return most;
+}
+
+void conv3d_direct_fprop(const Conv3dParams& p, const float* x, const float* w, float* y, float* scratch,
+                         int64_t scratch_elements) {
+  MED3D_CHECK(conv3d_direct_applies(p), "conv3d_direct_fprop: needs a unit-stride single-group conv whose ",
+              "output extent equals its input extent; dispatch through conv3d_fprop instead");
+  check_scratch("conv3d_direct_fprop", p, scratch_elements);
+  const int64_t C = p.C, T = p.taps();
+  run_direct(p, x, y, [&](int64_t k, int64_t c, int64_t tap) { return w[(k * C + c) * T + tap]; }, scratch);
+}
+
+void conv3d_direct_dgrad(const Conv3dParams& p, const float* dy, const float* w, float* dx, float* scratch,
+                         int64_t scratch_elements) {
+  MED3D_CHECK(conv3d_direct_applies(p), "conv3d_direct_dgrad: needs a unit-stride single-group conv whose ",
+              "output extent equals its input extent; dispatch through conv3d_dgrad instead");
+  check_scratch("conv3d_direct_dgrad", p, scratch_elements);
+  const int64_t C = p.C, T = p.taps();
+  run_direct(transposed(p), dy, dx,
+             [&](int64_t c, int64_t k, int64_t tap) { return w[(k * C + c) * T + T - 1 - tap]; }, scratch);
+}
+
+}  // namespace med3d::kernels::cpu
