@@ -825,6 +825,12 @@ void conv3d_wgrad(const Conv3dParams& p, const T* x, const T* dy, T* dw, T* scra
   const Plan plan = checked_plan(p, scratch_elements);
   const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
   const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
+  if constexpr (std::is_same_v<T, float>) {
+    if (conv3d_direct_applies(p)) {
+      conv3d_direct_wgrad(p, x, dy, dw);
+      return;
+    }
+  }
   if (plan.per_tap) {
     const PerTapBuffers<T> b = per_tap_buffers(p, plan, scratch);
     std::fill(b.weights, b.weights + plan.weight_elements, T(0));

@@ -325,8 +325,8 @@ TEST_CASE("conv3d: f32 kernels (gemm_f32) match the f64 kernels (Eigen) on every
 
 TEST_CASE("conv3d: the direct kernels of same convs match the f64 kernels", "[conv]") {
   // Cases: both register tiles (planes over and up to 64 voxels), output channels not a
-  // multiple of either tile (partial panels, in fprop and in dgrad's swapped roles), sample
-  // volumes that end inside a tile, taps dead for whole tiles (dilation 4 along depth of 3),
+  // multiple of either tile (partial panels, in fprop and in dgrad's swapped roles; partial
+  // filter and channel blocks in wgrad), sample volumes that end inside a tile, taps dead for whole tiles (dilation 4 along depth of 3),
   // an anisotropic kernel, an even kernel with dilation 2, and a dilation whose only live tap is
   // the centre.
   Context context(Device::cpu(), 8);
@@ -352,8 +352,11 @@ TEST_CASE("conv3d: the direct kernels of same convs match the f64 kernels", "[co
     Tensor y = context.full(dy.shape(), 7.0, DType::f32), dx = context.full(x.shape(), 7.0, DType::f32);
     kernels::cpu::conv3d_direct_fprop(p, xf.data<float>(), wf.data<float>(), y.data<float>(), scratch.data(), n_scratch);
     kernels::cpu::conv3d_direct_dgrad(p, dyf.data<float>(), wf.data<float>(), dx.data<float>(), scratch.data(), n_scratch);
+    Tensor dw = context.full(w.shape(), 7.0, DType::f32);
+    kernels::cpu::conv3d_direct_wgrad(p, xf.data<float>(), dyf.data<float>(), dw.data<float>());
     test::require_close(y.to(DType::f64), ref[0], 1e-5, "direct y");
     test::require_close(dx.to(DType::f64), ref[1], 1e-5, "direct dx");
+    test::require_close(dw.to(DType::f64), ref[2], 1e-5, "direct dw");
     if (n_scratch > 0)
       REQUIRE_THROWS_WITH(kernels::cpu::conv3d_direct_fprop(p, xf.data<float>(), wf.data<float>(), y.data<float>(),
                                                             scratch.data(), n_scratch - 1),

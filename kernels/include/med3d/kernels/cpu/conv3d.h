@@ -1,7 +1,7 @@
 // CPU kernels of the 3D convolution described by a Conv3dParams `p` (see conv_params.h):
 //   x [N, C, D, H, W], w [K, C/groups, T, R, S], y [N, K, Z, P, Q], bias [K], all contiguous.
 // Method: in f32, "same" convs (unit strides, one group, output extent = input extent, as every
-// 3x3x3 and dilated conv of Med3D) run fprop and dgrad on the direct kernels of conv3d_direct.h
+// 3x3x3 and dilated conv of Med3D) run all three passes on the direct kernels of conv3d_direct.h
 // (the input read in place through each tap's flat shift, padded taps skipped per tile).
 // Otherwise, per sample and group, a GEMM multiplies the weights with the column matrix
 // [C/groups * T*R*S, voxels] whose rows are the input read through each tap. In f32 that GEMM

@@ -3,12 +3,14 @@
 // Med3D's ResNets and DenseASPP's dilated branches. Then output voxel v (flat index within a
 // sample) reads input voxel v + shift(tap) through every tap, so the input is read in place: no
 // column matrix and no packing of it. A tile of MR output channels x NV*16 consecutive voxels
-// accumulates in registers over (live tap, input channel); each tap is read with a per-lane
+// accumulates in registers over (input channel, live tap); each tap is read with a per-lane
 // mask (lanes whose shifted voxel leaves the volume along some axis read 0), and a tap whose
 // mask is empty for the whole tile is skipped, which is most taps of dilated convs on small maps.
-// x [N, C, V], w [K, C, T, R, S], y [N, K, V] contiguous; only the weights are repacked, once per
-// call, into the caller's scratch (the live taps' weights, MR output channels per panel). Each output element is summed by one thread in a
-// fixed order (taps, then channels), so results are deterministic.
+// wgrad vectorises the same way over voxels, a block of filters x channels per tap.
+// x [N, C, V], w [K, C, T, R, S], y [N, K, V] contiguous; only the weights are repacked (fprop
+// and dgrad, once per call, into the caller's scratch: the live taps' weights, MR output
+// channels per panel). Each output element is summed by one thread in a fixed order, so
+// results are deterministic.
 #pragma once
 
 #include "med3d/kernels/conv_params.h"
@@ -31,5 +33,10 @@ void conv3d_direct_fprop(const Conv3dParams& p, const float* x, const float* w, 
 // conv3d_direct_applies(p).
 void conv3d_direct_dgrad(const Conv3dParams& p, const float* dy, const float* w, float* dx, float* scratch,
                          int64_t scratch_elements);
+
+// dw = wgrad of the conv above, summed over samples: per tap, filter and channel the products of
+// dy and the shifted x over the voxels where the tap reads inside. Overwrites dw [K, C, T, R, S]
+// (dead taps get 0). Requires conv3d_direct_applies(p).
+void conv3d_direct_wgrad(const Conv3dParams& p, const float* x, const float* dy, float* dw);
 
 }  // namespace med3d::kernels::cpu
