@@ -18,6 +18,8 @@ namespace {
 
 constexpr int kLanes = 16;
 constexpr int kMaxVectors = 4;
+// Products summed in registers before they are added into the output (fprop and dgrad).
+constexpr int64_t kSumDepth = 256;
 // Below this many multiply-adds one thread is faster than waking a team.
 constexpr int64_t kParallelMacs = int64_t(1) << 20;
 
@@ -120,59 +122,72 @@ void pack_weights(int64_t K, int64_t C, const std::vector<int64_t>& live, int mr
 // One tile: y[i, v0 + l] = sum over channels c and the tile's taps of wp[c, tap, i] * x[c, v0 +
 // l + shift] for i < rows (lanes in `store`), where x and y are one sample's [C, V] and [.., V].
 // Channels outermost: a channel's taps read neighbouring windows of its planes and MR x live
-// weights, all from L1.
+// weights, all from L1. The registers sum blocks of `block` channels, which are then added into
+// y: about 256 products per block, as the GEMMs' depth blocks, so rounding grows as there.
 #if defined(__AVX512F__)
 template <int MR, int NV>
 void tile_kernel(const float* x, int64_t C, int64_t V, int64_t v0, const TileTap* taps, int64_t count,
-                 const float* wp, int64_t live, float* y, int rows, const std::array<uint16_t, kMaxVectors>& store) {
-  __m512 acc[MR][NV];
+                 const float* wp, int64_t live, int64_t block, float* y, int rows,
+                 const std::array<uint16_t, kMaxVectors>& store) {
+  for (int64_t c0 = 0; c0 < C; c0 += block) {
+    __m512 acc[MR][NV];
 #pragma GCC unroll 32
-  for (int i = 0; i < MR; ++i)
+    for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
-    for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_ps();
-  // Masked lanes are neither read nor faulted, so a shifted pointer may leave the sample.
-  const float* xc = x + v0;
-  for (int64_t c = 0; c < C; ++c, xc += V, wp += live * MR) {
-    for (const TileTap* e = taps; e != taps + count; ++e) {
-      const float* xp = xc + e->shift;
-      const float* a = wp + e->tap * MR;
-      __m512 b[NV];
+      for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_ps();
+    // Masked lanes are neither read nor faulted, so a shifted pointer may leave the sample.
+    const float* xc = x + c0 * V + v0;
+    const float* wc = wp + c0 * live * MR;
+    for (int64_t c = c0; c < std::min(C, c0 + block); ++c, xc += V, wc += live * MR) {
+      for (const TileTap* e = taps; e != taps + count; ++e) {
+        const float* xp = xc + e->shift;
+        const float* a = wc + e->tap * MR;
+        __m512 b[NV];
 #pragma GCC unroll 4
-      for (int j = 0; j < NV; ++j)
-        b[j] = _mm512_maskz_loadu_ps(e->mask[static_cast<std::size_t>(j)], xp + kLanes * j);
+        for (int j = 0; j < NV; ++j)
+          b[j] = _mm512_maskz_loadu_ps(e->mask[static_cast<std::size_t>(j)], xp + kLanes * j);
 #pragma GCC unroll 32
-      for (int i = 0; i < MR; ++i) {
-        const __m512 w = _mm512_set1_ps(a[i]);
+        for (int i = 0; i < MR; ++i) {
+          const __m512 w = _mm512_set1_ps(a[i]);
 #pragma GCC unroll 4
-        for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_fmadd_ps(w, b[j], acc[i][j]);
+          for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_fmadd_ps(w, b[j], acc[i][j]);
+        }
       }
     }
-  }
 #pragma GCC unroll 32
-  for (int i = 0; i < MR; ++i) {
-    if (i >= rows) break;
+    for (int i = 0; i < MR; ++i) {
+      if (i >= rows) break;
 #pragma GCC unroll 4
-    for (int j = 0; j < NV; ++j) _mm512_mask_storeu_ps(y + i * V + v0 + kLanes * j, store[static_cast<std::size_t>(j)], acc[i][j]);
+      for (int j = 0; j < NV; ++j) {
+        float* dst = y + i * V + v0 + kLanes * j;
+        const __mmask16 m = store[static_cast<std::size_t>(j)];
+        _mm512_mask_storeu_ps(dst, m, c0 == 0 ? acc[i][j] : _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst), acc[i][j]));
+      }
+    }
   }
 }
 #else
 template <int MR, int NV>
 void tile_kernel(const float* x, int64_t C, int64_t V, int64_t v0, const TileTap* taps, int64_t count,
-                 const float* wp, int64_t live, float* y, int rows, const std::array<uint16_t, kMaxVectors>& store) {
+                 const float* wp, int64_t live, int64_t block, float* y, int rows,
+                 const std::array<uint16_t, kMaxVectors>& store) {
   constexpr int kWidth = NV * kLanes;
-  float acc[MR][kWidth] = {};
-  for (int64_t c = 0; c < C; ++c, wp += live * MR)
-    for (const TileTap* e = taps; e != taps + count; ++e) {
-      const float* a = wp + e->tap * MR;
-      float b[kWidth];
+  for (int64_t c0 = 0; c0 < C; c0 += block) {
+    float acc[MR][kWidth] = {};
+    for (int64_t c = c0; c < std::min(C, c0 + block); ++c)
+      for (const TileTap* e = taps; e != taps + count; ++e) {
+        const float* a = wp + (c * live + e->tap) * MR;
+        float b[kWidth];
+        for (int l = 0; l < kWidth; ++l)
+          b[l] = (e->mask[static_cast<std::size_t>(l / kLanes)] >> (l % kLanes) & 1) ? x[c * V + v0 + e->shift + l] : 0.0f;
+        for (int i = 0; i < MR; ++i)
+          for (int l = 0; l < kWidth; ++l) acc[i][l] += a[i] * b[l];
+      }
+    for (int i = 0; i < rows; ++i)
       for (int l = 0; l < kWidth; ++l)
-        b[l] = (e->mask[static_cast<std::size_t>(l / kLanes)] >> (l % kLanes) & 1) ? x[c * V + v0 + e->shift + l] : 0.0f;
-      for (int i = 0; i < MR; ++i)
-        for (int l = 0; l < kWidth; ++l) acc[i][l] += a[i] * b[l];
-    }
-  for (int i = 0; i < rows; ++i)
-    for (int l = 0; l < kWidth; ++l)
-      if (store[static_cast<std::size_t>(l / kLanes)] >> (l % kLanes) & 1) y[i * V + v0 + l] = acc[i][l];
+        if (store[static_cast<std::size_t>(l / kLanes)] >> (l % kLanes) & 1)
+          y[i * V + v0 + l] = c0 == 0 ? acc[i][l] : y[i * V + v0 + l] + acc[i][l];
+  }
 }
 #endif
 
@@ -204,11 +219,12 @@ void run_tiles(const Conv3dParams& f, const float* x, float* y, Weight&& weight,
   const int64_t V = f.output_spatial(), panels = (f.K + MR - 1) / MR, live = static_cast<int64_t>(tiles.live.size());
   pack_weights(f.K, f.C, tiles.live, MR, weight, wp);
   const int64_t per_panel = f.N * tiles.count, items = panels * per_panel;
+  const int64_t block = std::max<int64_t>(kSumDepth / std::max<int64_t>(live, 1), 1);
   auto body = [&](int64_t item) {
     const int64_t panel = item / per_panel, n = item % per_panel / tiles.count, tile = item % tiles.count;
     const int64_t first = tiles.first[static_cast<std::size_t>(tile)];
     tile_kernel<MR, NV>(x + n * f.C * V, f.C, V, tile * NV * kLanes, tiles.taps.data() + first,
-                        tiles.first[static_cast<std::size_t>(tile + 1)] - first, wp + panel * live * f.C * MR, live,
+                        tiles.first[static_cast<std::size_t>(tile + 1)] - first, wp + panel * live * f.C * MR, live, block,
                         y + (n * f.K + panel * MR) * V, static_cast<int>(std::min<int64_t>(MR, f.K - panel * MR)),
                         tiles.store[static_cast<std::size_t>(tile)]);
   };
