@@ -9,8 +9,15 @@
 #include <vector>
 
 #if defined(__AVX512F__)
+// GCC 12 reports its own _mm512_undefined_ps() (self-initialised by design) as uninitialised
+// once the shuffles of transpose16_registers are inlined; the warning's location is inside the header.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #endif
+
+#include "transpose16.h"
 
 namespace med3d::kernels::cpu {
 
@@ -102,20 +109,61 @@ Tiles make_tiles(const Conv3dParams& p, int vectors) {
 // per panel and input channel, the MR weights of each live tap side by side for the broadcasts.
 int64_t packed_elements(int64_t K, int64_t C, int64_t live, int mr) { return (K + mr - 1) / mr * mr * live * C; }
 
-template <class Weight>
-void pack_weights(int64_t K, int64_t C, const std::vector<int64_t>& live, int mr, Weight&& weight, float* wp) {
+// Where the run conv's weight (k, c, tap) lies: w[k * k_stride + c * c_stride + tap], or at
+// taps - 1 - tap when `flip` (dgrad reads w with the kernel flipped and the channel roles swapped).
+struct WeightLayout {
+  const float* w;
+  int64_t k_stride, c_stride, taps;
+  bool flip;
+  const float* at(int64_t k, int64_t c, int64_t tap) const {
+    return w + k * k_stride + c * c_stride + (flip ? taps - 1 - tap : tap);
+  }
+};
+
+#if defined(__AVX512F__)
+// One (panel, channel) block when the live taps are consecutive: 16 taps at a time, each row's
+// run loaded at once (reversed in the register when flipped) and the 16 x 16 block transposed.
+void pack_run(const WeightLayout& wl, int64_t k0, int64_t rows, int64_t c, const std::vector<int64_t>& live, int mr,
+              float* dst) {
+  const int64_t taps = static_cast<int64_t>(live.size());
+  for (int64_t l0 = 0; l0 < taps; l0 += 16) {
+    const int n = static_cast<int>(std::min<int64_t>(16, taps - l0));
+    const auto mask = static_cast<__mmask16>((1u << n) - 1);
+    // The chunk's lowest address: its first tap, or its last one when flipped.
+    const int64_t tap = wl.flip ? live[static_cast<std::size_t>(l0 + n - 1)] : live[static_cast<std::size_t>(l0)];
+    alignas(64) int32_t reverse[16];
+    for (int j = 0; j < 16; ++j) reverse[j] = j < n ? n - 1 - j : j;
+    const __m512i order = _mm512_load_si512(reverse);
+    __m512 r[16];
+    for (int i = 0; i < 16; ++i) {
+      r[i] = i < rows ? _mm512_maskz_loadu_ps(mask, wl.at(k0 + i, c, tap)) : _mm512_setzero_ps();
+      if (wl.flip) r[i] = _mm512_permutexvar_ps(order, r[i]);
+    }
+    transpose16_registers(r);
+    for (int j = 0; j < n; ++j)
+      _mm512_mask_storeu_ps(dst + (l0 + j) * mr, static_cast<__mmask16>(mr == 16 ? 0xFFFF : 0xFF), r[j]);
+  }
+}
+#endif
+
+void pack_weights(int64_t K, int64_t C, const std::vector<int64_t>& live, int mr, const WeightLayout& wl, float* wp) {
   const int64_t panels = (K + mr - 1) / mr, taps = static_cast<int64_t>(live.size());
+  const bool run = taps > 0 && live.back() - live.front() == taps - 1;
 #pragma omp parallel for schedule(static) if (panels * taps * C * mr > (int64_t(1) << 16))
   for (int64_t panel = 0; panel < panels; ++panel)
     for (int64_t c = 0; c < C; ++c) {
-      // Taps innermost: w is read in runs (fprop: a filter's taps of one channel; dgrad: MR
-      // filters' taps side by side) and written into one small block per channel.
       float* dst = wp + (panel * C + c) * taps * mr;
-      for (int64_t i = 0; i < mr; ++i) {
-        const int64_t k = panel * mr + i;
-        for (int64_t l = 0; l < taps; ++l)
-          dst[l * mr + i] = k < K ? weight(k, c, live[static_cast<std::size_t>(l)]) : 0.0f;
+      const int64_t k0 = panel * mr, rows = std::min<int64_t>(mr, K - k0);
+#if defined(__AVX512F__)
+      if (run && mr <= 16) {
+        pack_run(wl, k0, rows, c, live, mr, dst);
+        continue;
       }
+#endif
+      (void)run;
+      for (int64_t i = 0; i < mr; ++i)
+        for (int64_t l = 0; l < taps; ++l)
+          dst[l * mr + i] = i < rows ? *wl.at(k0 + i, c, live[static_cast<std::size_t>(l)]) : 0.0f;
     }
 }
 
@@ -212,12 +260,12 @@ Shape choose_shape(const Conv3dParams& f) {
   return {8, 3};
 }
 
-// y = the direct conv f of x, weight(k, c, tap) its weights, wp room for their packing.
-template <int MR, int NV, class Weight>
-void run_tiles(const Conv3dParams& f, const float* x, float* y, Weight&& weight, float* wp) {
+// y = the direct conv f of x with weights wl, wp room for their packing.
+template <int MR, int NV>
+void run_tiles(const Conv3dParams& f, const float* x, float* y, const WeightLayout& wl, float* wp) {
   const Tiles tiles = make_tiles(f, NV);
   const int64_t V = f.output_spatial(), panels = (f.K + MR - 1) / MR, live = static_cast<int64_t>(tiles.live.size());
-  pack_weights(f.K, f.C, tiles.live, MR, weight, wp);
+  pack_weights(f.K, f.C, tiles.live, MR, wl, wp);
   const int64_t per_panel = f.N * tiles.count, items = panels * per_panel;
   const int64_t block = std::max<int64_t>(kSumDepth / std::max<int64_t>(live, 1), 1);
   auto body = [&](int64_t item) {
@@ -239,13 +287,12 @@ void run_tiles(const Conv3dParams& f, const float* x, float* y, Weight&& weight,
   for (int64_t item = 0; item < items; ++item) body(item);
 }
 
-template <class Weight>
-void run_direct(const Conv3dParams& f, const float* x, float* y, Weight&& weight, float* wp) {
+void run_direct(const Conv3dParams& f, const float* x, float* y, const WeightLayout& wl, float* wp) {
   const Shape shape = choose_shape(f);
   if (shape.mr == 16)
-    run_tiles<16, 1>(f, x, y, weight, wp);
+    run_tiles<16, 1>(f, x, y, wl, wp);
   else
-    run_tiles<8, 3>(f, x, y, weight, wp);
+    run_tiles<8, 3>(f, x, y, wl, wp);
 }
 
 // --- wgrad -------------------------------------------------------------------------------
@@ -350,7 +397,7 @@ void conv3d_direct_fprop(const Conv3dParams& p, const float* x, const float* w, 
               "output extent equals its input extent; dispatch through conv3d_fprop instead");
   check_scratch("conv3d_direct_fprop", p, scratch_elements);
   const int64_t C = p.C, T = p.taps();
-  run_direct(p, x, y, [&](int64_t k, int64_t c, int64_t tap) { return w[(k * C + c) * T + tap]; }, scratch);
+  run_direct(p, x, y, {w, C * T, T, T, false}, scratch);
 }
 
 void conv3d_direct_wgrad(const Conv3dParams& p, const float* x, const float* dy, float* dw) {
@@ -402,8 +449,8 @@ void conv3d_direct_dgrad(const Conv3dParams& p, const float* dy, const float* w,
               "output extent equals its input extent; dispatch through conv3d_dgrad instead");
   check_scratch("conv3d_direct_dgrad", p, scratch_elements);
   const int64_t C = p.C, T = p.taps();
-  run_direct(transposed(p), dy, dx,
-             [&](int64_t c, int64_t k, int64_t tap) { return w[(k * C + c) * T + T - 1 - tap]; }, scratch);
+  // The run conv's filter k is p's channel c and its channel p's filter: w[c_f, k_f, taps - 1 - tap].
+  run_direct(transposed(p), dy, dx, {w, T, C * T, T, true}, scratch);
 }
 
 }  // namespace med3d::kernels::cpu

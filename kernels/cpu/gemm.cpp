@@ -20,6 +20,7 @@
 #endif
 
 #include "med3d/error.h"
+#include "transpose16.h"
 
 namespace med3d::kernels::cpu {
 
@@ -66,30 +67,12 @@ void pack_a(const GemmView& a, int64_t i0, int64_t mc, int64_t p0, int64_t kc, f
 }
 
 #if defined(__AVX512F__)
-// dst[j * ldd + i] = src[i * lds + j] for a 16 x 16 block: 16 row loads, three shuffle stages.
+// dst[j * ldd + i] = src[i * lds + j] for a 16 x 16 block.
 void transpose16(const float* src, int64_t lds, float* dst, int64_t ldd) {
-  __m512 r[16], t[16];
+  __m512 r[16];
   for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * lds);
-  for (int i = 0; i < 16; i += 2) {
-    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-  }
-  // r[4b + q], lane L: column 4L + q of rows 4b..4b+3.
-  for (int b = 0; b < 16; b += 4) {
-    r[b] = _mm512_shuffle_ps(t[b], t[b + 2], 0x44);
-    r[b + 1] = _mm512_shuffle_ps(t[b], t[b + 2], 0xEE);
-    r[b + 2] = _mm512_shuffle_ps(t[b + 1], t[b + 3], 0x44);
-    r[b + 3] = _mm512_shuffle_ps(t[b + 1], t[b + 3], 0xEE);
-  }
-  for (int q = 0; q < 4; ++q) {
-    const __m512 x = _mm512_shuffle_f32x4(r[q], r[4 + q], 0x88), y = _mm512_shuffle_f32x4(r[q], r[4 + q], 0xDD);
-    const __m512 x2 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0x88);
-    const __m512 y2 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0xDD);
-    _mm512_storeu_ps(dst + q * ldd, _mm512_shuffle_f32x4(x, x2, 0x88));
-    _mm512_storeu_ps(dst + (8 + q) * ldd, _mm512_shuffle_f32x4(x, x2, 0xDD));
-    _mm512_storeu_ps(dst + (4 + q) * ldd, _mm512_shuffle_f32x4(y, y2, 0x88));
-    _mm512_storeu_ps(dst + (12 + q) * ldd, _mm512_shuffle_f32x4(y, y2, 0xDD));
-  }
+  transpose16_registers(r);
+  for (int j = 0; j < 16; ++j) _mm512_storeu_ps(dst + j * ldd, r[j]);
 }
 #endif
 
