@@ -6,7 +6,9 @@
 // accumulates in registers over (input channel, live tap); each tap is read with a per-lane
 // mask (lanes whose shifted voxel leaves the volume along some axis read 0), and a tap whose
 // mask is empty for the whole tile is skipped, which is most taps of dilated convs on small maps.
-// wgrad vectorises the same way over voxels, a block of filters x channels per tap.
+// Planes of up to 64 voxels (8x8) put 32 filters in the lanes instead, on tiles of 8 voxels of
+// one line, where each tap multiplies exactly the voxels it reads inside for (no lane wasted on
+// width-shifted taps). wgrad vectorises over voxels, a block of filters x channels per tap.
 // x [N, C, V], w [K, C, T, R, S], y [N, K, V] contiguous; only the weights are repacked (fprop
 // and dgrad, once per call, into the caller's scratch: the live taps' weights, MR output
 // channels per panel). Each output element is summed by one thread in a fixed order, so
