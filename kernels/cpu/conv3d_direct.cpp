@@ -8,16 +8,7 @@
 #include <cstdint>
 #include <vector>
 
-#if defined(__AVX512F__)
-// GCC 12 reports its own _mm512_undefined_ps() (self-initialised by design) as uninitialised
-// once the shuffles of transpose16_registers are inlined; the warning's location is inside the header.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-#endif
-
-#include "transpose16.h"
+#include "transpose16.h"  // and <immintrin.h> under AVX-512
 
 namespace med3d::kernels::cpu {
 
@@ -29,6 +20,22 @@ constexpr int kMaxVectors = 4;
 constexpr int64_t kSumDepth = 256;
 // Below this many multiply-adds one thread is faster than waking a team.
 constexpr int64_t kParallelMacs = int64_t(1) << 20;
+
+// Runs body(item) for every item: across the threads (static halves: with panels outermost each
+// thread keeps to its own panels' weights), or in turn inside a parallel region or below
+// kParallelMacs multiply-adds.
+template <class Body>
+void for_items(int64_t items, int64_t macs, Body&& body) {
+  if (omp_in_parallel() || omp_get_max_threads() == 1 || macs < kParallelMacs) {
+    for (int64_t item = 0; item < items; ++item) body(item);
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t item = 0; item < items; ++item) body(item);
+}
+
+// Channels per register block of the fprop/dgrad kernels: about kSumDepth products per output.
+int64_t sum_block(int64_t live) { return std::max<int64_t>(kSumDepth / std::max<int64_t>(live, 1), 1); }
 
 // One tap that reads the input for some lane of a tile: where (flat shift), which weights
 // (index among the live taps) and through which lanes of each of the tile's vectors.
@@ -157,7 +164,9 @@ void pack_run(const WeightLayout& wl, int64_t k0, int64_t rows, int64_t c, const
 
 void pack_weights(int64_t K, int64_t C, const std::vector<int64_t>& live, int mr, const WeightLayout& wl, float* wp) {
   const int64_t panels = (K + mr - 1) / mr, taps = static_cast<int64_t>(live.size());
+#if defined(__AVX512F__)
   const bool run = taps > 0 && live.back() - live.front() == taps - 1;
+#endif
 #pragma omp parallel for schedule(static) if (panels * taps * C * mr > (int64_t(1) << 16))
   for (int64_t panel = 0; panel < panels; ++panel)
     for (int64_t c = 0; c < C; ++c) {
@@ -169,7 +178,6 @@ void pack_weights(int64_t K, int64_t C, const std::vector<int64_t>& live, int mr
         continue;
       }
 #endif
-      (void)run;
       for (int64_t i = 0; i < mr; ++i)
         for (int64_t l = 0; l < taps; ++l)
           dst[l * mr + i] = i < rows ? *wl.at(k0 + i, c, live[static_cast<std::size_t>(l)]) : 0.0f;
@@ -400,7 +408,7 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
   const int64_t live = static_cast<int64_t>(lines.live.size()), tiles = static_cast<int64_t>(lines.v0.size());
   pack_weights(f.K, f.C, lines.live, kLineFilters, wl, wp);
   const int64_t per_panel = f.N * tiles, items = panels * per_panel;
-  const int64_t block = std::max<int64_t>(kSumDepth / std::max<int64_t>(live, 1), 1);
+  const int64_t block = sum_block(live);
   auto body = [&](int64_t item) {
     const int64_t panel = item / per_panel, n = item % per_panel / tiles, tile = item % tiles;
     const auto t = static_cast<std::size_t>(tile);
@@ -410,27 +418,17 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
                 static_cast<int>(std::min<int64_t>(kLineFilters, f.K - panel * kLineFilters)));
   };
   const int64_t macs = static_cast<int64_t>(lines.taps.size()) * f.N * panels * kLineFilters * kLineVoxels * f.C;
-  if (omp_in_parallel() || omp_get_max_threads() == 1 || macs < kParallelMacs) {
-    for (int64_t item = 0; item < items; ++item) body(item);
-    return;
-  }
-#pragma omp parallel for schedule(static)
-  for (int64_t item = 0; item < items; ++item) body(item);
+  for_items(items, macs, body);
 }
-
-// The register tile of one conv: MR output channels x NV vectors.
-struct Shape {
-  int mr, nv;
-};
 
 // Planes of up to 64 voxels take the line tiles (32 filters in the lanes x 8 voxels; measured
 // 1.2-1.5x faster than the best voxel-lane tile, 16 x 16, on ResNet layers 3-4 at 8x8), larger
-// ones 8 filters x 48 voxels (no filter wasted when K % 8 = 0; measured best of (6,4), (8,3),
-// (12,2), (16,1) and (24,1) on 8x16x16 maps).
-Shape choose_shape(const Conv3dParams& f) {
-  if (small_planes(f)) return {kLineFilters, 0};
-  return {8, 3};
-}
+// ones kTileFilters x kTileVectors * 16 voxels, 8 x 48 (no filter wasted when K % 8 = 0;
+// measured best of (6,4), (8,3), (12,2), (16,1) and (24,1) on 8x16x16 maps).
+constexpr int kTileFilters = 8, kTileVectors = 3;
+
+// Filters per packed weight panel of the kernel that runs f.
+int panel_filters(const Conv3dParams& f) { return small_planes(f) ? kLineFilters : kTileFilters; }
 
 // y = the direct conv f of x with weights wl, wp room for their packing.
 template <int MR, int NV>
@@ -439,7 +437,7 @@ void run_tiles(const Conv3dParams& f, const float* x, float* y, const WeightLayo
   const int64_t V = f.output_spatial(), panels = (f.K + MR - 1) / MR, live = static_cast<int64_t>(tiles.live.size());
   pack_weights(f.K, f.C, tiles.live, MR, wl, wp);
   const int64_t per_panel = f.N * tiles.count, items = panels * per_panel;
-  const int64_t block = std::max<int64_t>(kSumDepth / std::max<int64_t>(live, 1), 1);
+  const int64_t block = sum_block(live);
   auto body = [&](int64_t item) {
     const int64_t panel = item / per_panel, n = item % per_panel / tiles.count, tile = item % tiles.count;
     const int64_t first = tiles.first[static_cast<std::size_t>(tile)];
@@ -448,22 +446,15 @@ void run_tiles(const Conv3dParams& f, const float* x, float* y, const WeightLayo
                         y + (n * f.K + panel * MR) * V, static_cast<int>(std::min<int64_t>(MR, f.K - panel * MR)),
                         tiles.store[static_cast<std::size_t>(tile)]);
   };
-  // Panels outermost: each thread takes a contiguous range of output-channel panels, so its
-  // weights are read from cache for every tile of every sample.
   const int64_t macs = static_cast<int64_t>(tiles.taps.size()) * f.N * panels * MR * NV * kLanes * f.C;
-  if (omp_in_parallel() || omp_get_max_threads() == 1 || macs < kParallelMacs) {
-    for (int64_t item = 0; item < items; ++item) body(item);
-    return;
-  }
-#pragma omp parallel for schedule(static)
-  for (int64_t item = 0; item < items; ++item) body(item);
+  for_items(items, macs, body);
 }
 
 void run_direct(const Conv3dParams& f, const float* x, float* y, const WeightLayout& wl, float* wp) {
   if (small_planes(f))
     run_lines(f, x, y, wl, wp);
   else
-    run_tiles<8, 3>(f, x, y, wl, wp);
+    run_tiles<kTileFilters, kTileVectors>(f, x, y, wl, wp);
 }
 
 // --- wgrad -------------------------------------------------------------------------------
@@ -558,7 +549,7 @@ bool conv3d_direct_applies(const Conv3dParams& p) {
 int64_t conv3d_direct_scratch_elements(const Conv3dParams& p) {
   const int64_t live = live_tap_count(p);
   int64_t most = 0;
-  for (const Conv3dParams& f : {p, transposed(p)}) most = std::max(most, packed_elements(f.K, f.C, live, choose_shape(f).mr));
+  for (const Conv3dParams& f : {p, transposed(p)}) most = std::max(most, packed_elements(f.K, f.C, live, panel_filters(f)));
   return most;
 }
 
@@ -606,12 +597,7 @@ void conv3d_direct_wgrad(const Conv3dParams& p, const float* x, const float* dy,
   };
   const int64_t items = k_blocks * c_blocks;
   const int64_t macs = p.N * V * live * p.K * p.C;
-  if (omp_in_parallel() || omp_get_max_threads() == 1 || macs < kParallelMacs) {
-    for (int64_t item = 0; item < items; ++item) body(item);
-    return;
-  }
-#pragma omp parallel for schedule(static)
-  for (int64_t item = 0; item < items; ++item) body(item);
+  for_items(items, macs, body);
 }
 
 void conv3d_direct_dgrad(const Conv3dParams& p, const float* dy, const float* w, float* dx, float* scratch,

@@ -10,17 +10,8 @@
 #include <type_traits>
 #include <vector>
 
-#if defined(__AVX512F__)
-// GCC 12 reports its own _mm512_undefined_ps() (self-initialised by design) as uninitialised
-// once transpose16 is inlined; the warning's location is inside the header, so silence it there.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#include <immintrin.h>
-#pragma GCC diagnostic pop
-#endif
-
 #include "med3d/error.h"
-#include "transpose16.h"
+#include "transpose16.h"  // and <immintrin.h> under AVX-512
 
 namespace med3d::kernels::cpu {
 

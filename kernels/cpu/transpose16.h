@@ -1,9 +1,16 @@
 // transpose16_registers: a 16 x 16 block of floats transposed in AVX-512 registers (lane j of row i
 // in, lane i of row j out), for the kernels that repack matrices (gemm's transposed B panels, the
-// direct convs' weights). Include after <immintrin.h>; only under __AVX512F__.
+// direct convs' weights). Under __AVX512F__ it also brings <immintrin.h> for its includers, with
+// GCC 12's false -Wuninitialized on its own _mm512_undefined_ps() (reported once the shuffles
+// are inlined, at a location inside the header) silenced there.
 #pragma once
 
 #if defined(__AVX512F__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+
 namespace med3d::kernels::cpu {
 
 // In place: r[j] lane i becomes the old r[i] lane j. Three shuffle stages.
