@@ -8,13 +8,18 @@
 #include <cstdint>
 #include <vector>
 
-#include "transpose16.h"  // and <immintrin.h> under AVX-512
+#include "simd.h"
 
 namespace med3d::kernels::cpu {
 
 namespace {
 
+// Voxels per vector (the portable loops keep AVX-512's 16, so that they share its tiles).
+#if defined(MED3D_SIMD)
+constexpr int kLanes = simd::kLanes;
+#else
 constexpr int kLanes = 16;
+#endif
 constexpr int kMaxVectors = 4;
 // Products summed in registers before they are added into the output (fprop and dgrad).
 constexpr int64_t kSumDepth = 256;
@@ -154,7 +159,7 @@ void pack_run(const WeightLayout& wl, int64_t k0, int64_t rows, int64_t c, const
         r[i] = h + i < rows ? _mm512_maskz_loadu_ps(mask, wl.at(k0 + h + i, c, tap)) : _mm512_setzero_ps();
         if (wl.flip) r[i] = _mm512_permutexvar_ps(order, r[i]);
       }
-      transpose16_registers(r);
+      simd::transpose16_registers(r);
       const auto lanes = static_cast<__mmask16>(mr - h >= 16 ? 0xFFFF : (1u << (mr - h)) - 1);
       for (int j = 0; j < n; ++j) _mm512_mask_storeu_ps(dst + (l0 + j) * mr + h, lanes, r[j]);
     }
@@ -189,17 +194,18 @@ void pack_weights(int64_t K, int64_t C, const std::vector<int64_t>& live, int mr
 // Channels outermost: a channel's taps read neighbouring windows of its planes and MR x live
 // weights, all from L1. The registers sum blocks of `block` channels, which are then added into
 // y: about 256 products per block, as the GEMMs' depth blocks, so rounding grows as there.
-#if defined(__AVX512F__)
+#if defined(MED3D_SIMD)
 template <int MR, int NV>
 void tile_kernel(const float* x, int64_t C, int64_t V, int64_t v0, const TileTap* taps, int64_t count,
                  const float* wp, int64_t live, int64_t block, float* y, int rows,
                  const std::array<uint16_t, kMaxVectors>& store) {
+  using namespace simd;
   for (int64_t c0 = 0; c0 < C; c0 += block) {
-    __m512 acc[MR][NV];
+    Vec acc[MR][NV];
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 4
-      for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_ps();
+      for (int j = 0; j < NV; ++j) acc[i][j] = zero();
     // Masked lanes are neither read nor faulted, so a shifted pointer may leave the sample.
     const float* xc = x + c0 * V + v0;
     const float* wc = wp + c0 * live * MR;
@@ -207,15 +213,14 @@ void tile_kernel(const float* x, int64_t C, int64_t V, int64_t v0, const TileTap
       for (const TileTap* e = taps; e != taps + count; ++e) {
         const float* xp = xc + e->shift;
         const float* a = wc + e->tap * MR;
-        __m512 b[NV];
+        Vec b[NV];
 #pragma GCC unroll 4
-        for (int j = 0; j < NV; ++j)
-          b[j] = _mm512_maskz_loadu_ps(e->mask[static_cast<std::size_t>(j)], xp + kLanes * j);
+        for (int j = 0; j < NV; ++j) b[j] = load(mask(e->mask[static_cast<std::size_t>(j)]), xp + kLanes * j);
 #pragma GCC unroll 32
         for (int i = 0; i < MR; ++i) {
-          const __m512 w = _mm512_set1_ps(a[i]);
+          const Vec w = broadcast(a[i]);
 #pragma GCC unroll 4
-          for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_fmadd_ps(w, b[j], acc[i][j]);
+          for (int j = 0; j < NV; ++j) acc[i][j] = fma(w, b[j], acc[i][j]);
         }
       }
     }
@@ -225,8 +230,8 @@ void tile_kernel(const float* x, int64_t C, int64_t V, int64_t v0, const TileTap
 #pragma GCC unroll 4
       for (int j = 0; j < NV; ++j) {
         float* dst = y + i * V + v0 + kLanes * j;
-        const __mmask16 m = store[static_cast<std::size_t>(j)];
-        _mm512_mask_storeu_ps(dst, m, c0 == 0 ? acc[i][j] : _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst), acc[i][j]));
+        const Mask m = mask(store[static_cast<std::size_t>(j)]);
+        simd::store(dst, m, c0 == 0 ? acc[i][j] : add(load(m, dst), acc[i][j]));
       }
     }
   }
@@ -272,7 +277,13 @@ bool small_planes(const Conv3dParams& f) { return f.P * f.Q <= 64; }
 // tile is up to 8 consecutive voxels of one output line x 32 filters (16 accumulators), and each
 // (channel, tap) multiplies exactly the voxels whose input lies inside: the tap's line must lie
 // inside the volume (else the tap is skipped), and its voxels are then one range [lo, hi).
+// Under AVX2 (16 registers) 4 voxels x 24 filters (three vectors): 12 accumulators, and 7 loads
+// per 12 multiply-adds (8 x 8 measured ...).
+#if defined(MED3D_SIMD) && !defined(__AVX512F__)
+constexpr int kLineVoxels = 4, kLineFilters = 24;
+#else
 constexpr int kLineVoxels = 8, kLineFilters = 32;
+#endif
 
 struct LineTap {
   int64_t shift;  // flat shift of the tap
@@ -316,61 +327,113 @@ Lines make_lines(const Conv3dParams& p) {
 // One tile: y[k, v0 + j] = sum over channels and the tile's taps of wp[c, tap, k] * x[c, v0 + j +
 // shift] for k < rows, j < n (x one sample's [C, V], y its output at the panel's first filter).
 // As tile_kernel, blocks of `block` channels are summed in registers, then added up in `sums`.
-#if defined(__AVX512F__)
+#if defined(MED3D_SIMD)
+constexpr int kLineVectors = kLineFilters / simd::kLanes;
+
+// One tap over a block of channels: its input at x (+ x_step per channel), its packed weights
+// at w (+ w_step per channel).
+struct TapRun {
+  const float* x;
+  int64_t x_step;
+  const float* w;
+  int64_t w_step;
+  int64_t channels;
+};
+
+using LineAcc = simd::Vec[kLineVoxels][kLineVectors];
+
+// acc[j] += w x[j] over the run's channels, for voxels j in [LO, HI).
 template <int LO, int HI>
-inline void line_fma(const float* xp, __m512 w0, __m512 w1, __m512 (&acc)[kLineVoxels][2]) {
+[[gnu::always_inline]] inline void line_fma(const TapRun& run, LineAcc& acc) {
+  const float* xp = run.x;
+  const float* a = run.w;
+  for (int64_t c = 0; c < run.channels; ++c, xp += run.x_step, a += run.w_step) {
+    simd::Vec w[kLineVectors];
+#pragma GCC unroll 4
+    for (int h = 0; h < kLineVectors; ++h) {
+      w[h] = simd::load(a + simd::kLanes * h);
+      // In a register: GCC would otherwise fold the load into every multiply-add, a load per
+      // product, which AVX2's two vector loads a cycle cannot feed.
+      asm("" : "+x"(w[h]));
+    }
 #pragma GCC unroll 8
-  for (int j = LO; j < HI; ++j) {
-    const __m512 b = _mm512_set1_ps(xp[j]);
-    acc[j][0] = _mm512_fmadd_ps(b, w0, acc[j][0]);
-    acc[j][1] = _mm512_fmadd_ps(b, w1, acc[j][1]);
+    for (int j = LO; j < HI; ++j) {
+      const simd::Vec b = simd::broadcast(xp[j]);
+#pragma GCC unroll 4
+      for (int h = 0; h < kLineVectors; ++h) acc[j][h] = simd::fma(b, w[h], acc[j][h]);
+    }
+  }
+}
+
+// line_fma for the tap's voxels [lo, hi): the ranges that dilations 1, 2 and 4 give (all of them
+// on 4-voxel lines) unrolled, chosen once per tap and channel block.
+template <int VOXELS>
+[[gnu::always_inline]] inline void line_tap(int lo, int hi, const TapRun& run, LineAcc& acc) {
+  if constexpr (VOXELS == 4) {
+    switch (lo * 16 + hi) {
+      case 4: return line_fma<0, 4>(run, acc);
+      case 3: return line_fma<0, 3>(run, acc);
+      case 2: return line_fma<0, 2>(run, acc);
+      case 1: return line_fma<0, 1>(run, acc);
+      case 16 + 4: return line_fma<1, 4>(run, acc);
+      case 16 + 3: return line_fma<1, 3>(run, acc);
+      case 16 + 2: return line_fma<1, 2>(run, acc);
+      case 32 + 4: return line_fma<2, 4>(run, acc);
+      case 32 + 3: return line_fma<2, 3>(run, acc);
+      default: return line_fma<3, 4>(run, acc);
+    }
+  } else {
+    switch (lo * 16 + hi) {
+      case 8: return line_fma<0, 8>(run, acc);
+      case 7: return line_fma<0, 7>(run, acc);
+      case 6: return line_fma<0, 6>(run, acc);
+      case 4: return line_fma<0, 4>(run, acc);
+      case 16 + 8: return line_fma<1, 8>(run, acc);
+      case 32 + 8: return line_fma<2, 8>(run, acc);
+      case 64 + 8: return line_fma<4, 8>(run, acc);
+      default: {
+        const float* xp = run.x;
+        const float* a = run.w;
+        for (int64_t c = 0; c < run.channels; ++c, xp += run.x_step, a += run.w_step)
+#pragma GCC unroll 8
+          for (int j = 0; j < VOXELS; ++j)
+            if (j >= lo && j < hi) {
+              const simd::Vec b = simd::broadcast(xp[j]);
+#pragma GCC unroll 4
+              for (int h = 0; h < kLineVectors; ++h) acc[j][h] = simd::fma(b, simd::load(a + simd::kLanes * h), acc[j][h]);
+            }
+      }
+    }
   }
 }
 
 void line_kernel(const float* x, int64_t C, int64_t V, int64_t v0, int n, const LineTap* taps, int64_t count,
                  const float* wp, int64_t live, int64_t block, float* y, int rows) {
+  using namespace simd;
   alignas(64) float sums[kLineVoxels][kLineFilters];
   for (int64_t c0 = 0; c0 < C; c0 += block) {
-    __m512 acc[kLineVoxels][2];
-#pragma GCC unroll 8
-    for (int j = 0; j < kLineVoxels; ++j) acc[j][0] = acc[j][1] = _mm512_setzero_ps();
-    const float* xc = x + c0 * V + v0;
-    const float* wc = wp + c0 * live * kLineFilters;
-    for (int64_t c = c0; c < std::min(C, c0 + block); ++c, xc += V, wc += live * kLineFilters) {
-      for (const LineTap* e = taps; e != taps + count; ++e) {
-        const float* xp = xc + e->shift;
-        const float* a = wc + e->tap * kLineFilters;
-        const __m512 w0 = _mm512_loadu_ps(a), w1 = _mm512_loadu_ps(a + 16);
-        // The ranges of dilations 1, 2 and 4 on lines of 8 without a test per voxel.
-        switch (e->lo * 16 + e->hi) {
-          case 8: line_fma<0, 8>(xp, w0, w1, acc); break;
-          case 7: line_fma<0, 7>(xp, w0, w1, acc); break;
-          case 6: line_fma<0, 6>(xp, w0, w1, acc); break;
-          case 4: line_fma<0, 4>(xp, w0, w1, acc); break;
-          case 16 + 8: line_fma<1, 8>(xp, w0, w1, acc); break;
-          case 32 + 8: line_fma<2, 8>(xp, w0, w1, acc); break;
-          case 64 + 8: line_fma<4, 8>(xp, w0, w1, acc); break;
-          default: {
-            const int lo = e->lo, hi = e->hi;
-#pragma GCC unroll 8
-            for (int j = 0; j < kLineVoxels; ++j)
-              if (j >= lo && j < hi) {
-                const __m512 b = _mm512_set1_ps(xp[j]);
-                acc[j][0] = _mm512_fmadd_ps(b, w0, acc[j][0]);
-                acc[j][1] = _mm512_fmadd_ps(b, w1, acc[j][1]);
-              }
-          }
-        }
-      }
-    }
+    LineAcc acc;
 #pragma GCC unroll 8
     for (int j = 0; j < kLineVoxels; ++j)
-      for (int h = 0; h < 2; ++h) {
-        float* dst = sums[j] + 16 * h;
-        _mm512_store_ps(dst, c0 == 0 ? acc[j][h] : _mm512_add_ps(_mm512_load_ps(dst), acc[j][h]));
+#pragma GCC unroll 4
+      for (int h = 0; h < kLineVectors; ++h) acc[j][h] = zero();
+    // Taps outermost: each tap's range is dispatched once for the block's channels.
+    const float* xc = x + c0 * V + v0;
+    const float* wc = wp + c0 * live * kLineFilters;
+    const int64_t channels = std::min(C, c0 + block) - c0;
+    for (const LineTap* e = taps; e != taps + count; ++e)
+      line_tap<kLineVoxels>(e->lo, e->hi, {xc + e->shift, V, wc + e->tap * kLineFilters, live * kLineFilters, channels}, acc);
+#pragma GCC unroll 8
+    for (int j = 0; j < kLineVoxels; ++j)
+#pragma GCC unroll 4
+      for (int h = 0; h < kLineVectors; ++h) {
+        float* dst = sums[j] + kLanes * h;
+        store(dst, c0 == 0 ? acc[j][h] : add(load(dst), acc[j][h]));
       }
   }
-  // sums [voxel][filter] -> y [filter][voxel]: 16 filters at a time through a transpose.
+  // sums [voxel][filter] -> y [filter][voxel].
+#if defined(__AVX512F__)
+  // 16 filters at a time through a transpose.
   const auto lanes = static_cast<__mmask16>((1u << n) - 1);
   for (int h = 0; h < kLineFilters && h < rows; h += 16) {
     __m512 r[16];
@@ -378,6 +441,10 @@ void line_kernel(const float* x, int64_t C, int64_t V, int64_t v0, int n, const 
     transpose16_registers(r);
     for (int k = 0; k < 16 && h + k < rows; ++k) _mm512_mask_storeu_ps(y + (h + k) * V + v0, lanes, r[k]);
   }
+#else
+  for (int k = 0; k < rows; ++k)
+    for (int j = 0; j < n; ++j) y[k * V + v0 + j] = sums[j][k];
+#endif
 }
 #else
 void line_kernel(const float* x, int64_t C, int64_t V, int64_t v0, int n, const LineTap* taps, int64_t count,
@@ -425,7 +492,12 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
 // 1.2-1.5x faster than the best voxel-lane tile, 16 x 16, on ResNet layers 3-4 at 8x8), larger
 // ones kTileFilters x kTileVectors * 16 voxels, 8 x 48 (no filter wasted when K % 8 = 0;
 // measured best of (6,4), (8,3), (12,2), (16,1) and (24,1) on 8x16x16 maps).
+// Under AVX2 (16 registers) 4 x 3 vectors of 8.
+#if defined(MED3D_SIMD) && !defined(__AVX512F__)
+constexpr int kTileFilters = 4, kTileVectors = 3;
+#else
 constexpr int kTileFilters = 8, kTileVectors = 3;
+#endif
 
 // Filters per packed weight panel of the kernel that runs f.
 int panel_filters(const Conv3dParams& f) { return small_planes(f) ? kLineFilters : kTileFilters; }
@@ -462,41 +534,47 @@ void run_direct(const Conv3dParams& f, const float* x, float* y, const WeightLay
 // in vectors of 16 and only the vectors where the tap reads inside the volume (VectorMask lists).
 // A block of MR filters x NC channels accumulates in registers over every sample and vector of
 // one tap, then each accumulator's lanes are summed (in a fixed order). 4 x 6 (24 accumulators,
-// 10 loads per 24 multiply-adds) measured ahead of 5 x 5, 6 x 4 and 4 x 5.
+// 10 loads per 24 multiply-adds) measured ahead of 5 x 5, 6 x 4 and 4 x 5; under AVX2 (16
+// registers) 4 x 3.
+#if defined(MED3D_SIMD) && !defined(__AVX512F__)
+constexpr int kWgradMR = 4, kWgradNC = 3;
+#else
 constexpr int kWgradMR = 4, kWgradNC = 6;
+#endif
 
 struct VectorMask {
   int64_t offset;  // first voxel of the vector
   uint16_t mask;   // its lanes whose voxel + shift(tap) lies inside (and below V)
 };
 
-#if defined(__AVX512F__)
+#if defined(MED3D_SIMD)
 template <int MR, int NC>
 void wgrad_tap(const float* const* xs, const float* const* dys, int64_t samples, int64_t sample_x,
                int64_t sample_dy, int64_t shift, const VectorMask* vectors, int64_t count, float (&out)[MR][NC]) {
-  __m512 acc[MR][NC];
+  using namespace simd;
+  Vec acc[MR][NC];
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
-    for (int j = 0; j < NC; ++j) acc[i][j] = _mm512_setzero_ps();
+    for (int j = 0; j < NC; ++j) acc[i][j] = zero();
   for (int64_t n = 0; n < samples; ++n)
     for (const VectorMask* e = vectors; e != vectors + count; ++e) {
-      const __mmask16 m = e->mask;
-      __m512 b[NC];
+      const Mask m = mask(e->mask);
+      Vec b[NC];
       // Masked lanes are neither read nor faulted, so a shifted pointer may leave the sample.
 #pragma GCC unroll 8
-      for (int j = 0; j < NC; ++j) b[j] = _mm512_maskz_loadu_ps(m, xs[j] + n * sample_x + e->offset + shift);
+      for (int j = 0; j < NC; ++j) b[j] = load(m, xs[j] + n * sample_x + e->offset + shift);
 #pragma GCC unroll 8
       for (int i = 0; i < MR; ++i) {
-        const __m512 d = _mm512_maskz_loadu_ps(m, dys[i] + n * sample_dy + e->offset);
+        const Vec d = load(m, dys[i] + n * sample_dy + e->offset);
 #pragma GCC unroll 8
-        for (int j = 0; j < NC; ++j) acc[i][j] = _mm512_fmadd_ps(d, b[j], acc[i][j]);
+        for (int j = 0; j < NC; ++j) acc[i][j] = fma(d, b[j], acc[i][j]);
       }
     }
 #pragma GCC unroll 8
   for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
-    for (int j = 0; j < NC; ++j) out[i][j] = _mm512_reduce_add_ps(acc[i][j]);
+    for (int j = 0; j < NC; ++j) out[i][j] = sum(acc[i][j]);
 }
 #else
 template <int MR, int NC>

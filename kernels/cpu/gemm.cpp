@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "med3d/error.h"
-#include "transpose16.h"  // and <immintrin.h> under AVX-512
+#include "simd.h"
 
 namespace med3d::kernels::cpu {
 
@@ -21,6 +21,9 @@ namespace {
 // 6 x 64: 24 zmm accumulators, four zmm of B per k, A broadcast from memory. Measured faster
 // than 14 x 32 here (and m = 64, conv's K, wastes 3% of a 6-row panel instead of 9% of 14).
 constexpr int64_t kMR = 6, kNR = 64;
+#elif defined(MED3D_SIMD)
+// 6 x 16: 12 of the 16 ymm registers accumulate, two hold B, one A's broadcast.
+constexpr int64_t kMR = 6, kNR = 16;
 #else
 constexpr int64_t kMR = 4, kNR = 16;
 #endif
@@ -62,7 +65,7 @@ void pack_a(const GemmView& a, int64_t i0, int64_t mc, int64_t p0, int64_t kc, f
 void transpose16(const float* src, int64_t lds, float* dst, int64_t ldd) {
   __m512 r[16];
   for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * lds);
-  transpose16_registers(r);
+  simd::transpose16_registers(r);
   for (int j = 0; j < 16; ++j) _mm512_storeu_ps(dst + j * ldd, r[j]);
 }
 #endif
@@ -118,24 +121,25 @@ void pack_b(const GemmView& b, int64_t p0, int64_t kc, int64_t j0, int64_t nc, f
 }
 
 // c[MR x NR] (leading dimension ldc) = (add ? c : 0) + A panel * B panel over kc.
-#if defined(__AVX512F__)
+#if defined(MED3D_SIMD)
 void microkernel(int64_t kc, const float* __restrict ap, const float* __restrict bp, float* c, int64_t ldc,
                  bool add) {
-  constexpr int kV = kNR / 16;
-  __m512 acc[kMR][kV];
+  using namespace simd;
+  constexpr int kV = kNR / kLanes;
+  Vec acc[kMR][kV];
 #pragma GCC unroll 16
   for (int i = 0; i < kMR; ++i)
 #pragma GCC unroll 4
-    for (int v = 0; v < kV; ++v) acc[i][v] = _mm512_setzero_ps();
+    for (int v = 0; v < kV; ++v) acc[i][v] = zero();
   for (int64_t p = 0; p < kc; ++p) {
-    __m512 b[kV];
+    Vec b[kV];
 #pragma GCC unroll 4
-    for (int v = 0; v < kV; ++v) b[v] = _mm512_load_ps(bp + 16 * v);
+    for (int v = 0; v < kV; ++v) b[v] = load(bp + kLanes * v);
 #pragma GCC unroll 16
     for (int i = 0; i < kMR; ++i) {
-      const __m512 a = _mm512_set1_ps(ap[i]);
+      const Vec a = broadcast(ap[i]);
 #pragma GCC unroll 4
-      for (int v = 0; v < kV; ++v) acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);
+      for (int v = 0; v < kV; ++v) acc[i][v] = fma(a, b[v], acc[i][v]);
     }
     ap += kMR;
     bp += kNR;
@@ -144,8 +148,8 @@ void microkernel(int64_t kc, const float* __restrict ap, const float* __restrict
   for (int i = 0; i < kMR; ++i)
 #pragma GCC unroll 4
     for (int v = 0; v < kV; ++v) {
-      float* dst = c + i * ldc + 16 * v;
-      _mm512_storeu_ps(dst, add ? _mm512_add_ps(_mm512_loadu_ps(dst), acc[i][v]) : acc[i][v]);
+      float* dst = c + i * ldc + kLanes * v;
+      store(dst, add ? simd::add(load(dst), acc[i][v]) : acc[i][v]);
     }
 }
 #else
@@ -338,6 +342,8 @@ const float* GemmPackedA::panels(int64_t i0, int64_t p0) const {
 const char* gemm_f32_kernel() {
 #if defined(__AVX512F__)
   return "avx512 6x64";
+#elif defined(MED3D_SIMD)
+  return "avx2 6x16";
 #else
   return "portable 4x16";
 #endif

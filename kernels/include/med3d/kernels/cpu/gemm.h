@@ -5,8 +5,9 @@
 // issue 7. A and B are views with a row and a column stride, so transposed operands (conv
 // dgrad's W^T, wgrad's col^T) cost nothing beyond the packing every GEMM does anyway.
 // Method: A is packed into MR-row panels and B into NR-column panels (zero padded at the
-// edges), blocked by KC (depth), MC (rows, L2) and NC (columns); an AVX-512 microkernel runs
-// when compiled with __AVX512F__, a portable C++ microkernel otherwise (same blocking).
+// edges), blocked by KC (depth), MC (rows, L2) and NC (columns); one vector microkernel runs
+// 6 x 64 under AVX-512 and 6 x 16 under AVX2 + FMA (kernels/cpu/simd.h), a portable C++ one
+// 4 x 16 otherwise (gemm_f32_kernel() names the one compiled in).
 // Threading: OpenMP (omp_get_max_threads(); one thread when called inside any parallel
 // region, active or not, since a nested team would get new threads) over disjoint blocks of C. Each C element is computed by one thread in a fixed k order with
 // blocking that does not depend on the thread count, so results are bitwise identical for any

@@ -1,0 +1,95 @@
+// The one float vector of the CPU kernels' hot loops (GEMM microkernel, direct convs): 16 lanes
+// under AVX-512, 8 under AVX2 + FMA, so that one kernel text serves both; MED3D_SIMD is defined
+// when either is compiled in (else the kernels take their portable loops). Lane masks are bits
+// (lane i: bit i); masked-off lanes are neither read (they load as 0) nor written, and are never
+// faulted, so a masked pointer may point past its array. Also transpose16_registers, AVX-512 only.
+// <immintrin.h> comes with GCC 12's false -Wuninitialized on its own _mm512_undefined_ps()
+// (reported once the shuffles are inlined, at a location inside the header) silenced here.
+#pragma once
+
+#include <cstdint>
+
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#define MED3D_SIMD 1
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+
+namespace med3d::kernels::cpu::simd {
+
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+using Vec = __m512;
+using Mask = __mmask16;
+inline Mask mask(uint32_t bits) { return static_cast<Mask>(bits); }
+inline Vec zero() { return _mm512_setzero_ps(); }
+inline Vec broadcast(float a) { return _mm512_set1_ps(a); }
+inline Vec load(const float* p) { return _mm512_loadu_ps(p); }
+inline Vec load(Mask m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
+inline void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
+inline void store(float* p, Mask m, Vec v) { _mm512_mask_storeu_ps(p, m, v); }
+inline Vec add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+inline Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+inline float sum(Vec v) { return _mm512_reduce_add_ps(v); }
+
+// In place: r[j] lane i becomes the old r[i] lane j. Three shuffle stages.
+inline void transpose16_registers(__m512 (&r)[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  // r[4b + q], lane L: column 4L + q of rows 4b..4b+3.
+  for (int b = 0; b < 16; b += 4) {
+    r[b] = _mm512_shuffle_ps(t[b], t[b + 2], 0x44);
+    r[b + 1] = _mm512_shuffle_ps(t[b], t[b + 2], 0xEE);
+    r[b + 2] = _mm512_shuffle_ps(t[b + 1], t[b + 3], 0x44);
+    r[b + 3] = _mm512_shuffle_ps(t[b + 1], t[b + 3], 0xEE);
+  }
+  for (int q = 0; q < 4; ++q) {
+    const __m512 x = _mm512_shuffle_f32x4(r[q], r[4 + q], 0x88), y = _mm512_shuffle_f32x4(r[q], r[4 + q], 0xDD);
+    const __m512 x2 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0x88);
+    const __m512 y2 = _mm512_shuffle_f32x4(r[8 + q], r[12 + q], 0xDD);
+    t[q] = _mm512_shuffle_f32x4(x, x2, 0x88);
+    t[8 + q] = _mm512_shuffle_f32x4(x, x2, 0xDD);
+    t[4 + q] = _mm512_shuffle_f32x4(y, y2, 0x88);
+    t[12 + q] = _mm512_shuffle_f32x4(y, y2, 0xDD);
+  }
+  for (int i = 0; i < 16; ++i) r[i] = t[i];
+}
+#else
+constexpr int kLanes = 8;
+using Vec = __m256;
+using Mask = __m256i;  // lanes of all ones (on) or zeros (off), as vmaskmov takes them
+// Lane i on when bit i (of 8) is set. From a table of all 256: one load, where testing each
+// lane's bit would take two more instructions and a register for the bits in the hot loops.
+inline Mask mask(uint32_t bits) {
+  struct Table {
+    alignas(32) int32_t lanes[256][8];
+  };
+  static constexpr Table table = [] {
+    Table t{};
+    for (int b = 0; b < 256; ++b)
+      for (int i = 0; i < 8; ++i) t.lanes[b][i] = (b >> i & 1) ? -1 : 0;
+    return t;
+  }();
+  return _mm256_load_si256(reinterpret_cast<const __m256i*>(table.lanes[bits & 0xFF]));
+}
+inline Vec zero() { return _mm256_setzero_ps(); }
+inline Vec broadcast(float a) { return _mm256_set1_ps(a); }
+inline Vec load(const float* p) { return _mm256_loadu_ps(p); }
+inline Vec load(Mask m, const float* p) { return _mm256_maskload_ps(p, m); }
+inline void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
+inline void store(float* p, Mask m, Vec v) { _mm256_maskstore_ps(p, m, v); }
+inline Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+inline Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+inline float sum(Vec v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+#endif
+
+}  // namespace med3d::kernels::cpu::simd
+#endif
