@@ -124,8 +124,10 @@ Tiles make_tiles(const Conv3dParams& p, int vectors) {
   return tiles;
 }
 
-// wp[((panel * C + c) * live + l) * MR + i] = weight(panel * MR + i, c, tap live[l]), 0 past K:
-// per panel and input channel, the MR weights of each live tap side by side for the broadcasts.
+// The packed weights: per panel of MR filters, blocks of `block` input channels (the kernels'
+// register sums), and in a block of cb channels starting at c0 the MR weights of channel c and
+// live tap l at ((panel * C + c0) * live + l * cb + c - c0) * MR, 0 past K: the order in which
+// the kernels read them, taps outermost and channels inside (block 1: channels outermost).
 int64_t packed_elements(int64_t K, int64_t C, int64_t live, int mr) { return (K + mr - 1) / mr * mr * live * C; }
 
 // Where the run conv's weight (k, c, tap) lies: w[k * k_stride + c * c_stride + tap], or at
@@ -143,7 +145,7 @@ struct WeightLayout {
 // One (panel, channel) block when the live taps are consecutive: 16 taps at a time, each row's
 // run loaded at once (reversed in the register when flipped) and the 16 x 16 block transposed.
 void pack_run(const WeightLayout& wl, int64_t k0, int64_t rows, int64_t c, const std::vector<int64_t>& live, int mr,
-              float* dst) {
+              int64_t tap_stride, float* dst) {
   const int64_t taps = static_cast<int64_t>(live.size());
   for (int64_t l0 = 0; l0 < taps; l0 += 16) {
     const int n = static_cast<int>(std::min<int64_t>(16, taps - l0));
@@ -161,13 +163,14 @@ void pack_run(const WeightLayout& wl, int64_t k0, int64_t rows, int64_t c, const
       }
       simd::transpose16_registers(r);
       const auto lanes = static_cast<__mmask16>(mr - h >= 16 ? 0xFFFF : (1u << (mr - h)) - 1);
-      for (int j = 0; j < n; ++j) _mm512_mask_storeu_ps(dst + (l0 + j) * mr + h, lanes, r[j]);
+      for (int j = 0; j < n; ++j) _mm512_mask_storeu_ps(dst + (l0 + j) * tap_stride + h, lanes, r[j]);
     }
   }
 }
 #endif
 
-void pack_weights(int64_t K, int64_t C, const std::vector<int64_t>& live, int mr, const WeightLayout& wl, float* wp) {
+void pack_weights(int64_t K, int64_t C, const std::vector<int64_t>& live, int mr, int64_t block, const WeightLayout& wl,
+                  float* wp) {
   const int64_t panels = (K + mr - 1) / mr, taps = static_cast<int64_t>(live.size());
 #if defined(__AVX512F__)
   const bool run = taps > 0 && live.back() - live.front() == taps - 1;
@@ -175,17 +178,18 @@ void pack_weights(int64_t K, int64_t C, const std::vector<int64_t>& live, int mr
 #pragma omp parallel for schedule(static) if (panels * taps * C * mr > (int64_t(1) << 16))
   for (int64_t panel = 0; panel < panels; ++panel)
     for (int64_t c = 0; c < C; ++c) {
-      float* dst = wp + (panel * C + c) * taps * mr;
+      const int64_t c0 = c / block * block, cb = std::min(block, C - c0), tap_stride = cb * mr;
+      float* dst = wp + ((panel * C + c0) * taps + c - c0) * mr;
       const int64_t k0 = panel * mr, rows = std::min<int64_t>(mr, K - k0);
 #if defined(__AVX512F__)
       if (run && mr % 16 == 0) {
-        pack_run(wl, k0, rows, c, live, mr, dst);
+        pack_run(wl, k0, rows, c, live, mr, tap_stride, dst);
         continue;
       }
 #endif
       for (int64_t i = 0; i < mr; ++i)
         for (int64_t l = 0; l < taps; ++l)
-          dst[l * mr + i] = i < rows ? *wl.at(k0 + i, c, live[static_cast<std::size_t>(l)]) : 0.0f;
+          dst[l * tap_stride + i] = i < rows ? *wl.at(k0 + i, c, live[static_cast<std::size_t>(l)]) : 0.0f;
     }
 }
 
@@ -269,7 +273,7 @@ Conv3dParams transposed(const Conv3dParams& p) {
   return f;
 }
 
-bool small_planes(const Conv3dParams& f) { return f.P * f.Q <= 64; }
+bool small_planes(const Conv3dParams& f) { return f.P * f.Q <= 64 || true; }
 
 // --- small planes: filters in the lanes --------------------------------------------------
 // On planes of up to 64 voxels (ResNet layers 2-4 at 8x8) lanes over voxels waste the lanes of
@@ -280,10 +284,13 @@ bool small_planes(const Conv3dParams& f) { return f.P * f.Q <= 64; }
 // Under AVX2 (16 registers) 4 voxels x 24 filters (three vectors): 12 accumulators, and 7 loads
 // per 12 multiply-adds (8 x 8 measured ...).
 #if defined(MED3D_SIMD) && !defined(__AVX512F__)
-constexpr int kLineVoxels = 4, kLineFilters = 24;
+constexpr int kLineVoxels = 4, kLineFilters = 16;
 #else
 constexpr int kLineVoxels = 8, kLineFilters = 32;
 #endif
+// Tiles per work item: their sums stay in L1/L2 while each channel block's weights (in L1) serve
+// all of them, where a tile at a time would read the panel's weights from L2 for every tile.
+constexpr int64_t kLineChunk = 32;
 
 struct LineTap {
   int64_t shift;  // flat shift of the tap
@@ -407,64 +414,80 @@ template <int VOXELS>
   }
 }
 
-void line_kernel(const float* x, int64_t C, int64_t V, int64_t v0, int n, const LineTap* taps, int64_t count,
-                 const float* wp, int64_t live, int64_t block, float* y, int rows) {
+void line_kernel(const float* x, int64_t C, int64_t V, const Lines& lines, int64_t t0, int64_t t1, const float* wp,
+                 int64_t live, int64_t block, float* y, int rows) {
   using namespace simd;
-  alignas(64) float sums[kLineVoxels][kLineFilters];
+  alignas(64) float sums[kLineChunk][kLineVoxels][kLineFilters];
   for (int64_t c0 = 0; c0 < C; c0 += block) {
-    LineAcc acc;
-#pragma GCC unroll 8
-    for (int j = 0; j < kLineVoxels; ++j)
-#pragma GCC unroll 4
-      for (int h = 0; h < kLineVectors; ++h) acc[j][h] = zero();
-    // Taps outermost: each tap's range is dispatched once for the block's channels.
-    const float* xc = x + c0 * V + v0;
     const float* wc = wp + c0 * live * kLineFilters;
     const int64_t channels = std::min(C, c0 + block) - c0;
-    for (const LineTap* e = taps; e != taps + count; ++e)
-      line_tap<kLineVoxels>(e->lo, e->hi, {xc + e->shift, V, wc + e->tap * kLineFilters, live * kLineFilters, channels}, acc);
+    for (int64_t t = t0; t < t1; ++t) {
+      LineAcc acc;
 #pragma GCC unroll 8
-    for (int j = 0; j < kLineVoxels; ++j)
+      for (int j = 0; j < kLineVoxels; ++j)
 #pragma GCC unroll 4
-      for (int h = 0; h < kLineVectors; ++h) {
-        float* dst = sums[j] + kLanes * h;
-        store(dst, c0 == 0 ? acc[j][h] : add(load(dst), acc[j][h]));
-      }
+        for (int h = 0; h < kLineVectors; ++h) acc[j][h] = zero();
+      // Taps outermost: each tap's range is dispatched once for the block's channels.
+      const float* xc = x + c0 * V + lines.v0[static_cast<std::size_t>(t)];
+      const LineTap* taps = lines.taps.data();
+      for (const LineTap* e = taps + lines.first[static_cast<std::size_t>(t)]; e != taps + lines.first[static_cast<std::size_t>(t + 1)]; ++e)
+        line_tap<kLineVoxels>(e->lo, e->hi, {xc + e->shift, V, wc + e->tap * channels * kLineFilters, kLineFilters, channels}, acc);
+#pragma GCC unroll 8
+      for (int j = 0; j < kLineVoxels; ++j)
+#pragma GCC unroll 4
+        for (int h = 0; h < kLineVectors; ++h) {
+          float* dst = sums[t - t0][j] + kLanes * h;
+          store(dst, c0 == 0 ? acc[j][h] : add(load(dst), acc[j][h]));
+        }
+    }
   }
   // sums [voxel][filter] -> y [filter][voxel].
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t v0 = lines.v0[static_cast<std::size_t>(t)];
+    const int n = lines.voxels[static_cast<std::size_t>(t)];
 #if defined(__AVX512F__)
-  // 16 filters at a time through a transpose.
-  const auto lanes = static_cast<__mmask16>((1u << n) - 1);
-  for (int h = 0; h < kLineFilters && h < rows; h += 16) {
-    __m512 r[16];
-    for (int j = 0; j < 16; ++j) r[j] = j < kLineVoxels ? _mm512_load_ps(sums[j] + h) : _mm512_setzero_ps();
-    transpose16_registers(r);
-    for (int k = 0; k < 16 && h + k < rows; ++k) _mm512_mask_storeu_ps(y + (h + k) * V + v0, lanes, r[k]);
-  }
+    // 16 filters at a time through a transpose.
+    const auto lanes = static_cast<__mmask16>((1u << n) - 1);
+    for (int h = 0; h < kLineFilters && h < rows; h += 16) {
+      __m512 r[16];
+      for (int j = 0; j < 16; ++j) r[j] = j < kLineVoxels ? _mm512_load_ps(sums[t - t0][j] + h) : _mm512_setzero_ps();
+      transpose16_registers(r);
+      for (int k = 0; k < 16 && h + k < rows; ++k) _mm512_mask_storeu_ps(y + (h + k) * V + v0, lanes, r[k]);
+    }
 #else
-  for (int k = 0; k < rows; ++k)
-    for (int j = 0; j < n; ++j) y[k * V + v0 + j] = sums[j][k];
+    for (int k = 0; k < rows; ++k)
+      for (int j = 0; j < n; ++j) y[k * V + v0 + j] = sums[t - t0][j][k];
 #endif
+  }
 }
 #else
-void line_kernel(const float* x, int64_t C, int64_t V, int64_t v0, int n, const LineTap* taps, int64_t count,
-                 const float* wp, int64_t live, int64_t block, float* y, int rows) {
-  float sums[kLineVoxels][kLineFilters];
+void line_kernel(const float* x, int64_t C, int64_t V, const Lines& lines, int64_t t0, int64_t t1, const float* wp,
+                 int64_t live, int64_t block, float* y, int rows) {
+  float sums[kLineChunk][kLineVoxels][kLineFilters];
   for (int64_t c0 = 0; c0 < C; c0 += block) {
-    float acc[kLineVoxels][kLineFilters] = {};
-    for (int64_t c = c0; c < std::min(C, c0 + block); ++c)
-      for (const LineTap* e = taps; e != taps + count; ++e) {
-        const float* a = wp + (c * live + e->tap) * kLineFilters;
-        for (int j = e->lo; j < e->hi; ++j) {
-          const float b = x[c * V + v0 + j + e->shift];
-          for (int k = 0; k < kLineFilters; ++k) acc[j][k] += b * a[k];
+    const int64_t channels = std::min(C, c0 + block) - c0;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t v0 = lines.v0[static_cast<std::size_t>(t)];
+      float acc[kLineVoxels][kLineFilters] = {};
+      for (int64_t e = lines.first[static_cast<std::size_t>(t)]; e < lines.first[static_cast<std::size_t>(t + 1)]; ++e) {
+        const LineTap& tap = lines.taps[static_cast<std::size_t>(e)];
+        for (int64_t c = c0; c < c0 + channels; ++c) {
+          const float* a = wp + (c0 * live + tap.tap * channels + c - c0) * kLineFilters;
+          for (int j = tap.lo; j < tap.hi; ++j) {
+            const float b = x[c * V + v0 + j + tap.shift];
+            for (int k = 0; k < kLineFilters; ++k) acc[j][k] += b * a[k];
+          }
         }
       }
-    for (int j = 0; j < kLineVoxels; ++j)
-      for (int k = 0; k < kLineFilters; ++k) sums[j][k] = c0 == 0 ? acc[j][k] : sums[j][k] + acc[j][k];
+      for (int j = 0; j < kLineVoxels; ++j)
+        for (int k = 0; k < kLineFilters; ++k)
+          sums[t - t0][j][k] = c0 == 0 ? acc[j][k] : sums[t - t0][j][k] + acc[j][k];
+    }
   }
-  for (int k = 0; k < rows; ++k)
-    for (int j = 0; j < n; ++j) y[k * V + v0 + j] = sums[j][k];
+  for (int64_t t = t0; t < t1; ++t)
+    for (int k = 0; k < rows; ++k)
+      for (int j = 0; j < lines.voxels[static_cast<std::size_t>(t)]; ++j)
+        y[k * V + lines.v0[static_cast<std::size_t>(t)] + j] = sums[t - t0][j][k];
 }
 #endif
 
@@ -473,15 +496,13 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
   const Lines lines = make_lines(f);
   const int64_t V = f.output_spatial(), panels = (f.K + kLineFilters - 1) / kLineFilters;
   const int64_t live = static_cast<int64_t>(lines.live.size()), tiles = static_cast<int64_t>(lines.v0.size());
-  pack_weights(f.K, f.C, lines.live, kLineFilters, wl, wp);
-  const int64_t per_panel = f.N * tiles, items = panels * per_panel;
   const int64_t block = sum_block(live);
+  pack_weights(f.K, f.C, lines.live, kLineFilters, block, wl, wp);
+  const int64_t chunks = (tiles + kLineChunk - 1) / kLineChunk, per_panel = f.N * chunks, items = panels * per_panel;
   auto body = [&](int64_t item) {
-    const int64_t panel = item / per_panel, n = item % per_panel / tiles, tile = item % tiles;
-    const auto t = static_cast<std::size_t>(tile);
-    line_kernel(x + n * f.C * V, f.C, V, lines.v0[t], lines.voxels[t], lines.taps.data() + lines.first[t],
-                lines.first[t + 1] - lines.first[t], wp + panel * live * f.C * kLineFilters, live, block,
-                y + (n * f.K + panel * kLineFilters) * V,
+    const int64_t panel = item / per_panel, n = item % per_panel / chunks, t0 = item % chunks * kLineChunk;
+    line_kernel(x + n * f.C * V, f.C, V, lines, t0, std::min(tiles, t0 + kLineChunk), wp + panel * live * f.C * kLineFilters,
+                live, block, y + (n * f.K + panel * kLineFilters) * V,
                 static_cast<int>(std::min<int64_t>(kLineFilters, f.K - panel * kLineFilters)));
   };
   const int64_t macs = static_cast<int64_t>(lines.taps.size()) * f.N * panels * kLineFilters * kLineVoxels * f.C;
@@ -507,7 +528,7 @@ template <int MR, int NV>
 void run_tiles(const Conv3dParams& f, const float* x, float* y, const WeightLayout& wl, float* wp) {
   const Tiles tiles = make_tiles(f, NV);
   const int64_t V = f.output_spatial(), panels = (f.K + MR - 1) / MR, live = static_cast<int64_t>(tiles.live.size());
-  pack_weights(f.K, f.C, tiles.live, MR, wl, wp);
+  pack_weights(f.K, f.C, tiles.live, MR, 1, wl, wp);
   const int64_t per_panel = f.N * tiles.count, items = panels * per_panel;
   const int64_t block = sum_block(live);
   auto body = [&](int64_t item) {
@@ -530,71 +551,101 @@ void run_direct(const Conv3dParams& f, const float* x, float* y, const WeightLay
 }
 
 // --- wgrad -------------------------------------------------------------------------------
-// dw[k, c, tap] = sum over samples and voxels v of dy[k, v] * x[c, v + shift(tap)], the voxels
-// in vectors of 16 and only the vectors where the tap reads inside the volume (VectorMask lists).
-// A block of MR filters x NC channels accumulates in registers over every sample and vector of
-// one tap, then each accumulator's lanes are summed (in a fixed order). 4 x 6 (24 accumulators,
-// 10 loads per 24 multiply-adds) measured ahead of 5 x 5, 6 x 4 and 4 x 5; under AVX2 (16
-// registers) 4 x 3.
+// dw[k, c, tap] = sum over samples n and voxels v of dy[n, k, v] * x[n, c, v + shift(tap)] where
+// the tap reads inside. Filters in the lanes, as on the line tiles: dy is repacked once into
+// panels of kWgradFilters filters, [panel][n][v][filter], so a voxel's filters are one load per
+// vector, and a block of kWgradFilters filters x kWgradChannels channels accumulates in registers
+// over every sample and line of one tap, each line's voxels one exact range (no lane multiplies
+// padding and no lanes are summed across). AVX-512: 64 x 6 (24 accumulators, 10 loads per 24
+// multiply-adds); AVX2: 24 x 4 (12 accumulators, 7 loads per 12).
 #if defined(MED3D_SIMD) && !defined(__AVX512F__)
-constexpr int kWgradMR = 4, kWgradNC = 3;
+constexpr int kWgradVectors = 3, kWgradChannels = 4;
 #else
-constexpr int kWgradMR = 4, kWgradNC = 6;
+constexpr int kWgradVectors = 4, kWgradChannels = 6;
 #endif
+constexpr int kWgradFilters = kWgradVectors * kLanes;
 
-struct VectorMask {
-  int64_t offset;  // first voxel of the vector
-  uint16_t mask;   // its lanes whose voxel + shift(tap) lies inside (and below V)
+// Voxels [v, v + count) of an output line whose tap reads inside the input (at v + shift).
+struct Segment {
+  int64_t v, count;
 };
 
+// One live tap of wgrad: its flat shift, its index in the kernel and its segments.
+struct WgradTap {
+  int64_t shift, tap;
+  std::vector<Segment> segments;
+};
+
+std::vector<WgradTap> wgrad_taps(const Conv3dParams& p) {
+  std::vector<WgradTap> taps;
+  for (int64_t t = 0; t < p.T; ++t)
+    for (int64_t r = 0; r < p.R; ++r)
+      for (int64_t s = 0; s < p.S; ++s) {
+        const int64_t dz = t * p.dilation[0] - p.pad[0], dy = r * p.dilation[1] - p.pad[1];
+        const int64_t dx = s * p.dilation[2] - p.pad[2];
+        WgradTap tap{(dz * p.P + dy) * p.Q + dx, (t * p.R + r) * p.S + s, {}};
+        const int64_t lo = std::max<int64_t>(0, -dx), hi = std::min<int64_t>(p.Q, p.Q - dx);
+        if (lo >= hi) continue;
+        for (int64_t z = std::max<int64_t>(0, -dz); z < std::min<int64_t>(p.Z, p.Z - dz); ++z)
+          for (int64_t y = std::max<int64_t>(0, -dy); y < std::min<int64_t>(p.P, p.P - dy); ++y)
+            tap.segments.push_back({(z * p.P + y) * p.Q + lo, hi - lo});
+        if (!tap.segments.empty()) taps.push_back(std::move(tap));
+      }
+  return taps;
+}
+
+// out[j][f] = the block's sums for channel j and filter f of one tap: dyp is the panel's packed dy
+// [n][V][kWgradFilters], xs[j] channel j's input in sample 0 (samples sample_x apart).
 #if defined(MED3D_SIMD)
-template <int MR, int NC>
-void wgrad_tap(const float* const* xs, const float* const* dys, int64_t samples, int64_t sample_x,
-               int64_t sample_dy, int64_t shift, const VectorMask* vectors, int64_t count, float (&out)[MR][NC]) {
+void wgrad_block(const float* dyp, const float* const* xs, int64_t samples, int64_t V, int64_t sample_x,
+                 const WgradTap& tap, float (&out)[kWgradChannels][kWgradFilters]) {
   using namespace simd;
-  Vec acc[MR][NC];
+  Vec acc[kWgradChannels][kWgradVectors];
 #pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-    for (int j = 0; j < NC; ++j) acc[i][j] = zero();
+  for (int j = 0; j < kWgradChannels; ++j)
+#pragma GCC unroll 4
+    for (int h = 0; h < kWgradVectors; ++h) acc[j][h] = zero();
   for (int64_t n = 0; n < samples; ++n)
-    for (const VectorMask* e = vectors; e != vectors + count; ++e) {
-      const Mask m = mask(e->mask);
-      Vec b[NC];
-      // Masked lanes are neither read nor faulted, so a shifted pointer may leave the sample.
+    for (const Segment& seg : tap.segments) {
+      const float* d = dyp + (n * V + seg.v) * kWgradFilters;
+      const float* x[kWgradChannels];
 #pragma GCC unroll 8
-      for (int j = 0; j < NC; ++j) b[j] = load(m, xs[j] + n * sample_x + e->offset + shift);
+      for (int j = 0; j < kWgradChannels; ++j) x[j] = xs[j] + n * sample_x + seg.v + tap.shift;
+      for (int64_t i = 0; i < seg.count; ++i, d += kWgradFilters) {
+        Vec dv[kWgradVectors];
+#pragma GCC unroll 4
+        for (int h = 0; h < kWgradVectors; ++h) {
+          dv[h] = load(d + kLanes * h);
+          asm("" : "+x"(dv[h]));  // in a register, not reloaded by every multiply-add (see line_fma)
+        }
 #pragma GCC unroll 8
-      for (int i = 0; i < MR; ++i) {
-        const Vec d = load(m, dys[i] + n * sample_dy + e->offset);
-#pragma GCC unroll 8
-        for (int j = 0; j < NC; ++j) acc[i][j] = fma(d, b[j], acc[i][j]);
+        for (int j = 0; j < kWgradChannels; ++j) {
+          const Vec b = broadcast(x[j][i]);
+#pragma GCC unroll 4
+          for (int h = 0; h < kWgradVectors; ++h) acc[j][h] = fma(b, dv[h], acc[j][h]);
+        }
       }
     }
 #pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-    for (int j = 0; j < NC; ++j) out[i][j] = sum(acc[i][j]);
+  for (int j = 0; j < kWgradChannels; ++j)
+#pragma GCC unroll 4
+    for (int h = 0; h < kWgradVectors; ++h) store(out[j] + kLanes * h, acc[j][h]);
 }
 #else
-template <int MR, int NC>
-void wgrad_tap(const float* const* xs, const float* const* dys, int64_t samples, int64_t sample_x,
-               int64_t sample_dy, int64_t shift, const VectorMask* vectors, int64_t count, float (&out)[MR][NC]) {
-  float acc[MR][NC][kLanes] = {};
+void wgrad_block(const float* dyp, const float* const* xs, int64_t samples, int64_t V, int64_t sample_x,
+                 const WgradTap& tap, float (&out)[kWgradChannels][kWgradFilters]) {
+  float acc[kWgradChannels][kWgradFilters] = {};
   for (int64_t n = 0; n < samples; ++n)
-    for (const VectorMask* e = vectors; e != vectors + count; ++e)
-      for (int l = 0; l < kLanes; ++l) {
-        if (!(e->mask >> l & 1)) continue;
-        for (int i = 0; i < MR; ++i)
-          for (int j = 0; j < NC; ++j)
-            acc[i][j][l] += dys[i][n * sample_dy + e->offset + l] * xs[j][n * sample_x + e->offset + shift + l];
+    for (const Segment& seg : tap.segments)
+      for (int64_t i = 0; i < seg.count; ++i) {
+        const float* d = dyp + (n * V + seg.v + i) * kWgradFilters;
+        for (int j = 0; j < kWgradChannels; ++j) {
+          const float b = xs[j][n * sample_x + seg.v + tap.shift + i];
+          for (int f = 0; f < kWgradFilters; ++f) acc[j][f] += b * d[f];
+        }
       }
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NC; ++j) {
-      float total = 0;
-      for (int l = 0; l < kLanes; ++l) total += acc[i][j][l];
-      out[i][j] = total;
-    }
+  for (int j = 0; j < kWgradChannels; ++j)
+    for (int f = 0; f < kWgradFilters; ++f) out[j][f] = acc[j][f];
 }
 #endif
 
@@ -643,39 +694,43 @@ void conv3d_direct_fprop(const Conv3dParams& p, const float* x, const float* w, 
 void conv3d_direct_wgrad(const Conv3dParams& p, const float* x, const float* dy, float* dw) {
   MED3D_CHECK(conv3d_direct_applies(p), "conv3d_direct_wgrad: needs a unit-stride single-group conv whose ",
               "output extent equals its input extent; dispatch through conv3d_wgrad instead");
-  // Per live tap, the vectors it reads inside for (from the one-vector tiles' masks).
-  const Tiles tiles = make_tiles(p, 1);
-  const int64_t live = static_cast<int64_t>(tiles.live.size()), V = p.output_spatial(), T = p.taps();
-  std::vector<std::vector<VectorMask>> vectors(static_cast<std::size_t>(live));
-  std::vector<int64_t> shift(static_cast<std::size_t>(live));
-  for (int64_t tile = 0; tile < tiles.count; ++tile)
-    for (int64_t e = tiles.first[static_cast<std::size_t>(tile)]; e < tiles.first[static_cast<std::size_t>(tile + 1)]; ++e) {
-      const TileTap& tap = tiles.taps[static_cast<std::size_t>(e)];
-      vectors[static_cast<std::size_t>(tap.tap)].push_back({tile * kLanes, tap.mask[0]});
-      shift[static_cast<std::size_t>(tap.tap)] = tap.shift;
+  const std::vector<WgradTap> taps = wgrad_taps(p);
+  const int64_t V = p.output_spatial(), T = p.taps();
+  const int64_t panels = (p.K + kWgradFilters - 1) / kWgradFilters, c_blocks = (p.C + kWgradChannels - 1) / kWgradChannels;
+  // dyp[panel][n][v][f] = dy[n][panel * F + f][v], 0 past K.
+  std::vector<float> dyp(static_cast<std::size_t>(panels * p.N * V * kWgradFilters));
+  for_items(panels * p.N, panels * p.N * V * kWgradFilters, [&](int64_t item) {
+    const int64_t panel = item / p.N, n = item % p.N;
+    float* dst = dyp.data() + item * V * kWgradFilters;
+    for (int f = 0; f < kWgradFilters; ++f) {
+      const int64_t k = panel * kWgradFilters + f;
+      if (k >= p.K) {
+        for (int64_t v = 0; v < V; ++v) dst[v * kWgradFilters + f] = 0.0f;
+        continue;
+      }
+      const float* src = dy + (n * p.K + k) * V;
+      for (int64_t v = 0; v < V; ++v) dst[v * kWgradFilters + f] = src[v];
     }
+  });
   std::fill(dw, dw + p.K * p.C * T, 0.0f);
-  const int64_t k_blocks = (p.K + kWgradMR - 1) / kWgradMR, c_blocks = (p.C + kWgradNC - 1) / kWgradNC;
   auto body = [&](int64_t item) {
-    // Blocks past the last filter or channel repeat it and drop the result.
-    const int64_t k0 = item / c_blocks * kWgradMR, c0 = item % c_blocks * kWgradNC;
-    const float* xs[kWgradNC];
-    const float* dys[kWgradMR];
-    for (int j = 0; j < kWgradNC; ++j) xs[j] = x + std::min(c0 + j, p.C - 1) * V;
-    for (int i = 0; i < kWgradMR; ++i) dys[i] = dy + std::min(k0 + i, p.K - 1) * V;
-    for (int64_t l = 0; l < live; ++l) {
-      const std::vector<VectorMask>& list = vectors[static_cast<std::size_t>(l)];
-      float out[kWgradMR][kWgradNC];
-      wgrad_tap<kWgradMR, kWgradNC>(xs, dys, p.N, p.C * V, p.K * V, shift[static_cast<std::size_t>(l)], list.data(),
-                                    static_cast<int64_t>(list.size()), out);
-      for (int i = 0; i < kWgradMR && k0 + i < p.K; ++i)
-        for (int j = 0; j < kWgradNC && c0 + j < p.C; ++j)
-          dw[((k0 + i) * p.C + c0 + j) * T + tiles.live[static_cast<std::size_t>(l)]] = out[i][j];
+    // A block past the last channel repeats it and drops the result.
+    const int64_t panel = item / c_blocks, c0 = item % c_blocks * kWgradChannels;
+    const float* xs[kWgradChannels];
+    for (int j = 0; j < kWgradChannels; ++j) xs[j] = x + std::min(c0 + j, p.C - 1) * V;
+    const float* panel_dy = dyp.data() + panel * p.N * V * kWgradFilters;
+    for (const WgradTap& tap : taps) {
+      alignas(64) float out[kWgradChannels][kWgradFilters];
+      wgrad_block(panel_dy, xs, p.N, V, p.C * V, tap, out);
+      for (int f = 0; f < kWgradFilters && panel * kWgradFilters + f < p.K; ++f)
+        for (int j = 0; j < kWgradChannels && c0 + j < p.C; ++j)
+          dw[((panel * kWgradFilters + f) * p.C + c0 + j) * T + tap.tap] = out[j][f];
     }
   };
-  const int64_t items = k_blocks * c_blocks;
-  const int64_t macs = p.N * V * live * p.K * p.C;
-  for_items(items, macs, body);
+  int64_t macs = 0;
+  for (const WgradTap& tap : taps)
+    for (const Segment& seg : tap.segments) macs += seg.count;
+  for_items(panels * c_blocks, macs * p.N * panels * kWgradFilters * c_blocks * kWgradChannels, body);
 }
 
 void conv3d_direct_dgrad(const Conv3dParams& p, const float* dy, const float* w, float* dx, float* scratch,
