@@ -273,7 +273,16 @@ Conv3dParams transposed(const Conv3dParams& p) {
   return f;
 }
 
-bool small_planes(const Conv3dParams& f) { return f.P * f.Q <= 64 || true; }
+// Whether f runs on the line tiles (filters in the lanes): AVX2 everywhere (on 16x16 planes as
+// fast as its 4 x 3 voxel-lane tiles, on DenseASPP's d3/d6 branches 1.7-2.3x faster), AVX-512
+// and the portable loops on planes of up to 64 voxels (see kTileFilters).
+bool line_tiles([[maybe_unused]] const Conv3dParams& f) {
+#if defined(MED3D_SIMD) && !defined(__AVX512F__)
+  return true;
+#else
+  return f.P * f.Q <= 64;
+#endif
+}
 
 // --- small planes: filters in the lanes --------------------------------------------------
 // On planes of up to 64 voxels (ResNet layers 2-4 at 8x8) lanes over voxels waste the lanes of
@@ -281,8 +290,9 @@ bool small_planes(const Conv3dParams& f) { return f.P * f.Q <= 64 || true; }
 // tile is up to 8 consecutive voxels of one output line x 32 filters (16 accumulators), and each
 // (channel, tap) multiplies exactly the voxels whose input lies inside: the tap's line must lie
 // inside the volume (else the tap is skipped), and its voxels are then one range [lo, hi).
-// Under AVX2 (16 registers) 4 voxels x 24 filters (three vectors): 12 accumulators, and 7 loads
-// per 12 multiply-adds (8 x 8 measured ...).
+// Under AVX2 (16 registers) 4 voxels x 16 filters (two vectors): 8 accumulators, 6 loads per 8
+// multiply-adds; 4 x 24 (12 accumulators) measured no faster, GCC spilling its weights, and 8 x 8
+// (9 loads per 8) slower.
 #if defined(MED3D_SIMD) && !defined(__AVX512F__)
 constexpr int kLineVoxels = 4, kLineFilters = 16;
 #else
@@ -359,9 +369,7 @@ template <int LO, int HI>
 #pragma GCC unroll 4
     for (int h = 0; h < kLineVectors; ++h) {
       w[h] = simd::load(a + simd::kLanes * h);
-      // In a register: GCC would otherwise fold the load into every multiply-add, a load per
-      // product, which AVX2's two vector loads a cycle cannot feed.
-      asm("" : "+x"(w[h]));
+      simd::keep_in_register(w[h]);
     }
 #pragma GCC unroll 8
     for (int j = LO; j < HI; ++j) {
@@ -521,7 +529,7 @@ constexpr int kTileFilters = 8, kTileVectors = 3;
 #endif
 
 // Filters per packed weight panel of the kernel that runs f.
-int panel_filters(const Conv3dParams& f) { return small_planes(f) ? kLineFilters : kTileFilters; }
+int panel_filters(const Conv3dParams& f) { return line_tiles(f) ? kLineFilters : kTileFilters; }
 
 // y = the direct conv f of x with weights wl, wp room for their packing.
 template <int MR, int NV>
@@ -544,7 +552,7 @@ void run_tiles(const Conv3dParams& f, const float* x, float* y, const WeightLayo
 }
 
 void run_direct(const Conv3dParams& f, const float* x, float* y, const WeightLayout& wl, float* wp) {
-  if (small_planes(f))
+  if (line_tiles(f))
     run_lines(f, x, y, wl, wp);
   else
     run_tiles<kTileFilters, kTileVectors>(f, x, y, wl, wp);
@@ -616,7 +624,7 @@ void wgrad_block(const float* dyp, const float* const* xs, int64_t samples, int6
 #pragma GCC unroll 4
         for (int h = 0; h < kWgradVectors; ++h) {
           dv[h] = load(d + kLanes * h);
-          asm("" : "+x"(dv[h]));  // in a register, not reloaded by every multiply-add (see line_fma)
+          keep_in_register(dv[h]);
         }
 #pragma GCC unroll 8
         for (int j = 0; j < kWgradChannels; ++j) {

@@ -91,5 +91,9 @@ inline float sum(Vec v) {
 }
 #endif
 
+// Keeps v in a register where it is used: GCC otherwise may fold its load into every
+// multiply-add that reads it (a load per product, more than the load ports feed) or spill it.
+inline void keep_in_register(Vec& v) { asm("" : "+v"(v)); }
+
 }  // namespace med3d::kernels::cpu::simd
 #endif

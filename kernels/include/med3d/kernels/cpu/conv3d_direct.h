@@ -2,17 +2,25 @@
 // the input extents (padding dilation * (kernel - 1) / 2 on every axis), as every 3x3x3 conv of
 // Med3D's ResNets and DenseASPP's dilated branches. Then output voxel v (flat index within a
 // sample) reads input voxel v + shift(tap) through every tap, so the input is read in place: no
-// column matrix and no packing of it. A tile of MR output channels x NV*16 consecutive voxels
-// accumulates in registers over (input channel, live tap); each tap is read with a per-lane
-// mask (lanes whose shifted voxel leaves the volume along some axis read 0), and a tap whose
-// mask is empty for the whole tile is skipped, which is most taps of dilated convs on small maps.
-// Planes of up to 64 voxels (8x8) put 32 filters in the lanes instead, on tiles of 8 voxels of
-// one line, where each tap multiplies exactly the voxels it reads inside for (no lane wasted on
-// width-shifted taps). wgrad vectorises over voxels, a block of filters x channels per tap.
-// x [N, C, V], w [K, C, T, R, S], y [N, K, V] contiguous; only the weights are repacked (fprop
-// and dgrad, once per call, into the caller's scratch: the live taps' weights, MR output
-// channels per panel). Each output element is summed by one thread in a fixed order, so
-// results are deterministic.
+// column matrix and no packing of it.
+// Two fprop/dgrad tilings (kernels/cpu/simd.h gives the vector: 16 lanes under AVX-512, 8 under
+// AVX2 + FMA, portable loops with AVX-512's shapes otherwise):
+// - voxel lanes: a tile of MR output channels x NV vectors of consecutive voxels accumulates in
+//   registers over (input channel, live tap); each tap is read with a per-lane mask (lanes whose
+//   shifted voxel leaves the volume read 0), and a tap whose mask is empty for the whole tile is
+//   skipped, which is most taps of dilated convs on small maps;
+// - filter lanes ("line tiles"): a tile is a few voxels of one output line x 32 filters
+//   (AVX-512: 8 voxels; AVX2: 4 voxels x 16 filters), and each tap multiplies exactly the
+//   voxels it reads inside for (no lane wasted on width-shifted taps).
+// AVX-512 takes the line tiles on planes of up to 64 voxels (8x8) and voxel lanes above; AVX2
+// the line tiles everywhere (its 16 registers hold too few masked accumulators). wgrad puts
+// filters in the lanes too: dy is repacked with the filters innermost and a block of filters x
+// channels sums each tap over exact line segments.
+// x [N, C, V], w [K, C, T, R, S], y [N, K, V] contiguous; fprop and dgrad repack only the
+// weights (once per call, into the caller's scratch: the live taps' weights, a panel of output
+// channels at a time), wgrad only dy (into its own buffer, N * K * V floats rounded up to a
+// panel). Each output element is summed by one thread in a fixed order, so results are
+// deterministic.
 #pragma once
 
 #include "med3d/kernels/conv_params.h"
