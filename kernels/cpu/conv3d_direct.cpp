@@ -187,9 +187,13 @@ void pack_weights(int64_t K, int64_t C, const std::vector<int64_t>& live, int mr
         continue;
       }
 #endif
-      for (int64_t i = 0; i < mr; ++i)
-        for (int64_t l = 0; l < taps; ++l)
-          dst[l * tap_stride + i] = i < rows ? *wl.at(k0 + i, c, live[static_cast<std::size_t>(l)]) : 0.0f;
+      // Tap by tap: each tap's mr weights are written side by side.
+      for (int64_t l = 0; l < taps; ++l) {
+        const int64_t tap = live[static_cast<std::size_t>(l)];
+        float* out = dst + l * tap_stride;
+        for (int64_t i = 0; i < rows; ++i) out[i] = *wl.at(k0 + i, c, tap);
+        for (int64_t i = rows; i < mr; ++i) out[i] = 0.0f;
+      }
     }
 }
 
