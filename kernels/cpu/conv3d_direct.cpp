@@ -305,6 +305,7 @@ constexpr int kLineVoxels = 8, kLineFilters = 32;
 // Tiles per work item: their sums stay in L1/L2 while each channel block's weights (in L1) serve
 // all of them, where a tile at a time would read the panel's weights from L2 for every tile.
 constexpr int64_t kLineChunk = 32;
+constexpr int64_t kPitchPad = 16;
 
 struct LineTap {
   int64_t shift;  // flat shift of the tap
@@ -318,6 +319,9 @@ struct Lines {
   std::vector<int64_t> first;  // tile i's taps are taps[first[i], first[i + 1])
   std::vector<LineTap> taps;
   std::vector<int64_t> live;   // the kernel taps live in some tile; LineTap::tap indexes this
+  // Per tile and live tap (range[tile * live + l]): lo * 16 + hi, 0 where the tap reads nothing.
+  std::vector<uint8_t> range;
+  std::vector<int64_t> shift;  // per live tap
 };
 
 Lines make_lines(const Conv3dParams& p) {
@@ -342,6 +346,15 @@ Lines make_lines(const Conv3dParams& p) {
         lines.first.push_back(static_cast<int64_t>(lines.taps.size()));
       }
   lines.live = number_live_taps(p.taps(), lines.taps);
+  const int64_t live = static_cast<int64_t>(lines.live.size());
+  lines.range.assign(lines.v0.size() * static_cast<std::size_t>(live), 0);
+  lines.shift.resize(static_cast<std::size_t>(live));
+  for (std::size_t tile = 0; tile + 1 < lines.first.size(); ++tile)
+    for (int64_t e = lines.first[tile]; e < lines.first[tile + 1]; ++e) {
+      const LineTap& tap = lines.taps[static_cast<std::size_t>(e)];
+      lines.range[tile * static_cast<std::size_t>(live) + static_cast<std::size_t>(tap.tap)] = static_cast<uint8_t>(tap.lo * 16 + tap.hi);
+      lines.shift[static_cast<std::size_t>(tap.tap)] = tap.shift;
+    }
   return lines;
 }
 
@@ -426,33 +439,36 @@ template <int VOXELS>
   }
 }
 
-void line_kernel(const float* x, int64_t C, int64_t V, const Lines& lines, int64_t t0, int64_t t1, const float* wp,
-                 int64_t live, int64_t block, float* y, int rows) {
+void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Lines& lines, int64_t t0, int64_t t1,
+                 const float* wp, int64_t live, int64_t block, float* y, int rows) {
   using namespace simd;
-  alignas(64) float sums[kLineChunk][kLineVoxels][kLineFilters];
-  for (int64_t c0 = 0; c0 < C; c0 += block) {
-    const float* wc = wp + c0 * live * kLineFilters;
-    const int64_t channels = std::min(C, c0 + block) - c0;
-    for (int64_t t = t0; t < t1; ++t) {
-      LineAcc acc;
+  alignas(64) float sums[kLineChunk][kLineVoxels][kLineFilters] = {};
+  // Taps outermost, then channel blocks, then the chunk's tiles: one tap's weights for a block
+  // (wp holds each tap's channels consecutively) serve every tile of the chunk from L1, and the
+  // range of each (tap, tile) is dispatched once for the block's channels.
+  for (int64_t l = 0; l < live; ++l)
+    for (int64_t c0 = 0; c0 < C; c0 += block) {
+      const int64_t channels = std::min(C, c0 + block) - c0;
+      const float* w = wp + (l * C + c0) * kLineFilters;
+      const float* xc = x + c0 * x_pitch + lines.shift[static_cast<std::size_t>(l)];
+      for (int64_t t = t0; t < t1; ++t) {
+        const int key = lines.range[static_cast<std::size_t>(t * live + l)];
+        if (key == 0) continue;
+        LineAcc acc;
 #pragma GCC unroll 8
-      for (int j = 0; j < kLineVoxels; ++j)
+        for (int j = 0; j < kLineVoxels; ++j)
 #pragma GCC unroll 4
-        for (int h = 0; h < kLineVectors; ++h) acc[j][h] = zero();
-      // Taps outermost: each tap's range is dispatched once for the block's channels.
-      const float* xc = x + c0 * V + lines.v0[static_cast<std::size_t>(t)];
-      const LineTap* taps = lines.taps.data();
-      for (const LineTap* e = taps + lines.first[static_cast<std::size_t>(t)]; e != taps + lines.first[static_cast<std::size_t>(t + 1)]; ++e)
-        line_tap<kLineVoxels>(e->lo, e->hi, {xc + e->shift, V, wc + e->tap * channels * kLineFilters, kLineFilters, channels}, acc);
+          for (int h = 0; h < kLineVectors; ++h) acc[j][h] = zero();
+        line_tap<kLineVoxels>(key >> 4, key & 15, {xc + lines.v0[static_cast<std::size_t>(t)], x_pitch, w, kLineFilters, channels}, acc);
 #pragma GCC unroll 8
-      for (int j = 0; j < kLineVoxels; ++j)
+        for (int j = 0; j < kLineVoxels; ++j)
 #pragma GCC unroll 4
-        for (int h = 0; h < kLineVectors; ++h) {
-          float* dst = sums[t - t0][j] + kLanes * h;
-          store(dst, c0 == 0 ? acc[j][h] : add(load(dst), acc[j][h]));
-        }
+          for (int h = 0; h < kLineVectors; ++h) {
+            float* dst = sums[t - t0][j] + kLanes * h;
+            store(dst, add(load(dst), acc[j][h]));
+          }
+      }
     }
-  }
   // sums [voxel][filter] -> y [filter][voxel].
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t v0 = lines.v0[static_cast<std::size_t>(t)];
@@ -473,29 +489,28 @@ void line_kernel(const float* x, int64_t C, int64_t V, const Lines& lines, int64
   }
 }
 #else
-void line_kernel(const float* x, int64_t C, int64_t V, const Lines& lines, int64_t t0, int64_t t1, const float* wp,
-                 int64_t live, int64_t block, float* y, int rows) {
-  float sums[kLineChunk][kLineVoxels][kLineFilters];
-  for (int64_t c0 = 0; c0 < C; c0 += block) {
-    const int64_t channels = std::min(C, c0 + block) - c0;
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t v0 = lines.v0[static_cast<std::size_t>(t)];
-      float acc[kLineVoxels][kLineFilters] = {};
-      for (int64_t e = lines.first[static_cast<std::size_t>(t)]; e < lines.first[static_cast<std::size_t>(t + 1)]; ++e) {
-        const LineTap& tap = lines.taps[static_cast<std::size_t>(e)];
+void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Lines& lines, int64_t t0, int64_t t1,
+                 const float* wp, int64_t live, int64_t block, float* y, int rows) {
+  float sums[kLineChunk][kLineVoxels][kLineFilters] = {};
+  for (int64_t l = 0; l < live; ++l)
+    for (int64_t c0 = 0; c0 < C; c0 += block) {
+      const int64_t channels = std::min(C, c0 + block) - c0;
+      for (int64_t t = t0; t < t1; ++t) {
+        const int key = lines.range[static_cast<std::size_t>(t * live + l)];
+        if (key == 0) continue;
+        const int64_t v0 = lines.v0[static_cast<std::size_t>(t)] + lines.shift[static_cast<std::size_t>(l)];
+        float acc[kLineVoxels][kLineFilters] = {};
         for (int64_t c = c0; c < c0 + channels; ++c) {
-          const float* a = wp + (c0 * live + tap.tap * channels + c - c0) * kLineFilters;
-          for (int j = tap.lo; j < tap.hi; ++j) {
-            const float b = x[c * V + v0 + j + tap.shift];
+          const float* a = wp + (l * C + c) * kLineFilters;
+          for (int j = key >> 4; j < (key & 15); ++j) {
+            const float b = x[c * x_pitch + v0 + j];
             for (int k = 0; k < kLineFilters; ++k) acc[j][k] += b * a[k];
           }
         }
+        for (int j = 0; j < kLineVoxels; ++j)
+          for (int k = 0; k < kLineFilters; ++k) sums[t - t0][j][k] += acc[j][k];
       }
-      for (int j = 0; j < kLineVoxels; ++j)
-        for (int k = 0; k < kLineFilters; ++k)
-          sums[t - t0][j][k] = c0 == 0 ? acc[j][k] : sums[t - t0][j][k] + acc[j][k];
     }
-  }
   for (int64_t t = t0; t < t1; ++t)
     for (int k = 0; k < rows; ++k)
       for (int j = 0; j < lines.voxels[static_cast<std::size_t>(t)]; ++j)
@@ -508,12 +523,26 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
   const Lines lines = make_lines(f);
   const int64_t V = f.output_spatial(), panels = (f.K + kLineFilters - 1) / kLineFilters;
   const int64_t live = static_cast<int64_t>(lines.live.size()), tiles = static_cast<int64_t>(lines.v0.size());
-  const int64_t block = sum_block(live);
-  pack_weights(f.K, f.C, lines.live, kLineFilters, block, wl, wp);
+  // Each tap's channels consecutively (one block of all C); the kernel sums blocks of kSumDepth.
+  pack_weights(f.K, f.C, lines.live, kLineFilters, f.C, wl, wp);
+  const int64_t block = kSumDepth;
   const int64_t chunks = (tiles + kLineChunk - 1) / kLineChunk, per_panel = f.N * chunks, items = panels * per_panel;
+  // The input with its channels kPitchPad floats further apart than V when V is a multiple of
+  // 1024 (4 KiB): at such strides the channels the kernel reads in turn fall into the same L1
+  // sets, which hold only 8 lines each.
+  std::vector<float> padded;
+  int64_t x_pitch = V;
+  if (V % 1024 == 0) {
+    x_pitch = V + kPitchPad;
+    padded.resize(static_cast<std::size_t>(f.N * f.C * x_pitch));
+    for_items(f.N * f.C, f.N * f.C * V, [&](int64_t row) {
+      std::copy(x + row * V, x + (row + 1) * V, padded.data() + row * x_pitch);
+    });
+    x = padded.data();
+  }
   auto body = [&](int64_t item) {
     const int64_t panel = item / per_panel, n = item % per_panel / chunks, t0 = item % chunks * kLineChunk;
-    line_kernel(x + n * f.C * V, f.C, V, lines, t0, std::min(tiles, t0 + kLineChunk), wp + panel * live * f.C * kLineFilters,
+    line_kernel(x + n * f.C * x_pitch, f.C, x_pitch, V, lines, t0, std::min(tiles, t0 + kLineChunk), wp + panel * live * f.C * kLineFilters,
                 live, block, y + (n * f.K + panel * kLineFilters) * V,
                 static_cast<int>(std::min<int64_t>(kLineFilters, f.K - panel * kLineFilters)));
   };
