@@ -42,6 +42,16 @@ void for_items(int64_t items, int64_t macs, Body&& body) {
 // Channels per register block of the fprop/dgrad kernels: about kSumDepth products per output.
 int64_t sum_block(int64_t live) { return std::max<int64_t>(kSumDepth / std::max<int64_t>(live, 1), 1); }
 
+// Where kernel tap (t, r, s) reads relative to the output voxel: per axis, and as a flat shift
+// within a sample (output extent = input extent).
+struct TapOffset {
+  int64_t dz, dy, dx, shift;
+};
+TapOffset tap_offset(const Conv3dParams& p, int64_t t, int64_t r, int64_t s) {
+  const int64_t dz = t * p.dilation[0] - p.pad[0], dy = r * p.dilation[1] - p.pad[1], dx = s * p.dilation[2] - p.pad[2];
+  return {dz, dy, dx, (dz * p.P + dy) * p.Q + dx};
+}
+
 // One tap that reads the input for some lane of a tile: where (flat shift), which weights
 // (index among the live taps) and through which lanes of each of the tile's vectors.
 struct TileTap {
@@ -104,10 +114,7 @@ Tiles make_tiles(const Conv3dParams& p, int vectors) {
     for (int64_t t = 0; t < p.T; ++t)
       for (int64_t r = 0; r < p.R; ++r)
         for (int64_t s = 0; s < p.S; ++s) {
-          TileTap tap{((t * p.dilation[0] - p.pad[0]) * p.P + r * p.dilation[1] - p.pad[1]) * p.Q +
-                          s * p.dilation[2] - p.pad[2],
-                      (t * p.R + r) * p.S + s,
-                      {}};
+          TileTap tap{tap_offset(p, t, r, s).shift, (t * p.R + r) * p.S + s, {}};
           bool live = false;
           for (int j = 0; j < vectors; ++j) {
             const auto m = static_cast<uint16_t>(axis_mask[0][static_cast<std::size_t>(t)][j] &
@@ -124,10 +131,10 @@ Tiles make_tiles(const Conv3dParams& p, int vectors) {
   return tiles;
 }
 
-// The packed weights: per panel of MR filters, blocks of `block` input channels (the kernels'
-// register sums), and in a block of cb channels starting at c0 the MR weights of channel c and
-// live tap l at ((panel * C + c0) * live + l * cb + c - c0) * MR, 0 past K: the order in which
-// the kernels read them, taps outermost and channels inside (block 1: channels outermost).
+// The packed weights: per panel of MR filters, the MR weights of input channel c and live tap l
+// side by side, 0 past K, in the order the kernel reads them: channels outermost (the voxel-lane
+// tiles, at ((panel * C + c) * live + l) * MR) or taps outermost (the line tiles, at
+// ((panel * live + l) * C + c) * MR).
 int64_t packed_elements(int64_t K, int64_t C, int64_t live, int mr) { return (K + mr - 1) / mr * mr * live * C; }
 
 // Where the run conv's weight (k, c, tap) lies: w[k * k_stride + c * c_stride + tap], or at
@@ -169,7 +176,7 @@ void pack_run(const WeightLayout& wl, int64_t k0, int64_t rows, int64_t c, const
 }
 #endif
 
-void pack_weights(int64_t K, int64_t C, const std::vector<int64_t>& live, int mr, int64_t block, const WeightLayout& wl,
+void pack_weights(int64_t K, int64_t C, const std::vector<int64_t>& live, int mr, bool taps_outer, const WeightLayout& wl,
                   float* wp) {
   const int64_t panels = (K + mr - 1) / mr, taps = static_cast<int64_t>(live.size());
 #if defined(__AVX512F__)
@@ -178,8 +185,8 @@ void pack_weights(int64_t K, int64_t C, const std::vector<int64_t>& live, int mr
 #pragma omp parallel for schedule(static) if (panels * taps * C * mr > (int64_t(1) << 16))
   for (int64_t panel = 0; panel < panels; ++panel)
     for (int64_t c = 0; c < C; ++c) {
-      const int64_t c0 = c / block * block, cb = std::min(block, C - c0), tap_stride = cb * mr;
-      float* dst = wp + ((panel * C + c0) * taps + c - c0) * mr;
+      const int64_t tap_stride = taps_outer ? C * mr : mr;
+      float* dst = wp + (taps_outer ? panel * taps * C + c : (panel * C + c) * taps) * mr;
       const int64_t k0 = panel * mr, rows = std::min<int64_t>(mr, K - k0);
 #if defined(__AVX512F__)
       if (run && mr % 16 == 0) {
@@ -307,54 +314,50 @@ constexpr int kLineVoxels = 8, kLineFilters = 32;
 constexpr int64_t kLineChunk = 32;
 constexpr int64_t kPitchPad = 16;
 
-struct LineTap {
-  int64_t shift;  // flat shift of the tap
-  int64_t tap;    // index among the live taps
-  int lo, hi;     // the tile's voxels it multiplies
-};
-
 struct Lines {
   std::vector<int64_t> v0;     // first voxel of each tile
-  std::vector<int> voxels;     // its voxel count (<= 8)
-  std::vector<int64_t> first;  // tile i's taps are taps[first[i], first[i + 1])
-  std::vector<LineTap> taps;
-  std::vector<int64_t> live;   // the kernel taps live in some tile; LineTap::tap indexes this
-  // Per tile and live tap (range[tile * live + l]): lo * 16 + hi, 0 where the tap reads nothing.
-  std::vector<uint8_t> range;
+  std::vector<int> voxels;     // its voxel count (<= kLineVoxels)
+  std::vector<int64_t> live;   // the kernel taps that read inside for some tile
   std::vector<int64_t> shift;  // per live tap
+  // Per tile and live tap (range[tile * live + l]): lo * 16 + hi, the tile's voxels [lo, hi)
+  // whose input the tap reads inside; 0 where it reads none.
+  std::vector<uint8_t> range;
+  int64_t pairs = 0;  // (tile, live tap) pairs with a range
 };
 
 Lines make_lines(const Conv3dParams& p) {
   Lines lines;
-  lines.first.push_back(0);
   for (int64_t z = 0; z < p.Z; ++z)
     for (int64_t y = 0; y < p.P; ++y)
       for (int64_t q0 = 0; q0 < p.Q; q0 += kLineVoxels) {
-        const int n = static_cast<int>(std::min<int64_t>(kLineVoxels, p.Q - q0));
         lines.v0.push_back((z * p.P + y) * p.Q + q0);
-        lines.voxels.push_back(n);
-        for (int64_t t = 0; t < p.T; ++t)
-          for (int64_t r = 0; r < p.R; ++r)
-            for (int64_t s = 0; s < p.S; ++s) {
-              const int64_t dz = t * p.dilation[0] - p.pad[0], dy = r * p.dilation[1] - p.pad[1];
-              const int64_t dx = s * p.dilation[2] - p.pad[2];
-              if (z + dz < 0 || z + dz >= p.Z || y + dy < 0 || y + dy >= p.P) continue;
-              const int64_t lo = std::max<int64_t>(q0, -dx), hi = std::min<int64_t>(q0 + n, p.Q - dx);
-              if (lo >= hi) continue;
-              lines.taps.push_back({(dz * p.P + dy) * p.Q + dx, (t * p.R + r) * p.S + s, static_cast<int>(lo - q0), static_cast<int>(hi - q0)});
-            }
-        lines.first.push_back(static_cast<int64_t>(lines.taps.size()));
+        lines.voxels.push_back(static_cast<int>(std::min<int64_t>(kLineVoxels, p.Q - q0)));
       }
-  lines.live = number_live_taps(p.taps(), lines.taps);
-  const int64_t live = static_cast<int64_t>(lines.live.size());
-  lines.range.assign(lines.v0.size() * static_cast<std::size_t>(live), 0);
-  lines.shift.resize(static_cast<std::size_t>(live));
-  for (std::size_t tile = 0; tile + 1 < lines.first.size(); ++tile)
-    for (int64_t e = lines.first[tile]; e < lines.first[tile + 1]; ++e) {
-      const LineTap& tap = lines.taps[static_cast<std::size_t>(e)];
-      lines.range[tile * static_cast<std::size_t>(live) + static_cast<std::size_t>(tap.tap)] = static_cast<uint8_t>(tap.lo * 16 + tap.hi);
-      lines.shift[static_cast<std::size_t>(tap.tap)] = tap.shift;
+  const auto tiles = static_cast<int64_t>(lines.v0.size());
+  // Every kernel tap's ranges first, then the live taps' columns.
+  std::vector<uint8_t> all(static_cast<std::size_t>(tiles * p.taps()), 0);
+  for (int64_t tap = 0; tap < p.taps(); ++tap) {
+    const TapOffset o = tap_offset(p, tap / (p.R * p.S), tap / p.S % p.R, tap % p.S);
+    bool live = false;
+    for (int64_t tile = 0; tile < tiles; ++tile) {
+      const int64_t v0 = lines.v0[static_cast<std::size_t>(tile)], z = v0 / (p.P * p.Q), y = v0 / p.Q % p.P, q0 = v0 % p.Q;
+      if (z + o.dz < 0 || z + o.dz >= p.Z || y + o.dy < 0 || y + o.dy >= p.P) continue;
+      const int64_t lo = std::max<int64_t>(q0, -o.dx), hi = std::min<int64_t>(q0 + lines.voxels[static_cast<std::size_t>(tile)], p.Q - o.dx);
+      if (lo >= hi) continue;
+      all[static_cast<std::size_t>(tile * p.taps() + tap)] = static_cast<uint8_t>((lo - q0) * 16 + hi - q0);
+      live = true;
+      ++lines.pairs;
     }
+    if (live) {
+      lines.live.push_back(tap);
+      lines.shift.push_back(o.shift);
+    }
+  }
+  const auto live = static_cast<int64_t>(lines.live.size());
+  lines.range.resize(static_cast<std::size_t>(tiles * live));
+  for (int64_t tile = 0; tile < tiles; ++tile)
+    for (int64_t l = 0; l < live; ++l)
+      lines.range[static_cast<std::size_t>(tile * live + l)] = all[static_cast<std::size_t>(tile * p.taps() + lines.live[static_cast<std::size_t>(l)])];
   return lines;
 }
 
@@ -523,9 +526,8 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
   const Lines lines = make_lines(f);
   const int64_t V = f.output_spatial(), panels = (f.K + kLineFilters - 1) / kLineFilters;
   const int64_t live = static_cast<int64_t>(lines.live.size()), tiles = static_cast<int64_t>(lines.v0.size());
-  // Each tap's channels consecutively (one block of all C); the kernel sums blocks of kSumDepth.
-  pack_weights(f.K, f.C, lines.live, kLineFilters, f.C, wl, wp);
-  const int64_t block = kSumDepth;
+  pack_weights(f.K, f.C, lines.live, kLineFilters, true, wl, wp);
+  const int64_t block = kSumDepth;  // channels per register sum
   const int64_t chunks = (tiles + kLineChunk - 1) / kLineChunk, per_panel = f.N * chunks, items = panels * per_panel;
   // The input with its channels kPitchPad floats further apart than V when V is a multiple of
   // 1024 (4 KiB): at such strides the channels the kernel reads in turn fall into the same L1
@@ -546,7 +548,7 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
                 live, block, y + (n * f.K + panel * kLineFilters) * V,
                 static_cast<int>(std::min<int64_t>(kLineFilters, f.K - panel * kLineFilters)));
   };
-  const int64_t macs = static_cast<int64_t>(lines.taps.size()) * f.N * panels * kLineFilters * kLineVoxels * f.C;
+  const int64_t macs = lines.pairs * f.N * panels * kLineFilters * kLineVoxels * f.C;
   for_items(items, macs, body);
 }
 
@@ -569,7 +571,7 @@ template <int MR, int NV>
 void run_tiles(const Conv3dParams& f, const float* x, float* y, const WeightLayout& wl, float* wp) {
   const Tiles tiles = make_tiles(f, NV);
   const int64_t V = f.output_spatial(), panels = (f.K + MR - 1) / MR, live = static_cast<int64_t>(tiles.live.size());
-  pack_weights(f.K, f.C, tiles.live, MR, 1, wl, wp);
+  pack_weights(f.K, f.C, tiles.live, MR, false, wl, wp);
   const int64_t per_panel = f.N * tiles.count, items = panels * per_panel;
   const int64_t block = sum_block(live);
   auto body = [&](int64_t item) {
@@ -623,14 +625,12 @@ std::vector<WgradTap> wgrad_taps(const Conv3dParams& p) {
   for (int64_t t = 0; t < p.T; ++t)
     for (int64_t r = 0; r < p.R; ++r)
       for (int64_t s = 0; s < p.S; ++s) {
-        const int64_t dz = t * p.dilation[0] - p.pad[0], dy = r * p.dilation[1] - p.pad[1];
-        const int64_t dx = s * p.dilation[2] - p.pad[2];
-        WgradTap tap{(dz * p.P + dy) * p.Q + dx, (t * p.R + r) * p.S + s, {}};
+        const auto [dz, dy, dx, shift] = tap_offset(p, t, r, s);
+        WgradTap tap{shift, (t * p.R + r) * p.S + s, {}};
         const int64_t lo = std::max<int64_t>(0, -dx), hi = std::min<int64_t>(p.Q, p.Q - dx);
         if (lo >= hi) continue;
         for (int64_t z = std::max<int64_t>(0, -dz); z < std::min<int64_t>(p.Z, p.Z - dz); ++z)
-          for (int64_t y = std::max<int64_t>(0, -dy); y < std::min<int64_t>(p.P, p.P - dy); ++y)
-          {
+          for (int64_t y = std::max<int64_t>(0, -dy); y < std::min<int64_t>(p.P, p.P - dy); ++y) {
             const int64_t v = (z * p.P + y) * p.Q + lo;
             // Whole lines (taps without a width shift) join into one run.
             if (!tap.segments.empty() && tap.segments.back().v + tap.segments.back().count == v)

@@ -11,7 +11,6 @@ uptime > $out/uptime-start.txt
 lscpu > $out/lscpu.txt
 for round in 1 2; do
   for tree in /tmp/base /work/main; do
-    name=$(basename $(dirname $tree/x))-$round
     [ $tree = /work/main ] && name=new-$round || name=base-$round
     nice -n -15 $tree/build/bench/med3d-bench conv --threads 2 --runs 10 > $out/conv-$name.txt
     nice -n -15 $tree/build/bench/med3d-bench step --threads 2 --runs 5 --arch resnet18 --input 2x1x32x64x64 > $out/step-$name.txt
