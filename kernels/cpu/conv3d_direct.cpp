@@ -534,8 +534,8 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
   // sets, which hold only 8 lines each.
   std::vector<float> padded;
   int64_t x_pitch = V;
-  if (V % 1024 == 0) {
-    x_pitch = V + kPitchPad;
+  if ((V / kPitchPad) % 2 == 0) {
+    x_pitch = (V / kPitchPad + 1) * kPitchPad;
     padded.resize(static_cast<std::size_t>(f.N * f.C * x_pitch));
     for_items(f.N * f.C, f.N * f.C * V, [&](int64_t row) {
       std::copy(x + row * V, x + (row + 1) * V, padded.data() + row * x_pitch);
@@ -761,10 +761,15 @@ void conv3d_direct_wgrad(const Conv3dParams& p, const float* x, const float* dy,
       for (int64_t v = 0; v < V; ++v) dst[v * kWgradFilters + f] = src[v];
     }
   });
-  std::fill(dw, dw + p.K * p.C * T, 0.0f);
   auto body = [&](int64_t item) {
     // A block past the last channel repeats it and drops the result.
     const int64_t panel = item / c_blocks, c0 = item % c_blocks * kWgradChannels;
+    // The dead taps' zeros: here, in parallel, where a serial fill of dw first was 2% of a step.
+    for (int f = 0; f < kWgradFilters && panel * kWgradFilters + f < p.K; ++f)
+      for (int j = 0; j < kWgradChannels && c0 + j < p.C; ++j) {
+        float* row = dw + ((panel * kWgradFilters + f) * p.C + c0 + j) * T;
+        std::fill(row, row + T, 0.0f);
+      }
     const float* xs[kWgradChannels];
     for (int j = 0; j < kWgradChannels; ++j) xs[j] = x + std::min(c0 + j, p.C - 1) * V;
     const float* panel_dy = dyp.data() + panel * p.N * V * kWgradFilters;
