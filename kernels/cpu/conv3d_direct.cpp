@@ -527,7 +527,10 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
   const int64_t V = f.output_spatial(), panels = (f.K + kLineFilters - 1) / kLineFilters;
   const int64_t live = static_cast<int64_t>(lines.live.size()), tiles = static_cast<int64_t>(lines.v0.size());
   pack_weights(f.K, f.C, lines.live, kLineFilters, true, wl, wp);
-  const int64_t block = kSumDepth;  // channels per register sum
+  // Channels per register sum: 128, not kSumDepth, so that a tile's input lines for a block
+  // (128 x 64 bytes) and the tap's weights (128 x 64) stay in L1 together (layers 3-4 and the
+  // ASPP branches 7-10% faster than with 256).
+  const int64_t block = 128;
   const int64_t chunks = (tiles + kLineChunk - 1) / kLineChunk, per_panel = f.N * chunks, items = panels * per_panel;
   // The input copied with an odd number of 64-byte lines between channels when V has an even
   // number: at 4 KiB strides the channels the kernel reads in turn all fall into one L1 set
