@@ -135,7 +135,6 @@ Tiles make_tiles(const Conv3dParams& p, int vectors) {
 // side by side, 0 past K, in the order the kernel reads them: channels outermost (the voxel-lane
 // tiles, at ((panel * C + c) * live + l) * MR) or taps outermost (the line tiles, at
 // ((panel * live + l) * C + c) * MR).
-int64_t packed_elements(int64_t K, int64_t C, int64_t live, int mr) { return (K + mr - 1) / mr * mr * live * C; }
 
 // Where the run conv's weight (k, c, tap) lies: w[k * k_stride + c * c_stride + tap], or at
 // taps - 1 - tap when `flip` (dgrad reads w with the kernel flipped and the channel roles swapped).
@@ -301,14 +300,37 @@ bool line_tiles([[maybe_unused]] const Conv3dParams& f) {
 // tile is up to 8 consecutive voxels of one output line x 32 filters (16 accumulators), and each
 // (channel, tap) multiplies exactly the voxels whose input lies inside: the tap's line must lie
 // inside the volume (else the tap is skipped), and its voxels are then one range [lo, hi).
-// Under AVX2 (16 registers) 4 voxels x 16 filters (two vectors): 8 accumulators, 6 loads per 8
-// multiply-adds; 4 x 24 (12 accumulators) measured no faster, GCC spilling its weights, and 8 x 8
-// (9 loads per 8) slower.
+// Under AVX2 (16 registers) 4 voxels x 24 filters (three vectors): 12 accumulators, the weights
+// in the other three registers, 7 loads per 12 multiply-adds (4 x 16 leaves the 4-cycle FMA
+// latency no slack: layer3 fprop 3.0 -> 2.8 ms, ASPP d3 dgrad 31 -> 27.5); 8 x 8 (9 loads per 8)
+// was slower. The filters past the last multiple of 24 go to panels of 16 (kLineTailFilters):
+// 24 + 8 as 16 + 16, so that no panel runs on 4 accumulators.
 #if defined(MED3D_SIMD) && !defined(__AVX512F__)
-constexpr int kLineVoxels = 4, kLineFilters = 16;
+constexpr int kLineVoxels = 4, kLineFilters = 24, kLineTailFilters = 16;
 #else
-constexpr int kLineVoxels = 8, kLineFilters = 32;
+constexpr int kLineVoxels = 8, kLineFilters = 32, kLineTailFilters = 0;
 #endif
+
+// The line tiles' filter panels: `main` of kLineFilters, then `tail` of kLineTailFilters
+// holding the last `tail_filters` filters.
+struct LinePanels {
+  int64_t main = 0, tail = 0, tail_filters = 0;
+  int64_t count() const { return main + tail; }
+  int64_t k0(int64_t panel) const { return panel < main ? panel * kLineFilters : main * kLineFilters + (panel - main) * kLineTailFilters; }
+  int width(int64_t panel) const { return panel < main ? kLineFilters : kLineTailFilters; }
+  int64_t packed_filters() const { return main * kLineFilters + tail * kLineTailFilters; }
+};
+LinePanels line_panels(int64_t K) {
+  LinePanels panels;
+  // AVX2: a rest of 1-8 filters joins the last 24 in two panels of 16, 9-16 take one, 17-23 stay
+  // in a panel of 24.
+  const int64_t rest = K % kLineFilters;
+  if (rest > 0 && rest <= kLineTailFilters)
+    panels.tail_filters = rest <= kLineFilters - kLineTailFilters && K > kLineFilters ? rest + kLineFilters : rest;
+  panels.main = (K - panels.tail_filters + kLineFilters - 1) / kLineFilters;
+  if (kLineTailFilters > 0) panels.tail = (panels.tail_filters + kLineTailFilters - 1) / kLineTailFilters;
+  return panels;
+}
 // Tiles per work item: their sums stay in L1/L2 while each tap's weights for a channel block (in
 // L1) serve all of them, where a tile at a time would read the panel's weights from L2 for each.
 constexpr int64_t kLineChunk = 32;
@@ -379,53 +401,62 @@ struct TapRun {
 
 using LineAcc = simd::Vec[kLineVoxels][kLineVectors];
 
-// acc[j] += w x[j] over the run's channels, for voxels j in [LO, HI).
-template <int LO, int HI>
+// acc[j][h] += w[h] x[j] over the run's channels, for voxels j in [LO, HI) and the first NV
+// vectors of filters h (the last panel of K may fill fewer).
+template <int LO, int HI, int NV>
 [[gnu::always_inline]] inline void line_fma(const TapRun& run, LineAcc& acc) {
+  static_assert(NV >= 1 && NV <= kLineVectors && kLineVectors <= 3);
   const float* xp = run.x;
   const float* a = run.w;
   for (int64_t c = 0; c < run.channels; ++c, xp += run.x_step, a += run.w_step) {
-    // Two named vectors, not an array: GCC kept an array of asm operands on the stack and stored
-    // both weights there on every channel.
-    static_assert(kLineVectors == 2);
-    simd::Vec w0 = simd::load(a), w1 = simd::load(a + simd::kLanes);
+    // Named vectors, not an array: GCC kept an array of asm operands on the stack and stored the
+    // weights there on every channel.
+    simd::Vec w0 = simd::load(a), w1 = simd::zero(), w2 = simd::zero();
     simd::keep_in_register(w0);
-    simd::keep_in_register(w1);
+    if constexpr (NV > 1) {
+      w1 = simd::load(a + simd::kLanes);
+      simd::keep_in_register(w1);
+    }
+    if constexpr (NV > 2) {
+      w2 = simd::load(a + 2 * simd::kLanes);
+      simd::keep_in_register(w2);
+    }
 #pragma GCC unroll 8
     for (int j = LO; j < HI; ++j) {
       const simd::Vec b = simd::broadcast(xp[j]);
       acc[j][0] = simd::fma(b, w0, acc[j][0]);
-      acc[j][1] = simd::fma(b, w1, acc[j][1]);
+      if constexpr (NV > 1) acc[j][1] = simd::fma(b, w1, acc[j][1]);
+      if constexpr (NV > 2) acc[j][2] = simd::fma(b, w2, acc[j][2]);
     }
   }
 }
 
 // line_fma for the tap's voxels [lo, hi): the ranges that dilations 1, 2 and 4 give (all of them
 // on 4-voxel lines) unrolled, chosen once per tap and channel block.
-template <int VOXELS>
+template <int VOXELS, int NV>
 [[gnu::always_inline]] inline void line_tap(int lo, int hi, const TapRun& run, LineAcc& acc) {
   if constexpr (VOXELS == 4) {
     switch (lo * 16 + hi) {
-      case 4: return line_fma<0, 4>(run, acc);
-      case 3: return line_fma<0, 3>(run, acc);
-      case 2: return line_fma<0, 2>(run, acc);
-      case 1: return line_fma<0, 1>(run, acc);
-      case 16 + 4: return line_fma<1, 4>(run, acc);
-      case 16 + 3: return line_fma<1, 3>(run, acc);
-      case 16 + 2: return line_fma<1, 2>(run, acc);
-      case 32 + 4: return line_fma<2, 4>(run, acc);
-      case 32 + 3: return line_fma<2, 3>(run, acc);
-      default: return line_fma<3, 4>(run, acc);
+      case 4: return line_fma<0, 4, NV>(run, acc);
+      case 3: return line_fma<0, 3, NV>(run, acc);
+      case 2: return line_fma<0, 2, NV>(run, acc);
+      case 1: return line_fma<0, 1, NV>(run, acc);
+      case 16 + 4: return line_fma<1, 4, NV>(run, acc);
+      case 16 + 3: return line_fma<1, 3, NV>(run, acc);
+      case 16 + 2: return line_fma<1, 2, NV>(run, acc);
+      case 32 + 4: return line_fma<2, 4, NV>(run, acc);
+      case 32 + 3: return line_fma<2, 3, NV>(run, acc);
+      default: return line_fma<3, 4, NV>(run, acc);
     }
   } else {
     switch (lo * 16 + hi) {
-      case 8: return line_fma<0, 8>(run, acc);
-      case 7: return line_fma<0, 7>(run, acc);
-      case 6: return line_fma<0, 6>(run, acc);
-      case 4: return line_fma<0, 4>(run, acc);
-      case 16 + 8: return line_fma<1, 8>(run, acc);
-      case 32 + 8: return line_fma<2, 8>(run, acc);
-      case 64 + 8: return line_fma<4, 8>(run, acc);
+      case 8: return line_fma<0, 8, NV>(run, acc);
+      case 7: return line_fma<0, 7, NV>(run, acc);
+      case 6: return line_fma<0, 6, NV>(run, acc);
+      case 4: return line_fma<0, 4, NV>(run, acc);
+      case 16 + 8: return line_fma<1, 8, NV>(run, acc);
+      case 32 + 8: return line_fma<2, 8, NV>(run, acc);
+      case 64 + 8: return line_fma<4, 8, NV>(run, acc);
       default: {
         const float* xp = run.x;
         const float* a = run.w;
@@ -435,15 +466,16 @@ template <int VOXELS>
             if (j >= lo && j < hi) {
               const simd::Vec b = simd::broadcast(xp[j]);
 #pragma GCC unroll 4
-              for (int h = 0; h < kLineVectors; ++h) acc[j][h] = simd::fma(b, simd::load(a + simd::kLanes * h), acc[j][h]);
+              for (int h = 0; h < NV; ++h) acc[j][h] = simd::fma(b, simd::load(a + simd::kLanes * h), acc[j][h]);
             }
       }
     }
   }
 }
 
+template <int NV>
 void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Lines& lines, int64_t t0, int64_t t1,
-                 const float* wp, int64_t live, int64_t block, float* y, int rows) {
+                 const float* wp, int mr, int64_t live, int64_t block, float* y, int rows) {
   using namespace simd;
   alignas(64) float sums[kLineChunk][kLineVoxels][kLineFilters] = {};
   // Taps outermost, then channel blocks, then the chunk's tiles: one tap's weights for a block
@@ -452,7 +484,7 @@ void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Li
   for (int64_t l = 0; l < live; ++l)
     for (int64_t c0 = 0; c0 < C; c0 += block) {
       const int64_t channels = std::min(C, c0 + block) - c0;
-      const float* w = wp + (l * C + c0) * kLineFilters;
+      const float* w = wp + (l * C + c0) * mr;
       const float* xc = x + c0 * x_pitch + lines.shift[static_cast<std::size_t>(l)];
       for (int64_t t = t0; t < t1; ++t) {
         const int key = lines.range[static_cast<std::size_t>(t * live + l)];
@@ -462,7 +494,7 @@ void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Li
         for (int j = 0; j < kLineVoxels; ++j)
 #pragma GCC unroll 4
           for (int h = 0; h < kLineVectors; ++h) acc[j][h] = zero();
-        line_tap<kLineVoxels>(key >> 4, key & 15, {xc + lines.v0[static_cast<std::size_t>(t)], x_pitch, w, kLineFilters, channels}, acc);
+        line_tap<kLineVoxels, NV>(key >> 4, key & 15, {xc + lines.v0[static_cast<std::size_t>(t)], x_pitch, w, mr, channels}, acc);
 #pragma GCC unroll 8
         for (int j = 0; j < kLineVoxels; ++j)
 #pragma GCC unroll 4
@@ -491,9 +523,21 @@ void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Li
 #endif
   }
 }
+
+// The kernel for the panel's filter vectors (the last panels of K may need fewer).
+void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Lines& lines, int64_t t0, int64_t t1,
+                 const float* wp, int mr, int64_t live, int64_t block, float* y, int rows) {
+  switch ((rows + simd::kLanes - 1) / simd::kLanes) {
+    case 1: return line_kernel<1>(x, C, x_pitch, V, lines, t0, t1, wp, mr, live, block, y, rows);
+#if !defined(__AVX512F__)
+    case 2: return line_kernel<2>(x, C, x_pitch, V, lines, t0, t1, wp, mr, live, block, y, rows);
+#endif
+    default: return line_kernel<kLineVectors>(x, C, x_pitch, V, lines, t0, t1, wp, mr, live, block, y, rows);
+  }
+}
 #else
 void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Lines& lines, int64_t t0, int64_t t1,
-                 const float* wp, int64_t live, int64_t block, float* y, int rows) {
+                 const float* wp, int mr, int64_t live, int64_t block, float* y, int rows) {
   float sums[kLineChunk][kLineVoxels][kLineFilters] = {};
   for (int64_t l = 0; l < live; ++l)
     for (int64_t c0 = 0; c0 < C; c0 += block) {
@@ -504,10 +548,10 @@ void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Li
         const int64_t v0 = lines.v0[static_cast<std::size_t>(t)] + lines.shift[static_cast<std::size_t>(l)];
         float acc[kLineVoxels][kLineFilters] = {};
         for (int64_t c = c0; c < c0 + channels; ++c) {
-          const float* a = wp + (l * C + c) * kLineFilters;
+          const float* a = wp + (l * C + c) * mr;
           for (int j = key >> 4; j < (key & 15); ++j) {
             const float b = x[c * x_pitch + v0 + j];
-            for (int k = 0; k < kLineFilters; ++k) acc[j][k] += b * a[k];
+            for (int k = 0; k < mr; ++k) acc[j][k] += b * a[k];
           }
         }
         for (int j = 0; j < kLineVoxels; ++j)
@@ -524,9 +568,16 @@ void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Li
 // y = the direct conv f of x with weights wl on the line tiles, wp room for their packing.
 void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayout& wl, float* wp) {
   const Lines lines = make_lines(f);
-  const int64_t V = f.output_spatial(), panels = (f.K + kLineFilters - 1) / kLineFilters;
-  const int64_t live = static_cast<int64_t>(lines.live.size()), tiles = static_cast<int64_t>(lines.v0.size());
-  pack_weights(f.K, f.C, lines.live, kLineFilters, true, wl, wp);
+  const int64_t V = f.output_spatial();
+  const LinePanels plan = line_panels(f.K);
+  const int64_t panels = plan.count(), live = static_cast<int64_t>(lines.live.size()), tiles = static_cast<int64_t>(lines.v0.size());
+  const int64_t main_filters = f.K - plan.tail_filters;
+  pack_weights(main_filters, f.C, lines.live, kLineFilters, true, wl, wp);
+  if (plan.tail > 0) {
+    WeightLayout tail = wl;
+    tail.w += main_filters * wl.k_stride;
+    pack_weights(plan.tail_filters, f.C, lines.live, kLineTailFilters, true, tail, wp + plan.main * kLineFilters * live * f.C);
+  }
   // Channels per register sum: 128, not kSumDepth, so that a tile's input lines for a block
   // (128 x 64 bytes) and the tap's weights (128 x 64) stay in L1 together (layers 3-4 and the
   // ASPP branches 7-10% faster than with 256).
@@ -547,11 +598,12 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
   }
   auto body = [&](int64_t item) {
     const int64_t panel = item / per_panel, n = item % per_panel / chunks, t0 = item % chunks * kLineChunk;
-    line_kernel(x + n * f.C * x_pitch, f.C, x_pitch, V, lines, t0, std::min(tiles, t0 + kLineChunk), wp + panel * live * f.C * kLineFilters,
-                live, block, y + (n * f.K + panel * kLineFilters) * V,
-                static_cast<int>(std::min<int64_t>(kLineFilters, f.K - panel * kLineFilters)));
+    const int64_t k0 = plan.k0(panel);
+    const int width = plan.width(panel);
+    line_kernel(x + n * f.C * x_pitch, f.C, x_pitch, V, lines, t0, std::min(tiles, t0 + kLineChunk), wp + k0 * live * f.C, width,
+                live, block, y + (n * f.K + k0) * V, static_cast<int>(std::min<int64_t>(width, f.K - k0)));
   };
-  const int64_t macs = lines.pairs * f.N * panels * kLineFilters * kLineVoxels * f.C;
+  const int64_t macs = lines.pairs * f.N * plan.packed_filters() * kLineVoxels * f.C;
   for_items(items, macs, body);
 }
 
@@ -567,7 +619,9 @@ constexpr int kTileFilters = 8, kTileVectors = 3;
 #endif
 
 // Filters per packed weight panel of the kernel that runs f.
-int panel_filters(const Conv3dParams& f) { return line_tiles(f) ? kLineFilters : kTileFilters; }
+int64_t packed_filters(const Conv3dParams& f) {
+  return line_tiles(f) ? line_panels(f.K).packed_filters() : (f.K + kTileFilters - 1) / kTileFilters * kTileFilters;
+}
 
 // y = the direct conv f of x with weights wl, wp room for their packing.
 template <int MR, int NV>
@@ -730,7 +784,7 @@ bool conv3d_direct_applies(const Conv3dParams& p) {
 int64_t conv3d_direct_scratch_elements(const Conv3dParams& p) {
   const int64_t live = live_tap_count(p);
   int64_t most = 0;
-  for (const Conv3dParams& f : {p, transposed(p)}) most = std::max(most, packed_elements(f.K, f.C, live, panel_filters(f)));
+  for (const Conv3dParams& f : {p, transposed(p)}) most = std::max(most, packed_filters(f) * f.C * live);
   return most;
 }
 

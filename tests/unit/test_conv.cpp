@@ -329,8 +329,9 @@ TEST_CASE("conv3d: the direct kernels of same convs match the f64 kernels", "[co
   // filter and channel blocks in wgrad), sample volumes that end inside a tile, taps dead for whole tiles (dilation 4 along depth of 3),
   // an anisotropic kernel, an even kernel with dilation 2, a dilation whose only live tap is
   // the centre, live taps that are not consecutive (weights packed tap by tap, not in runs),
-  // and more channels than one register sum block over planes of 1024 voxels (several channel
-  // blocks per tap; input channels copied apart from their 4 KiB strides).
+  // more channels than one register sum block over planes of 1024 voxels (several channel
+  // blocks per tap; input channels copied apart from their 4 KiB strides), and filter counts
+  // that leave AVX2's line tiles tail panels of 16 (32 = 16 + 16 in fprop, 40 = 24 + 16 in dgrad).
   Context context(Device::cpu(), 8);
   const Conv3dParams cases[] = {
       kernels::conv3d_params("test", {1, 5, 4, 6, 7}, {13, 5, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
@@ -341,6 +342,7 @@ TEST_CASE("conv3d: the direct kernels of same convs match the f64 kernels", "[co
       kernels::conv3d_params("test", {1, 17, 2, 9, 10}, {9, 17, 3, 3, 3}, {1, 1, 1}, {1, 2, 1}, {1, 2, 1}, 1),
       kernels::conv3d_params("test", {1, 3, 5, 2, 6}, {18, 3, 3, 3, 3}, {1, 1, 1}, {1, 4, 1}, {1, 4, 1}, 1),
       kernels::conv3d_params("test", {1, 260, 1, 32, 32}, {3, 260, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 40, 3, 5, 6}, {32, 40, 3, 3, 3}, {1, 1, 1}, {1, 2, 1}, {1, 2, 1}, 1),
   };
   for (const Conv3dParams& p : cases) {
     INFO("C " << p.C << " K " << p.K << " input " << p.D << "x" << p.H << "x" << p.W);
