@@ -14,6 +14,7 @@
 #endif
 
 #include "med3d/kernels/cpu/conv3d_direct.h"
+#include "med3d/kernels/cpu/conv3d_padded.h"
 #include "med3d/kernels/cpu/gemm.h"
 #include "med3d/kernels/cpu_loops.h"
 
@@ -705,6 +706,11 @@ void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, 
       if (bias) add_channel_bias(p.N, p.K, out_sp, bias, y);
       return;
     }
+    if (conv3d_padded_applies(p)) {
+      conv3d_padded_fprop(p, x, w, y);
+      if (bias) add_channel_bias(p.N, p.K, out_sp, bias, y);
+      return;
+    }
     if (plan.per_tap) {
       per_tap_f32(p, plan, x, w, y, per_tap_buffers(p, plan, scratch), false);
       if (bias) add_channel_bias(p.N, p.K, out_sp, bias, y);
@@ -828,6 +834,10 @@ void conv3d_wgrad(const Conv3dParams& p, const T* x, const T* dy, T* dw, T* scra
   if constexpr (std::is_same_v<T, float>) {
     if (conv3d_direct_applies(p)) {
       conv3d_direct_wgrad(p, x, dy, dw);
+      return;
+    }
+    if (conv3d_padded_applies(p)) {
+      conv3d_padded_wgrad(p, x, dy, dw);
       return;
     }
   }

@@ -316,7 +316,9 @@ constexpr int kLineVoxels = 8, kLineFilters = 32, kLineTailFilters = 0;
 struct LinePanels {
   int64_t main = 0, tail = 0, tail_filters = 0;
   int64_t count() const { return main + tail; }
-  int64_t k0(int64_t panel) const { return panel < main ? panel * kLineFilters : main * kLineFilters + (panel - main) * kLineTailFilters; }
+  int64_t k0(int64_t panel) const {
+    return panel < main ? panel * kLineFilters : main * kLineFilters + (panel - main) * kLineTailFilters;
+  }
   int width(int64_t panel) const { return panel < main ? kLineFilters : kLineTailFilters; }
   int64_t packed_filters() const { return main * kLineFilters + tail * kLineTailFilters; }
 };
@@ -328,7 +330,7 @@ LinePanels line_panels(int64_t K) {
   if (rest > 0 && rest <= kLineTailFilters)
     panels.tail_filters = rest <= kLineFilters - kLineTailFilters && K > kLineFilters ? rest + kLineFilters : rest;
   panels.main = (K - panels.tail_filters + kLineFilters - 1) / kLineFilters;
-  if (kLineTailFilters > 0) panels.tail = (panels.tail_filters + kLineTailFilters - 1) / kLineTailFilters;
+  if constexpr (kLineTailFilters > 0) panels.tail = (panels.tail_filters + kLineTailFilters - 1) / kLineTailFilters;
   return panels;
 }
 // Tiles per work item: their sums stay in L1/L2 while each tap's weights for a channel block (in

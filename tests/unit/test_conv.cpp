@@ -4,6 +4,7 @@
 #include "med3d/kernels/conv_params.h"
 #include "med3d/kernels/cpu/conv3d.h"
 #include "med3d/kernels/cpu/conv3d_direct.h"
+#include "med3d/kernels/cpu/conv3d_padded.h"
 #include "test_util.h"
 
 using namespace med3d;
@@ -323,6 +324,26 @@ TEST_CASE("conv3d: f32 kernels (gemm_f32) match the f64 kernels (Eigen) on every
   }
 }
 
+// Random f64 inputs of a single-group conv without bias, its f64 kernels' results (y, dx, dw)
+// and the inputs in f32: what a specialised f32 kernel is checked against.
+struct SameConvCase {
+  Tensor x, w, dy;
+  std::vector<Tensor> ref;
+  Tensor xf, wf, dyf;
+};
+SameConvCase same_conv_case(Context& context, const Conv3dParams& p) {
+  SameConvCase c;
+  c.x = context.randn({p.N, p.C, p.D, p.H, p.W}, DType::f64);
+  c.w = context.randn({p.K, p.C, p.T, p.R, p.S}, DType::f64);
+  c.dy = context.randn({p.N, p.K, p.Z, p.P, p.Q}, DType::f64);
+  c.ref = run_kernels(context, p, c.x, c.w, context.full({p.K}, 0.0, DType::f64), c.dy,
+                      kernels::cpu::conv3d_scratch_elements(p));
+  c.xf = c.x.to(DType::f32);
+  c.wf = c.w.to(DType::f32);
+  c.dyf = c.dy.to(DType::f32);
+  return c;
+}
+
 TEST_CASE("conv3d: the direct kernels of same convs match the f64 kernels", "[conv]") {
   // Cases: both register tiles (planes over and up to 64 voxels), output channels not a
   // multiple of either tile (partial panels, in fprop and in dgrad's swapped roles; partial
@@ -347,12 +368,9 @@ TEST_CASE("conv3d: the direct kernels of same convs match the f64 kernels", "[co
   for (const Conv3dParams& p : cases) {
     INFO("C " << p.C << " K " << p.K << " input " << p.D << "x" << p.H << "x" << p.W);
     REQUIRE(kernels::cpu::conv3d_direct_applies(p));
-    Tensor x = context.randn({p.N, p.C, p.D, p.H, p.W}, DType::f64);
-    Tensor w = context.randn({p.K, p.C, p.T, p.R, p.S}, DType::f64);
-    Tensor dy = context.randn({p.N, p.K, p.Z, p.P, p.Q}, DType::f64);
-    const std::vector<Tensor> ref = run_kernels(context, p, x, w, context.full({p.K}, 0.0, DType::f64), dy,
-                                                kernels::cpu::conv3d_scratch_elements(p));
-    const Tensor xf = x.to(DType::f32), wf = w.to(DType::f32), dyf = dy.to(DType::f32);
+    const SameConvCase c = same_conv_case(context, p);
+    const Tensor &x = c.x, &w = c.w, &dy = c.dy, &xf = c.xf, &wf = c.wf, &dyf = c.dyf;
+    const std::vector<Tensor>& ref = c.ref;
     const int64_t n_scratch = kernels::cpu::conv3d_direct_scratch_elements(p);
     std::vector<float> scratch(static_cast<std::size_t>(std::max<int64_t>(n_scratch, 1)), -1.0f);
     Tensor y = context.full(dy.shape(), 7.0, DType::f32), dx = context.full(x.shape(), 7.0, DType::f32);
@@ -373,6 +391,35 @@ TEST_CASE("conv3d: the direct kernels of same convs match the f64 kernels", "[co
   REQUIRE_FALSE(kernels::cpu::conv3d_direct_applies(strided));
   REQUIRE_FALSE(kernels::cpu::conv3d_direct_applies(
       kernels::conv3d_params("test", {1, 2, 4, 4, 4}, {3, 2, 3, 3, 3}, {1, 1, 1}, {0, 1, 1}, {1, 1, 1}, 1)));
+}
+
+TEST_CASE("conv3d: the padded kernels of few-channel convs match the f64 kernels", "[conv]") {
+  // Cases: the stem's shape (1 channel, 7x7x7, stride 2, padding 3) on a small volume with
+  // filters in two panels and a tail, several channels with an output line that ends inside a
+  // tile, and per-axis strides, paddings and dilations (two width taps left over after a block).
+  Context context(Device::cpu(), 9);
+  const Conv3dParams cases[] = {
+      kernels::conv3d_params("test", {2, 1, 9, 12, 14}, {30, 1, 7, 7, 7}, {2, 2, 2}, {3, 3, 3}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {1, 3, 5, 6, 7}, {8, 3, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {1, 4, 6, 7, 11}, {50, 4, 3, 3, 6}, {1, 2, 3}, {2, 1, 0}, {2, 1, 1}, 1),
+  };
+  for (const Conv3dParams& p : cases) {
+    INFO("C " << p.C << " K " << p.K << " input " << p.D << "x" << p.H << "x" << p.W);
+    REQUIRE(kernels::cpu::conv3d_padded_applies(p));
+    const SameConvCase c = same_conv_case(context, p);
+    Tensor y = context.full(c.dy.shape(), 7.0, DType::f32), dw = context.full(c.w.shape(), 7.0, DType::f32);
+    kernels::cpu::conv3d_padded_fprop(p, c.xf.data<float>(), c.wf.data<float>(), y.data<float>());
+    kernels::cpu::conv3d_padded_wgrad(p, c.xf.data<float>(), c.dyf.data<float>(), dw.data<float>());
+    const std::vector<Tensor>& ref = c.ref;
+    test::require_close(y.to(DType::f64), ref[0], 1e-5, "padded y");
+    test::require_close(dw.to(DType::f64), ref[2], 1e-5, "padded dw");
+  }
+  const Conv3dParams many_channels =
+      kernels::conv3d_params("test", {1, 5, 4, 4, 4}, {3, 5, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1);
+  REQUIRE_FALSE(kernels::cpu::conv3d_padded_applies(many_channels));
+  std::vector<float> buffer(static_cast<std::size_t>(5 * 64 * 27), 0.0f);
+  REQUIRE_THROWS_WITH(kernels::cpu::conv3d_padded_fprop(many_channels, buffer.data(), buffer.data(), buffer.data()),
+                      Catch::Contains("at most 4 input channels"));
 }
 
 TEST_CASE("conv3d: repeated runs are bitwise identical", "[conv]") {

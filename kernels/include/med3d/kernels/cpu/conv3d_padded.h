@@ -1,0 +1,31 @@
+// Direct f32 convolution of convs with few input channels and many taps: the stem of Med3D's
+// ResNets (1 channel, 7x7x7, stride 2, padding 3). There the implicit GEMM spends most of its time
+// gathering its column matrix (343 strided reads per output voxel), while the whole input fits in
+// cache. Instead the input is copied once with its padding as zeros, so every tap of every tile
+// reads inside, and a tile of a few consecutive output voxels of one line x a panel of filters
+// (in the vector lanes) sums all channels and taps in registers: no gather, no range logic, the
+// padded taps' zeros multiplied too (11% more products on the stem than land inside).
+// wgrad puts the filters in the lanes as well: dy is repacked with the filters innermost, and a
+// block of consecutive width taps sums over each output plane; planes are then added up.
+// x [N, C, D, H, W], w [K, C, T, R, S], y and dy [N, K, Z, P, Q] contiguous, any strides,
+// paddings and dilations, one group. fprop overwrites y; wgrad overwrites dw. Both allocate their
+// own buffers (the padded input, packed weights or dy, per-plane partial sums); each output
+// element is summed in a fixed order, so results are deterministic.
+#pragma once
+
+#include "med3d/kernels/conv_params.h"
+
+namespace med3d::kernels::cpu {
+
+// Whether the padded kernels take this conv (f32 callers): one group, at most 4 input channels,
+// at least 27 taps.
+bool conv3d_padded_applies(const Conv3dParams& p);
+
+// y = conv(x, w) without bias. Overwrites y. Requires conv3d_padded_applies(p).
+void conv3d_padded_fprop(const Conv3dParams& p, const float* x, const float* w, float* y);
+
+// dw = wgrad of the conv above, summed over samples. Overwrites dw [K, C, T, R, S]. Requires
+// conv3d_padded_applies(p).
+void conv3d_padded_wgrad(const Conv3dParams& p, const float* x, const float* dy, float* dw);
+
+}  // namespace med3d::kernels::cpu
