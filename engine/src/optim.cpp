@@ -225,6 +225,26 @@ Sgd::Sgd(std::vector<ParamGroup> groups, SgdOptions options)
   check_sgd_options(options_);
 }
 
+namespace {
+
+// SGD over count consecutive elements. The scalars by value and the arrays restrict: with them
+// in memory that the parameters might alias, GCC reloaded the flags per element and left the
+// update, a memory-bound pass over every weight, scalar.
+constexpr int64_t kSgdChunk = 1 << 14;
+template <class T>
+void sgd_chunk(const kernels::SgdScalars<T> s, T* __restrict p, const T* __restrict g, T* __restrict b, int64_t count) {
+  if (b == nullptr) {
+    for (int64_t i = 0; i < count; ++i) {
+      T unused = 0;
+      kernels::sgd_update(s, p[i], g[i], unused);
+    }
+    return;
+  }
+  for (int64_t i = 0; i < count; ++i) kernels::sgd_update(s, p[i], g[i], b[i]);
+}
+
+}  // namespace
+
 void Sgd::step() {
   check_step_groups();
   for (ParamGroup& group : groups()) {
@@ -264,10 +284,12 @@ void Sgd::step() {
         T* p = param.template data<T>();
         const T* g = grad.template data<T>();
         T* b = buffer.defined() ? buffer.template data<T>() : nullptr;
-        parallel_for(param.numel(), [&](int64_t i) {
-          T unused = 0;
-          kernels::sgd_update(scalars, p[i], g[i], b != nullptr ? b[i] : unused);
-        });
+        const int64_t n = param.numel(), chunks = (n + kSgdChunk - 1) / kSgdChunk;
+#pragma omp parallel for schedule(static) if (n > kernels::kParallelGrain)
+        for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+          const int64_t i0 = chunk * kSgdChunk, count = std::min(kSgdChunk, n - i0);
+          sgd_chunk(scalars, p + i0, g + i0, b != nullptr ? b + i0 : nullptr, count);
+        }
       });
     }
   }
