@@ -3,6 +3,7 @@
 // kernels/include/med3d/kernels/optim.h. State buffers live on their parameter's device.
 #include "med3d/optim.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <set>
@@ -16,7 +17,6 @@
 namespace med3d {
 
 using detail::dispatch_floating;
-using kernels::parallel_for;
 
 namespace {
 
@@ -227,10 +227,10 @@ Sgd::Sgd(std::vector<ParamGroup> groups, SgdOptions options)
 
 namespace {
 
-// SGD over count consecutive elements. The scalars by value and the arrays restrict: with them
-// in memory that the parameters might alias, GCC reloaded the flags per element and left the
-// update, a memory-bound pass over every weight, scalar.
-constexpr int64_t kSgdChunk = 1 << 14;
+// The updates over count consecutive elements. The scalars by value and the arrays restrict:
+// with them in memory that the parameters might alias, GCC reloaded the flags per element and
+// left the loops scalar (SGD on ResNet-18: 28 ms a step, 13 vectorised).
+constexpr int64_t kUpdateChunk = 1 << 14;
 template <class T>
 void sgd_chunk(const kernels::SgdScalars<T> s, T* __restrict p, const T* __restrict g, T* __restrict b, int64_t count) {
   if (b == nullptr) {
@@ -241,6 +241,12 @@ void sgd_chunk(const kernels::SgdScalars<T> s, T* __restrict p, const T* __restr
     return;
   }
   for (int64_t i = 0; i < count; ++i) kernels::sgd_update(s, p[i], g[i], b[i]);
+}
+
+template <class T>
+void adam_chunk(const kernels::AdamScalars<T> s, T* __restrict p, const T* __restrict g, T* __restrict m,
+                T* __restrict v, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) kernels::adam_update(s, p[i], g[i], m[i], v[i]);
 }
 
 }  // namespace
@@ -284,10 +290,10 @@ void Sgd::step() {
         T* p = param.template data<T>();
         const T* g = grad.template data<T>();
         T* b = buffer.defined() ? buffer.template data<T>() : nullptr;
-        const int64_t n = param.numel(), chunks = (n + kSgdChunk - 1) / kSgdChunk;
+        const int64_t n = param.numel(), chunks = (n + kUpdateChunk - 1) / kUpdateChunk;
 #pragma omp parallel for schedule(static) if (n > kernels::kParallelGrain)
         for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-          const int64_t i0 = chunk * kSgdChunk, count = std::min(kSgdChunk, n - i0);
+          const int64_t i0 = chunk * kUpdateChunk, count = std::min(kUpdateChunk, n - i0);
           sgd_chunk(scalars, p + i0, g + i0, b != nullptr ? b + i0 : nullptr, count);
         }
       });
@@ -365,8 +371,12 @@ void Adam::step() {
         const T* g = grad.template data<T>();
         T* m = exp_avg.template data<T>();
         T* v = exp_avg_sq.template data<T>();
-        parallel_for(param.numel(),
-                     [&](int64_t i) { kernels::adam_update(scalars, p[i], g[i], m[i], v[i]); });
+        const int64_t n = param.numel(), chunks = (n + kUpdateChunk - 1) / kUpdateChunk;
+#pragma omp parallel for schedule(static) if (n > kernels::kParallelGrain)
+        for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+          const int64_t i0 = chunk * kUpdateChunk;
+          adam_chunk(scalars, p + i0, g + i0, m + i0, v + i0, std::min(kUpdateChunk, n - i0));
+        }
       });
     }
   }
