@@ -45,6 +45,22 @@ std::vector<std::vector<LinearUse<T>>> linear_uses(const std::vector<LinearTap<T
   return uses;
 }
 
+// Whether the taps along an axis double it with a fixed pattern inside (scale 2 without corner
+// alignment): output o in [1, 2 in - 2] reads (o - 1) / 2 and the next index, with the weights
+// of o = 2 when o is even and of o = 1 when odd. Then the axis has loops without index tables,
+// which vectorise (the tables' gathers left the W step scalar: upsampling at 44% / 21% of copy).
+template <class T>
+bool doubles(const std::vector<LinearTap<T>>& taps, int64_t in) {
+  const auto out = static_cast<int64_t>(taps.size());
+  if (in < 3 || out != 2 * in) return false;
+  for (int64_t o = 1; o < out - 1; ++o) {
+    const LinearTap<T>& t = taps[o];
+    const LinearTap<T>& ref = taps[o % 2 == 0 ? 2 : 1];
+    if (t.i0 != (o - 1) / 2 || t.i1 != t.i0 + 1 || t.w0 != ref.w0 || t.w1 != ref.w1) return false;
+  }
+  return true;
+}
+
 template <class T>
 std::array<std::vector<int64_t>, 3> nearest_sources(const UpsampleGeometry& g) {
   std::array<std::vector<int64_t>, 3> sources;
@@ -90,6 +106,7 @@ void upsample_trilinear3d_forward(const UpsampleGeometry& g, const T* x, T* y, T
   const int64_t di = g.in[0], hi = g.in[1], wi = g.in[2];
   const int64_t dout = g.out[0], ho = g.out[1], wo = g.out[2];
   const int64_t in_rows = di * hi, out_rows = dout * ho;  // per plane
+  const bool w_doubles = doubles(taps[2], wi);
   for_each_plane(g, g.planes * out_rows * wo, [&](int64_t p) {
     const T* xp = x + p * in_rows * wi;
     T* ws = workspace + p * in_rows * wo;
@@ -98,6 +115,16 @@ void upsample_trilinear3d_forward(const UpsampleGeometry& g, const T* x, T* y, T
     for (int64_t r = 0; r < in_rows; ++r) {
       const T* xr = xp + r * wi;
       T* wr = ws + r * wo;
+      if (w_doubles) {
+        // The same blends as the table below: edges from it, the inside by pattern.
+        for (const int64_t ow : {int64_t{0}, int64_t{1}, wo - 2, wo - 1}) wr[ow] = linear_blend(taps[2][ow], xr[taps[2][ow].i0], xr[taps[2][ow].i1]);
+        const LinearTap<T> even = taps[2][2], odd = taps[2][1];
+        for (int64_t i = 1; i < wi - 1; ++i) {
+          wr[2 * i] = even.w0 * xr[i - 1] + even.w1 * xr[i];
+          wr[2 * i + 1] = odd.w0 * xr[i] + odd.w1 * xr[i + 1];
+        }
+        continue;
+      }
       for (int64_t ow = 0; ow < wo; ++ow) {
         const LinearTap<T>& tw = taps[2][ow];
         wr[ow] = linear_blend(tw, xr[tw.i0], xr[tw.i1]);
@@ -150,6 +177,11 @@ void upsample_trilinear3d_backward(const UpsampleGeometry& g, const T* dy, T* dx
   for (int64_t iw = 0; iw < wi; ++iw)
     for (const LinearUse<T>& use : uses[2][static_cast<std::size_t>(iw)])
       w_coef[(use.out - w_start[iw]) * wi + iw] += use.weight;
+  bool w_doubles = wi >= 4 && doubles(taps[2], wi);
+  for (int64_t iw = 2; w_doubles && iw < wi - 1; ++iw) {
+    w_doubles = w_start[iw] == 2 * iw - 1 && w_len[iw] == 4;
+    for (int64_t u = 0; w_doubles && u < 4; ++u) w_doubles = w_coef[u * wi + iw] == w_coef[u * wi + 2];
+  }
   for_each_plane(g, g.planes * dout * ho * wo, [&](int64_t p) {
     T* ws = workspace + p * in_rows * wo;
     const T* dyp = dy + p * dout * ho * wo;
@@ -182,6 +214,19 @@ void upsample_trilinear3d_backward(const UpsampleGeometry& g, const T* dy, T* dx
     for (int64_t r = 0; r < in_rows; ++r) {
       const T* wr = ws + r * wo;
       T* dxr = dxp + r * wi;
+      if (w_doubles) {
+        // The same sums in the same order as below: input i in [2, wi - 2] is read by outputs
+        // 2i - 1 to 2i + 2 with the coefficients of i = 2; the others (output 0 reads input 1
+        // with weight 0) as below.
+        for (const int64_t iw : {int64_t{0}, int64_t{1}, wi - 1}) {
+          T sum = T(0);
+          for (int64_t u = 0; u < w_len[iw]; ++u) sum += w_coef[u * wi + iw] * wr[w_start[iw] + u];
+          dxr[iw] = sum;
+        }
+        const T c0 = w_coef[2], c1 = w_coef[wi + 2], c2 = w_coef[2 * wi + 2], c3 = w_coef[3 * wi + 2];
+        for (int64_t i = 2; i < wi - 1; ++i) dxr[i] = c0 * wr[2 * i - 1] + c1 * wr[2 * i] + c2 * wr[2 * i + 1] + c3 * wr[2 * i + 2];
+        continue;
+      }
       std::fill(dxr, dxr + wi, T(0));
       for (int64_t u = 0; u < w_terms; ++u) {
         const T* coef = w_coef.data() + u * wi;

@@ -132,6 +132,24 @@ TEST_CASE("upsample: hand-computed rows", "[upsample]") {
   REQUIRE(row(upsample_nearest3d_scale(x, Scale{1, 1, 1.2})) == std::vector<double>{0, 0, 3});
 }
 
+TEST_CASE("upsample: doubling rows by hand through the pattern loops", "[upsample]") {
+  // Scale 2 without corner alignment along a width of 5 takes the pattern loops inside (forward:
+  // inputs 1 to 3, backward: 2 and 3) and the tables at the edges. x = 4 i, so y = 4 * source:
+  // sources 0, 0.25, 0.75, ..., 3.75 and the last clamped to 4.
+  Context context;
+  Tensor x = context.from_vector<double>({1, 1, 1, 1, 5}, {0, 4, 8, 12, 16}).set_requires_grad(true);
+  Tensor y = upsample_trilinear3d_scale(x, Scale{1, 1, 2}, false);
+  REQUIRE(y.to_vector<double>() == std::vector<double>{0, 1, 3, 5, 7, 9, 11, 13, 15, 16});
+  // dy = o + 1: dx[i] sums dy over the outputs reading input i, weighted 0.25 / 0.75 (output 0
+  // reads input 0 alone, output 9 input 4 twice).
+  backward(y, context.from_vector<double>(y.shape(), {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}));
+  REQUIRE(x.grad().to_vector<double>() == std::vector<double>{3.25, 7, 11, 15, 18.75});
+  // All three axes doubled on an input with every axis at least 4 wide.
+  Context checked(Device::cpu(), 4);
+  gradcheck(checked, [](const auto& in) { return upsample_trilinear3d_scale(in[0], Scale{2, 2, 2}, false); },
+            {random_leaf(checked, {1, 2, 4, 5, 6})});
+}
+
 TEST_CASE("upsample: results do not depend on the thread count", "[upsample]") {
   Context context(Device::cpu(), 10);
   // Outputs large enough for the parallel loops.
