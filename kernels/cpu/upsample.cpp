@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -149,11 +150,11 @@ void upsample_trilinear3d_forward(const UpsampleGeometry& g, const T* x, T* y, T
 // workspace and of dx is summed by one thread in a fixed order (no atomics, and the result
 // does not depend on the thread count): per plane, first each workspace row (d, h) gathers the
 // dy rows that read it, weighted, then each dx element gathers along W. With planes across the
-// threads each dy row is read once, in order, and scattered into the four workspace rows it
-// came from (the same sums in the same order as the gathers: by output d, its tap, output h,
-// its tap); with one plane at a time the gathers split the rows between the threads.
+// threads a workspace row is summed in register-sized chunks; with one plane at a time the rows
+// are split between the threads (the same sums in the same order).
 template <class T>
 void upsample_trilinear3d_backward(const UpsampleGeometry& g, const T* dy, T* dx, T* workspace) {
+  constexpr int64_t kRowChunk = 64;
   const auto taps = linear_taps<T>(g);
   const std::array<std::vector<std::vector<LinearUse<T>>>, 3> uses{
       linear_uses(taps[0], g.in[0]), linear_uses(taps[1], g.in[1]), linear_uses(taps[2], g.in[2])};
@@ -190,15 +191,28 @@ void upsample_trilinear3d_backward(const UpsampleGeometry& g, const T* dy, T* dx
       for (int64_t ow = 0; ow < wo; ++ow) wr[ow] += weight * dyr[ow];
     };
     if (omp_in_parallel()) {
-      std::fill(ws, ws + in_rows * wo, T(0));
-      for (int64_t od = 0; od < dout; ++od)
-        for (const auto& [id, wd] : {std::pair{taps[0][od].i0, taps[0][od].w0}, std::pair{taps[0][od].i1, taps[0][od].w1}})
-          for (int64_t oh = 0; oh < ho; ++oh) {
-            const LinearTap<T>& th = taps[1][oh];
-            const T* dyr = dyp + (od * ho + oh) * wo;
-            add_row(ws + (id * hi + th.i0) * wo, wd * th.w0, dyr);
-            add_row(ws + (id * hi + th.i1) * wo, wd * th.w1, dyr);
+      // Each workspace row gathered in chunks of kRowChunk summed in registers (a scatter of
+      // every dy row into its four workspace rows waited on its own stores).
+      auto gather = [&](int64_t r, int64_t ow0, auto count) {
+        T acc[kRowChunk] = {};
+        for (const LinearUse<T>& ud : uses[0][r / hi])
+          for (const LinearUse<T>& uh : uses[1][r % hi]) {
+            const T weight = ud.weight * uh.weight;
+            const T* dyr = dyp + (ud.out * ho + uh.out) * wo + ow0;
+            if constexpr (std::is_integral_v<decltype(count)>) {
+              for (int64_t j = 0; j < count; ++j) acc[j] += weight * dyr[j];
+            } else {
+#pragma GCC unroll 64
+              for (int64_t j = 0; j < kRowChunk; ++j) acc[j] += weight * dyr[j];
+            }
           }
+        std::copy(acc, acc + count, ws + r * wo + ow0);
+      };
+      for (int64_t r = 0; r < in_rows; ++r)
+        for (int64_t ow0 = 0; ow0 < wo; ow0 += kRowChunk) {
+          if (wo - ow0 >= kRowChunk) gather(r, ow0, std::integral_constant<int64_t, kRowChunk>{});
+          else gather(r, ow0, wo - ow0);
+        }
     } else {
 #pragma omp parallel for if (rows_in_parallel(in_rows * wo)) schedule(static)
       for (int64_t r = 0; r < in_rows; ++r) {

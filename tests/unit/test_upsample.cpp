@@ -152,11 +152,14 @@ TEST_CASE("upsample: doubling rows by hand through the pattern loops", "[upsampl
 
 TEST_CASE("upsample: results do not depend on the thread count", "[upsample]") {
   Context context(Device::cpu(), 10);
-  // Outputs large enough for the parallel loops.
+  // Outputs large enough for the parallel loops (one thread sums the workspace rows by rows,
+  // two by planes, in register chunks: the same sums either way).
   Tensor x = random_leaf(context, {2, 3, 8, 9, 10}, DType::f32);
   const std::vector<std::function<Tensor(const Tensor&)>> ops{
       [](const Tensor& t) { return upsample_trilinear3d_scale(t, Scale{2, 2, 2}, false); },
       [](const Tensor& t) { return upsample_trilinear3d(t, Size{17, 19, 30}, true); },
+      // Rows of 70: a full register chunk and a tail in the gathers of the planes-parallel path.
+      [](const Tensor& t) { return upsample_trilinear3d(t, Size{9, 10, 70}, false); },
       [](const Tensor& t) { return upsample_nearest3d_scale(t, Scale{3, 2.5, 2}); }};
   for (const auto& op : ops) {
     auto run = [&](int threads) {
