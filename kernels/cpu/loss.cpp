@@ -25,17 +25,21 @@ void for_runs(ChannelLayout layout, const T* x, int64_t begin, int64_t end, Fn&&
   }
 }
 
-// Of a run: m = the channel max, total = sum_c exp(x_c - m) (exp in T, summed in double, as
-// log_sum_exp of kernels/softmax.h).
 template <class T>
-void run_exp_sums(const T* x0, int64_t channels, int64_t spatial, int64_t len, T* m, double* total) {
-  using Row = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
-  Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> mv(m, len);
-  Eigen::Map<Eigen::ArrayXd> tv(total, len);
-  mv = Row(x0, len);
-  for (int64_t c = 1; c < channels; ++c) mv = mv.max(Row(x0 + c * spatial, len));
+using RunArray = Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>;
+template <class T>
+using ConstRunArray = Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>;
+
+// Of a run: m = the channel max, total = sum_c exp(x_c - m), all in T: each total is a sum of
+// C terms in (0, 1], one of them 1, so T loses nothing that matters, and the run stays in
+// packet exp and log (the double sums and divisions per position took 2x PyTorch's time).
+template <class T>
+void run_exp_sums(const T* x0, int64_t channels, int64_t spatial, int64_t len, T* m, T* total) {
+  RunArray<T> mv(m, len), tv(total, len);
+  mv = ConstRunArray<T>(x0, len);
+  for (int64_t c = 1; c < channels; ++c) mv = mv.max(ConstRunArray<T>(x0 + c * spatial, len));
   tv.setZero();
-  for (int64_t c = 0; c < channels; ++c) tv += (Row(x0 + c * spatial, len) - mv).exp().template cast<double>();
+  for (int64_t c = 0; c < channels; ++c) tv += (ConstRunArray<T>(x0 + c * spatial, len) - mv).exp();
 }
 
 }  // namespace
@@ -46,17 +50,21 @@ CrossEntropySums cross_entropy_forward(const T* x, const int32_t* target, const 
   const std::vector<double> sums =
       block_sum(layout.positions(), 2, [&](int64_t begin, int64_t end, double* acc) {
         alignas(64) T m[kRun];
-        alignas(64) double total[kRun];
+        alignas(64) T total[kRun];
         for_runs(layout, x, begin, end, [&](const T* x0, int64_t p0, int64_t len) {
           run_exp_sums(x0, layout.channels, layout.spatial, len, m, total);
-          Eigen::Map<Eigen::ArrayXd>(total, len) = Eigen::Map<Eigen::ArrayXd>(total, len).log();
+          RunArray<T>(total, len) = RunArray<T>(total, len).log();
+          // Local sums: through acc, every position waited on the previous one's store.
+          double loss = 0, weight = 0;
           for (int64_t i = 0; i < len; ++i) {
             const int32_t t = target[p0 + i];
             if (t == kIgnoredTarget) continue;
             const double w = class_weight_of(class_weights, t);
-            acc[0] += w * (total[i] - static_cast<double>(x0[t * layout.spatial + i] - m[i]));
-            acc[1] += w;
+            loss += w * (static_cast<double>(total[i]) - static_cast<double>(x0[t * layout.spatial + i] - m[i]));
+            weight += w;
           }
+          acc[0] += loss;
+          acc[1] += weight;
         });
       });
   return {sums[0], sums[1]};
@@ -69,28 +77,32 @@ void cross_entropy_backward(const T* x, const int32_t* target, const T* class_we
 #pragma omp parallel for schedule(static) if (layout.positions() * layout.channels > kParallelGrain)
   for (int64_t block = 0; block < blocks; ++block) {
     alignas(64) T m[kRun];
-    alignas(64) double total[kRun];
+    alignas(64) T inverse[kRun];
+    alignas(64) T weight[kRun];  // scale * w[target], 0 where ignored
     const int64_t begin = block * kRun;
     for_runs(layout, x, begin, std::min(begin + kRun, layout.positions()), [&](const T* x0, int64_t p0, int64_t len) {
-      run_exp_sums(x0, layout.channels, layout.spatial, len, m, total);
+      run_exp_sums(x0, layout.channels, layout.spatial, len, m, inverse);
+      RunArray<T>(inverse, len) = RunArray<T>(inverse, len).inverse();
+      for (int64_t i = 0; i < len; ++i) {
+        const int32_t t = target[p0 + i];
+        weight[i] = t == kIgnoredTarget ? T(0) : static_cast<T>(scale * class_weight_of(class_weights, t));
+      }
+      // softmax_c = exp(x_c - m) / total, as softmax_at; then w * (softmax_c - [c == t]).
       T* d0 = dx + (x0 - x);
       for (int64_t c = 0; c < layout.channels; ++c) {
-        const T* xc = x0 + c * layout.spatial;
-        T* dc = d0 + c * layout.spatial;
-        // softmax_c = exp(x_c - m) / total, as softmax_at; then scale * w * (softmax_c - [c == t]).
-        Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(dc, len) =
-            (Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>>(xc, len) -
-             Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>>(m, len)).exp();
-        for (int64_t i = 0; i < len; ++i) {
-          const int32_t t = target[p0 + i];
-          if (t == kIgnoredTarget) {
-            dc[i] = T(0);
-            continue;
-          }
-          const double y = static_cast<double>(static_cast<T>(static_cast<double>(dc[i]) * (1.0 / total[i])));
-          dc[i] = static_cast<T>(scale * class_weight_of(class_weights, t) * (y - (c == t ? 1.0 : 0.0)));
-        }
+        RunArray<T>(d0 + c * layout.spatial, len) =
+            (ConstRunArray<T>(x0 + c * layout.spatial, len) - RunArray<T>(m, len)).exp() * RunArray<T>(inverse, len);
       }
+      for (int64_t i = 0; i < len; ++i)
+        if (target[p0 + i] != kIgnoredTarget) d0[target[p0 + i] * layout.spatial + i] -= T(1);
+      for (int64_t c = 0; c < layout.channels; ++c) {
+        RunArray<T> d(d0 + c * layout.spatial, len);
+        d *= RunArray<T>(weight, len);
+      }
+      // Exact zeros where ignored, even when the logits there are not finite.
+      for (int64_t i = 0; i < len; ++i)
+        if (target[p0 + i] == kIgnoredTarget)
+          for (int64_t c = 0; c < layout.channels; ++c) d0[c * layout.spatial + i] = T(0);
     });
   }
 }
@@ -101,13 +113,23 @@ void dice_sums(const T* p, const int32_t* target, ChannelLayout layout, double* 
   const int channels = static_cast<int>(layout.channels);
   const std::vector<double> sums =
       block_sum(layout.positions(), 3 * channels, [&](int64_t begin, int64_t end, double* acc) {
-        for (int64_t q = begin; q < end; ++q) {
-          const T* pq = p + layout.base(q);
-          for (int c = 0; c < channels; ++c) acc[channels + c] += static_cast<double>(pq[c * layout.spatial]);
-          const int32_t t = target[q];
-          acc[t] += static_cast<double>(pq[t * layout.spatial]);
-          acc[2 * channels + t] += 1.0;
-        }
+        // A channel's row of a run at a time, into local sums (sums through acc wait on their stores).
+        for_runs(layout, p, begin, end, [&](const T* p0, int64_t q0, int64_t len) {
+          for (int c = 0; c < channels; ++c) {
+            const T* pc = p0 + c * layout.spatial;
+            double hits = 0, total = 0, count = 0;
+            for (int64_t i = 0; i < len; ++i) {
+              const double v = static_cast<double>(pc[i]);
+              const bool hit = target[q0 + i] == c;
+              total += v;
+              hits += hit ? v : 0.0;
+              count += hit ? 1.0 : 0.0;
+            }
+            acc[c] += hits;
+            acc[channels + c] += total;
+            acc[2 * channels + c] += count;
+          }
+        });
       });
   for (int c = 0; c < channels; ++c) {
     intersection[c] = sums[c];
@@ -131,8 +153,9 @@ void dice_backward(const int32_t* target, const DiceCoefficients* coefficients, 
 template <class T>
 double squared_error_sum(const T* x, const T* t, int64_t n) {
   return block_sum(n, 1, [&](int64_t begin, int64_t end, double* acc) {
-    for (int64_t i = begin; i < end; ++i)
-      acc[0] += squared_error(static_cast<double>(x[i]), static_cast<double>(t[i]));
+    double total = 0;  // local: a sum through acc waits on its store at every element
+    for (int64_t i = begin; i < end; ++i) total += squared_error(static_cast<double>(x[i]), static_cast<double>(t[i]));
+    acc[0] = total;
   })[0];
 }
 
@@ -149,9 +172,11 @@ template <class T>
 double bce_with_logits_sum(const T* x, const T* t, const T* pos_weight, ChannelLayout layout) {
   const int64_t n = layout.batch * layout.channels * layout.spatial;
   return block_sum(n, 1, [&](int64_t begin, int64_t end, double* acc) {
+    double total = 0;
     for (int64_t i = begin; i < end; ++i)
-      acc[0] += bce_with_logits(static_cast<double>(x[i]), static_cast<double>(t[i]),
-                                class_weight_of(pos_weight, layout.channel_of(i)));
+      total += bce_with_logits(static_cast<double>(x[i]), static_cast<double>(t[i]),
+                               class_weight_of(pos_weight, layout.channel_of(i)));
+    acc[0] = total;
   })[0];
 }
 

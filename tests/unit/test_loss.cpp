@@ -1,6 +1,7 @@
 #include <omp.h>
 
 #include <cmath>
+#include <limits>
 
 #include "test_util.h"
 
@@ -138,6 +139,25 @@ TEST_CASE("loss: cross_entropy label dtypes, ignore_index and the all-ignored Na
   Tensor both = context.from_vector<int32_t>({2}, {1, 0});
   REQUIRE(cross_entropy(pair, both, {.ignore_index = 0}).item<double>() ==
           Approx(std::log(1 + std::exp(-1.0))));
+
+  // A non-finite logit where the label is ignored changes neither the loss nor any gradient.
+  std::vector<int32_t> labels = values;
+  labels[0] = -100;
+  std::vector<float> logits = x.to_vector<float>();
+  logits[20] = 0.0f;  // sample 0, channel 1, position 0
+  auto loss_and_grad = [&](float logit) {
+    logits[20] = logit;
+    Tensor leaf = context.from_vector<float>({2, 3, 4, 5}, logits).set_requires_grad(true);
+    Tensor l = cross_entropy(leaf, context.from_vector<int32_t>({2, 4, 5}, labels));
+    backward(l);
+    return std::make_pair(l.item<double>(), leaf.grad().to_vector<float>());
+  };
+  const auto finite = loss_and_grad(0.0f);
+  const auto infinite = loss_and_grad(std::numeric_limits<float>::infinity());
+  REQUIRE(std::isfinite(finite.first));
+  REQUIRE(infinite.first == finite.first);
+  REQUIRE(infinite.second == finite.second);
+  REQUIRE(finite.second[0] == 0.0f);
 
   // Every voxel ignored: 0 / 0, NaN as in PyTorch, and a zero gradient.
   Tensor ignored = context.full({2, 4, 5}, -100, DType::i32);
