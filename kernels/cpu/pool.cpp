@@ -59,17 +59,25 @@ void for_each_window(const PoolPlan& plan, Fn&& fn) {
 
 namespace {
 
-// One output row (plane, od, oh) at a time, vectorised across its outputs: every output
-// starts from its window's first element and then visits its window in scan order (d, h, w),
-// so ties and NaNs resolve exactly as a per-output scan would. Windows narrower than the
-// widest one revisit their last element, which never changes the result (it is not greater
-// than the running maximum, and a NaN there was already taken with the same index). The
-// running maxima live in small per-row arrays with branch-free selects: 2.5x faster than the
-// per-output scan, whose data-dependent branch mispredicts on real data. `Index` is int32_t
-// whenever a plane's flat indices fit (half the vector width of int64_t).
+// Whether (v, iv) wins over the running (best, ib) in the order that max pooling's scan (d, h,
+// w order from the window's first element, `max_pool_takes`) realises: numbers by value, the
+// lower flat index on ties; NaN over numbers, the higher index among NaNs (the scan's last NaN).
+// A total order, so the maximum does not depend on the visiting order.
+template <class T, class Index>
+inline bool max_pool_beats(T v, Index iv, T best, Index ib) {
+  const bool v_nan = v != v, best_nan = best != best;
+  return v > best || (v == best && iv < ib) || (v_nan && (!best_nan || iv > ib));
+}
+
+// One (plane, od) slab at a time, reduced axis by axis with their flat indices: D over
+// contiguous planes of H x W, then H over contiguous rows of W (both in vectors, and D in
+// ascending index order, so the scan's own rule decides there), then W over the quarter-size
+// rest with a column table. Windows narrower than the widest along W revisit their last
+// element, which never wins over itself. 3x faster than gathering all 27 taps of every output
+// (the k3 s2 stem pooling). `Index` is int32_t whenever a plane's flat indices fit.
 template <class T, class Index>
 void max_pool_rows(const PoolPlan& plan, const T* x, T* y, int64_t* argmax) {
-  const int64_t h_in = plan.in[1], w_in = plan.in[2], in_plane = plane_size(plan.in);
+  const int64_t h_in = plan.in[1], w_in = plan.in[2], hw = h_in * w_in, in_plane = plane_size(plan.in);
   const int64_t od_n = plan.out[0], oh_n = plan.out[1], ow_n = plan.out[2];
   int64_t span = 0;  // the widest window along W
   for (const PoolWindow& w : plan.windows[2]) span = std::max(span, w.end - w.begin);
@@ -80,38 +88,72 @@ void max_pool_rows(const PoolPlan& plan, const T* x, T* y, int64_t* argmax) {
       const PoolWindow& w = plan.windows[2][o];
       column[j * ow_n + o] = static_cast<Index>(std::min(w.begin + j, w.end - 1));
     }
-  const int64_t rows = plan.planes * od_n * oh_n;
+  const int64_t slabs = plan.planes * od_n;
 #pragma omp parallel if (plan.planes * std::max(in_plane, plane_size(plan.out)) > kParallelGrain)
   {
+    std::vector<T> d_best(static_cast<std::size_t>(hw)), h_best(static_cast<std::size_t>(oh_n * w_in));
+    std::vector<Index> d_index(d_best.size()), h_index(h_best.size());
     std::vector<T> best(static_cast<std::size_t>(ow_n));
-    std::vector<Index> best_index(static_cast<std::size_t>(ow_n));
+    std::vector<Index> best_index(best.size());
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      const PoolWindow& wd = plan.windows[0][r / oh_n % od_n];
-      const PoolWindow& wh = plan.windows[1][r % oh_n];
-      const T* xp = x + r / (od_n * oh_n) * in_plane;
-      const Index first_row = static_cast<Index>((wd.begin * h_in + wh.begin) * w_in);
-      for (int64_t o = 0; o < ow_n; ++o) {
-        best_index[o] = first_row + column[o];
-        best[o] = xp[best_index[o]];
-      }
-      for (int64_t d = wd.begin; d < wd.end; ++d)
-        for (int64_t h = wh.begin; h < wh.end; ++h) {
-          const Index row = static_cast<Index>((d * h_in + h) * w_in);
-          const T* xr = xp + row;
-          for (int64_t j = 0; j < span; ++j) {
-            const Index* c = column.data() + j * ow_n;
+    for (int64_t slab = 0; slab < slabs; ++slab) {
+      const PoolWindow& wd = plan.windows[0][slab % od_n];
+      const T* xp = x + slab / od_n * in_plane;
+      T* db = d_best.data();
+      Index* di = d_index.data();
+      const Index first = static_cast<Index>(wd.begin * hw);
 #pragma omp simd
-            for (int64_t o = 0; o < ow_n; ++o) {
-              const T v = xr[c[o]];
-              const bool takes = max_pool_takes(v, best[o]);
-              best[o] = takes ? v : best[o];
-              best_index[o] = takes ? row + c[o] : best_index[o];
-            }
+      for (int64_t i = 0; i < hw; ++i) {
+        db[i] = xp[first + i];
+        di[i] = static_cast<Index>(first + i);
+      }
+      for (int64_t d = wd.begin + 1; d < wd.end; ++d) {
+        const T* xd = xp + d * hw;
+        const Index base = static_cast<Index>(d * hw);
+#pragma omp simd
+        for (int64_t i = 0; i < hw; ++i) {
+          const bool takes = max_pool_takes(xd[i], db[i]);
+          db[i] = takes ? xd[i] : db[i];
+          di[i] = takes ? static_cast<Index>(base + i) : di[i];
+        }
+      }
+      for (int64_t oh = 0; oh < oh_n; ++oh) {
+        const PoolWindow& wh = plan.windows[1][oh];
+        T* hb = h_best.data() + oh * w_in;
+        Index* hi = h_index.data() + oh * w_in;
+        std::copy(db + wh.begin * w_in, db + (wh.begin + 1) * w_in, hb);
+        std::copy(di + wh.begin * w_in, di + (wh.begin + 1) * w_in, hi);
+        for (int64_t h = wh.begin + 1; h < wh.end; ++h) {
+          const T* vb = db + h * w_in;
+          const Index* vi = di + h * w_in;
+#pragma omp simd
+          for (int64_t w = 0; w < w_in; ++w) {
+            const bool takes = max_pool_beats(vb[w], vi[w], hb[w], hi[w]);
+            hb[w] = takes ? vb[w] : hb[w];
+            hi[w] = takes ? vi[w] : hi[w];
           }
         }
-      std::copy(best.begin(), best.end(), y + r * ow_n);
-      std::copy(best_index.begin(), best_index.end(), argmax + r * ow_n);
+        T* bv = best.data();
+        Index* bi = best_index.data();
+        for (int64_t o = 0; o < ow_n; ++o) {
+          bv[o] = hb[column[o]];
+          bi[o] = hi[column[o]];
+        }
+        for (int64_t j = 1; j < span; ++j) {
+          const Index* c = column.data() + j * ow_n;
+#pragma omp simd
+          for (int64_t o = 0; o < ow_n; ++o) {
+            const T v = hb[c[o]];
+            const Index iv = hi[c[o]];
+            const bool takes = max_pool_beats(v, iv, bv[o], bi[o]);
+            bv[o] = takes ? v : bv[o];
+            bi[o] = takes ? iv : bi[o];
+          }
+        }
+        const int64_t out = (slab * oh_n + oh) * ow_n;
+        std::copy(best.begin(), best.end(), y + out);
+        std::copy(best_index.begin(), best_index.end(), argmax + out);
+      }
     }
   }
 }
