@@ -2,7 +2,7 @@
 // under AVX-512, 8 under AVX2 + FMA, so that one kernel text serves both; MED3D_SIMD is defined
 // when either is compiled in (else the kernels take their portable loops). Lane masks are bits
 // (lane i: bit i); masked-off lanes are neither read (they load as 0) nor written, and are never
-// faulted, so a masked pointer may point past its array. Also transpose16_registers, AVX-512 only.
+// faulted, so a masked pointer may point past its array. Also transpose16_registers (AVX-512) and transpose8_registers (AVX2).
 // <immintrin.h> comes with GCC 12's false -Wuninitialized on its own _mm512_undefined_ps()
 // (reported once the shuffles are inlined, at a location inside the header) silenced here.
 #pragma once
@@ -84,6 +84,24 @@ inline void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
 inline void store(float* p, Mask m, Vec v) { _mm256_maskstore_ps(p, m, v); }
 inline Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
 inline Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+// r[j] lane i = r[i] lane j: an 8 x 8 block transposed in registers.
+inline void transpose8_registers(__m256 (&r)[8]) {
+  __m256 t[8], u[8];
+  for (int q = 0; q < 8; q += 2) {
+    t[q] = _mm256_unpacklo_ps(r[q], r[q + 1]);
+    t[q + 1] = _mm256_unpackhi_ps(r[q], r[q + 1]);
+  }
+  for (int q = 0; q < 8; q += 4) {
+    u[q] = _mm256_shuffle_ps(t[q], t[q + 2], 0x44);
+    u[q + 1] = _mm256_shuffle_ps(t[q], t[q + 2], 0xEE);
+    u[q + 2] = _mm256_shuffle_ps(t[q + 1], t[q + 3], 0x44);
+    u[q + 3] = _mm256_shuffle_ps(t[q + 1], t[q + 3], 0xEE);
+  }
+  for (int q = 0; q < 4; ++q) {
+    r[q] = _mm256_permute2f128_ps(u[q], u[q + 4], 0x20);
+    r[q + 4] = _mm256_permute2f128_ps(u[q], u[q + 4], 0x31);
+  }
+}
 inline float sum(Vec v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
