@@ -51,13 +51,13 @@ Buffer make_buffer(int64_t elements) {
 void pack_a(const GemmView& a, int64_t i0, int64_t mc, int64_t p0, int64_t kc, float* ap) {
   for (int64_t panel = 0; panel < mc; panel += kMR) {
     const int64_t rows = std::min(kMR, mc - panel);
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* src = a.data + (i0 + panel + r) * a.row_stride + p0 * a.col_stride;
-      for (int64_t p = 0; p < kc; ++p) ap[p * kMR + r] = src[p * a.col_stride];
+    // Depth outermost: the panel is written front to back (row by row wrote it kMR times,
+    // kMR floats apart), and a transposed A (dgrad's W^T) is read kMR floats at a time.
+    const float* src = a.data + (i0 + panel) * a.row_stride + p0 * a.col_stride;
+    for (int64_t p = 0; p < kc; ++p, src += a.col_stride, ap += kMR) {
+      for (int64_t r = 0; r < rows; ++r) ap[r] = src[r * a.row_stride];
+      for (int64_t r = rows; r < kMR; ++r) ap[r] = 0.0f;
     }
-    for (int64_t r = rows; r < kMR; ++r)
-      for (int64_t p = 0; p < kc; ++p) ap[p * kMR + r] = 0.0f;
-    ap += kc * kMR;
   }
 }
 
