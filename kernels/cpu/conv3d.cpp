@@ -756,6 +756,15 @@ void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, 
       if (bias) add_channel_bias(p.N, p.K, out_sp, bias, y);
       return;
     }
+    // One sample per thread where they divide evenly: each sample's input is packed once, not
+    // by every thread of a split GEMM (the 1x1x1 bottleneck fprop 2.03 -> 1.76 ms on 2 threads).
+    for_each_sample(p.N, [&](int64_t n, int) {
+      for (int64_t g = 0; g < p.groups; ++g)
+        gemm(Operand<T>{weights + g * Kg * rows, rows}, {x + (n * p.C + g * Cg) * in_sp, in_sp},
+             y + (n * p.K + g * Kg) * out_sp, out_sp, Kg, out_sp, Cg, false);
+    });
+    if (bias) add_channel_bias(p.N, p.K, out_sp, bias, y);
+    return;
   }
   for (int64_t n = 0; n < p.N; ++n) {
     for (int64_t g = 0; g < p.groups; ++g) {
@@ -812,6 +821,14 @@ void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scra
   if constexpr (std::is_same_v<T, float>) {
     if (const std::optional<Conv3dParams> f = dgrad_as_fprop(p); f && !plan.pointwise) {
       implicit_dgrad(p, *f, dy, w, dx);
+      return;
+    }
+    if (plan.pointwise) {  // one sample per thread, as fprop
+      for_each_sample(p.N, [&](int64_t n, int) {
+        for (int64_t g = 0; g < p.groups; ++g)
+          gemm(Operand<T>{w + g * Kg * rows, rows, true}, {dy + (n * p.K + g * Kg) * out_sp, out_sp},
+               dx + (n * p.C + g * Cg) * in_sp, in_sp, Cg, in_sp, Kg, false);
+      });
       return;
     }
   }
