@@ -51,13 +51,20 @@ Buffer make_buffer(int64_t elements) {
 void pack_a(const GemmView& a, int64_t i0, int64_t mc, int64_t p0, int64_t kc, float* ap) {
   for (int64_t panel = 0; panel < mc; panel += kMR) {
     const int64_t rows = std::min(kMR, mc - panel);
-    // Depth outermost: the panel is written front to back (row by row wrote it kMR times,
-    // kMR floats apart), and a transposed A (dgrad's W^T) is read kMR floats at a time.
     const float* src = a.data + (i0 + panel) * a.row_stride + p0 * a.col_stride;
-    for (int64_t p = 0; p < kc; ++p, src += a.col_stride, ap += kMR) {
-      for (int64_t r = 0; r < rows; ++r) ap[r] = src[r * a.row_stride];
-      for (int64_t r = rows; r < kMR; ++r) ap[r] = 0.0f;
+    if (a.col_stride == 1) {  // rows of A contiguous: each read front to back
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t p = 0; p < kc; ++p) ap[p * kMR + r] = src[r * a.row_stride + p];
+      for (int64_t r = rows; r < kMR; ++r)
+        for (int64_t p = 0; p < kc; ++p) ap[p * kMR + r] = 0.0f;
+    } else {
+      // Depth outermost: a transposed A (dgrad's W^T) read kMR floats at a time and the panel
+      // written front to back (row by row, the 1x1x1 bottleneck dgrad took 2.34 ms, this way 1.60 on
+      // 2 threads; for a row-major A depth outermost doubled the classifier wgrad's time).
+      for (int64_t p = 0; p < kc; ++p)
+        for (int64_t r = 0; r < kMR; ++r) ap[p * kMR + r] = r < rows ? src[p * a.col_stride + r * a.row_stride] : 0.0f;
     }
+    ap += kc * kMR;
   }
 }
 
@@ -261,10 +268,11 @@ void gemm_block(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int
   }
 }
 
-// C with m <= kFewRows rows from a B with contiguous rows (a pointwise conv with few filters:
-// the 2-class classifier over every voxel). Packing B into panels copied all of it to fill
-// panels a third full; here each B row segment is read once, straight from B, into the m row
-// sums of a column block held in L1 (classifier fprop 1.13 -> 0.17 ms, one thread). Each
+// C with m <= kFewRows rows, or a depth k <= kFewRows, from a B with contiguous rows (a
+// pointwise conv with few filters, the 2-class classifier over every voxel, and its dgrad).
+// Packing B into panels copied all of it to fill panels a third full, or for a few products
+// per element; here each B row segment is read straight from B into the row sums of a column
+// block held in L1, kFewRows rows of C at a time (classifier fprop 1.13 -> 0.17 ms, one thread). Each
 // element gets the microkernel's operations in its order (sums from +0 per depth block, one
 // fused multiply-add per depth, then one add into C), so the bits are those of the packed path.
 constexpr int64_t kFewRows = 4, kFewColumns = 256;
@@ -288,16 +296,20 @@ void gemm_few_rows(const GemmView& a, const GemmView& b, float* c, int64_t ldc, 
   for (int64_t block = 0; block < blocks; ++block) {
     const int64_t j0 = block * kFewColumns, cols = std::min(kFewColumns, n - j0);
     alignas(64) float sums[kFewRows][kFewColumns];
-    for (int64_t pc = 0; pc < k; pc += kKC) {
-      const int64_t kc = std::min(kKC, k - pc);
-      for (int64_t i = 0; i < m; ++i) std::fill(sums[i], sums[i] + cols, 0.0f);
-      for (int64_t p = pc; p < pc + kc; ++p)
-        for (int64_t i = 0; i < m; ++i)
-          multiply_add_row(a.data[i * a.row_stride + p * a.col_stride], b.data + p * b.row_stride + j0, cols, sums[i]);
-      const bool add = accumulate || pc > 0;
-      for (int64_t i = 0; i < m; ++i) {
-        float* ci = c + i * ldc + j0;
-        for (int64_t j = 0; j < cols; ++j) ci[j] = add ? ci[j] + sums[i][j] : sums[i][j];
+    for (int64_t i0 = 0; i0 < m; i0 += kFewRows) {
+      const int64_t mi = std::min(kFewRows, m - i0);
+      const float* ai = a.data + i0 * a.row_stride;
+      for (int64_t pc = 0; pc < k; pc += kKC) {
+        const int64_t kc = std::min(kKC, k - pc);
+        for (int64_t i = 0; i < mi; ++i) std::fill(sums[i], sums[i] + cols, 0.0f);
+        for (int64_t p = pc; p < pc + kc; ++p)
+          for (int64_t i = 0; i < mi; ++i)
+            multiply_add_row(ai[i * a.row_stride + p * a.col_stride], b.data + p * b.row_stride + j0, cols, sums[i]);
+        const bool add = accumulate || pc > 0;
+        for (int64_t i = 0; i < mi; ++i) {
+          float* ci = c + (i0 + i) * ldc + j0;
+          for (int64_t j = 0; j < cols; ++j) ci[j] = add ? ci[j] + sums[i][j] : sums[i][j];
+        }
       }
     }
   }
@@ -356,7 +368,7 @@ void gemm_any(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int64
 
 void gemm_f32(const GemmView& a, const GemmView& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
               bool accumulate) {
-  if (m <= kFewRows && b.col_stride == 1 && n >= kNR && k > 0) {
+  if ((m <= kFewRows || k <= kFewRows) && b.col_stride == 1 && n >= kNR && k > 0) {
     MED3D_CHECK(m >= 0 && n >= 0, "gemm_f32: expected non-negative sizes, got m=", m, " n=", n, " k=", k);
     MED3D_CHECK(ldc >= n, "gemm_f32: expected ldc >= n=", n, ", got ", ldc, "; pass the row pitch of C");
     gemm_few_rows(a, b, c, ldc, m, n, k, accumulate);
