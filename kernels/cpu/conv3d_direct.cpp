@@ -327,9 +327,9 @@ bool line_tiles([[maybe_unused]] const Conv3dParams& f) {
 // was slower. The filters past the last multiple of 24 go to panels of 16 (kLineTailFilters):
 // 24 + 8 as 16 + 16, so that no panel runs on 4 accumulators.
 #if defined(MED3D_SIMD) && !defined(__AVX512F__)
-constexpr int kLineVoxels = 4, kLineFilters = 24, kLineTailFilters = 16;
+constexpr int kLineVoxels = 4, kLineFilters = 24, kLineTailFilters = 16, kLineTailCost = 19;
 #else
-constexpr int kLineVoxels = 8, kLineFilters = 32, kLineTailFilters = 0;
+constexpr int kLineVoxels = 8, kLineFilters = 32, kLineTailFilters = 0, kLineTailCost = 0;
 #endif
 
 // The line tiles' filter panels: `main` of kLineFilters, then `tail` of kLineTailFilters
@@ -341,6 +341,11 @@ struct LinePanels {
     return panel < main ? panel * kLineFilters : main * kLineFilters + (panel - main) * kLineTailFilters;
   }
   int width(int64_t panel) const { return panel < main ? kLineFilters : kLineTailFilters; }
+  // A panel's time in units where a main panel's is its width: a tail panel's 8 accumulators
+  // barely cover the FMA latency, so it takes more than its width's share (measured per thread
+  // on layer1 fprop, 24 + 24 + 16 filters: 1.2x per filter; at cost 16 the thread with the tail
+  // panel worked 10% longer).
+  int64_t cost(int64_t panel) const { return panel < main ? kLineFilters : kLineTailCost; }
   int64_t packed_filters() const { return main * kLineFilters + tail * kLineTailFilters; }
 };
 LinePanels line_panels(int64_t K) {
@@ -627,7 +632,7 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
                 live, block, y + (n * f.K + k0) * V, static_cast<int>(std::min<int64_t>(width, f.K - k0)));
   };
   const int64_t macs = lines.pairs * f.N * plan.packed_filters() * kLineVoxels * f.C;
-  for_costed_items(items, macs, [&](int64_t item) { return int64_t{plan.width(item / per_panel)}; }, body);
+  for_costed_items(items, macs, [&](int64_t item) { return plan.cost(item / per_panel); }, body);
 }
 
 // Planes of up to 64 voxels take the line tiles (32 filters in the lanes x 8 voxels; measured
