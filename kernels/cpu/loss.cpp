@@ -74,6 +74,7 @@ template <class T>
 void cross_entropy_backward(const T* x, const int32_t* target, const T* class_weights,
                             double scale, T* dx, ChannelLayout layout) {
   const int64_t blocks = (layout.positions() + kRun - 1) / kRun;
+  const T* const weights = class_weights;  // a local: the lambda's reference made every position reload it
 #pragma omp parallel for schedule(static) if (layout.positions() * layout.channels > kParallelGrain)
   for (int64_t block = 0; block < blocks; ++block) {
     alignas(64) T m[kRun];
@@ -83,9 +84,12 @@ void cross_entropy_backward(const T* x, const int32_t* target, const T* class_we
     for_runs(layout, x, begin, std::min(begin + kRun, layout.positions()), [&](const T* x0, int64_t p0, int64_t len) {
       run_exp_sums(x0, layout.channels, layout.spatial, len, m, inverse);
       RunArray<T>(inverse, len) = RunArray<T>(inverse, len).inverse();
+      bool any_ignored = false;
       for (int64_t i = 0; i < len; ++i) {
         const int32_t t = target[p0 + i];
-        weight[i] = t == kIgnoredTarget ? T(0) : static_cast<T>(scale * class_weight_of(class_weights, t));
+        const bool ignored = t == kIgnoredTarget;
+        any_ignored = any_ignored || ignored;
+        weight[i] = ignored ? T(0) : static_cast<T>(scale * class_weight_of(weights, t));
       }
       // softmax_c = exp(x_c - m) / total, as softmax_at; then w * (softmax_c - [c == t]).
       T* d0 = dx + (x0 - x);
@@ -100,7 +104,7 @@ void cross_entropy_backward(const T* x, const int32_t* target, const T* class_we
         d *= RunArray<T>(weight, len);
       }
       // Exact zeros where ignored, even when the logits there are not finite.
-      for (int64_t i = 0; i < len; ++i)
+      for (int64_t i = 0; any_ignored && i < len; ++i)
         if (target[p0 + i] == kIgnoredTarget)
           for (int64_t c = 0; c < layout.channels; ++c) d0[c * layout.spatial + i] = T(0);
     });
