@@ -327,6 +327,12 @@ void gemm_any(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int64
       for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
     return;
   }
+  if constexpr (std::is_same_v<AOperand, GemmView> && std::is_same_v<BOperand, GemmView>) {
+    if ((m <= kFewRows || k <= kFewRows) && b.col_stride == 1 && n >= kNR) {
+      gemm_few_rows(a, b, c, ldc, m, n, k, accumulate);
+      return;
+    }
+  }
   // Split C into `parts` bands of whole tiles along its longer side (in tiles); the blocking
   // inside a band is the same as for the whole matrix, so the split never changes a result.
   // A source's B is gathered, not copied, so each thread packing all of it costs more than
@@ -368,12 +374,6 @@ void gemm_any(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int64
 
 void gemm_f32(const GemmView& a, const GemmView& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
               bool accumulate) {
-  if ((m <= kFewRows || k <= kFewRows) && b.col_stride == 1 && n >= kNR && k > 0) {
-    MED3D_CHECK(m >= 0 && n >= 0, "gemm_f32: expected non-negative sizes, got m=", m, " n=", n, " k=", k);
-    MED3D_CHECK(ldc >= n, "gemm_f32: expected ldc >= n=", n, ", got ", ldc, "; pass the row pitch of C");
-    gemm_few_rows(a, b, c, ldc, m, n, k, accumulate);
-    return;
-  }
   gemm_any(a, b, c, ldc, m, n, k, accumulate);
 }
 
