@@ -702,7 +702,7 @@ void per_tap_f32(const Conv3dParams& p, const Plan& plan, const float* src, cons
 
 int64_t conv3d_scratch_elements(const Conv3dParams& p, int64_t budget) {
   const int64_t planned = scratch_needed(p, make_plan(p, budget));
-  return conv3d_direct_applies(p) ? std::max(planned, conv3d_direct_scratch_elements(p)) : planned;
+  return conv3d_direct_fprop_applies(p) ? std::max(planned, conv3d_direct_scratch_elements(p)) : planned;
 }
 
 template <class T>
@@ -712,7 +712,7 @@ void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, 
   const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
   const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
   if constexpr (std::is_same_v<T, float>) {
-    if (conv3d_direct_applies(p)) {
+    if (conv3d_direct_fprop_applies(p)) {
       conv3d_direct_fprop(p, x, w, y, scratch, scratch_elements);
       if (bias) add_channel_bias(p.N, p.K, out_sp, bias, y);
       return;

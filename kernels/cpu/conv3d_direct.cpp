@@ -63,14 +63,25 @@ void for_costed_items(int64_t items, int64_t macs, Cost&& cost, Body&& body) {
 // Channels per register block of the fprop/dgrad kernels: about kSumDepth products per output.
 int64_t sum_block(int64_t live) { return std::max<int64_t>(kSumDepth / std::max<int64_t>(live, 1), 1); }
 
-// Where kernel tap (t, r, s) reads relative to the output voxel: per axis, and as a flat shift
-// within a sample (output extent = input extent).
+// Where kernel tap (t, r, s) reads relative to the input voxel at the output voxel's strided
+// position: per axis, and as a flat shift within an input sample.
 struct TapOffset {
   int64_t dz, dy, dx, shift;
 };
 TapOffset tap_offset(const Conv3dParams& p, int64_t t, int64_t r, int64_t s) {
   const int64_t dz = t * p.dilation[0] - p.pad[0], dy = r * p.dilation[1] - p.pad[1], dx = s * p.dilation[2] - p.pad[2];
-  return {dz, dy, dx, (dz * p.P + dy) * p.Q + dx};
+  return {dz, dy, dx, (dz * p.H + dy) * p.W + dx};
+}
+
+// The output coordinates o in [0, out) along one axis whose input o * stride + offset lies in
+// [0, in): [lo, hi), empty when lo >= hi.
+struct AxisRange {
+  int64_t lo, hi;
+};
+AxisRange inside_range(int64_t out, int64_t in, int64_t stride, int64_t offset) {
+  // ceil(a / stride) for any sign of a.
+  auto ceil_div = [stride](int64_t a) { return a >= 0 ? (a + stride - 1) / stride : -(-a / stride); };
+  return {std::max<int64_t>(0, ceil_div(-offset)), std::min<int64_t>(out, ceil_div(in - offset))};
 }
 
 // One tap that reads the input for some lane of a tile: where (flat shift), which weights
@@ -359,28 +370,37 @@ LinePanels line_panels(int64_t K) {
   if constexpr (kLineTailFilters > 0) panels.tail = (panels.tail_filters + kLineTailFilters - 1) / kLineTailFilters;
   return panels;
 }
+// Input channels a strided conv needs for the line tiles: each (tile, tap) sums its channels in
+// registers between a zeroing and an add into the sums, so few channels leave mostly overhead
+// (the stem's single channel goes to the padded kernels).
+constexpr int64_t kLineMinChannels = 16;
 // Tiles per work item: their sums stay in L1/L2 while each tap's weights for a channel block (in
 // L1) serve all of them, where a tile at a time would read the panel's weights from L2 for each.
 constexpr int64_t kLineChunk = 32;
 constexpr int64_t kPitchPad = 16;
 
 struct Lines {
-  std::vector<int64_t> v0;     // first voxel of each tile
+  std::vector<int64_t> v0;     // first (output) voxel of each tile
+  std::vector<int64_t> x0;     // the input voxel at its strided position (tap offsets 0)
   std::vector<int> voxels;     // its voxel count (<= kLineVoxels)
   std::vector<int64_t> live;   // the kernel taps that read inside for some tile
-  std::vector<int64_t> shift;  // per live tap
+  std::vector<int64_t> shift;  // per live tap: input voxel - x0 for the tile's first voxel
   // Per tile and live tap (range[tile * live + l]): lo * 16 + hi, the tile's voxels [lo, hi)
   // whose input the tap reads inside; 0 where it reads none.
   std::vector<uint8_t> range;
   int64_t pairs = 0;  // (tile, live tap) pairs with a range
 };
 
+// Output voxel (z, y, q) reads input voxel (z sz + dz, y sy + dy, q sx + dx) through a tap with
+// offsets (dz, dy, dx): at x0 + shift + j sx for the tile's voxel j.
 Lines make_lines(const Conv3dParams& p) {
   Lines lines;
+  const int64_t sz = p.stride[0], sy = p.stride[1], sx = p.stride[2];
   for (int64_t z = 0; z < p.Z; ++z)
     for (int64_t y = 0; y < p.P; ++y)
       for (int64_t q0 = 0; q0 < p.Q; q0 += kLineVoxels) {
         lines.v0.push_back((z * p.P + y) * p.Q + q0);
+        lines.x0.push_back((z * sz * p.H + y * sy) * p.W + q0 * sx);
         lines.voxels.push_back(static_cast<int>(std::min<int64_t>(kLineVoxels, p.Q - q0)));
       }
   const auto tiles = static_cast<int64_t>(lines.v0.size());
@@ -388,11 +408,13 @@ Lines make_lines(const Conv3dParams& p) {
   std::vector<uint8_t> all(static_cast<std::size_t>(tiles * p.taps()), 0);
   for (int64_t tap = 0; tap < p.taps(); ++tap) {
     const TapOffset o = tap_offset(p, tap / (p.R * p.S), tap / p.S % p.R, tap % p.S);
+    const AxisRange zs = inside_range(p.Z, p.D, sz, o.dz), ys = inside_range(p.P, p.H, sy, o.dy),
+                    qs = inside_range(p.Q, p.W, sx, o.dx);
     bool live = false;
     for (int64_t tile = 0; tile < tiles; ++tile) {
       const int64_t v0 = lines.v0[static_cast<std::size_t>(tile)], z = v0 / (p.P * p.Q), y = v0 / p.Q % p.P, q0 = v0 % p.Q;
-      if (z + o.dz < 0 || z + o.dz >= p.Z || y + o.dy < 0 || y + o.dy >= p.P) continue;
-      const int64_t lo = std::max<int64_t>(q0, -o.dx), hi = std::min<int64_t>(q0 + lines.voxels[static_cast<std::size_t>(tile)], p.Q - o.dx);
+      if (z < zs.lo || z >= zs.hi || y < ys.lo || y >= ys.hi) continue;
+      const int64_t lo = std::max<int64_t>(q0, qs.lo), hi = std::min<int64_t>(q0 + lines.voxels[static_cast<std::size_t>(tile)], qs.hi);
       if (lo >= hi) continue;
       all[static_cast<std::size_t>(tile * p.taps() + tap)] = static_cast<uint8_t>((lo - q0) * 16 + hi - q0);
       live = true;
@@ -429,9 +451,9 @@ struct TapRun {
 
 using LineAcc = simd::Vec[kLineVoxels][kLineVectors];
 
-// acc[j][h] += w[h] x[j] over the run's channels, for voxels j in [LO, HI) and the first NV
-// vectors of filters h (the last panel of K may fill fewer).
-template <int LO, int HI, int NV>
+// acc[j][h] += w[h] x[j SX] over the run's channels, for voxels j in [LO, HI) and the first NV
+// vectors of filters h (the last panel of K may fill fewer); SX is the width stride.
+template <int LO, int HI, int NV, int SX>
 [[gnu::always_inline]] inline void line_fma(const TapRun& run, LineAcc& acc) {
   static_assert(NV >= 1 && NV <= kLineVectors && kLineVectors <= 3);
   const float* xp = run.x;
@@ -451,7 +473,7 @@ template <int LO, int HI, int NV>
     }
 #pragma GCC unroll 8
     for (int j = LO; j < HI; ++j) {
-      const simd::Vec b = simd::broadcast(xp[j]);
+      const simd::Vec b = simd::broadcast(xp[j * SX]);
       acc[j][0] = simd::fma(b, w0, acc[j][0]);
       if constexpr (NV > 1) acc[j][1] = simd::fma(b, w1, acc[j][1]);
       if constexpr (NV > 2) acc[j][2] = simd::fma(b, w2, acc[j][2]);
@@ -461,30 +483,30 @@ template <int LO, int HI, int NV>
 
 // line_fma for the tap's voxels [lo, hi): the ranges that dilations 1, 2 and 4 give (all of them
 // on 4-voxel lines) unrolled, chosen once per tap and channel block.
-template <int VOXELS, int NV>
+template <int VOXELS, int NV, int SX>
 [[gnu::always_inline]] inline void line_tap(int lo, int hi, const TapRun& run, LineAcc& acc) {
   if constexpr (VOXELS == 4) {
     switch (lo * 16 + hi) {
-      case 4: return line_fma<0, 4, NV>(run, acc);
-      case 3: return line_fma<0, 3, NV>(run, acc);
-      case 2: return line_fma<0, 2, NV>(run, acc);
-      case 1: return line_fma<0, 1, NV>(run, acc);
-      case 16 + 4: return line_fma<1, 4, NV>(run, acc);
-      case 16 + 3: return line_fma<1, 3, NV>(run, acc);
-      case 16 + 2: return line_fma<1, 2, NV>(run, acc);
-      case 32 + 4: return line_fma<2, 4, NV>(run, acc);
-      case 32 + 3: return line_fma<2, 3, NV>(run, acc);
-      default: return line_fma<3, 4, NV>(run, acc);
+      case 4: return line_fma<0, 4, NV, SX>(run, acc);
+      case 3: return line_fma<0, 3, NV, SX>(run, acc);
+      case 2: return line_fma<0, 2, NV, SX>(run, acc);
+      case 1: return line_fma<0, 1, NV, SX>(run, acc);
+      case 16 + 4: return line_fma<1, 4, NV, SX>(run, acc);
+      case 16 + 3: return line_fma<1, 3, NV, SX>(run, acc);
+      case 16 + 2: return line_fma<1, 2, NV, SX>(run, acc);
+      case 32 + 4: return line_fma<2, 4, NV, SX>(run, acc);
+      case 32 + 3: return line_fma<2, 3, NV, SX>(run, acc);
+      default: return line_fma<3, 4, NV, SX>(run, acc);
     }
   } else {
     switch (lo * 16 + hi) {
-      case 8: return line_fma<0, 8, NV>(run, acc);
-      case 7: return line_fma<0, 7, NV>(run, acc);
-      case 6: return line_fma<0, 6, NV>(run, acc);
-      case 4: return line_fma<0, 4, NV>(run, acc);
-      case 16 + 8: return line_fma<1, 8, NV>(run, acc);
-      case 32 + 8: return line_fma<2, 8, NV>(run, acc);
-      case 64 + 8: return line_fma<4, 8, NV>(run, acc);
+      case 8: return line_fma<0, 8, NV, SX>(run, acc);
+      case 7: return line_fma<0, 7, NV, SX>(run, acc);
+      case 6: return line_fma<0, 6, NV, SX>(run, acc);
+      case 4: return line_fma<0, 4, NV, SX>(run, acc);
+      case 16 + 8: return line_fma<1, 8, NV, SX>(run, acc);
+      case 32 + 8: return line_fma<2, 8, NV, SX>(run, acc);
+      case 64 + 8: return line_fma<4, 8, NV, SX>(run, acc);
       default: {
         const float* xp = run.x;
         const float* a = run.w;
@@ -492,7 +514,7 @@ template <int VOXELS, int NV>
 #pragma GCC unroll 8
           for (int j = 0; j < VOXELS; ++j)
             if (j >= lo && j < hi) {
-              const simd::Vec b = simd::broadcast(xp[j]);
+              const simd::Vec b = simd::broadcast(xp[j * SX]);
 #pragma GCC unroll 4
               for (int h = 0; h < NV; ++h) acc[j][h] = simd::fma(b, simd::load(a + simd::kLanes * h), acc[j][h]);
             }
@@ -501,14 +523,16 @@ template <int VOXELS, int NV>
   }
 }
 
-template <int NV>
+template <int NV, int SX>
 void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Lines& lines, int64_t t0, int64_t t1,
                  const float* wp, int mr, int64_t live, int64_t block, float* y, int rows) {
   using namespace simd;
   alignas(64) float sums[kLineChunk][kLineVoxels][kLineFilters] = {};
   // Taps outermost, then channel blocks, then the chunk's tiles: one tap's weights for a block
   // (wp holds each tap's channels consecutively) serve every tile of the chunk from L1, and the
-  // range of each (tap, tile) is dispatched once for the block's channels.
+  // range of each (tap, tile) is dispatched once for the block's channels. (Running a row's
+  // width taps back to back on one tile's sums, so that they read its input lines from L1, was
+  // measured level with this on layers 1-3 and DenseASPP d3.)
   for (int64_t l = 0; l < live; ++l)
     for (int64_t c0 = 0; c0 < C; c0 += block) {
       const int64_t channels = std::min(C, c0 + block) - c0;
@@ -522,7 +546,7 @@ void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Li
         for (int j = 0; j < kLineVoxels; ++j)
 #pragma GCC unroll 4
           for (int h = 0; h < kLineVectors; ++h) acc[j][h] = zero();
-        line_tap<kLineVoxels, NV>(key >> 4, key & 15, {xc + lines.v0[static_cast<std::size_t>(t)], x_pitch, w, mr, channels}, acc);
+        line_tap<kLineVoxels, NV, SX>(key >> 4, key & 15, {xc + lines.x0[static_cast<std::size_t>(t)], x_pitch, w, mr, channels}, acc);
 #pragma GCC unroll 8
         for (int j = 0; j < kLineVoxels; ++j)
 #pragma GCC unroll 4
@@ -552,20 +576,27 @@ void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Li
   }
 }
 
-// The kernel for the panel's filter vectors (the last panels of K may need fewer).
-void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Lines& lines, int64_t t0, int64_t t1,
-                 const float* wp, int mr, int64_t live, int64_t block, float* y, int rows) {
+// The kernel for the panel's filter vectors (the last panels of K may need fewer) and the width
+// stride sx (1 or 2).
+template <int SX>
+void line_kernel_rows(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Lines& lines, int64_t t0, int64_t t1,
+                      const float* wp, int mr, int64_t live, int64_t block, float* y, int rows) {
   switch ((rows + simd::kLanes - 1) / simd::kLanes) {
-    case 1: return line_kernel<1>(x, C, x_pitch, V, lines, t0, t1, wp, mr, live, block, y, rows);
+    case 1: return line_kernel<1, SX>(x, C, x_pitch, V, lines, t0, t1, wp, mr, live, block, y, rows);
 #if !defined(__AVX512F__)
-    case 2: return line_kernel<2>(x, C, x_pitch, V, lines, t0, t1, wp, mr, live, block, y, rows);
+    case 2: return line_kernel<2, SX>(x, C, x_pitch, V, lines, t0, t1, wp, mr, live, block, y, rows);
 #endif
-    default: return line_kernel<kLineVectors>(x, C, x_pitch, V, lines, t0, t1, wp, mr, live, block, y, rows);
+    default: return line_kernel<kLineVectors, SX>(x, C, x_pitch, V, lines, t0, t1, wp, mr, live, block, y, rows);
   }
+}
+void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Lines& lines, int64_t t0, int64_t t1,
+                 const float* wp, int mr, int64_t live, int64_t block, float* y, int rows, int64_t sx) {
+  if (sx == 2) return line_kernel_rows<2>(x, C, x_pitch, V, lines, t0, t1, wp, mr, live, block, y, rows);
+  line_kernel_rows<1>(x, C, x_pitch, V, lines, t0, t1, wp, mr, live, block, y, rows);
 }
 #else
 void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Lines& lines, int64_t t0, int64_t t1,
-                 const float* wp, int mr, int64_t live, int64_t block, float* y, int rows) {
+                 const float* wp, int mr, int64_t live, int64_t block, float* y, int rows, int64_t sx) {
   float sums[kLineChunk][kLineVoxels][kLineFilters] = {};
   for (int64_t l = 0; l < live; ++l)
     for (int64_t c0 = 0; c0 < C; c0 += block) {
@@ -573,12 +604,12 @@ void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Li
       for (int64_t t = t0; t < t1; ++t) {
         const int key = lines.range[static_cast<std::size_t>(t * live + l)];
         if (key == 0) continue;
-        const int64_t v0 = lines.v0[static_cast<std::size_t>(t)] + lines.shift[static_cast<std::size_t>(l)];
+        const int64_t x0 = lines.x0[static_cast<std::size_t>(t)] + lines.shift[static_cast<std::size_t>(l)];
         float acc[kLineVoxels][kLineFilters] = {};
         for (int64_t c = c0; c < c0 + channels; ++c) {
           const float* a = wp + (l * C + c) * mr;
           for (int j = key >> 4; j < (key & 15); ++j) {
-            const float b = x[c * x_pitch + v0 + j];
+            const float b = x[c * x_pitch + x0 + j * sx];
             for (int k = 0; k < mr; ++k) acc[j][k] += b * a[k];
           }
         }
@@ -611,16 +642,17 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
   // ASPP branches 7-10% faster than with 256).
   const int64_t block = 128;
   const int64_t chunks = (tiles + kLineChunk - 1) / kLineChunk, per_panel = f.N * chunks, items = panels * per_panel;
-  // The input copied with an odd number of 64-byte lines between channels when V has an even
-  // number: at 4 KiB strides the channels the kernel reads in turn all fall into one L1 set
-  // (8 lines), at 1 KiB into four (layer1 fprop 7.8 -> 5.4 ms; layers 3-4 on 4x8x8 maps ~3%).
+  // The input copied with an odd number of 64-byte lines between channels when its volume has
+  // an even number: at 4 KiB strides the channels the kernel reads in turn all fall into one L1
+  // set (8 lines), at 1 KiB into four (layer1 fprop 7.8 -> 5.4 ms; layers 3-4 on 4x8x8 maps ~3%).
   std::vector<float> padded;
-  int64_t x_pitch = V;
-  if ((V / kPitchPad) % 2 == 0) {
-    x_pitch = (V / kPitchPad + 1) * kPitchPad;
+  const int64_t x_volume = f.input_spatial();
+  int64_t x_pitch = x_volume;
+  if ((x_volume / kPitchPad) % 2 == 0) {
+    x_pitch = (x_volume / kPitchPad + 1) * kPitchPad;
     padded.resize(static_cast<std::size_t>(f.N * f.C * x_pitch));
-    for_items(f.N * f.C, f.N * f.C * V, [&](int64_t row) {
-      std::copy(x + row * V, x + (row + 1) * V, padded.data() + row * x_pitch);
+    for_items(f.N * f.C, f.N * f.C * x_volume, [&](int64_t row) {
+      std::copy(x + row * x_volume, x + (row + 1) * x_volume, padded.data() + row * x_pitch);
     });
     x = padded.data();
   }
@@ -629,7 +661,7 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
     const int64_t k0 = plan.k0(panel);
     const int width = plan.width(panel);
     line_kernel(x + n * f.C * x_pitch, f.C, x_pitch, V, lines, t0, std::min(tiles, t0 + kLineChunk), wp + k0 * live * f.C, width,
-                live, block, y + (n * f.K + k0) * V, static_cast<int>(std::min<int64_t>(width, f.K - k0)));
+                live, block, y + (n * f.K + k0) * V, static_cast<int>(std::min<int64_t>(width, f.K - k0)), f.stride[2]);
   };
   const int64_t macs = lines.pairs * f.N * plan.packed_filters() * kLineVoxels * f.C;
   for_costed_items(items, macs, [&](int64_t item) { return plan.cost(item / per_panel); }, body);
@@ -783,12 +815,16 @@ void wgrad_block(const float* dyp, const float* const* xs, int64_t samples, int6
 }
 #endif
 
+// An upper bound of the live taps: the product of the axes' taps that read inside for some output.
 int64_t live_tap_count(const Conv3dParams& p) {
   int64_t count = 1;
-  const Dims3 kernel = p.kernel_extent(), extent = p.output_extent();
+  const Dims3 kernel = p.kernel_extent(), in = p.input_extent(), out = p.output_extent();
   for (int a = 0; a < 3; ++a) {
     int64_t live = 0;
-    for (int64_t t = 0; t < kernel[a]; ++t) live += std::abs(t * p.dilation[a] - p.pad[a]) < extent[a];
+    for (int64_t t = 0; t < kernel[a]; ++t) {
+      const AxisRange range = inside_range(out[a], in[a], p.stride[a], t * p.dilation[a] - p.pad[a]);
+      live += range.lo < range.hi;
+    }
     count *= live;
   }
   return count;
@@ -809,17 +845,24 @@ bool conv3d_direct_applies(const Conv3dParams& p) {
          2 * p.pad[2] == p.dilation[2] * (p.S - 1);
 }
 
+bool conv3d_direct_fprop_applies(const Conv3dParams& p) {
+  if (conv3d_direct_applies(p)) return true;
+  return p.groups == 1 && p.taps() > 1 && p.C >= kLineMinChannels && p.output_padding == Dims3{0, 0, 0} &&
+         p.stride[2] <= 2 && line_tiles(p);
+}
+
 int64_t conv3d_direct_scratch_elements(const Conv3dParams& p) {
   const int64_t live = live_tap_count(p);
-  int64_t most = 0;
-  for (const Conv3dParams& f : {p, transposed(p)}) most = std::max(most, packed_filters(f) * f.C * live);
+  int64_t most = packed_filters(p) * p.C * live;
+  if (conv3d_direct_applies(p)) most = std::max(most, packed_filters(transposed(p)) * p.K * live);
   return most;
 }
 
 void conv3d_direct_fprop(const Conv3dParams& p, const float* x, const float* w, float* y, float* scratch,
                          int64_t scratch_elements) {
-  MED3D_CHECK(conv3d_direct_applies(p), "conv3d_direct_fprop: needs a unit-stride single-group conv whose ",
-              "output extent equals its input extent; dispatch through conv3d_fprop instead");
+  MED3D_CHECK(conv3d_direct_fprop_applies(p), "conv3d_direct_fprop: needs a single-group conv whose output ",
+              "extent equals its input extent, or one with a width stride of at most 2 on the line tiles; ",
+              "dispatch through conv3d_fprop instead");
   check_scratch("conv3d_direct_fprop", p, scratch_elements);
   const int64_t C = p.C, T = p.taps();
   run_direct(p, x, y, {w, C * T, T, T, false}, scratch);

@@ -269,7 +269,10 @@ TEST_CASE("conv3d: per-tap GEMMs on padded dilated taps match vol2col", "[conv]"
     const int64_t per_tap = kernels::cpu::conv3d_scratch_elements(p);
     const int64_t weights = p.K * p.C * p.taps();
     REQUIRE(per_tap >= weights + 2 * std::max(p.C, p.K));
-    REQUIRE(per_tap <= weights + 2 * std::max(p.C, p.K) * p.output_spatial());
+    // (f32 fprop may run on the line tiles instead; the size covers their packed weights too.)
+    const int64_t direct =
+        kernels::cpu::conv3d_direct_fprop_applies(p) ? kernels::cpu::conv3d_direct_scratch_elements(p) : 0;
+    REQUIRE(per_tap <= std::max(direct, weights + 2 * std::max(p.C, p.K) * p.output_spatial()));
     if (p.N == 1) REQUIRE(per_tap == weights + 2 * 16 * 6 * 36);  // all planes, 6x6 per plane
     Tensor x = context.randn({p.N, p.C, p.D, p.H, p.W}, DType::f64);
     Tensor w = context.randn({p.K, p.C, p.T, p.R, p.S}, DType::f64);
@@ -391,6 +394,56 @@ TEST_CASE("conv3d: the direct kernels of same convs match the f64 kernels", "[co
   REQUIRE_FALSE(kernels::cpu::conv3d_direct_applies(strided));
   REQUIRE_FALSE(kernels::cpu::conv3d_direct_applies(
       kernels::conv3d_params("test", {1, 2, 4, 4, 4}, {3, 2, 3, 3, 3}, {1, 1, 1}, {0, 1, 1}, {1, 1, 1}, 1)));
+}
+
+TEST_CASE("conv3d: the line tiles' strided fprop matches the f64 kernels", "[conv]") {
+  // Cases (output planes of at most 64 voxels, where every build runs the line tiles): layer 2's
+  // stride-2 3x3x3 conv with filters in main and tail panels, width stride 1 under depth and
+  // height strides, output lines that end inside a tile, no padding and a larger one with
+  // dilation, an even kernel, and stride 2 with taps that leave the input on the right only.
+  Context context(Device::cpu(), 10);
+  const Conv3dParams cases[] = {
+      kernels::conv3d_params("test", {2, 16, 4, 8, 8}, {40, 16, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {1, 17, 6, 7, 5}, {9, 17, 3, 3, 3}, {2, 3, 1}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {1, 20, 5, 9, 13}, {33, 20, 3, 3, 3}, {1, 2, 2}, {0, 0, 0}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {1, 16, 4, 9, 11}, {24, 16, 3, 3, 3}, {2, 2, 2}, {2, 2, 2}, {2, 2, 2}, 1),
+      kernels::conv3d_params("test", {2, 18, 4, 6, 10}, {16, 18, 2, 2, 2}, {2, 2, 2}, {0, 0, 0}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {1, 16, 3, 6, 9}, {8, 16, 1, 3, 3}, {1, 2, 2}, {0, 0, 1}, {1, 1, 1}, 1),
+  };
+  for (const Conv3dParams& p : cases) {
+    INFO("C " << p.C << " K " << p.K << " input " << p.D << "x" << p.H << "x" << p.W << " output " << p.Z << "x" << p.P
+              << "x" << p.Q);
+    REQUIRE(p.P * p.Q <= 64);
+    REQUIRE(kernels::cpu::conv3d_direct_fprop_applies(p));
+    REQUIRE_FALSE(kernels::cpu::conv3d_direct_applies(p));
+    const Tensor x = context.randn({p.N, p.C, p.D, p.H, p.W}, DType::f64);
+    const Tensor w = context.randn({p.K, p.C, p.T, p.R, p.S}, DType::f64);
+    Tensor ref = context.full({p.N, p.K, p.Z, p.P, p.Q}, 0.0, DType::f64);
+    std::vector<double> ref_scratch(static_cast<std::size_t>(std::max<int64_t>(kernels::cpu::conv3d_scratch_elements(p), 1)));
+    kernels::cpu::conv3d_fprop(p, x.data<double>(), w.data<double>(), static_cast<const double*>(nullptr), ref.data<double>(),
+                               ref_scratch.data(), static_cast<int64_t>(ref_scratch.size()));
+    const Tensor xf = x.to(DType::f32), wf = w.to(DType::f32);
+    const int64_t n_scratch = kernels::cpu::conv3d_direct_scratch_elements(p);
+    std::vector<float> scratch(static_cast<std::size_t>(n_scratch), -1.0f);
+    Tensor y = context.full(ref.shape(), 7.0, DType::f32);
+    kernels::cpu::conv3d_direct_fprop(p, xf.data<float>(), wf.data<float>(), y.data<float>(), scratch.data(), n_scratch);
+    test::require_close(y.to(DType::f64), ref, 1e-5, "strided direct y");
+    // Through the dispatcher too, which must pick it and size its scratch.
+    const int64_t n_conv = kernels::cpu::conv3d_scratch_elements(p);
+    REQUIRE(n_conv >= n_scratch);
+    std::vector<float> conv_scratch(static_cast<std::size_t>(n_conv), -1.0f);
+    Tensor y2 = context.full(ref.shape(), 7.0, DType::f32);
+    kernels::cpu::conv3d_fprop(p, xf.data<float>(), wf.data<float>(), static_cast<const float*>(nullptr), y2.data<float>(),
+                               conv_scratch.data(), n_conv);
+    test::require_close(y2.to(DType::f64), ref, 1e-5, "strided conv3d_fprop y");
+  }
+  // Not taken: few input channels (the stem), width stride 3, groups.
+  REQUIRE_FALSE(kernels::cpu::conv3d_direct_fprop_applies(
+      kernels::conv3d_params("test", {1, 1, 8, 8, 8}, {4, 1, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1)));
+  REQUIRE_FALSE(kernels::cpu::conv3d_direct_fprop_applies(
+      kernels::conv3d_params("test", {1, 16, 8, 8, 9}, {4, 16, 3, 3, 3}, {1, 1, 3}, {1, 1, 1}, {1, 1, 1}, 1)));
+  REQUIRE_FALSE(kernels::cpu::conv3d_direct_fprop_applies(
+      kernels::conv3d_params("test", {1, 32, 8, 8, 8}, {32, 16, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 2)));
 }
 
 TEST_CASE("conv3d: the padded kernels of few-channel convs match the f64 kernels", "[conv]") {

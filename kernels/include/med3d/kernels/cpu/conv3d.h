@@ -2,8 +2,9 @@
 //   x [N, C, D, H, W], w [K, C/groups, T, R, S], y [N, K, Z, P, Q], bias [K], all contiguous.
 // Method: in f32, "same" convs (unit strides, one group, output extent = input extent, as every
 // 3x3x3 and dilated conv of Med3D) run all three passes on the direct kernels of conv3d_direct.h
-// (the input read in place through each tap's flat shift, padded taps skipped per tile).
-// Otherwise, per sample and group, a GEMM multiplies the weights with the column matrix
+// (the input read in place through each tap's flat shift, padded taps skipped per tile), and
+// f32 fprop of strided convs with >= 16 channels on their line tiles where they apply
+// (conv3d_direct_fprop_applies). Otherwise, per sample and group, a GEMM multiplies the weights with the column matrix
 // [C/groups * T*R*S, voxels] whose rows are the input read through each tap. In f32 that GEMM
 // is implicit (gemm_f32 with a GemmSource): the column matrix is gathered straight into the
 // GEMM's packed panels and never stored, for fprop and wgrad and, with unit strides, for dgrad
@@ -40,8 +41,8 @@ inline constexpr int64_t kConvScratchBudget = int64_t(1) << 23;
 // Scratch elements for the three passes: blocks of whole output lines within `budget`, but at
 // least one line (C/groups * live taps * Q elements), plus K * C/groups * live taps gathered
 // weights when some taps are dead; 0 for the 1x1x1 fast path. The per-tap path is used when it
-// fits `budget` (chunks of box planes within it); otherwise these vol2col sizes apply. "Same"
-// convs get at least the direct kernels' packed weights (conv3d_direct_scratch_elements).
+// fits `budget` (chunks of box planes within it); otherwise these vol2col sizes apply. Convs
+// the direct kernels take get at least their packed weights (conv3d_direct_scratch_elements).
 int64_t conv3d_scratch_elements(const Conv3dParams& p, int64_t budget = kConvScratchBudget);
 
 // y = conv(x, w) + bias (bias may be null). Overwrites y.

@@ -10,13 +10,15 @@
 //   shifted voxel leaves the volume read 0), and a tap whose mask is empty for the whole tile is
 //   skipped, which is most taps of dilated convs on small maps;
 // - filter lanes ("line tiles"): a tile is a few voxels of one output line x 32 filters
-//   (AVX-512: 8 voxels; AVX2: 4 voxels x 16 filters), and each tap multiplies exactly the
-//   voxels it reads inside for (no lane wasted on width-shifted taps).
+//   (AVX-512: 8 voxels; AVX2: 4 voxels x 24 filters), and each tap multiplies exactly the
+//   voxels it reads inside for (no lane wasted on width-shifted taps). Their input reads are
+//   broadcasts of single voxels, so fprop also takes strided convs on them (the input voxel of
+//   output voxel j is x0 + shift + j * stride).
 // AVX-512 takes the line tiles on planes of up to 64 voxels (8x8) and voxel lanes above; AVX2
 // the line tiles everywhere (its 16 registers hold too few masked accumulators). wgrad puts
 // filters in the lanes too: dy is repacked with the filters innermost and a block of filters x
 // channels sums each tap over exact line segments.
-// x [N, C, V], w [K, C, T, R, S], y [N, K, V] contiguous; fprop and dgrad repack only the
+// x [N, C, D, H, W], w [K, C, T, R, S], y [N, K, Z, P, Q] contiguous; fprop and dgrad repack only the
 // weights (once per call, into the caller's scratch: the live taps' weights, a panel of output
 // channels at a time), wgrad only dy (into its own buffer, N * K * V floats rounded up to a
 // panel). Each output element is summed by one thread in a fixed order, so results are
@@ -31,10 +33,17 @@ namespace med3d::kernels::cpu {
 // are left to the GEMM on the stored input.
 bool conv3d_direct_applies(const Conv3dParams& p);
 
-// Scratch elements the two passes below need (their packed weights).
+// Whether conv3d_direct_fprop takes this conv: the convs above, and on the line tiles (AVX2
+// builds: every plane; otherwise output planes of up to 64 voxels) also single-group convs with
+// other paddings, any depth and height strides and a width stride of at most 2 (layer 2's
+// stride-2 3x3x3 conv), from 16 input channels.
+bool conv3d_direct_fprop_applies(const Conv3dParams& p);
+
+// Scratch elements the passes below need (their packed weights).
 int64_t conv3d_direct_scratch_elements(const Conv3dParams& p);
 
-// y = conv(x, w) without bias. Overwrites y [N, K, V] and the scratch. Requires conv3d_direct_applies(p).
+// y = conv(x, w) without bias. Overwrites y [N, K, Z, P, Q] and the scratch. Requires
+// conv3d_direct_fprop_applies(p).
 void conv3d_direct_fprop(const Conv3dParams& p, const float* x, const float* w, float* y, float* scratch,
                          int64_t scratch_elements);
 
