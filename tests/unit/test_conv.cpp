@@ -400,14 +400,15 @@ TEST_CASE("conv3d: the line tiles' strided fprop matches the f64 kernels", "[con
   // Cases (output planes of at most 64 voxels, where every build runs the line tiles): layer 2's
   // stride-2 3x3x3 conv with filters in main and tail panels, width stride 1 under depth and
   // height strides, output lines that end inside a tile, no padding and a larger one with
-  // dilation, an even kernel, and stride 2 with taps that leave the input on the right only.
+  // dilation, an even kernel with stride 2 in depth and height only (its width taps overlap), and
+  // stride 2 with taps that leave the input on the right only.
   Context context(Device::cpu(), 10);
   const Conv3dParams cases[] = {
       kernels::conv3d_params("test", {2, 16, 4, 8, 8}, {40, 16, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {1, 17, 6, 7, 5}, {9, 17, 3, 3, 3}, {2, 3, 1}, {1, 1, 1}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {1, 20, 5, 9, 13}, {33, 20, 3, 3, 3}, {1, 2, 2}, {0, 0, 0}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {1, 16, 4, 9, 11}, {24, 16, 3, 3, 3}, {2, 2, 2}, {2, 2, 2}, {2, 2, 2}, 1),
-      kernels::conv3d_params("test", {2, 18, 4, 6, 10}, {16, 18, 2, 2, 2}, {2, 2, 2}, {0, 0, 0}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 18, 4, 6, 10}, {16, 18, 2, 2, 2}, {2, 2, 1}, {0, 0, 0}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {1, 16, 3, 6, 9}, {8, 16, 1, 3, 3}, {1, 2, 2}, {0, 0, 1}, {1, 1, 1}, 1),
   };
   for (const Conv3dParams& p : cases) {
@@ -437,7 +438,9 @@ TEST_CASE("conv3d: the line tiles' strided fprop matches the f64 kernels", "[con
                                conv_scratch.data(), n_conv);
     test::require_close(y2.to(DType::f64), ref, 1e-5, "strided conv3d_fprop y");
   }
-  // Not taken: few input channels (the stem), width stride 3, groups.
+  // Not taken: few input channels (the stem), width stride 3, groups, taps that do not overlap.
+  REQUIRE_FALSE(kernels::cpu::conv3d_direct_fprop_applies(
+      kernels::conv3d_params("test", {1, 32, 8, 8, 8}, {64, 32, 2, 2, 2}, {2, 2, 2}, {0, 0, 0}, {1, 1, 1}, 1)));
   REQUIRE_FALSE(kernels::cpu::conv3d_direct_fprop_applies(
       kernels::conv3d_params("test", {1, 1, 8, 8, 8}, {4, 1, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1)));
   REQUIRE_FALSE(kernels::cpu::conv3d_direct_fprop_applies(

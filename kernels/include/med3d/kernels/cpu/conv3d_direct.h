@@ -36,7 +36,7 @@ bool conv3d_direct_applies(const Conv3dParams& p);
 // Whether conv3d_direct_fprop takes this conv: the convs above, and on the line tiles (AVX2
 // builds: every plane; otherwise output planes of up to 64 voxels) also single-group convs with
 // other paddings, any depth and height strides and a width stride of at most 2 (layer 2's
-// stride-2 3x3x3 conv), from 16 input channels.
+// stride-2 3x3x3 conv), from 16 input channels, whose taps overlap (not k2 s2: the GEMM's).
 bool conv3d_direct_fprop_applies(const Conv3dParams& p);
 
 // Scratch elements the passes below need (their packed weights).
