@@ -29,3 +29,4 @@ echo done
 # Run after this script (11:15, on its own), because the first small-step compare's medians were
 # spread by the host's load (ours 331-388 ms between its two rounds):
 #   nice -n -15 bench/compare.sh --rounds 2 --only step --out $out/resnet18-small-step-r2
+# and once more at 12:17, after CI, into $out/resnet18-small-step-r3.
