@@ -756,16 +756,17 @@ std::vector<WgradTap> wgrad_taps(const Conv3dParams& p) {
       for (int64_t s = 0; s < p.S; ++s) {
         const auto [dz, dy, dx, shift] = tap_offset(p, t, r, s);
         WgradTap tap{shift, (t * p.R + r) * p.S + s, {}};
-        const int64_t lo = std::max<int64_t>(0, -dx), hi = std::min<int64_t>(p.Q, p.Q - dx);
-        if (lo >= hi) continue;
-        for (int64_t z = std::max<int64_t>(0, -dz); z < std::min<int64_t>(p.Z, p.Z - dz); ++z)
-          for (int64_t y = std::max<int64_t>(0, -dy); y < std::min<int64_t>(p.P, p.P - dy); ++y) {
-            const int64_t v = (z * p.P + y) * p.Q + lo;
+        const AxisRange zs = inside_range(p.Z, p.D, 1, dz), ys = inside_range(p.P, p.H, 1, dy),
+                        qs = inside_range(p.Q, p.W, 1, dx);
+        if (qs.lo >= qs.hi) continue;
+        for (int64_t z = zs.lo; z < zs.hi; ++z)
+          for (int64_t y = ys.lo; y < ys.hi; ++y) {
+            const int64_t v = (z * p.P + y) * p.Q + qs.lo;
             // Whole lines (taps without a width shift) join into one run.
             if (!tap.segments.empty() && tap.segments.back().v + tap.segments.back().count == v)
-              tap.segments.back().count += hi - lo;
+              tap.segments.back().count += qs.hi - qs.lo;
             else
-              tap.segments.push_back({v, hi - lo});
+              tap.segments.push_back({v, qs.hi - qs.lo});
           }
         if (!tap.segments.empty()) taps.push_back(std::move(tap));
       }

@@ -329,13 +329,13 @@ TEST_CASE("conv3d: f32 kernels (gemm_f32) match the f64 kernels (Eigen) on every
 
 // Random f64 inputs of a single-group conv without bias, its f64 kernels' results (y, dx, dw)
 // and the inputs in f32: what a specialised f32 kernel is checked against.
-struct SameConvCase {
+struct ConvCase {
   Tensor x, w, dy;
   std::vector<Tensor> ref;
   Tensor xf, wf, dyf;
 };
-SameConvCase same_conv_case(Context& context, const Conv3dParams& p) {
-  SameConvCase c;
+ConvCase conv_case(Context& context, const Conv3dParams& p) {
+  ConvCase c;
   c.x = context.randn({p.N, p.C, p.D, p.H, p.W}, DType::f64);
   c.w = context.randn({p.K, p.C, p.T, p.R, p.S}, DType::f64);
   c.dy = context.randn({p.N, p.K, p.Z, p.P, p.Q}, DType::f64);
@@ -371,7 +371,7 @@ TEST_CASE("conv3d: the direct kernels of same convs match the f64 kernels", "[co
   for (const Conv3dParams& p : cases) {
     INFO("C " << p.C << " K " << p.K << " input " << p.D << "x" << p.H << "x" << p.W);
     REQUIRE(kernels::cpu::conv3d_direct_applies(p));
-    const SameConvCase c = same_conv_case(context, p);
+    const ConvCase c = conv_case(context, p);
     const Tensor &x = c.x, &w = c.w, &dy = c.dy, &xf = c.xf, &wf = c.wf, &dyf = c.dyf;
     const std::vector<Tensor>& ref = c.ref;
     const int64_t n_scratch = kernels::cpu::conv3d_direct_scratch_elements(p);
@@ -417,13 +417,8 @@ TEST_CASE("conv3d: the line tiles' strided fprop matches the f64 kernels", "[con
     REQUIRE(p.P * p.Q <= 64);
     REQUIRE(kernels::cpu::conv3d_direct_fprop_applies(p));
     REQUIRE_FALSE(kernels::cpu::conv3d_direct_applies(p));
-    const Tensor x = context.randn({p.N, p.C, p.D, p.H, p.W}, DType::f64);
-    const Tensor w = context.randn({p.K, p.C, p.T, p.R, p.S}, DType::f64);
-    Tensor ref = context.full({p.N, p.K, p.Z, p.P, p.Q}, 0.0, DType::f64);
-    std::vector<double> ref_scratch(static_cast<std::size_t>(std::max<int64_t>(kernels::cpu::conv3d_scratch_elements(p), 1)));
-    kernels::cpu::conv3d_fprop(p, x.data<double>(), w.data<double>(), static_cast<const double*>(nullptr), ref.data<double>(),
-                               ref_scratch.data(), static_cast<int64_t>(ref_scratch.size()));
-    const Tensor xf = x.to(DType::f32), wf = w.to(DType::f32);
+    const ConvCase c = conv_case(context, p);
+    const Tensor &ref = c.ref[0], &xf = c.xf, &wf = c.wf;
     const int64_t n_scratch = kernels::cpu::conv3d_direct_scratch_elements(p);
     std::vector<float> scratch(static_cast<std::size_t>(n_scratch), -1.0f);
     Tensor y = context.full(ref.shape(), 7.0, DType::f32);
@@ -462,7 +457,7 @@ TEST_CASE("conv3d: the padded kernels of few-channel convs match the f64 kernels
   for (const Conv3dParams& p : cases) {
     INFO("C " << p.C << " K " << p.K << " input " << p.D << "x" << p.H << "x" << p.W);
     REQUIRE(kernels::cpu::conv3d_padded_applies(p));
-    const SameConvCase c = same_conv_case(context, p);
+    const ConvCase c = conv_case(context, p);
     Tensor y = context.full(c.dy.shape(), 7.0, DType::f32), dw = context.full(c.w.shape(), 7.0, DType::f32);
     kernels::cpu::conv3d_padded_fprop(p, c.xf.data<float>(), c.wf.data<float>(), y.data<float>());
     kernels::cpu::conv3d_padded_wgrad(p, c.xf.data<float>(), c.dyf.data<float>(), dw.data<float>());
