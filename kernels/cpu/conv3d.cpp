@@ -573,6 +573,76 @@ void for_each_sample(int64_t samples, Fn&& fn) {
   for (int64_t n = 0; n < samples; ++n) fn(n, omp_get_thread_num());
 }
 
+// --- pointwise wgrad with few filters (f32) ------------------------------------------------
+// dw [K, C] of a 1x1x1 conv with K <= kFewFilters (the 2-class classifier): K dot products of
+// each input channel's rows with dy's. The GEMM would pack x^T (all of it, transposed) and run
+// its 6-row panels a third full; here x is read once, straight, and dy's block from L1.
+constexpr int64_t kFewFilters = 4;
+// Voxels per block: dy's K rows of it (16 KiB at K = 4) stay in L1 while every channel reads it.
+constexpr int64_t kFewFilterVoxels = 1024;
+
+bool pointwise_wgrad_few_filters_applies(const Conv3dParams& p, const Plan& plan) {
+  return plan.pointwise && p.groups == 1 && p.K <= kFewFilters;
+}
+
+// Each (k, c) sums over samples, then voxel blocks, in kLanes partial sums (two vectors, added
+// at the end) and a scalar tail per block: one fixed order whatever the thread count, since
+// each thread owns whole channels.
+void pointwise_wgrad_few_filters(const Conv3dParams& p, const float* x, const float* dy, float* dw) {
+  const int64_t V = p.input_spatial(), K = p.K, C = p.C;
+#if defined(MED3D_SIMD)
+  constexpr int64_t L = simd::kLanes;
+#else
+  constexpr int64_t L = 1;
+#endif
+  // Per (c, k): two vectors of partial sums, and the blocks' scalar tails (allocated here, so
+  // that a failed allocation throws to the caller).
+  std::vector<float> partial(static_cast<std::size_t>(C * K * 2 * L), 0.0f), tail(static_cast<std::size_t>(C * K), 0.0f);
+  const int64_t threads = omp_in_parallel() ? 1 : std::min<int64_t>(omp_get_max_threads(), C);
+#pragma omp parallel num_threads(static_cast<int>(threads)) if (p.N * K * C * V > (int64_t(1) << 18))
+  {
+    const int64_t team = omp_get_num_threads(), id = omp_get_thread_num();
+    const int64_t c0 = C * id / team, c1 = C * (id + 1) / team;
+    for (int64_t n = 0; n < p.N; ++n)
+      for (int64_t v0 = 0; v0 < V; v0 += kFewFilterVoxels) {
+        const int64_t v1 = std::min(V, v0 + kFewFilterVoxels);
+#if defined(MED3D_SIMD)
+        const int64_t vector_end = v0 + (v1 - v0) / (2 * L) * (2 * L);
+#else
+        const int64_t vector_end = v0;
+#endif
+        const float* dyn = dy + n * K * V;
+        for (int64_t c = c0; c < c1; ++c) {
+          const float* xc = x + (n * C + c) * V;
+#if defined(MED3D_SIMD)
+          using namespace simd;
+          float* own = partial.data() + c * K * 2 * L;
+          Vec acc[kFewFilters][2];
+          for (int64_t k = 0; k < K; ++k) acc[k][0] = load(own + 2 * k * L), acc[k][1] = load(own + (2 * k + 1) * L);
+          for (int64_t v = v0; v < vector_end; v += 2 * L) {
+            const Vec x0 = load(xc + v), x1 = load(xc + v + L);
+            for (int64_t k = 0; k < K; ++k) {
+              acc[k][0] = fma(x0, load(dyn + k * V + v), acc[k][0]);
+              acc[k][1] = fma(x1, load(dyn + k * V + v + L), acc[k][1]);
+            }
+          }
+          for (int64_t k = 0; k < K; ++k) store(own + 2 * k * L, acc[k][0]), store(own + (2 * k + 1) * L, acc[k][1]);
+#endif
+          for (int64_t k = 0; k < K; ++k) {
+            float& s = tail[static_cast<std::size_t>(c * K + k)];
+            for (int64_t v = vector_end; v < v1; ++v) s += xc[v] * dyn[k * V + v];
+          }
+        }
+      }
+  }
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t k = 0; k < K; ++k) {
+      float s = tail[static_cast<std::size_t>(c * K + k)];
+      for (int64_t i = 0; i < 2 * L; ++i) s += partial[static_cast<std::size_t>((c * K + k) * 2 * L + i)];
+      dw[k * C + c] = s;
+    }
+}
+
 // --- the implicit GEMMs (f32) -------------------------------------------------------------
 // fprop of every sample: y [K/groups, Z*P*Q] = w [K/groups, rows] * col per sample and group,
 // where col (of the group's input) is gathered straight into the GEMM's packed panels (no
@@ -866,6 +936,10 @@ void conv3d_wgrad(const Conv3dParams& p, const T* x, const T* dy, T* dw, T* scra
     }
     if (kPaddedKernels && conv3d_padded_applies(p)) {
       conv3d_padded_wgrad(p, x, dy, dw);
+      return;
+    }
+    if (pointwise_wgrad_few_filters_applies(p, plan)) {
+      pointwise_wgrad_few_filters(p, x, dy, dw);
       return;
     }
   }

@@ -1,3 +1,5 @@
+#include <omp.h>
+
 #include <algorithm>
 #include <string>
 
@@ -471,6 +473,48 @@ TEST_CASE("conv3d: the padded kernels of few-channel convs match the f64 kernels
   std::vector<float> buffer(static_cast<std::size_t>(5 * 64 * 27), 0.0f);
   REQUIRE_THROWS_WITH(kernels::cpu::conv3d_padded_fprop(many_channels, buffer.data(), buffer.data(), buffer.data()),
                       Catch::Contains("at most 4 input channels"));
+}
+
+TEST_CASE("conv3d: pointwise convs with few filters match the f64 kernels, on any thread count", "[conv]") {
+  // The classifier's shape class: 1 to 4 filters, where fprop and dgrad take the GEMM's few-rows
+  // path (registers over a few rows or a shallow depth) and wgrad its own dot products over
+  // blocks of 1024 voxels. Volumes that end inside a vector and inside a second block, samples
+  // that accumulate, and a channel count the threads split unevenly; 1 and 2 threads give the
+  // same bits (each channel's sums are owned by one thread).
+  Context context(Device::cpu(), 11);
+  const Conv3dParams cases[] = {
+      kernels::conv3d_params("test", {2, 32, 3, 7, 53}, {2, 32, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {1, 5, 2, 3, 5}, {1, 5, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {3, 7, 4, 16, 17}, {3, 7, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {1, 9, 2, 20, 40}, {4, 9, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
+  };
+  for (const Conv3dParams& p : cases) {
+    INFO("C " << p.C << " K " << p.K << " input " << p.D << "x" << p.H << "x" << p.W);
+    REQUIRE(kernels::cpu::conv3d_scratch_elements(p) == 0);
+    const ConvCase c = conv_case(context, p);
+    std::vector<std::vector<float>> runs;
+    for (const int threads : {1, 2}) {
+      const int previous = omp_get_max_threads();
+      omp_set_num_threads(threads);
+      Tensor y = context.full(c.dy.shape(), 7.0, DType::f32), dx = context.full(c.x.shape(), 7.0, DType::f32);
+      Tensor dw = context.full(c.w.shape(), 7.0, DType::f32);
+      kernels::cpu::conv3d_fprop(p, c.xf.data<float>(), c.wf.data<float>(), static_cast<const float*>(nullptr),
+                                 y.data<float>(), static_cast<float*>(nullptr), 0);
+      kernels::cpu::conv3d_dgrad(p, c.dyf.data<float>(), c.wf.data<float>(), dx.data<float>(), static_cast<float*>(nullptr), 0);
+      kernels::cpu::conv3d_wgrad(p, c.xf.data<float>(), c.dyf.data<float>(), dw.data<float>(), static_cast<float*>(nullptr), 0);
+      omp_set_num_threads(previous);
+      test::require_close(y.to(DType::f64), c.ref[0], 1e-5, "pointwise y");
+      test::require_close(dx.to(DType::f64), c.ref[1], 1e-5, "pointwise dx");
+      test::require_close(dw.to(DType::f64), c.ref[2], 1e-5, "pointwise dw");
+      std::vector<float> all = y.to_vector<float>();
+      for (const Tensor& t : {dx, dw}) {
+        const std::vector<float> v = t.to_vector<float>();
+        all.insert(all.end(), v.begin(), v.end());
+      }
+      runs.push_back(all);
+    }
+    CHECK(runs[0] == runs[1]);
+  }
 }
 
 TEST_CASE("conv3d: repeated runs are bitwise identical", "[conv]") {
