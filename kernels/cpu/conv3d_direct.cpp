@@ -388,7 +388,10 @@ bool taps_overlap(const Conv3dParams& p) {
 }
 // Tiles per work item: their sums stay in L1/L2 while each tap's weights for a channel block (in
 // L1) serve all of them, where a tile at a time would read the panel's weights from L2 for each.
-constexpr int64_t kLineChunk = 32;
+// Halved (down to kLineMinChunk) while the threads would get fewer than kLineItemsPerThread items
+// each: on 8x8 output planes (64 tiles per sample) layer 2's fprop and layer 3's dgrad had 24
+// items of 24 or 19 units, and one thread did 288 units while the other did 248.
+constexpr int64_t kLineChunk = 32, kLineMinChunk = 8, kLineItemsPerThread = 16;
 constexpr int64_t kPitchPad = 16;
 
 struct Lines {
@@ -539,7 +542,8 @@ template <int NV, int SX>
 void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Lines& lines, int64_t t0, int64_t t1,
                  const float* wp, int mr, int64_t live, int64_t block, float* y, int rows) {
   using namespace simd;
-  alignas(64) float sums[kLineChunk][kLineVoxels][kLineFilters] = {};
+  alignas(64) float sums[kLineChunk][kLineVoxels][kLineFilters];
+  std::fill(&sums[0][0][0], &sums[t1 - t0][0][0], 0.0f);
   // Taps outermost, then channel blocks, then the chunk's tiles: one tap's weights for a block
   // (wp holds each tap's channels consecutively) serve every tile of the chunk from L1, and the
   // range of each (tap, tile) is dispatched once for the block's channels. (Running a row's
@@ -609,7 +613,8 @@ void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Li
 #else
 void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Lines& lines, int64_t t0, int64_t t1,
                  const float* wp, int mr, int64_t live, int64_t block, float* y, int rows, int64_t sx) {
-  float sums[kLineChunk][kLineVoxels][kLineFilters] = {};
+  float sums[kLineChunk][kLineVoxels][kLineFilters];
+  std::fill(&sums[0][0][0], &sums[t1 - t0][0][0], 0.0f);
   for (int64_t l = 0; l < live; ++l)
     for (int64_t c0 = 0; c0 < C; c0 += block) {
       const int64_t channels = std::min(C, c0 + block) - c0;
@@ -653,7 +658,10 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
   // (128 x 64 bytes) and the tap's weights (128 x 64) stay in L1 together (layers 3-4 and the
   // ASPP branches 7-10% faster than with 256).
   const int64_t block = 128;
-  const int64_t chunks = (tiles + kLineChunk - 1) / kLineChunk, per_panel = f.N * chunks, items = panels * per_panel;
+  int64_t chunk = kLineChunk;
+  while (chunk > kLineMinChunk && panels * f.N * ((tiles + chunk - 1) / chunk) < kLineItemsPerThread * omp_get_max_threads())
+    chunk /= 2;
+  const int64_t chunks = (tiles + chunk - 1) / chunk, per_panel = f.N * chunks, items = panels * per_panel;
   // The input copied with an odd number of 64-byte lines between channels when its volume has
   // an even number: at 4 KiB strides the channels the kernel reads in turn all fall into one L1
   // set (8 lines), at 1 KiB into four (layer1 fprop 7.8 -> 5.4 ms; layers 3-4 on 4x8x8 maps ~3%).
@@ -669,10 +677,10 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
     x = padded.data();
   }
   auto body = [&](int64_t item) {
-    const int64_t panel = item / per_panel, n = item % per_panel / chunks, t0 = item % chunks * kLineChunk;
+    const int64_t panel = item / per_panel, n = item % per_panel / chunks, t0 = item % chunks * chunk;
     const int64_t k0 = plan.k0(panel);
     const int width = plan.width(panel);
-    line_kernel(x + n * f.C * x_pitch, f.C, x_pitch, V, lines, t0, std::min(tiles, t0 + kLineChunk), wp + k0 * live * f.C, width,
+    line_kernel(x + n * f.C * x_pitch, f.C, x_pitch, V, lines, t0, std::min(tiles, t0 + chunk), wp + k0 * live * f.C, width,
                 live, block, y + (n * f.K + k0) * V, static_cast<int>(std::min<int64_t>(width, f.K - k0)), f.stride[2]);
   };
   const int64_t macs = lines.pairs * f.N * plan.packed_filters() * kLineVoxels * f.C;
