@@ -207,32 +207,38 @@ void pack_run(const WeightLayout& wl, int64_t k0, int64_t rows, int64_t c, const
 }
 #endif
 
-void pack_weights(int64_t K, int64_t C, const std::vector<int64_t>& live, int mr, bool taps_outer, const WeightLayout& wl,
-                  float* wp) {
-  const int64_t panels = (K + mr - 1) / mr, taps = static_cast<int64_t>(live.size());
+// One panel of pack_weights below: filters [k0, k0 + rows) into its block of live x C x mr at dst.
+void pack_panel(int64_t k0, int64_t rows, int64_t C, const std::vector<int64_t>& live, int mr, bool taps_outer,
+                const WeightLayout& wl, float* panel_block) {
+  const int64_t taps = static_cast<int64_t>(live.size());
 #if defined(__AVX512F__)
   const bool run = taps > 0 && live.back() - live.front() == taps - 1;
 #endif
+  for (int64_t c = 0; c < C; ++c) {
+    const int64_t tap_stride = taps_outer ? C * mr : mr;
+    float* dst = panel_block + (taps_outer ? c : c * taps) * mr;
+#if defined(__AVX512F__)
+    if (run && mr % 16 == 0) {
+      pack_run(wl, k0, rows, c, live, mr, tap_stride, dst);
+      continue;
+    }
+#endif
+    // Tap by tap: each tap's mr weights are written side by side.
+    for (int64_t l = 0; l < taps; ++l) {
+      const int64_t tap = live[static_cast<std::size_t>(l)];
+      float* out = dst + l * tap_stride;
+      for (int64_t i = 0; i < rows; ++i) out[i] = *wl.at(k0 + i, c, tap);
+      for (int64_t i = rows; i < mr; ++i) out[i] = 0.0f;
+    }
+  }
+}
+
+void pack_weights(int64_t K, int64_t C, const std::vector<int64_t>& live, int mr, bool taps_outer, const WeightLayout& wl,
+                  float* wp) {
+  const int64_t panels = (K + mr - 1) / mr, taps = static_cast<int64_t>(live.size());
 #pragma omp parallel for schedule(static) if (panels * taps * C * mr > (int64_t(1) << 16))
   for (int64_t panel = 0; panel < panels; ++panel)
-    for (int64_t c = 0; c < C; ++c) {
-      const int64_t tap_stride = taps_outer ? C * mr : mr;
-      float* dst = wp + (taps_outer ? panel * taps * C + c : (panel * C + c) * taps) * mr;
-      const int64_t k0 = panel * mr, rows = std::min<int64_t>(mr, K - k0);
-#if defined(__AVX512F__)
-      if (run && mr % 16 == 0) {
-        pack_run(wl, k0, rows, c, live, mr, tap_stride, dst);
-        continue;
-      }
-#endif
-      // Tap by tap: each tap's mr weights are written side by side.
-      for (int64_t l = 0; l < taps; ++l) {
-        const int64_t tap = live[static_cast<std::size_t>(l)];
-        float* out = dst + l * tap_stride;
-        for (int64_t i = 0; i < rows; ++i) out[i] = *wl.at(k0 + i, c, tap);
-        for (int64_t i = rows; i < mr; ++i) out[i] = 0.0f;
-      }
-    }
+    pack_panel(panel * mr, std::min<int64_t>(mr, K - panel * mr), C, live, mr, taps_outer, wl, wp + panel * taps * C * mr);
 }
 
 // One tile: y[i, v0 + l] = sum over channels c and the tile's taps of wp[c, tap, i] * x[c, v0 +
@@ -392,6 +398,8 @@ bool taps_overlap(const Conv3dParams& p) {
 // each: on 8x8 output planes (64 tiles per sample) layer 2's fprop and layer 3's dgrad had 24
 // items of 24 or 19 units, and one thread did 288 units while the other did 248.
 constexpr int64_t kLineChunk = 32, kLineMinChunk = 8, kLineItemsPerThread = 16;
+// Weights (live taps x C x K) above this many are packed per thread and panel (run_lines).
+constexpr int64_t kLinePackPerThread = int64_t(1) << 20;
 constexpr int64_t kPitchPad = 16;
 
 struct Lines {
@@ -648,12 +656,35 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
   const LinePanels plan = line_panels(f.K);
   const int64_t panels = plan.count(), live = static_cast<int64_t>(lines.live.size()), tiles = static_cast<int64_t>(lines.v0.size());
   const int64_t main_filters = f.K - plan.tail_filters;
-  pack_weights(main_filters, f.C, lines.live, kLineFilters, true, wl, wp);
-  if (plan.tail > 0) {
-    WeightLayout tail = wl;
-    tail.w += main_filters * wl.k_stride;
-    pack_weights(plan.tail_filters, f.C, lines.live, kLineTailFilters, true, tail, wp + plan.main * kLineFilters * live * f.C);
+  // Large weights are packed a panel at a time by the thread that runs it, into its own buffer,
+  // just before its first item: packed all at once up front they went out to memory and came
+  // back for the kernel (layer 4's 14-28 MB took a quarter of its fprop). A thread's items are
+  // one run of panels, so a panel is packed at most once per thread. Small weights stay in the
+  // caches either way and are packed once, spread over all panels.
+  const int threads = omp_get_max_threads();
+  const bool per_thread = !omp_in_parallel() && live * f.C * f.K > kLinePackPerThread && panels >= 2 * threads;
+  const int64_t panel_elements = kLineFilters * live * f.C;
+  std::vector<int64_t> packed(static_cast<std::size_t>(threads), -1);  // per thread: the panel in its buffer
+  if (!per_thread) {
+    pack_weights(main_filters, f.C, lines.live, kLineFilters, true, wl, wp);
+    if (plan.tail > 0) {
+      WeightLayout tail = wl;
+      tail.w += main_filters * wl.k_stride;
+      pack_weights(plan.tail_filters, f.C, lines.live, kLineTailFilters, true, tail, wp + plan.main * panel_elements);
+    }
   }
+  // Where panel p's packed weights are, packing them first if this thread holds another panel.
+  auto panel_weights = [&](int64_t panel) -> const float* {
+    if (!per_thread) return wp + plan.k0(panel) * live * f.C;
+    const int id = omp_get_thread_num();
+    float* own = wp + id * panel_elements;
+    if (packed[static_cast<std::size_t>(id)] != panel) {
+      const int64_t k0 = plan.k0(panel);
+      pack_panel(k0, std::min<int64_t>(plan.width(panel), f.K - k0), f.C, lines.live, plan.width(panel), true, wl, own);
+      packed[static_cast<std::size_t>(id)] = panel;
+    }
+    return own;
+  };
   // Channels per register sum: 128, not kSumDepth, so that a tile's input lines for a block
   // (128 x 64 bytes) and the tap's weights (128 x 64) stay in L1 together (layers 3-4 and the
   // ASPP branches 7-10% faster than with 256).
@@ -680,7 +711,7 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
     const int64_t panel = item / per_panel, n = item % per_panel / chunks, t0 = item % chunks * chunk;
     const int64_t k0 = plan.k0(panel);
     const int width = plan.width(panel);
-    line_kernel(x + n * f.C * x_pitch, f.C, x_pitch, V, lines, t0, std::min(tiles, t0 + chunk), wp + k0 * live * f.C, width,
+    line_kernel(x + n * f.C * x_pitch, f.C, x_pitch, V, lines, t0, std::min(tiles, t0 + chunk), panel_weights(panel), width,
                 live, block, y + (n * f.K + k0) * V, static_cast<int>(std::min<int64_t>(width, f.K - k0)), f.stride[2]);
   };
   const int64_t macs = lines.pairs * f.N * plan.packed_filters() * kLineVoxels * f.C;
