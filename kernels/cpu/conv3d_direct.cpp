@@ -26,8 +26,9 @@ constexpr int64_t kSumDepth = 256;
 // Below this many multiply-adds one thread is faster than waking a team.
 constexpr int64_t kParallelMacs = int64_t(1) << 20;
 
-// Runs body(item) for every item: across the threads (static halves: with panels outermost each
-// thread keeps to its own panels' weights), or in turn inside a parallel region or below
+// Runs body(item) for every item: across the threads, each taking the next item when done (a
+// thread slowed by the host's other work takes fewer: static halves left the other waiting, up to
+// a tenth of layer1's fprop and layer3's dgrad), or in turn inside a parallel region or below
 // kParallelMacs multiply-adds.
 template <class Body>
 void for_items(int64_t items, int64_t macs, Body&& body) {
@@ -35,13 +36,13 @@ void for_items(int64_t items, int64_t macs, Body&& body) {
     for (int64_t item = 0; item < items; ++item) body(item);
     return;
   }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
   for (int64_t item = 0; item < items; ++item) body(item);
 }
 
-// for_items where item i costs cost(i) (its work units; items in order): each thread takes a run of
-// consecutive items of equal total cost, where equal counts left one thread up to a fifth more
-// work (layer1's panels of 24, 24 and 16 filters).
+// for_items where each thread must take a run of consecutive items (the line tiles' per-thread
+// weight panels) and item i costs cost(i) (its work units): runs of equal total cost, where equal
+// counts left one thread up to a fifth more work (layer1's panels of 24, 24 and 16 filters).
 template <class Cost, class Body>
 void for_costed_items(int64_t items, int64_t macs, Cost&& cost, Body&& body) {
   if (omp_in_parallel() || omp_get_max_threads() == 1 || macs < kParallelMacs) {
@@ -715,7 +716,10 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
                 live, block, y + (n * f.K + k0) * V, static_cast<int>(std::min<int64_t>(width, f.K - k0)), f.stride[2]);
   };
   const int64_t macs = lines.pairs * f.N * plan.packed_filters() * kLineVoxels * f.C;
-  for_costed_items(items, macs, [&](int64_t item) { return plan.cost(item / per_panel); }, body);
+  if (per_thread)
+    for_costed_items(items, macs, [&](int64_t item) { return plan.cost(item / per_panel); }, body);
+  else
+    for_items(items, macs, body);
 }
 
 // Planes of up to 64 voxels take the line tiles (32 filters in the lanes x 8 voxels; measured
