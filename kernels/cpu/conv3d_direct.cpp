@@ -4,6 +4,7 @@
 #include <omp.h>
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -40,24 +41,49 @@ void for_items(int64_t items, int64_t macs, Body&& body) {
   for (int64_t item = 0; item < items; ++item) body(item);
 }
 
-// for_items where each thread must take a run of consecutive items (the line tiles' per-thread
-// weight panels) and item i costs cost(i) (its work units): runs of equal total cost, where equal
-// counts left one thread up to a fifth more work (layer1's panels of 24, 24 and 16 filters).
+// for_items where each thread should keep to a run of consecutive items (the line tiles'
+// per-thread weight panels), item i costing cost(i) work units: each thread owns a run of equal
+// total cost (equal counts left one thread up to a fifth more work: layer1's panels of 24, 24 and
+// 16 filters) and takes its items from the front; done, it takes the others' remaining items
+// from their backs, so that a thread slowed by the host's other work does less (static runs
+// left the other waiting). Each item runs exactly once, on one thread.
 template <class Cost, class Body>
 void for_costed_items(int64_t items, int64_t macs, Cost&& cost, Body&& body) {
-  if (omp_in_parallel() || omp_get_max_threads() == 1 || macs < kParallelMacs) {
+  const int threads = omp_get_max_threads();
+  if (omp_in_parallel() || threads == 1 || macs < kParallelMacs) {
     for (int64_t item = 0; item < items; ++item) body(item);
     return;
   }
+  // Run t: its unclaimed items [front, back), packed in one word (front << 32 | back) so that
+  // one compare-and-swap claims from either end.
+  struct alignas(64) Run {
+    std::atomic<uint64_t> bounds{0};
+  };
+  std::vector<Run> runs(static_cast<std::size_t>(threads));
   int64_t total = 0;
   for (int64_t item = 0; item < items; ++item) total += cost(item);
-#pragma omp parallel
+  for (int64_t item = 0, start = 0, t = 0; t < threads; ++t) {
+    const int64_t first = item;
+    for (; item < items && start < total * (t + 1) / threads; ++item) start += cost(item);
+    runs[static_cast<std::size_t>(t)].bounds = static_cast<uint64_t>(first) << 32 | static_cast<uint64_t>(item);
+  }
+  // The item claimed from run r's front (or back), or -1 when it has none left.
+  auto claim = [&](int r, bool front) -> int64_t {
+    std::atomic<uint64_t>& bounds = runs[static_cast<std::size_t>(r)].bounds;
+    uint64_t now = bounds.load();
+    while (true) {
+      const uint64_t lo = now >> 32, hi = now & 0xFFFFFFFFu;
+      if (lo >= hi) return -1;
+      const uint64_t next = front ? (lo + 1) << 32 | hi : lo << 32 | (hi - 1);
+      if (bounds.compare_exchange_weak(now, next)) return static_cast<int64_t>(front ? lo : hi - 1);
+    }
+  };
+#pragma omp parallel num_threads(threads)
   {
-    const int64_t threads = omp_get_num_threads(), id = omp_get_thread_num();
-    const int64_t lo = total * id / threads, hi = total * (id + 1) / threads;
-    int64_t start = 0;
-    for (int64_t item = 0; item < items && start < hi; start += cost(item), ++item)
-      if (start >= lo) body(item);
+    const int id = omp_get_thread_num();
+    for (int64_t item; (item = claim(id, true)) >= 0;) body(item);
+    for (int other = 1; other < threads; ++other)
+      for (int64_t item; (item = claim((id + other) % threads, false)) >= 0;) body(item);
   }
 }
 
