@@ -20,9 +20,11 @@
 // channels sums each tap over exact line segments.
 // x [N, C, D, H, W], w [K, C, T, R, S], y [N, K, Z, P, Q] contiguous; fprop and dgrad repack only the
 // weights (once per call, into the caller's scratch: the live taps' weights, a panel of output
-// channels at a time), wgrad only dy (into its own buffer, N * K * V floats rounded up to a
-// panel). Each output element is summed by one thread in a fixed order, so results are
-// deterministic.
+// channels at a time; on the line tiles, weights of over 2^20 elements are packed a panel at a
+// time by the thread that runs it, into its part of the scratch), wgrad only dy (into its own
+// buffer, N * K * V floats rounded up to a panel). Work items go to whichever thread is free;
+// each output element is summed by one thread in a fixed order, so results are deterministic
+// and do not depend on the thread count.
 #pragma once
 
 #include "med3d/kernels/conv_params.h"
