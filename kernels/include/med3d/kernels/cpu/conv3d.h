@@ -13,7 +13,9 @@
 // The caller provides the stored column matrix as `scratch` of `scratch_elements` (contents
 // ignored and overwritten); blocks of output lines are sized to fit it, so
 // conv3d_scratch_elements(p) bounds the memory of high-resolution layers. A 1x1x1
-// conv with stride 1 and no padding multiplies the input directly and needs no scratch. Kernel
+// conv with stride 1 and no padding multiplies the input directly and needs no scratch (in f32
+// its wgrad with at most 4 filters, the classifier's, takes dot products of the input's channel
+// rows with dy's instead of a GEMM). Kernel
 // taps that read only padding for every output voxel (large dilations on small maps) get no
 // column rows: their weights are gathered out (into the scratch) and the GEMMs skip them.
 // When most (output voxel, tap) pairs read padding (dilated convs on small maps: under 80% of
