@@ -682,7 +682,6 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
   const int64_t V = f.output_spatial();
   const LinePanels plan = line_panels(f.K);
   const int64_t panels = plan.count(), live = static_cast<int64_t>(lines.live.size()), tiles = static_cast<int64_t>(lines.v0.size());
-  const int64_t main_filters = f.K - plan.tail_filters;
   // Large weights are packed a panel at a time by the thread that runs it, into its own buffer,
   // when it moves to that panel: packed all at once up front they went out to memory and came
   // back for the kernel (layer 4's fprop 6% faster this way; the packing itself, a fifth of that
@@ -694,13 +693,13 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
   const bool per_thread = !omp_in_parallel() && live * f.C * f.K > kLinePackPerThread && panels >= 2 * threads;
   const int64_t panel_elements = kLineFilters * live * f.C;
   std::vector<int64_t> packed(static_cast<std::size_t>(threads), -1);  // per thread: the panel in its buffer
+  auto pack_line_panel = [&](int64_t panel, float* dst) {
+    const int64_t k0 = plan.k0(panel);
+    pack_panel(k0, std::min<int64_t>(plan.width(panel), f.K - k0), f.C, lines.live, plan.width(panel), true, wl, dst);
+  };
   if (!per_thread) {
-    pack_weights(main_filters, f.C, lines.live, kLineFilters, true, wl, wp);
-    if (plan.tail > 0) {
-      WeightLayout tail = wl;
-      tail.w += main_filters * wl.k_stride;
-      pack_weights(plan.tail_filters, f.C, lines.live, kLineTailFilters, true, tail, wp + plan.main * panel_elements);
-    }
+#pragma omp parallel for schedule(static) if (plan.packed_filters() * live * f.C > (int64_t(1) << 16))
+    for (int64_t panel = 0; panel < panels; ++panel) pack_line_panel(panel, wp + plan.k0(panel) * live * f.C);
   }
   // Where panel p's packed weights are, packing them first if this thread holds another panel.
   auto panel_weights = [&](int64_t panel) -> const float* {
@@ -708,8 +707,7 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
     const int id = omp_get_thread_num();
     float* own = wp + id * panel_elements;
     if (packed[static_cast<std::size_t>(id)] != panel) {
-      const int64_t k0 = plan.k0(panel);
-      pack_panel(k0, std::min<int64_t>(plan.width(panel), f.K - k0), f.C, lines.live, plan.width(panel), true, wl, own);
+      pack_line_panel(panel, own);
       packed[static_cast<std::size_t>(id)] = panel;
     }
     return own;
@@ -719,7 +717,7 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
   // ASPP branches 7-10% faster than with 256).
   const int64_t block = 128;
   int64_t chunk = kLineChunk;
-  while (chunk > kLineMinChunk && panels * f.N * ((tiles + chunk - 1) / chunk) < kLineItemsPerThread * omp_get_max_threads())
+  while (chunk > kLineMinChunk && panels * f.N * ((tiles + chunk - 1) / chunk) < kLineItemsPerThread * threads)
     chunk /= 2;
   const int64_t chunks = (tiles + chunk - 1) / chunk, per_panel = f.N * chunks, items = panels * per_panel;
   // The input copied with an odd number of 64-byte lines between channels when its volume has
