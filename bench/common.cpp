@@ -46,6 +46,19 @@ Timing time_runs(const std::function<void()>& fn, int warmup, int runs) {
   return summarize(std::move(t));
 }
 
+std::pair<Timing, Timing> time_alternating(const std::function<void()>& a, const std::function<void()>& b, int warmup,
+                                           int runs) {
+  for (int i = 0; i < warmup; ++i) a(), b();
+  std::vector<double> ta, tb;
+  const auto timed = [](const std::function<void()>& fn, std::vector<double>& t) {
+    const auto start = Clock::now();
+    fn();
+    t.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+  };
+  for (int i = 0; i < runs; ++i) timed(a, ta), timed(b, tb);
+  return {summarize(std::move(ta)), summarize(std::move(tb))};
+}
+
 std::string join_shape(const std::vector<int64_t>& shape) {
   std::ostringstream out;
   for (std::size_t i = 0; i < shape.size(); ++i) out << (i ? "x" : "") << shape[i];

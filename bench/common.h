@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -21,6 +22,11 @@ struct Timing {
 Timing summarize(std::vector<double> seconds);
 // Calls fn `warmup` times untimed, then `runs` times timed (wall clock, one call each).
 Timing time_runs(const std::function<void()>& fn, int warmup, int runs);
+// The same for two functions, their timed runs alternating (a, b, a, b, ...): on a host shared
+// with other jobs the load changes within seconds, and runs taken minutes apart compared the
+// load as much as the code (one conv's ratio moved from 0.73 to 1.06 between two runs).
+std::pair<Timing, Timing> time_alternating(const std::function<void()>& a, const std::function<void()>& b, int warmup,
+                                           int runs);
 
 // Options every subcommand takes.
 struct CommonOptions {

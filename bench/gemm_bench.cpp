@@ -37,7 +37,7 @@ const GemmShape kShapes[] = {
 }  // namespace
 
 int run_gemm(const CommonOptions& options) {
-  std::printf("gemm: ours (%s) vs Eigen %d.%d.%d, median and best of %d runs after %d warm-up; load average %s\n\n",
+  std::printf("gemm: ours (%s) vs Eigen %d.%d.%d, median and best of %d runs (alternating) after %d warm-up; load average %s\n\n",
               kernels::cpu::gemm_f32_kernel(), EIGEN_WORLD_VERSION, EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION,
               options.runs, options.warmup, load_average().c_str());
   Report report({{"shape"},
@@ -67,9 +67,8 @@ int run_gemm(const CommonOptions& options) {
     const double flops = 2.0 * static_cast<double>(m * n * k);
     for (int threads : thread_counts) {
       omp_set_num_threads(threads);
-      const Timing ours = time_runs([&] { kernels::cpu::gemm_f32(av, bv, c.data(), n, m, n, k, false); },
-                                    options.warmup, options.runs);
-      const Timing eigen = time_runs(
+      const auto [ours, eigen] = time_alternating(
+          [&] { kernels::cpu::gemm_f32(av, bv, c.data(), n, m, n, k, false); },
           [&] {
             if (s.ta)
               c_eigen.noalias() = a.transpose() * b;
