@@ -100,17 +100,6 @@ TapOffset tap_offset(const Conv3dParams& p, int64_t t, int64_t r, int64_t s) {
   return {dz, dy, dx, (dz * p.H + dy) * p.W + dx};
 }
 
-// The output coordinates o in [0, out) along one axis whose input o * stride + offset lies in
-// [0, in): [lo, hi), empty when lo >= hi.
-struct AxisRange {
-  int64_t lo, hi;
-};
-AxisRange inside_range(int64_t out, int64_t in, int64_t stride, int64_t offset) {
-  // ceil(a / stride) for any sign of a.
-  auto ceil_div = [stride](int64_t a) { return a >= 0 ? (a + stride - 1) / stride : -(-a / stride); };
-  return {std::max<int64_t>(0, ceil_div(-offset)), std::min<int64_t>(out, ceil_div(in - offset))};
-}
-
 // One tap that reads the input for some lane of a tile: where (flat shift), which weights
 // (index among the live taps) and through which lanes of each of the tile's vectors.
 struct TileTap {

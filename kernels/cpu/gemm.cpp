@@ -68,20 +68,6 @@ void pack_a(const GemmView& a, int64_t i0, int64_t mc, int64_t p0, int64_t kc, f
   }
 }
 
-#if defined(MED3D_SIMD)
-// dst[j * ldd + i] = src[i * lds + j] for a kLanes x kLanes block.
-void transpose_block(const float* src, int64_t lds, float* dst, int64_t ldd) {
-  simd::Vec r[simd::kLanes];
-  for (int i = 0; i < simd::kLanes; ++i) r[i] = simd::load(src + i * lds);
-#if defined(__AVX512F__)
-  simd::transpose16_registers(r);
-#else
-  simd::transpose8_registers(r);
-#endif
-  for (int j = 0; j < simd::kLanes; ++j) simd::store(dst + j * ldd, r[j]);
-}
-#endif
-
 // bp[(panel * kc + p) * NR + c] = B(p0 + p, j0 + panel * NR + c), zero past column n.
 void pack_b(const GemmView& b, int64_t p0, int64_t kc, int64_t j0, int64_t nc, float* bp) {
   if (b.col_stride == 1) {
@@ -118,7 +104,7 @@ void pack_b(const GemmView& b, int64_t p0, int64_t kc, int64_t j0, int64_t nc, f
       full = cols / L * L;
       for (int64_t c = 0; c < full; c += L)
         for (int64_t pp = 0; pp < done; pp += L)
-          transpose_block(b.data + p0 + pp + (j0 + panel + c) * b.col_stride, b.col_stride, bp + pp * kNR + c, kNR);
+          simd::transpose_block(b.data + p0 + pp + (j0 + panel + c) * b.col_stride, b.col_stride, bp + pp * kNR + c, kNR);
     }
 #endif
     const auto scalar = [&](int64_t p_begin, int64_t p_end, int64_t c_begin) {

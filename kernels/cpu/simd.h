@@ -2,7 +2,8 @@
 // under AVX-512, 8 under AVX2 + FMA, so that one kernel text serves both; MED3D_SIMD is defined
 // when either is compiled in (else the kernels take their portable loops). Lane masks are bits
 // (lane i: bit i); masked-off lanes are neither read (they load as 0) nor written, and are never
-// faulted, so a masked pointer may point past its array. Also transpose16_registers (AVX-512) and transpose8_registers (AVX2).
+// faulted, so a masked pointer may point past its array. Also transpose16_registers (AVX-512), transpose8_registers (AVX2) and
+// transpose_block (either, through memory).
 // <immintrin.h> comes with GCC 12's false -Wuninitialized on its own _mm512_undefined_ps()
 // (reported once the shuffles are inlined, at a location inside the header) silenced here.
 #pragma once
@@ -112,6 +113,18 @@ inline float sum(Vec v) {
 // Keeps v in a register where it is used: GCC otherwise may fold its load into every
 // multiply-add that reads it (a load per product, more than the load ports feed) or spill it.
 inline void keep_in_register(Vec& v) { asm("" : "+v"(v)); }
+
+// dst[j * ldd + i] = src[i * lds + j] for a kLanes x kLanes block.
+inline void transpose_block(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  Vec r[kLanes];
+  for (int i = 0; i < kLanes; ++i) r[i] = load(src + i * lds);
+#if defined(__AVX512F__)
+  transpose16_registers(r);
+#else
+  transpose8_registers(r);
+#endif
+  for (int j = 0; j < kLanes; ++j) store(dst + j * ldd, r[j]);
+}
 
 }  // namespace med3d::kernels::cpu::simd
 #endif

@@ -453,9 +453,14 @@ TEST_CASE("conv3d: the padded kernels of few-channel convs match the f64 kernels
   // Cases: the stem's shape (1 channel, 7x7x7, stride 2, padding 3) on a small volume with
   // filters in two panels and a tail, several channels with an output line that ends inside a
   // tile, and per-axis strides, paddings and dilations (two width taps left over after a block).
+  // fprop's panels of 32 filters: 30 (one panel, a partial block of rows), 8 (one vector, tiles
+  // of 8 voxels spanning 2-3 lines of 4 with different live height taps), 50 (a panel of 3 vectors
+  // after a full one), 48 (2 vectors after a full one, planes of 110 voxels: a part block of
+  // kLanes at each plane's end, over a million products: the threads share the planes).
   Context context(Device::cpu(), 9);
   const Conv3dParams cases[] = {
       kernels::conv3d_params("test", {2, 1, 9, 12, 14}, {30, 1, 7, 7, 7}, {2, 2, 2}, {3, 3, 3}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 1, 16, 20, 22}, {48, 1, 7, 7, 7}, {2, 2, 2}, {3, 3, 3}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {1, 3, 5, 6, 7}, {8, 3, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {1, 4, 6, 7, 11}, {50, 4, 3, 3, 6}, {1, 2, 3}, {2, 1, 0}, {2, 1, 1}, 1),
   };

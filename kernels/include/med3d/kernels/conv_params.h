@@ -163,6 +163,20 @@ inline Conv3dParams conv_transpose3d_params(const char* op, const Dims5& x, cons
   return p;
 }
 
+// The indices o in [0, count) along one axis whose input o * step + offset lies in [0, in):
+// [lo, hi), empty when lo >= hi. Output positions that a tap reads inside (step = stride, offset =
+// tap * dilation - pad), or taps that an output position reads inside (step = dilation, offset =
+// position * stride - pad).
+struct AxisRange {
+  int64_t lo, hi;
+};
+inline AxisRange inside_range(int64_t count, int64_t in, int64_t step, int64_t offset) {
+  // ceil(a / step) for any sign of a.
+  auto ceil_div = [step](int64_t a) { return a >= 0 ? (a + step - 1) / step : -(-a / step); };
+  const int64_t lo = ceil_div(-offset), hi = ceil_div(in - offset);
+  return {lo > 0 ? lo : 0, hi < count ? hi : count};
+}
+
 // Number of (output position, tap) pairs along one axis whose input index lies inside [0, in).
 inline int64_t conv_taps_inside(int64_t in, int64_t kernel, int64_t out, int64_t pad,
                                 int64_t stride, int64_t dilation) {

@@ -2,9 +2,11 @@
 // ResNets (1 channel, 7x7x7, stride 2, padding 3). There the implicit GEMM spends most of its time
 // gathering its column matrix (343 strided reads per output voxel), while the whole input fits in
 // cache. Instead the input is copied once with its padding as zeros, so every tap of every tile
-// reads inside, and a tile of a few consecutive output voxels of one line x a panel of filters
-// (in the vector lanes) sums all channels and taps in registers: no gather, no range logic, the
-// padded taps' zeros multiplied too (11% more products on the stem than land inside).
+// reads inside, and a tile of a few consecutive output voxels of a plane (3 on AVX2) x a panel of
+// 32 filters (in the vector lanes) sums all channels and taps in registers: no gather. fprop
+// skips the depth and height taps that read only padding for the whole tile; the width taps'
+// zeros are multiplied (3% more products on the stem than land inside). The sums go through a
+// per-thread plane buffer, transposed into y in blocks.
 // wgrad puts the filters in the lanes as well: dy is repacked with the filters innermost, and a
 // block of consecutive width taps sums over each output plane; planes are then added up.
 // x [N, C, D, H, W], w [K, C, T, R, S], y and dy [N, K, Z, P, Q] contiguous, any strides,
