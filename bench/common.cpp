@@ -55,7 +55,12 @@ std::pair<Timing, Timing> time_alternating(const std::function<void()>& a, const
     fn();
     t.push_back(std::chrono::duration<double>(Clock::now() - start).count());
   };
-  for (int i = 0; i < runs; ++i) timed(a, ta), timed(b, tb);
+  for (int i = 0; i < runs; ++i) {
+    a();
+    timed(a, ta);
+    b();
+    timed(b, tb);
+  }
   return {summarize(std::move(ta)), summarize(std::move(tb))};
 }
 

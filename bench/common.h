@@ -24,7 +24,10 @@ Timing summarize(std::vector<double> seconds);
 Timing time_runs(const std::function<void()>& fn, int warmup, int runs);
 // The same for two functions, their timed runs alternating (a, b, a, b, ...): on a host shared
 // with other jobs the load changes within seconds, and runs taken minutes apart compared the
-// load as much as the code (one conv's ratio moved from 0.73 to 1.06 between two runs).
+// load as much as the code (one conv's ratio moved from 0.73 to 1.06 between two runs). Each
+// timed run follows an untimed run of the same function, so that both are timed with their data
+// in cache, as in back-to-back runs (right after the other one, a conv that reads its weights
+// from memory measured up to 25% slower, and not by the same factor for both).
 std::pair<Timing, Timing> time_alternating(const std::function<void()>& a, const std::function<void()>& b, int warmup,
                                            int runs);
 
