@@ -28,11 +28,17 @@ constexpr int64_t kMR = 6, kNR = 16;
 #else
 constexpr int64_t kMR = 4, kNR = 16;
 #endif
-// A's MC x KC block (~500 KiB) stays in the 1 MiB L2, B's KC x NR micro-panel (64 KiB) mostly
-// in the 48 KiB L1; NC bounds the packed B panel (KC x NC, 4 MiB) in L3. KC = 128 and 192
-// measured within noise of 256 here; 256 halves the passes over C.
+// A's MC x KC block stays in L2: ~500 KiB of the AVX-512 machine's 1 MiB, 258 KiB of the AVX2
+// (Zen 3) machine's 512 KiB, where 510 rows spilled (the 1x1x1 bottleneck dgrad, 1024 rows of
+// A: 7% faster in paired runs with 258). B's KC x NR micro-panel (64 KiB; 16 KiB on AVX2) mostly in L1; NC
+// bounds the packed B panel (KC x NC, 4 MiB) in L3. KC = 128 and 192 measured within noise of
+// 256 here; 256 halves the passes over C.
 constexpr int64_t kKC = 256;
+#if defined(__AVX512F__)
 constexpr int64_t kMC = kMR * 85;
+#else
+constexpr int64_t kMC = kMR * 43;
+#endif
 constexpr int64_t kNC = 4096;
 // Below this many multiply-adds one thread is faster than waking a team.
 constexpr int64_t kParallelGrain = int64_t(1) << 18;
