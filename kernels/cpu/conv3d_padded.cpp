@@ -161,8 +161,8 @@ void fprop_taps(const float* const (&first)[VOXELS], const int64_t* offsets, int
   }
 }
 
-// One output plane for one panel into plane_sums [voxel][kFpropFilters], in tiles of VOXELS
-// consecutive voxels of the plane (a tile may span lines: each voxel has its own first tap). A
+// One output plane for one panel of NV vectors into plane_sums [voxel][kFpropFilters], in tiles
+// of fprop_tile_voxels(NV) consecutive voxels of the plane (a tile may span lines: each voxel has its own first tap). A
 // tile sums the depth taps that read inside the input for this plane and the hull of the height
 // taps that do for its lines (those dead for some of its voxels read the padding's zeros): the
 // stem skips 8% of its products this way. The last tile's missing voxels repeat the plane's last
