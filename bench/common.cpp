@@ -35,14 +35,19 @@ bool selected(const CommonOptions& options, const std::string& name) {
   return options.only.empty() || std::find(options.only.begin(), options.only.end(), name) != options.only.end();
 }
 
+namespace {
+// One call of fn, its wall-clock seconds appended to t.
+void time_once(const std::function<void()>& fn, std::vector<double>& t) {
+  const auto start = Clock::now();
+  fn();
+  t.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+}
+}  // namespace
+
 Timing time_runs(const std::function<void()>& fn, int warmup, int runs) {
   for (int i = 0; i < warmup; ++i) fn();
   std::vector<double> t;
-  for (int i = 0; i < runs; ++i) {
-    const auto start = Clock::now();
-    fn();
-    t.push_back(std::chrono::duration<double>(Clock::now() - start).count());
-  }
+  for (int i = 0; i < runs; ++i) time_once(fn, t);
   return summarize(std::move(t));
 }
 
@@ -50,16 +55,11 @@ std::pair<Timing, Timing> time_alternating(const std::function<void()>& a, const
                                            int runs) {
   for (int i = 0; i < warmup; ++i) a(), b();
   std::vector<double> ta, tb;
-  const auto timed = [](const std::function<void()>& fn, std::vector<double>& t) {
-    const auto start = Clock::now();
-    fn();
-    t.push_back(std::chrono::duration<double>(Clock::now() - start).count());
-  };
   for (int i = 0; i < runs; ++i) {
     a();
-    timed(a, ta);
+    time_once(a, ta);
     b();
-    timed(b, tb);
+    time_once(b, tb);
   }
   return {summarize(std::move(ta)), summarize(std::move(tb))};
 }

@@ -30,9 +30,9 @@ constexpr int64_t kMR = 4, kNR = 16;
 #endif
 // A's MC x KC block stays in L2: ~500 KiB of the AVX-512 machine's 1 MiB, 258 KiB of the AVX2
 // (Zen 3) machine's 512 KiB, where 510 rows spilled (the 1x1x1 bottleneck dgrad, 1024 rows of
-// A: 7% faster in paired runs with 258). B's KC x NR micro-panel (64 KiB; 16 KiB on AVX2) mostly in L1; NC
-// bounds the packed B panel (KC x NC, 4 MiB) in L3. KC = 128 and 192 measured within noise of
-// 256 here; 256 halves the passes over C.
+// A: 7% faster in paired runs with 258). B's KC x NR micro-panel (64 KiB; 16 KiB on AVX2)
+// mostly in L1; NC bounds the packed B panel (KC x NC, 4 MiB) in L3. KC = 128 and 192 measured
+// within noise of 256 here; 256 halves the passes over C.
 constexpr int64_t kKC = 256;
 #if defined(__AVX512F__)
 constexpr int64_t kMC = kMR * 85;
