@@ -24,7 +24,8 @@ void conv3d_fprop(Stream stream, const Conv3dParams& p, const float* x, const fl
   if (total == 0) return;
   if (conv3d_fprop_tiled_fits(p)) {
     const ConvLaunch l = conv3d_fprop_launch(p);
-    MED3D_LAUNCH(conv3d_fprop_tiled, l.grid, l.block, l.shared_bytes, stream, p, x, w, bias, y);
+    const auto kernel = l.tile == 32 ? &conv3d_fprop_tiled<32> : &conv3d_fprop_tiled<64>;
+    MED3D_LAUNCH(kernel, l.grid, l.block, l.shared_bytes, stream, p, x, w, bias, y);
     return;
   }
   MED3D_LAUNCH(conv3d_fprop_direct, element_grid(total), dim3(kElementThreads), 0, stream, p, x,
@@ -37,7 +38,8 @@ void conv3d_dgrad(Stream stream, const Conv3dParams& p, const float* dy, const f
   if (total == 0) return;
   if (conv3d_dgrad_tiled_fits(p)) {
     const ConvLaunch l = conv3d_dgrad_launch(p);
-    MED3D_LAUNCH(conv3d_dgrad_tiled, l.grid, l.block, l.shared_bytes, stream, p, dy, w, dx);
+    const auto kernel = l.tile == 32 ? &conv3d_dgrad_tiled<32> : &conv3d_dgrad_tiled<64>;
+    MED3D_LAUNCH(kernel, l.grid, l.block, l.shared_bytes, stream, p, dy, w, dx);
     return;
   }
   MED3D_LAUNCH(conv3d_dgrad_direct, element_grid(total), dim3(kElementThreads), 0, stream, p, dy,

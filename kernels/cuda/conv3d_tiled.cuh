@@ -10,10 +10,13 @@
 //   fprop: y[k, (n,z,p,q)]   = sum over (c,t,r,s)  w[k, (c,t,r,s)] * x(n, c, input tap)
 //   dgrad: dx[c, (n,d,h,w)]  = sum over (k,t,r,s)  w[k, c, t, r, s] * dy(n, k, output tap)
 //   wgrad: dw[k, (c,t,r,s)]  = sum over (n,z,p,q)  dy[n, k, z, p, q] * x(n, c, input tap)
-// A block computes a kTileM x kTileN tile of the GEMM, staging kTileK-deep slices of both
-// operands in shared memory; each of its kConvThreads threads accumulates kThreadM x kThreadN
-// values. Taps outside the input (padding, dgrad's stride holes) read zero. Every output
-// element is written by one thread in a fixed summation order: results are deterministic.
+// A block computes a kTile x kTile tile of the GEMM (kTile 64, or 32 when 64-tiles would leave
+// a large GPU half idle), staging kTileK-deep slices of both operands in shared memory while the
+// next slice is loaded into registers; each of its kTile^2/16 threads accumulates 4 x 4 values.
+// Reduction indices are walked as mixed-radix digits (tap, channel, voxel coordinates) stepped by
+// kTileK, so gathering an element costs no division. Taps outside the input (padding, dgrad's
+// stride holes) read zero. Every output element is written by one thread in a fixed summation
+// order, whatever the tile: results are deterministic.
 // Transposed convs reuse these kernels exactly as the CPU ones (forward = dgrad).
 // Sizes: linear indices that can exceed 2^31 (voxels times channels or batch) are int64.
 // Launch geometry comes from the conv3d_*_launch() helpers; this file launches nothing.
@@ -27,13 +30,17 @@
 
 namespace med3d::kernels::cuda {
 
-inline constexpr int kTileM = 64, kTileN = 64, kTileK = 8;
+inline constexpr int kTileK = 8;
 inline constexpr int kThreadM = 4, kThreadN = 4;
-inline constexpr int kConvThreads = (kTileM / kThreadM) * (kTileN / kThreadN);  // 256
+// Threads of a block computing kTile x kTile outputs.
+__host__ __device__ constexpr int conv_threads(int tile) { return tile / kThreadM * (tile / kThreadN); }
+// Fewer 64-tile blocks than this leave a large GPU (132 SMs, 4 blocks each) partly idle: the
+// launchers then use 32-tiles (4x the blocks) and wgrad splits its reduction.
+inline constexpr int64_t kFillBlocks = 512;
 
 namespace conv_detail {
 
-// Output-voxel and tap coordinates of one GEMM column or reduction index.
+// Coordinates of one GEMM column (output or input voxel).
 struct Voxel {
   int64_t n, z, p, q;
 };
@@ -49,27 +56,44 @@ __device__ __forceinline__ Voxel split_voxel(int64_t i, int64_t Z, int64_t P, in
   return v;
 }
 
-// A reduction index of fprop/dgrad, kr = (outer * T + t) * R * S + r * S + s, split in 32-bit
-// arithmetic (64-bit division is several times slower on the GPU); the launch helpers check
-// that these indices fit.
-struct Tap {
-  int outer, t, r, s;
+// A reduction index as mixed-radix digits: d0 fastest, radices b0, b1, b2, d3 unbounded.
+struct Digits {
+  int d0, d1, d2, d3;
 };
-
-__device__ __forceinline__ Tap split_tap(int64_t kr, const Conv3dParams& p) {
-  const int i = static_cast<int>(kr), S = static_cast<int>(p.S), RS = static_cast<int>(p.R) * S;
-  const int taps = static_cast<int>(p.T) * RS;
-  Tap tap;
-  tap.outer = i / taps;
-  int rem = i - tap.outer * taps;
-  tap.t = rem / RS;
-  rem -= tap.t * RS;
-  tap.r = rem / S;
-  tap.s = rem - tap.r * S;
-  return tap;
+__host__ __device__ inline Digits to_digits(int64_t i, int b0, int b1, int b2) {
+  Digits v;
+  v.d0 = static_cast<int>(i % b0);
+  i /= b0;
+  v.d1 = static_cast<int>(i % b1);
+  i /= b1;
+  v.d2 = static_cast<int>(i % b2);
+  v.d3 = static_cast<int>(i / b2);
+  return v;
+}
+// The radices and a fixed step (kTileK) in digits: each digit of the step is below its radix, so
+// one conditional subtraction per digit carries.
+struct Radix {
+  int b0, b1, b2;
+  Digits step;
+};
+__host__ __device__ inline Radix make_radix(int b0, int b1, int b2) {
+  return {b0, b1, b2, to_digits(kTileK, b0, b1, b2)};
+}
+__device__ __forceinline__ void advance(Digits& v, const Radix& r) {
+  v.d0 += r.step.d0;
+  const int c0 = v.d0 >= r.b0;
+  v.d0 -= c0 * r.b0;
+  v.d1 += r.step.d1 + c0;
+  const int c1 = v.d1 >= r.b1;
+  v.d1 -= c1 * r.b1;
+  v.d2 += r.step.d2 + c1;
+  const int c2 = v.d2 >= r.b2;
+  v.d2 -= c2 * r.b2;
+  v.d3 += r.step.d3 + c2;
 }
 
-// Forward: A = w rows of group g, B = input taps of output voxels.
+// Forward: A = w rows of group g, B = input taps of output voxels. A's reduction index is the
+// weight's own (c, t, r, s) offset; B's digits are (s, r, t, c).
 struct FpropProblem {
   Conv3dParams p;
   const float* x;
@@ -89,19 +113,22 @@ struct FpropProblem {
   __device__ int64_t cols() const { return p.N * p.output_spatial(); }
   __device__ int64_t depth() const { return p.channels_per_group() * p.taps(); }
   __device__ Row row(int64_t m) const { return {w + (g * p.filters_per_group() + m) * depth()}; }
-  __device__ float a(const Row& r, int64_t kr) const { return r.w[kr]; }
+  __device__ Radix a_radix() const { return make_radix(static_cast<int>(depth()), 1, 1); }
+  __device__ float a(const Row& r, const Digits& d) const { return r.w[d.d0]; }
   __device__ Col col(int64_t j) const {
     const Voxel v = split_voxel(j < cols() ? j : 0, p.Z, p.P, p.Q);
     return {x + (v.n * p.C + g * p.channels_per_group()) * p.input_spatial(),
             v.z * p.stride[0] - p.pad[0], v.p * p.stride[1] - p.pad[1],
             v.q * p.stride[2] - p.pad[2], j < cols()};
   }
-  __device__ float b(const Col& c, int64_t kr) const {
-    const Tap tap = split_tap(kr, p);  // outer = input channel within the group
-    const int64_t iz = c.z0 + tap.t * p.dilation[0], ip = c.p0 + tap.r * p.dilation[1],
-                  iq = c.q0 + tap.s * p.dilation[2];
+  __device__ Radix b_radix() const {
+    return make_radix(static_cast<int>(p.S), static_cast<int>(p.R), static_cast<int>(p.T));
+  }
+  __device__ float b(const Col& c, const Digits& d) const {
+    const int64_t iz = c.z0 + d.d2 * p.dilation[0], ip = c.p0 + d.d1 * p.dilation[1],
+                  iq = c.q0 + d.d0 * p.dilation[2];
     if (iz < 0 || iz >= p.D || ip < 0 || ip >= p.H || iq < 0 || iq >= p.W) return 0.0f;
-    return c.x[tap.outer * p.input_spatial() + (iz * p.H + ip) * p.W + iq];
+    return c.x[d.d3 * p.input_spatial() + (iz * p.H + ip) * p.W + iq];
   }
   __device__ void store(int64_t m, int64_t j, float v) const {
     const int64_t k = g * p.filters_per_group() + m;
@@ -110,8 +137,9 @@ struct FpropProblem {
   }
 };
 
-// Input gradient: A = w columns of group g (transposed), B = output taps that read each input
-// voxel; a tap reads the voxel only where (d + pad - t * dilation) is a multiple of stride.
+// Input gradient: A = w columns of group g (transposed), digits (tap, k); B = output taps that
+// read each input voxel, digits (s, r, t, k); a tap reads the voxel only where
+// (d + pad - t * dilation) is a multiple of stride.
 struct DgradProblem {
   Conv3dParams p;
   const float* dy;
@@ -132,29 +160,32 @@ struct DgradProblem {
   __device__ Row row(int64_t m) const {
     return {w + (g * p.filters_per_group() * p.channels_per_group() + m) * p.taps()};
   }
-  __device__ float a(const Row& r, int64_t kr) const {
-    const int k = static_cast<int>(kr) / static_cast<int>(p.taps());
-    return r.w[k * (p.channels_per_group() - 1) * p.taps() + kr];  // w[k, c, tap]
+  __device__ Radix a_radix() const { return make_radix(static_cast<int>(p.taps()), 1, 1); }
+  __device__ float a(const Row& r, const Digits& d) const {
+    return r.w[int64_t(d.d3) * p.channels_per_group() * p.taps() + d.d0];  // w[k, c, tap]
   }
   __device__ Col col(int64_t j) const {
     const Voxel v = split_voxel(j < cols() ? j : 0, p.D, p.H, p.W);
     return {dy + (v.n * p.K + g * p.filters_per_group()) * p.output_spatial(), v.z + p.pad[0],
             v.p + p.pad[1], v.q + p.pad[2], j < cols()};
   }
-  // Output index reading padded input coordinate `i` through tap `t`, or -1.
-  __device__ static int64_t source(int64_t i, int64_t t, int64_t stride, int64_t dilation,
-                                   int64_t extent) {
-    const int64_t o = i - t * dilation;
-    if (o < 0 || o % stride != 0 || o / stride >= extent) return -1;
-    return o / stride;
+  // Output index reading padded input coordinate `i` through tap `t`, or -1 (32-bit: the
+  // coordinates of one axis are far below 2^31).
+  __device__ static int source(int64_t i, int t, int64_t stride, int64_t dilation, int64_t extent) {
+    const int o = static_cast<int>(i) - t * static_cast<int>(dilation);
+    if (o < 0) return -1;
+    const int st = static_cast<int>(stride), q = st == 1 ? o : o / st;
+    return q * st == o && q < extent ? q : -1;
   }
-  __device__ float b(const Col& c, int64_t kr) const {
-    const Tap tap = split_tap(kr, p);  // outer = filter within the group
-    const int64_t oz = source(c.d, tap.t, p.stride[0], p.dilation[0], p.Z);
-    const int64_t op = source(c.h, tap.r, p.stride[1], p.dilation[1], p.P);
-    const int64_t oq = source(c.wi, tap.s, p.stride[2], p.dilation[2], p.Q);
+  __device__ Radix b_radix() const {
+    return make_radix(static_cast<int>(p.S), static_cast<int>(p.R), static_cast<int>(p.T));
+  }
+  __device__ float b(const Col& c, const Digits& d) const {
+    const int oz = source(c.d, d.d2, p.stride[0], p.dilation[0], p.Z);
+    const int op = source(c.h, d.d1, p.stride[1], p.dilation[1], p.P);
+    const int oq = source(c.wi, d.d0, p.stride[2], p.dilation[2], p.Q);
     if (oz < 0 || op < 0 || oq < 0) return 0.0f;
-    return c.dy[tap.outer * p.output_spatial() + (oz * p.P + op) * p.Q + oq];
+    return c.dy[d.d3 * p.output_spatial() + (int64_t(oz) * p.P + op) * p.Q + oq];
   }
   __device__ void store(int64_t m, int64_t j, float v) const {
     const int64_t n = j / p.input_spatial(), i = j % p.input_spatial();
@@ -162,7 +193,8 @@ struct DgradProblem {
   }
 };
 
-// Weight gradient: A = dy rows of group g over (n, z, p, q), B = input taps per (c, t, r, s).
+// Weight gradient: A = dy rows of group g over (n, z, p, q), digits (output voxel, n); B = input
+// taps per (c, t, r, s), digits (q, p, z, n).
 struct WgradProblem {
   Conv3dParams p;
   const float* x;
@@ -183,9 +215,9 @@ struct WgradProblem {
   __device__ Row row(int64_t m) const {
     return {dy + (g * p.filters_per_group() + m) * p.output_spatial()};
   }
-  __device__ float a(const Row& r, int64_t kr) const {
-    const int64_t n = kr / p.output_spatial(), o = kr % p.output_spatial();
-    return r.dy[n * p.K * p.output_spatial() + o];
+  __device__ Radix a_radix() const { return make_radix(static_cast<int>(p.output_spatial()), 1, 1); }
+  __device__ float a(const Row& r, const Digits& d) const {
+    return r.dy[int64_t(d.d3) * p.K * p.output_spatial() + d.d0];
   }
   __device__ Col col(int64_t j) const {
     const int64_t jj = j < cols() ? j : 0;
@@ -195,35 +227,39 @@ struct WgradProblem {
             t * p.dilation[0] - p.pad[0], r * p.dilation[1] - p.pad[1],
             s * p.dilation[2] - p.pad[2], j < cols()};
   }
-  __device__ float b(const Col& c, int64_t kr) const {
-    const Voxel v = split_voxel(kr, p.Z, p.P, p.Q);
-    const int64_t iz = v.z * p.stride[0] + c.dz, ip = v.p * p.stride[1] + c.dp,
-                  iq = v.q * p.stride[2] + c.dq;
+  __device__ Radix b_radix() const {
+    return make_radix(static_cast<int>(p.Q), static_cast<int>(p.P), static_cast<int>(p.Z));
+  }
+  __device__ float b(const Col& c, const Digits& d) const {
+    const int64_t iz = d.d2 * p.stride[0] + c.dz, ip = d.d1 * p.stride[1] + c.dp,
+                  iq = d.d0 * p.stride[2] + c.dq;
     if (iz < 0 || iz >= p.D || ip < 0 || ip >= p.H || iq < 0 || iq >= p.W) return 0.0f;
-    return c.x[v.n * p.C * p.input_spatial() + (iz * p.H + ip) * p.W + iq];
+    return c.x[d.d3 * p.C * p.input_spatial() + (iz * p.H + ip) * p.W + iq];
   }
   __device__ void store(int64_t m, int64_t j, float v) const {
     out[(g * p.filters_per_group() + m) * cols() + j] = v;
   }
 };
 
-// One kTileM x kTileN tile of the GEMM rows [m0, m0 + kTileM) x columns [j0, j0 + kTileN),
-// summed over the reduction indices [k_begin, k_end). blockDim.x == kConvThreads.
-template <class Problem>
+// One kTile x kTile tile of the GEMM rows [m0, m0 + kTile) x columns [j0, j0 + kTile), summed
+// over the reduction indices [k_begin, k_end). blockDim.x == conv_threads(kTile).
+template <int kTile, class Problem>
 __device__ void implicit_gemm_tile(const Problem& pb, int64_t m0, int64_t j0, int64_t k_begin,
                                    int64_t k_end) {
+  constexpr int kThreads = conv_threads(kTile);
   // +4 keeps the column-wise stores of As (8 threads, one per kk) in different banks.
-  __shared__ float As[kTileK][kTileM + 4];
-  __shared__ float Bs[kTileK][kTileN];
+  __shared__ float As[kTileK][kTile + 4];
+  __shared__ float Bs[kTileK][kTile];
   const int tid = static_cast<int>(threadIdx.x);
-  const int tx = tid % (kTileN / kThreadN), ty = tid / (kTileN / kThreadN);
+  const int tx = tid % (kTile / kThreadN), ty = tid / (kTile / kThreadN);
 
   // A: thread loads rows tid / kTileK + i * kARowStep at depth tid % kTileK (consecutive
-  // threads read consecutive weights in fprop). B: column tid % kTileN (consecutive threads
-  // read consecutive voxels) at depths tid / kTileN + i * kBDepthStep.
-  constexpr int kARowStep = kConvThreads / kTileK, kALoads = kTileM / kARowStep;
-  constexpr int kBDepthStep = kConvThreads / kTileN, kBLoads = kTileK / kBDepthStep;
-  const int a_kk = tid % kTileK, b_j = tid % kTileN;
+  // threads read consecutive weights in fprop). B: column tid % kTile (consecutive threads
+  // read consecutive voxels) at depths tid / kTile + i * kBDepthStep.
+  constexpr int kARowStep = kThreads / kTileK, kALoads = kTile / kARowStep;
+  constexpr int kBDepthStep = kThreads / kTile, kBLoads = kTileK / kBDepthStep;
+  static_assert(kThreads % kTileK == 0 && kTile % kARowStep == 0 && kTileK % kBDepthStep == 0);
+  const int a_kk = tid % kTileK, b_j = tid % kTile, b_kk = tid / kTile;
   typename Problem::Row rows[kALoads];
   bool row_ok[kALoads];
   for (int i = 0; i < kALoads; ++i) {
@@ -232,24 +268,36 @@ __device__ void implicit_gemm_tile(const Problem& pb, int64_t m0, int64_t j0, in
     rows[i] = pb.row(row_ok[i] ? m : 0);
   }
   const typename Problem::Col col = pb.col(j0 + b_j);
+  const Radix a_radix = pb.a_radix(), b_radix = pb.b_radix();
+  Digits a_digits = to_digits(k_begin + a_kk, a_radix.b0, a_radix.b1, a_radix.b2);
+  Digits b_digits[kBLoads];
+  for (int i = 0; i < kBLoads; ++i)
+    b_digits[i] = to_digits(k_begin + b_kk + i * kBDepthStep, b_radix.b0, b_radix.b1, b_radix.b2);
+
+  // The slice at k0 into registers; the digits then point at the next slice.
+  float a_next[kALoads], b_next[kBLoads];
+  auto load = [&](int64_t k0) {
+    const bool a_in = k0 + a_kk < k_end;
+    for (int i = 0; i < kALoads; ++i) a_next[i] = row_ok[i] && a_in ? pb.a(rows[i], a_digits) : 0.0f;
+    advance(a_digits, a_radix);
+    for (int i = 0; i < kBLoads; ++i) {
+      b_next[i] = col.valid && k0 + b_kk + i * kBDepthStep < k_end ? pb.b(col, b_digits[i]) : 0.0f;
+      advance(b_digits[i], b_radix);
+    }
+  };
 
   float acc[kThreadM][kThreadN] = {};
+  if (k_begin < k_end) load(k_begin);
   for (int64_t k0 = k_begin; k0 < k_end; k0 += kTileK) {
-    for (int i = 0; i < kALoads; ++i) {
-      const int64_t kr = k0 + a_kk;
-      As[a_kk][tid / kTileK + i * kARowStep] =
-          row_ok[i] && kr < k_end ? pb.a(rows[i], kr) : 0.0f;
-    }
-    for (int i = 0; i < kBLoads; ++i) {
-      const int kk = tid / kTileN + i * kBDepthStep;
-      const int64_t kr = k0 + kk;
-      Bs[kk][b_j] = col.valid && kr < k_end ? pb.b(col, kr) : 0.0f;
-    }
+    for (int i = 0; i < kALoads; ++i) As[a_kk][tid / kTileK + i * kARowStep] = a_next[i];
+    for (int i = 0; i < kBLoads; ++i) Bs[b_kk + i * kBDepthStep][b_j] = b_next[i];
     __syncthreads();
+    // The next slice's global loads are in flight while this slice is multiplied.
+    if (k0 + kTileK < k_end) load(k0 + kTileK);
     for (int kk = 0; kk < kTileK; ++kk) {
       float a[kThreadM], b[kThreadN];
-      for (int i = 0; i < kThreadM; ++i) a[i] = As[kk][ty + i * (kTileM / kThreadM)];
-      for (int j = 0; j < kThreadN; ++j) b[j] = Bs[kk][tx + j * (kTileN / kThreadN)];
+      for (int i = 0; i < kThreadM; ++i) a[i] = As[kk][ty + i * (kTile / kThreadM)];
+      for (int j = 0; j < kThreadN; ++j) b[j] = Bs[kk][tx + j * (kTile / kThreadN)];
       for (int i = 0; i < kThreadM; ++i)
         for (int j = 0; j < kThreadN; ++j) acc[i][j] += a[i] * b[j];
     }
@@ -257,35 +305,37 @@ __device__ void implicit_gemm_tile(const Problem& pb, int64_t m0, int64_t j0, in
   }
   for (int i = 0; i < kThreadM; ++i)
     for (int j = 0; j < kThreadN; ++j) {
-      const int64_t m = m0 + ty + i * (kTileM / kThreadM);
-      const int64_t jj = j0 + tx + j * (kTileN / kThreadN);
+      const int64_t m = m0 + ty + i * (kTile / kThreadM);
+      const int64_t jj = j0 + tx + j * (kTile / kThreadN);
       if (m < pb.rows() && jj < pb.cols()) pb.store(m, jj, acc[i][j]);
     }
 }
 
 }  // namespace conv_detail
 
-// grid (column tiles, row tiles, groups), block kConvThreads.
-__global__ void __launch_bounds__(kConvThreads)
+// grid (column tiles, row tiles, groups), block conv_threads(kTile).
+template <int kTile>
+__global__ void __launch_bounds__(conv_threads(kTile))
     conv3d_fprop_tiled(Conv3dParams p, const float* __restrict__ x, const float* __restrict__ w,
                        const float* __restrict__ bias, float* __restrict__ y) {
   const conv_detail::FpropProblem pb{p, x, w, bias, y, static_cast<int64_t>(blockIdx.z)};
-  conv_detail::implicit_gemm_tile(pb, int64_t(blockIdx.y) * kTileM, int64_t(blockIdx.x) * kTileN,
-                                  0, pb.depth());
+  conv_detail::implicit_gemm_tile<kTile>(pb, int64_t(blockIdx.y) * kTile, int64_t(blockIdx.x) * kTile,
+                                         0, pb.depth());
 }
 
-// grid (column tiles, row tiles, groups), block kConvThreads.
-__global__ void __launch_bounds__(kConvThreads)
+// grid (column tiles, row tiles, groups), block conv_threads(kTile).
+template <int kTile>
+__global__ void __launch_bounds__(conv_threads(kTile))
     conv3d_dgrad_tiled(Conv3dParams p, const float* __restrict__ dy, const float* __restrict__ w,
                        float* __restrict__ dx) {
   const conv_detail::DgradProblem pb{p, dy, w, dx, static_cast<int64_t>(blockIdx.z)};
-  conv_detail::implicit_gemm_tile(pb, int64_t(blockIdx.y) * kTileM, int64_t(blockIdx.x) * kTileN,
-                                  0, pb.depth());
+  conv_detail::implicit_gemm_tile<kTile>(pb, int64_t(blockIdx.y) * kTile, int64_t(blockIdx.x) * kTile,
+                                         0, pb.depth());
 }
 
-// grid (column tiles, row tiles, groups * splits), block kConvThreads. Split s sums the
+// grid (column tiles, row tiles, groups * splits), block conv_threads(64). Split s sums the
 // reduction indices [s * split_depth, (s + 1) * split_depth) into out + s * (dw elements).
-__global__ void __launch_bounds__(kConvThreads)
+__global__ void __launch_bounds__(conv_threads(64))
     conv3d_wgrad_tiled(Conv3dParams p, const float* __restrict__ x, const float* __restrict__ dy,
                        float* __restrict__ out, int64_t splits, int64_t split_depth) {
   const int64_t g = blockIdx.z % p.groups, split = blockIdx.z / p.groups;
@@ -294,8 +344,8 @@ __global__ void __launch_bounds__(kConvThreads)
   const int64_t k_begin = split * split_depth;
   const int64_t k_end = splits == 1 || k_begin + split_depth > pb.depth() ? pb.depth()
                                                                           : k_begin + split_depth;
-  conv_detail::implicit_gemm_tile(pb, int64_t(blockIdx.y) * kTileM, int64_t(blockIdx.x) * kTileN,
-                                  k_begin, k_end);
+  conv_detail::implicit_gemm_tile<64>(pb, int64_t(blockIdx.y) * 64, int64_t(blockIdx.x) * 64,
+                                      k_begin, k_end);
 }
 
 // dw[i] = sum over s of partial[s * elements + i], in order of s. 1D grid-stride.
@@ -329,21 +379,29 @@ struct ConvLaunch {
   dim3 grid;
   dim3 block;
   std::size_t shared_bytes = 0;
+  int tile = 64;                      // fprop/dgrad: which conv3d_*_tiled<tile> to launch
   int64_t splits = 1;                 // wgrad only
   int64_t split_depth = 0;            // wgrad only: reduction indices per split
   int64_t workspace_elements = 0;     // wgrad only: floats of the split-K workspace (0: none)
 };
 
 namespace conv_detail {
-// Whether a GEMM of rows x cols (z groups/splits) fits CUDA's grid limits.
-__host__ inline bool gemm_fits(int64_t rows, int64_t cols, int64_t z) {
-  const int64_t col_tiles = (cols + kTileN - 1) / kTileN, row_tiles = (rows + kTileM - 1) / kTileM;
-  return col_tiles <= 0x7fffffff && row_tiles <= 65535 && z <= 65535;
+__host__ inline int64_t tiles(int64_t extent, int tile) { return (extent + tile - 1) / tile; }
+
+// Whether a GEMM of rows x cols (z groups/splits) in tiles of `tile` fits CUDA's grid limits.
+__host__ inline bool gemm_fits(int64_t rows, int64_t cols, int64_t z, int tile = 64) {
+  return tiles(cols, tile) <= 0x7fffffff && tiles(rows, tile) <= 65535 && z <= 65535;
 }
 
-// The tiled kernels split reduction indices in 32-bit arithmetic (split_tap).
+// The tiled kernels walk reduction indices as 32-bit digits (and step them by kTileK).
 __host__ inline bool reduction_fits(int64_t outer, int64_t taps) {
-  return outer * taps < (int64_t(1) << 31);
+  return outer * taps < (int64_t(1) << 30);
+}
+
+// 64-tiles, or 32-tiles when 64-tiles would give fewer than kFillBlocks blocks.
+__host__ inline int fprop_dgrad_tile(int64_t rows, int64_t cols, int64_t z) {
+  const bool few = tiles(rows, 64) * tiles(cols, 64) * z < kFillBlocks;
+  return few && gemm_fits(rows, cols, z, 32) ? 32 : 64;
 }
 
 // Number of split-K chunks of wgrad's reduction (N * output voxels) and the indices per chunk:
@@ -362,15 +420,29 @@ __host__ inline WgradSplits wgrad_splits(const Conv3dParams& p, int64_t depth_pe
   return {(depth + per - 1) / per, per};
 }
 
-__host__ inline ConvLaunch gemm_launch(const char* op, int64_t rows, int64_t cols, int64_t z) {
-  const int64_t col_tiles = (cols + kTileN - 1) / kTileN, row_tiles = (rows + kTileM - 1) / kTileM;
-  MED3D_CHECK(gemm_fits(rows, cols, z), op,
+// The default split depth: enough splits that the 64-tiles times splits reach kFillBlocks,
+// each split at least 256 indices deep (shorter splits spend more on the workspace than they
+// gain). Depends on the shape only, so dw is the same on every device.
+__host__ inline int64_t wgrad_depth_per_split(const Conv3dParams& p) {
+  const int64_t depth = p.N * p.output_spatial();
+  const int64_t blocks = tiles(p.filters_per_group(), 64) *
+                         tiles(p.channels_per_group() * p.taps(), 64) * p.groups;
+  const int64_t wanted = blocks > 0 ? (kFillBlocks + blocks - 1) / blocks : 1;
+  const int64_t per = (depth + wanted - 1) / wanted;
+  return per < 256 ? 256 : per;
+}
+
+__host__ inline ConvLaunch gemm_launch(const char* op, int64_t rows, int64_t cols, int64_t z,
+                                       int tile) {
+  MED3D_CHECK(tile == 32 || tile == 64, op, ": tile must be 32 or 64, got ", tile);
+  MED3D_CHECK(gemm_fits(rows, cols, z, tile), op,
               ": the GEMM of ", rows, " x ", cols, " (", z,
               " groups/splits) exceeds CUDA's grid limits; split the batch");
   ConvLaunch l;
-  l.grid = dim3(static_cast<unsigned>(col_tiles), static_cast<unsigned>(row_tiles),
+  l.grid = dim3(static_cast<unsigned>(tiles(cols, tile)), static_cast<unsigned>(tiles(rows, tile)),
                 static_cast<unsigned>(z));
-  l.block = dim3(kConvThreads);
+  l.block = dim3(static_cast<unsigned>(conv_threads(tile)));
+  l.tile = tile;
   return l;
 }
 }  // namespace conv_detail
@@ -385,40 +457,51 @@ __host__ inline bool conv3d_dgrad_tiled_fits(const Conv3dParams& p) {
   return conv_detail::reduction_fits(p.filters_per_group(), p.taps()) &&
          conv_detail::gemm_fits(p.channels_per_group(), p.N * p.input_spatial(), p.groups);
 }
-__host__ inline bool conv3d_wgrad_tiled_fits(const Conv3dParams& p,
-                                             int64_t depth_per_split = 16384) {
-  return conv_detail::gemm_fits(p.filters_per_group(), p.channels_per_group() * p.taps(),
+__host__ inline bool conv3d_wgrad_tiled_fits(const Conv3dParams& p, int64_t depth_per_split) {
+  return conv_detail::reduction_fits(p.N, p.output_spatial()) &&
+         conv_detail::gemm_fits(p.filters_per_group(), p.channels_per_group() * p.taps(),
                                 p.groups * conv_detail::wgrad_splits(p, depth_per_split).splits);
 }
-
-__host__ inline ConvLaunch conv3d_fprop_launch(const Conv3dParams& p) {
-  MED3D_CHECK(conv_detail::reduction_fits(p.channels_per_group(), p.taps()), "conv3d_fprop: ",
-              p.channels_per_group(), " channels per group times ", p.taps(),
-              " taps exceed the tiled kernel's 32-bit reduction index; use more groups");
-  return conv_detail::gemm_launch("conv3d_fprop", p.filters_per_group(), p.N * p.output_spatial(),
-                                  p.groups);
+__host__ inline bool conv3d_wgrad_tiled_fits(const Conv3dParams& p) {
+  return conv3d_wgrad_tiled_fits(p, conv_detail::wgrad_depth_per_split(p));
 }
 
-__host__ inline ConvLaunch conv3d_dgrad_launch(const Conv3dParams& p) {
+// `tile` 0 picks the tile by the grid's size (conv_detail::fprop_dgrad_tile); tests name one.
+__host__ inline ConvLaunch conv3d_fprop_launch(const Conv3dParams& p, int tile = 0) {
+  MED3D_CHECK(conv_detail::reduction_fits(p.channels_per_group(), p.taps()), "conv3d_fprop: ",
+              p.channels_per_group(), " channels per group times ", p.taps(),
+              " taps exceed the tiled kernel's 30-bit reduction index; use more groups");
+  const int64_t rows = p.filters_per_group(), cols = p.N * p.output_spatial();
+  return conv_detail::gemm_launch("conv3d_fprop", rows, cols, p.groups,
+                                  tile ? tile : conv_detail::fprop_dgrad_tile(rows, cols, p.groups));
+}
+
+__host__ inline ConvLaunch conv3d_dgrad_launch(const Conv3dParams& p, int tile = 0) {
   MED3D_CHECK(conv_detail::reduction_fits(p.filters_per_group(), p.taps()), "conv3d_dgrad: ",
               p.filters_per_group(), " filters per group times ", p.taps(),
-              " taps exceed the tiled kernel's 32-bit reduction index; use more groups");
-  return conv_detail::gemm_launch("conv3d_dgrad", p.channels_per_group(), p.N * p.input_spatial(),
-                                  p.groups);
+              " taps exceed the tiled kernel's 30-bit reduction index; use more groups");
+  const int64_t rows = p.channels_per_group(), cols = p.N * p.input_spatial();
+  return conv_detail::gemm_launch("conv3d_dgrad", rows, cols, p.groups,
+                                  tile ? tile : conv_detail::fprop_dgrad_tile(rows, cols, p.groups));
 }
 
 // Splits the (long) wgrad reduction into chunks of about `depth_per_split` indices so that small
 // filters still occupy the GPU; the workspace then holds one dw per split.
-__host__ inline ConvLaunch conv3d_wgrad_launch(const Conv3dParams& p,
-                                               int64_t depth_per_split = 16384) {
+__host__ inline ConvLaunch conv3d_wgrad_launch(const Conv3dParams& p, int64_t depth_per_split) {
+  MED3D_CHECK(conv_detail::reduction_fits(p.N, p.output_spatial()), "conv3d_wgrad: ", p.N,
+              " samples times ", p.output_spatial(),
+              " output voxels exceed the tiled kernel's 30-bit reduction index; split the batch");
   const conv_detail::WgradSplits split = conv_detail::wgrad_splits(p, depth_per_split);
   const int64_t splits = split.splits, per = split.per;
   ConvLaunch l = conv_detail::gemm_launch("conv3d_wgrad", p.filters_per_group(),
-                                          p.channels_per_group() * p.taps(), p.groups * splits);
+                                          p.channels_per_group() * p.taps(), p.groups * splits, 64);
   l.splits = splits;
   l.split_depth = per;
   l.workspace_elements = splits > 1 ? splits * p.K * p.channels_per_group() * p.taps() : 0;
   return l;
+}
+__host__ inline ConvLaunch conv3d_wgrad_launch(const Conv3dParams& p) {
+  return conv3d_wgrad_launch(p, conv_detail::wgrad_depth_per_split(p));
 }
 
 __host__ inline ConvLaunch conv3d_bias_grad_launch(const Conv3dParams& p) {

@@ -151,19 +151,20 @@ Vec cpu_wgrad(const Conv3dParams& p, const Tensors& t) {
   return dw;
 }
 
-// The launches a CUDA launcher would make, with the geometry from the .cuh helpers.
-Vec tiled_fprop(const Conv3dParams& p, const Tensors& t) {
+// The launches a CUDA launcher would make, with the geometry from the .cuh helpers; `tile` 0 is
+// the launcher's own choice, 32 and 64 force one kernel.
+Vec tiled_fprop(const Conv3dParams& p, const Tensors& t, int tile = 0) {
   Vec y(t.dy.size(), NAN);
-  const kc::ConvLaunch l = kc::conv3d_fprop_launch(p);
-  cuda_emu::launch(kc::conv3d_fprop_tiled, l.grid, l.block, l.shared_bytes, p, t.x.data(),
-                   t.w.data(), t.bias.data(), y.data());
+  const kc::ConvLaunch l = kc::conv3d_fprop_launch(p, tile);
+  cuda_emu::launch(l.tile == 32 ? kc::conv3d_fprop_tiled<32> : kc::conv3d_fprop_tiled<64>, l.grid,
+                   l.block, l.shared_bytes, p, t.x.data(), t.w.data(), t.bias.data(), y.data());
   return y;
 }
-Vec tiled_dgrad(const Conv3dParams& p, const Tensors& t) {
+Vec tiled_dgrad(const Conv3dParams& p, const Tensors& t, int tile = 0) {
   Vec dx(t.x.size(), NAN);
-  const kc::ConvLaunch l = kc::conv3d_dgrad_launch(p);
-  cuda_emu::launch(kc::conv3d_dgrad_tiled, l.grid, l.block, l.shared_bytes, p, t.dy.data(),
-                   t.w.data(), dx.data());
+  const kc::ConvLaunch l = kc::conv3d_dgrad_launch(p, tile);
+  cuda_emu::launch(l.tile == 32 ? kc::conv3d_dgrad_tiled<32> : kc::conv3d_dgrad_tiled<64>, l.grid,
+                   l.block, l.shared_bytes, p, t.dy.data(), t.w.data(), dx.data());
   return dx;
 }
 Vec tiled_wgrad(const Conv3dParams& p, const Tensors& t, int64_t depth_per_split) {
@@ -203,22 +204,24 @@ Vec direct_wgrad(const Conv3dParams& p, const Tensors& t) {
 
 TEST_CASE("emulated tiled conv3d_fprop matches the CPU kernel in both thread orders", "[emu]") {
   for (const Case& c : cases())
-    for (bool reverse : {false, true}) {
-      INFO(c.name << (reverse ? " (reverse order)" : ""));
-      cuda_emu::ScopedReverseOrder order(reverse);
-      const Tensors t = tensors(c.p);
-      check_close(tiled_fprop(c.p, t), cpu_fprop(c.p, t));
-    }
+    for (int tile : {32, 64})
+      for (bool reverse : {false, true}) {
+        INFO(c.name << ", tile " << tile << (reverse ? " (reverse order)" : ""));
+        cuda_emu::ScopedReverseOrder order(reverse);
+        const Tensors t = tensors(c.p);
+        check_close(tiled_fprop(c.p, t, tile), cpu_fprop(c.p, t));
+      }
 }
 
 TEST_CASE("emulated tiled conv3d_dgrad matches the CPU kernel in both thread orders", "[emu]") {
   for (const Case& c : cases())
-    for (bool reverse : {false, true}) {
-      INFO(c.name << (reverse ? " (reverse order)" : ""));
-      cuda_emu::ScopedReverseOrder order(reverse);
-      const Tensors t = tensors(c.p);
-      check_close(tiled_dgrad(c.p, t), cpu_dgrad(c.p, t));
-    }
+    for (int tile : {32, 64})
+      for (bool reverse : {false, true}) {
+        INFO(c.name << ", tile " << tile << (reverse ? " (reverse order)" : ""));
+        cuda_emu::ScopedReverseOrder order(reverse);
+        const Tensors t = tensors(c.p);
+        check_close(tiled_dgrad(c.p, t, tile), cpu_dgrad(c.p, t));
+      }
 }
 
 TEST_CASE("emulated tiled conv3d_wgrad matches the CPU kernel in both thread orders", "[emu]") {
@@ -287,17 +290,36 @@ TEST_CASE("emulated tiled and direct conv3d match the CPU kernels on random shap
 TEST_CASE("conv3d tiled launch geometry covers the GEMM", "[emu]") {
   const Conv3dParams p =
       k::conv3d_params("test", {2, 6, 9, 9, 9}, {130, 3, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 2);
+  // A small grid: 2 * 5^3 = 250 columns, 65 filters per group, 2 groups take 32-tiles.
   const kc::ConvLaunch f = kc::conv3d_fprop_launch(p);
-  CHECK(f.grid.x == 4);  // 2 * 5^3 = 250 columns in tiles of 64
-  CHECK(f.grid.y == 2);  // 65 filters per group
+  CHECK(f.tile == 32);
+  CHECK(f.grid.x == 8);
+  CHECK(f.grid.y == 3);
   CHECK(f.grid.z == 2);
-  CHECK(f.block.x == kc::kConvThreads);
+  CHECK(f.block.x == 64);
+  const kc::ConvLaunch f64 = kc::conv3d_fprop_launch(p, 64);
+  CHECK(f64.grid.x == 4);
+  CHECK(f64.grid.y == 2);
+  CHECK(f64.block.x == 256);
   const kc::ConvLaunch d = kc::conv3d_dgrad_launch(p);
-  CHECK(d.grid.x == (2 * 729 + 63) / 64);
+  CHECK(d.grid.x == (2 * 729 + 31) / 32);
   CHECK(d.grid.y == 1);
+  // A grid of 64-tiles that fills the GPU keeps them: 64 filters x 2 * 32^3 output voxels.
+  const Conv3dParams big =
+      k::conv3d_params("big", {2, 64, 32, 32, 32}, {64, 64, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1);
+  CHECK(kc::conv3d_fprop_launch(big).tile == 64);
   const kc::ConvLaunch w = kc::conv3d_wgrad_launch(p, 64);
   CHECK(w.splits == 4);  // 250 reduction indices, 64 per split (whole slices of 8)
   CHECK(w.split_depth == 64);
   CHECK(w.grid.z == 8);
   CHECK(w.workspace_elements == 4 * 130 * 3 * 27);
+  // The default split: 3 x 2 tiles x 2 groups = 12 blocks want 43 splits of >= 256 indices;
+  // 250 indices give one.
+  CHECK(kc::conv3d_wgrad_launch(p).splits == 1);
+  // 64 filters x 27 taps x 64 channels: 27 tiles; 2 * 32^3 = 65536 indices in 19 splits of
+  // 3456 (ceil(512 / 27) = 19 splits wanted, each rounded up to whole slices of 8).
+  const kc::ConvLaunch wb = kc::conv3d_wgrad_launch(big);
+  CHECK(wb.splits == 19);
+  CHECK(wb.split_depth == 3456);
+  CHECK(wb.grid.z == 19);
 }

@@ -42,6 +42,8 @@ TEST_CASE("gpu: every conv pass of the Med3D layer table matches cuDNN", "[gpu][
       const Tensor ours = context.zeros({pass == Pass::fprop ? y.numel() : pass == Pass::dgrad ? x.numel() : w.numel()})
                               .to(Device::cuda(0));
       const Tensor theirs = ours.clone();
+      // The tensors were filled on the runtime's own stream; this test's kernels run on `stream`.
+      REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
       ConvBuffers b{device_floats(x), device_floats(w), device_floats(y)};
       if (pass == Pass::fprop) {
         kernels::cuda::conv3d_fprop(stream, p, device_floats(x), device_floats(w), nullptr, device_floats(ours));
