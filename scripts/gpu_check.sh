@@ -38,7 +38,7 @@ run() { say "\$ $*"; "$@" 2>&1 | tee -a "$log"; return "${PIPESTATUS[0]}"; }
 # A stage past its limit is killed (exit 124) and reported as a failure.
 staged() { run timeout -k 10 "$limit" "$@"; }
 
-say "gpu_check: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo "${MED3D_COMMIT:-unknown}")"
+say "gpu_check: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit ${MED3D_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 command -v nvidia-smi > /dev/null && run nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 if [ "$prebuilt" = 0 ]; then
   run cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DMED3D_CUDA=ON -DMED3D_REQUIRE_GPU=1 \
@@ -79,7 +79,7 @@ for input in 2x1x32x64x64 1x1x64x128x128; do
 done > "$out/gpu_step.md" 2>&1  # not a pipe: status must survive the loop
 cat "$out/gpu_step.md"
 
-commit=$(git rev-parse HEAD 2>/dev/null || echo "${MED3D_COMMIT:-unknown}")
+commit=${MED3D_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 {
   echo "# GPU check, $(date -u +%Y-%m-%d)"
   echo

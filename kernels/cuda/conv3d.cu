@@ -1,5 +1,6 @@
 // Conv launchers: the tiled implicit-GEMM kernels where their launch geometry fits, else the
-// direct kernels (one thread per output element, 64-bit indices, any size). Split-K wgrad
+// direct kernels (one thread per output element, 64-bit indices, any size); dgrad with fewer
+// than 8 channels per group also runs direct. Split-K wgrad
 // writes one partial dw per split into the caller's workspace, then sums them in split order.
 #include "cuda_common.cuh"
 
@@ -36,7 +37,9 @@ void conv3d_dgrad(Stream stream, const Conv3dParams& p, const float* dy, const f
                   float* dx) {
   const int64_t total = p.N * p.C * p.input_spatial();
   if (total == 0) return;
-  if (conv3d_dgrad_tiled_fits(p)) {
+  // Below 8 channels per group a GEMM tile of channels is mostly empty: the direct kernel
+  // walks only the taps that reach each voxel.
+  if (conv3d_dgrad_tiled_fits(p) && p.channels_per_group() >= 8) {
     const ConvLaunch l = conv3d_dgrad_launch(p);
     const auto kernel = l.tile == 32 ? &conv3d_dgrad_tiled<32> : &conv3d_dgrad_tiled<64>;
     MED3D_LAUNCH(kernel, l.grid, l.block, l.shared_bytes, stream, p, dy, w, dx);

@@ -43,32 +43,55 @@ __global__ void conv3d_fprop_direct(Conv3dParams p, const float* __restrict__ x,
   }
 }
 
+namespace conv_detail {
+// The taps t of one axis that reach padded input coordinate i: t * dilation <= i and
+// (i - t * dilation) a multiple of stride. With dilation 1 they are t = i mod stride, then every
+// stride-th; otherwise every t is tried.
+struct TapWalk {
+  int64_t first, step;
+};
+__device__ inline TapWalk tap_walk(int64_t i, int64_t stride, int64_t dilation) {
+  return dilation == 1 ? TapWalk{i % stride, stride} : TapWalk{0, 1};
+}
+}  // namespace conv_detail
+
+// Also the fast path for few channels per group (the stem's dgrad: C = 1), where a GEMM tile of
+// channels would be mostly empty: each thread walks only the taps that reach its voxel.
 __global__ void conv3d_dgrad_direct(Conv3dParams p, const float* __restrict__ dy,
                                     const float* __restrict__ w, float* __restrict__ dx) {
   const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group();
-  const int64_t total = p.N * p.C * p.input_spatial();
+  const int64_t total = p.N * p.C * p.input_spatial(), taps = p.taps();
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += int64_t(blockDim.x) * gridDim.x) {
-    const int64_t iq = i % p.W, ip = i / p.W % p.H, iz = i / (p.W * p.H) % p.D;
+    const int64_t iq = i % p.W + p.pad[2], ip = i / p.W % p.H + p.pad[1],
+                  iz = i / (p.W * p.H) % p.D + p.pad[0];
     const int64_t c = i / p.input_spatial() % p.C, n = i / (p.input_spatial() * p.C);
     const int64_t g = c / Cg;
+    const float* w_c = w + (g * Kg * Cg + c % Cg) * taps;                     // w[g*Kg, c, 0]
+    const float* dy_g = dy + (n * p.K + g * Kg) * p.output_spatial();           // dy[n, g*Kg]
+    const conv_detail::TapWalk wt = conv_detail::tap_walk(iz, p.stride[0], p.dilation[0]),
+                               wr = conv_detail::tap_walk(ip, p.stride[1], p.dilation[1]),
+                               ws = conv_detail::tap_walk(iq, p.stride[2], p.dilation[2]);
     float sum = 0.0f;
-    for (int64_t k = g * Kg; k < (g + 1) * Kg; ++k)
-      for (int64_t t = 0; t < p.T; ++t) {
-        const int64_t oz = iz + p.pad[0] - t * p.dilation[0];
-        if (oz < 0 || oz % p.stride[0] != 0 || oz / p.stride[0] >= p.Z) continue;
-        for (int64_t r = 0; r < p.R; ++r) {
-          const int64_t op = ip + p.pad[1] - r * p.dilation[1];
-          if (op < 0 || op % p.stride[1] != 0 || op / p.stride[1] >= p.P) continue;
-          for (int64_t s = 0; s < p.S; ++s) {
-            const int64_t oq = iq + p.pad[2] - s * p.dilation[2];
-            if (oq < 0 || oq % p.stride[2] != 0 || oq / p.stride[2] >= p.Q) continue;
-            sum += w[((k * Cg + c % Cg) * p.T + t) * p.R * p.S + r * p.S + s] *
-                   dy[((n * p.K + k) * p.Z + oz / p.stride[0]) * p.P * p.Q +
-                      op / p.stride[1] * p.Q + oq / p.stride[2]];
-          }
+    for (int64_t t = wt.first; t < p.T; t += wt.step) {
+      const int64_t oz = iz - t * p.dilation[0];
+      if (oz < 0) break;
+      if (oz % p.stride[0] != 0 || oz / p.stride[0] >= p.Z) continue;
+      for (int64_t r = wr.first; r < p.R; r += wr.step) {
+        const int64_t op = ip - r * p.dilation[1];
+        if (op < 0) break;
+        if (op % p.stride[1] != 0 || op / p.stride[1] >= p.P) continue;
+        for (int64_t s = ws.first; s < p.S; s += ws.step) {
+          const int64_t oq = iq - s * p.dilation[2];
+          if (oq < 0) break;
+          if (oq % p.stride[2] != 0 || oq / p.stride[2] >= p.Q) continue;
+          const int64_t tap = (t * p.R + r) * p.S + s;
+          const int64_t o = (oz / p.stride[0] * p.P + op / p.stride[1]) * p.Q + oq / p.stride[2];
+          for (int64_t k = 0; k < Kg; ++k)
+            sum += w_c[k * Cg * taps + tap] * dy_g[k * p.output_spatial() + o];
         }
       }
+    }
     dx[i] = sum;
   }
 }

@@ -10,9 +10,10 @@
 //   fprop: y[k, (n,z,p,q)]   = sum over (c,t,r,s)  w[k, (c,t,r,s)] * x(n, c, input tap)
 //   dgrad: dx[c, (n,d,h,w)]  = sum over (k,t,r,s)  w[k, c, t, r, s] * dy(n, k, output tap)
 //   wgrad: dw[k, (c,t,r,s)]  = sum over (n,z,p,q)  dy[n, k, z, p, q] * x(n, c, input tap)
-// A block computes a kTile x kTile tile of the GEMM (kTile 64, or 32 when 64-tiles would leave
-// a large GPU half idle), staging kTileK-deep slices of both operands in shared memory while the
-// next slice is loaded into registers; each of its kTile^2/16 threads accumulates 4 x 4 values.
+// A block of 256 threads computes a kTile x kTile tile of the GEMM, staging kTileK-deep slices
+// of both operands in shared memory while the next slice is loaded into registers; each thread
+// accumulates 4 x 4 values. kTile is 64, or 32 when 64-tiles would leave a large GPU idle: then
+// four thread groups take the tile's slices in turn and add their sums in group order.
 // Reduction indices are walked as mixed-radix digits (tap, channel, voxel coordinates) stepped by
 // kTileK, so gathering an element costs no division. Taps outside the input (padding, dgrad's
 // stride holes) read zero. Every output element is written by one thread in a fixed summation
@@ -32,10 +33,13 @@ namespace med3d::kernels::cuda {
 
 inline constexpr int kTileK = 8;
 inline constexpr int kThreadM = 4, kThreadN = 4;
-// Threads of a block computing kTile x kTile outputs.
-__host__ __device__ constexpr int conv_threads(int tile) { return tile / kThreadM * (tile / kThreadN); }
-// Fewer 64-tile blocks than this leave a large GPU (132 SMs, 4 blocks each) partly idle: the
-// launchers then use 32-tiles (4x the blocks) and wgrad splits its reduction.
+// 32-tiles are for small grids: four thread groups split each tile's reduction (slices taken in
+// turn) and their sums are added in group order, so a block still has 8 warps to hide latency.
+__host__ __device__ constexpr int conv_split(int tile) { return tile == 32 ? 4 : 1; }
+// Threads of a block computing kTile x kTile outputs: 256 for both tiles.
+__host__ __device__ constexpr int conv_threads(int tile) {
+  return tile / kThreadM * (tile / kThreadN) * conv_split(tile);
+}
 inline constexpr int64_t kFillBlocks = 512;
 
 namespace conv_detail {
@@ -174,7 +178,8 @@ struct DgradProblem {
   __device__ static int source(int64_t i, int t, int64_t stride, int64_t dilation, int64_t extent) {
     const int o = static_cast<int>(i) - t * static_cast<int>(dilation);
     if (o < 0) return -1;
-    const int st = static_cast<int>(stride), q = st == 1 ? o : o / st;
+    // Strides 1 and 2 (every stride of the models) without a division.
+    const int st = static_cast<int>(stride), q = st == 1 ? o : st == 2 ? o >> 1 : o / st;
     return q * st == o && q < extent ? q : -1;
   }
   __device__ Radix b_radix() const {
@@ -246,11 +251,14 @@ struct WgradProblem {
 template <int kTile, class Problem>
 __device__ void implicit_gemm_tile(const Problem& pb, int64_t m0, int64_t j0, int64_t k_begin,
                                    int64_t k_end) {
-  constexpr int kThreads = conv_threads(kTile);
+  constexpr int kSplit = conv_split(kTile);
+  constexpr int kThreads = kTile / kThreadM * (kTile / kThreadN);  // per group
+  constexpr int kStep = kSplit * kTileK;  // reduction indices per round of all groups
   // +4 keeps the column-wise stores of As (8 threads, one per kk) in different banks.
-  __shared__ float As[kTileK][kTile + 4];
-  __shared__ float Bs[kTileK][kTile];
-  const int tid = static_cast<int>(threadIdx.x);
+  __shared__ float As[kSplit][kTileK][kTile + 4];
+  __shared__ float Bs[kSplit][kTileK][kTile];
+  const int group = static_cast<int>(threadIdx.x) / kThreads;
+  const int tid = static_cast<int>(threadIdx.x) % kThreads;
   const int tx = tid % (kTile / kThreadN), ty = tid / (kTile / kThreadN);
 
   // A: thread loads rows tid / kTileK + i * kARowStep at depth tid % kTileK (consecutive
@@ -268,13 +276,17 @@ __device__ void implicit_gemm_tile(const Problem& pb, int64_t m0, int64_t j0, in
     rows[i] = pb.row(row_ok[i] ? m : 0);
   }
   const typename Problem::Col col = pb.col(j0 + b_j);
-  const Radix a_radix = pb.a_radix(), b_radix = pb.b_radix();
-  Digits a_digits = to_digits(k_begin + a_kk, a_radix.b0, a_radix.b1, a_radix.b2);
+  Radix a_radix = pb.a_radix(), b_radix = pb.b_radix();
+  a_radix.step = to_digits(kStep, a_radix.b0, a_radix.b1, a_radix.b2);
+  b_radix.step = to_digits(kStep, b_radix.b0, b_radix.b1, b_radix.b2);
+  const int64_t k_first = k_begin + group * kTileK;  // this group's first slice
+  Digits a_digits = to_digits(k_first + a_kk, a_radix.b0, a_radix.b1, a_radix.b2);
   Digits b_digits[kBLoads];
   for (int i = 0; i < kBLoads; ++i)
-    b_digits[i] = to_digits(k_begin + b_kk + i * kBDepthStep, b_radix.b0, b_radix.b1, b_radix.b2);
+    b_digits[i] = to_digits(k_first + b_kk + i * kBDepthStep, b_radix.b0, b_radix.b1, b_radix.b2);
 
-  // The slice at k0 into registers; the digits then point at the next slice.
+  // This group's slice at k0 into registers (zeros past k_end); the digits then point at its
+  // next slice.
   float a_next[kALoads], b_next[kBLoads];
   auto load = [&](int64_t k0) {
     const bool a_in = k0 + a_kk < k_end;
@@ -287,21 +299,35 @@ __device__ void implicit_gemm_tile(const Problem& pb, int64_t m0, int64_t j0, in
   };
 
   float acc[kThreadM][kThreadN] = {};
-  if (k_begin < k_end) load(k_begin);
-  for (int64_t k0 = k_begin; k0 < k_end; k0 += kTileK) {
-    for (int i = 0; i < kALoads; ++i) As[a_kk][tid / kTileK + i * kARowStep] = a_next[i];
-    for (int i = 0; i < kBLoads; ++i) Bs[b_kk + i * kBDepthStep][b_j] = b_next[i];
+  load(k_first);
+  // Every thread runs the same rounds (the barriers need it); a group whose slice lies past
+  // k_end multiplies zeros.
+  for (int64_t base = k_begin; base < k_end; base += kStep) {
+    for (int i = 0; i < kALoads; ++i) As[group][a_kk][tid / kTileK + i * kARowStep] = a_next[i];
+    for (int i = 0; i < kBLoads; ++i) Bs[group][b_kk + i * kBDepthStep][b_j] = b_next[i];
     __syncthreads();
     // The next slice's global loads are in flight while this slice is multiplied.
-    if (k0 + kTileK < k_end) load(k0 + kTileK);
+    if (base + kStep < k_end) load(base + kStep + group * kTileK);
     for (int kk = 0; kk < kTileK; ++kk) {
       float a[kThreadM], b[kThreadN];
-      for (int i = 0; i < kThreadM; ++i) a[i] = As[kk][ty + i * (kTile / kThreadM)];
-      for (int j = 0; j < kThreadN; ++j) b[j] = Bs[kk][tx + j * (kTile / kThreadN)];
+      for (int i = 0; i < kThreadM; ++i) a[i] = As[group][kk][ty + i * (kTile / kThreadM)];
+      for (int j = 0; j < kThreadN; ++j) b[j] = Bs[group][kk][tx + j * (kTile / kThreadN)];
       for (int i = 0; i < kThreadM; ++i)
         for (int j = 0; j < kThreadN; ++j) acc[i][j] += a[i] * b[j];
     }
     __syncthreads();  // the next slice overwrites As and Bs
+  }
+  if constexpr (kSplit > 1) {
+    // Groups 1.. hand their sums to group 0, which adds them in group order.
+    __shared__ float partial[kSplit - 1][kThreadM * kThreadN][kThreads];
+    if (group > 0)
+      for (int i = 0; i < kThreadM; ++i)
+        for (int j = 0; j < kThreadN; ++j) partial[group - 1][i * kThreadN + j][tid] = acc[i][j];
+    __syncthreads();
+    if (group > 0) return;
+    for (int g = 0; g < kSplit - 1; ++g)
+      for (int i = 0; i < kThreadM; ++i)
+        for (int j = 0; j < kThreadN; ++j) acc[i][j] += partial[g][i * kThreadN + j][tid];
   }
   for (int i = 0; i < kThreadM; ++i)
     for (int j = 0; j < kThreadN; ++j) {

@@ -296,7 +296,7 @@ TEST_CASE("conv3d tiled launch geometry covers the GEMM", "[emu]") {
   CHECK(f.grid.x == 8);
   CHECK(f.grid.y == 3);
   CHECK(f.grid.z == 2);
-  CHECK(f.block.x == 64);
+  CHECK(f.block.x == 256);
   const kc::ConvLaunch f64 = kc::conv3d_fprop_launch(p, 64);
   CHECK(f64.grid.x == 4);
   CHECK(f64.grid.y == 2);
