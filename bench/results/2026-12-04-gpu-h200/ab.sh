@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# A/B on the device: the committed med3d-bench against a variant, gpu-conv at both scales.
+set -u
+cd "$(dirname "$0")/.."
+out=$1
+mkdir -p /tmp/deps /tmp/deplibs
+for f in .gpu-carry/debs/*.deb; do dpkg -x "$f" /tmp/deps; done
+for lib in libpng16.so.16 libnifti2.so.2 libznz.so.3 libgomp.so.1 libz.so.1; do
+  ldconfig -p | grep -q "$lib " || cp -a /tmp/deps/usr/lib/x86_64-linux-gnu/$lib* /tmp/deps/lib/x86_64-linux-gnu/$lib* /tmp/deplibs/ 2>/dev/null
+done
+export LD_LIBRARY_PATH="/tmp/deplibs:/usr/lib/x86_64-linux-gnu:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+for round in 1 2; do
+  for v in med3d-bench med3d-bench-all32; do
+    for scale in small large; do
+      timeout 120 .gpu-carry/bin/$v gpu-conv --scale $scale --csv > "$out/$v-$scale-$round.csv" 2>&1
+    done
+  done
+done
+cd "$out" && tar czf ab.tgz *.csv && rm *.csv
