@@ -39,7 +39,14 @@ void conv3d_dgrad(Stream stream, const Conv3dParams& p, const float* dy, const f
   if (total == 0) return;
   // Below 8 channels per group a GEMM tile of channels is mostly empty: the direct kernel
   // walks only the taps that reach each voxel.
-  if (conv3d_dgrad_tiled_fits(p) && p.channels_per_group() >= 8) {
+  const bool tiled = p.channels_per_group() >= 8;
+  if (tiled && conv3d_dgrad_by_phase(p) && conv3d_dgrad_phase_tiled_fits(p)) {
+    const ConvLaunch l = conv3d_dgrad_phase_launch(p);
+    const auto kernel = l.tile == 32 ? &conv3d_dgrad_phase_tiled<32> : &conv3d_dgrad_phase_tiled<64>;
+    MED3D_LAUNCH(kernel, l.grid, l.block, l.shared_bytes, stream, p, dy, w, dx);
+    return;
+  }
+  if (tiled && conv3d_dgrad_tiled_fits(p)) {
     const ConvLaunch l = conv3d_dgrad_launch(p);
     const auto kernel = l.tile == 32 ? &conv3d_dgrad_tiled<32> : &conv3d_dgrad_tiled<64>;
     MED3D_LAUNCH(kernel, l.grid, l.block, l.shared_bytes, stream, p, dy, w, dx);

@@ -198,6 +198,77 @@ struct DgradProblem {
   }
 };
 
+// Strided input gradient, one stride phase at a time (all dilations 1): the input voxels whose
+// padded coordinate is congruent to phi (mod stride) on every axis are reached only by the taps
+// t = phi + stride * t', and from output index base + m - t' (m the voxel's index within the
+// phase). So each phase is a dense GEMM: no stride holes and no division. Digits (s', r', t', k).
+struct DgradPhaseProblem {
+  Conv3dParams p;
+  const float* dy;
+  const float* w;
+  float* dx;
+  int64_t g;
+  struct Axis {
+    int phase;   // phi
+    int first;   // the phase's first input coordinate
+    int count;   // its input coordinates: first, first + stride, ...
+    int taps;    // t' < taps
+    int base;    // output index of (m, t') = base + m - t'
+  };
+  Axis az, ay, ax;
+  __device__ static Axis axis(int phase, int64_t stride, int64_t pad, int64_t extent, int64_t kernel) {
+    const int st = static_cast<int>(stride);
+    Axis a;
+    a.phase = phase;
+    a.first = ((phase - static_cast<int>(pad)) % st + st) % st;
+    a.count = a.first < extent ? (static_cast<int>(extent) - a.first + st - 1) / st : 0;
+    a.taps = phase < kernel ? (static_cast<int>(kernel) - phase + st - 1) / st : 0;
+    a.base = (a.first + static_cast<int>(pad) - phase) / st;
+    return a;
+  }
+  struct Row {
+    const float* w;  // w[g*Kg, c, 0, 0, 0]
+  };
+  struct Col {
+    const float* dy;  // sample n, first filter of the group
+    int oz, oy, ox;   // output index at t' = 0
+    bool valid;
+  };
+  __device__ int64_t rows() const { return p.channels_per_group(); }
+  __device__ int64_t cols() const { return p.N * int64_t(az.count) * ay.count * ax.count; }
+  __device__ int64_t depth() const { return p.filters_per_group() * int64_t(az.taps) * ay.taps * ax.taps; }
+  __device__ Row row(int64_t m) const {
+    return {w + (g * p.filters_per_group() * p.channels_per_group() + m) * p.taps()};
+  }
+  // Radices of at least 1: a phase without taps has depth 0 and loads nothing.
+  __device__ Radix b_radix() const {
+    return make_radix(ax.taps > 0 ? ax.taps : 1, ay.taps > 0 ? ay.taps : 1, az.taps > 0 ? az.taps : 1);
+  }
+  __device__ Radix a_radix() const { return b_radix(); }
+  __device__ float a(const Row& r, const Digits& d) const {
+    const int64_t t = az.phase + p.stride[0] * d.d2, rr = ay.phase + p.stride[1] * d.d1,
+                  s = ax.phase + p.stride[2] * d.d0;
+    return r.w[int64_t(d.d3) * p.channels_per_group() * p.taps() + (t * p.R + rr) * p.S + s];
+  }
+  __device__ Col col(int64_t j) const {
+    const Voxel v = split_voxel(j < cols() ? j : 0, az.count, ay.count, ax.count);
+    return {dy + (v.n * p.K + g * p.filters_per_group()) * p.output_spatial(),
+            az.base + static_cast<int>(v.z), ay.base + static_cast<int>(v.p),
+            ax.base + static_cast<int>(v.q), j < cols()};
+  }
+  __device__ float b(const Col& c, const Digits& d) const {
+    const int oz = c.oz - d.d2, oy = c.oy - d.d1, ox = c.ox - d.d0;
+    if (oz < 0 || oz >= p.Z || oy < 0 || oy >= p.P || ox < 0 || ox >= p.Q) return 0.0f;
+    return c.dy[d.d3 * p.output_spatial() + (int64_t(oz) * p.P + oy) * p.Q + ox];
+  }
+  __device__ void store(int64_t m, int64_t j, float v) const {
+    const Voxel u = split_voxel(j, az.count, ay.count, ax.count);
+    const int64_t d = az.first + p.stride[0] * u.z, h = ay.first + p.stride[1] * u.p,
+                  wi = ax.first + p.stride[2] * u.q;
+    dx[((u.n * p.C + g * p.channels_per_group() + m) * p.D + d) * p.H * p.W + h * p.W + wi] = v;
+  }
+};
+
 // Weight gradient: A = dy rows of group g over (n, z, p, q), digits (output voxel, n); B = input
 // taps per (c, t, r, s), digits (q, p, z, n).
 struct WgradProblem {
@@ -359,6 +430,25 @@ __global__ void __launch_bounds__(conv_threads(kTile))
                                          0, pb.depth());
 }
 
+// grid (column tiles of the largest phase, row tiles, groups * phases), block conv_threads(kTile).
+// Phases hold slightly different voxel counts: blocks past their phase's columns leave at once.
+template <int kTile>
+__global__ void __launch_bounds__(conv_threads(kTile))
+    conv3d_dgrad_phase_tiled(Conv3dParams p, const float* __restrict__ dy, const float* __restrict__ w,
+                             float* __restrict__ dx) {
+  using conv_detail::DgradPhaseProblem;
+  const int sy = static_cast<int>(p.stride[1]), sx = static_cast<int>(p.stride[2]);
+  const int phases = static_cast<int>(p.stride[0]) * sy * sx;
+  const int phase = static_cast<int>(blockIdx.z) % phases;
+  DgradPhaseProblem pb{p, dy, w, dx, static_cast<int64_t>(blockIdx.z) / phases, {}, {}, {}};
+  pb.az = DgradPhaseProblem::axis(phase / (sy * sx), p.stride[0], p.pad[0], p.D, p.T);
+  pb.ay = DgradPhaseProblem::axis(phase / sx % sy, p.stride[1], p.pad[1], p.H, p.R);
+  pb.ax = DgradPhaseProblem::axis(phase % sx, p.stride[2], p.pad[2], p.W, p.S);
+  const int64_t j0 = int64_t(blockIdx.x) * kTile;
+  if (j0 >= pb.cols()) return;  // the whole block: no barrier is left waiting
+  conv_detail::implicit_gemm_tile<kTile>(pb, int64_t(blockIdx.y) * kTile, j0, 0, pb.depth());
+}
+
 // grid (column tiles, row tiles, groups * splits), block conv_threads(64). Split s sums the
 // reduction indices [s * split_depth, (s + 1) * split_depth) into out + s * (dw elements).
 __global__ void __launch_bounds__(conv_threads(64))
@@ -509,6 +599,32 @@ __host__ inline ConvLaunch conv3d_dgrad_launch(const Conv3dParams& p, int tile =
   const int64_t rows = p.channels_per_group(), cols = p.N * p.input_spatial();
   return conv_detail::gemm_launch("conv3d_dgrad", rows, cols, p.groups,
                                   tile ? tile : conv_detail::fprop_dgrad_tile(rows, cols, p.groups));
+}
+
+// The strided dgrad by stride phases: when some stride exceeds 1 and every dilation is 1.
+__host__ inline bool conv3d_dgrad_by_phase(const Conv3dParams& p) {
+  const bool strided = p.stride[0] > 1 || p.stride[1] > 1 || p.stride[2] > 1;
+  const bool dilated = p.dilation[0] > 1 || p.dilation[1] > 1 || p.dilation[2] > 1;
+  return strided && !dilated;
+}
+__host__ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+__host__ inline bool conv3d_dgrad_phase_tiled_fits(const Conv3dParams& p) {
+  const int64_t phases = p.stride[0] * p.stride[1] * p.stride[2];
+  const int64_t cols = p.N * ceil_div(p.D, p.stride[0]) * ceil_div(p.H, p.stride[1]) * ceil_div(p.W, p.stride[2]);
+  return conv_detail::reduction_fits(p.filters_per_group(), p.taps()) &&
+         conv_detail::gemm_fits(p.channels_per_group(), cols, p.groups * phases);
+}
+// `tile` 0 picks the tile by the grid's size; tests name one.
+__host__ inline ConvLaunch conv3d_dgrad_phase_launch(const Conv3dParams& p, int tile = 0) {
+  MED3D_CHECK(conv3d_dgrad_phase_tiled_fits(p), "conv3d_dgrad (by stride phase): the GEMM of ",
+              p.channels_per_group(), " channels x ", p.N * p.input_spatial(),
+              " voxels exceeds the tiled kernel's limits; split the batch");
+  const int64_t phases = p.stride[0] * p.stride[1] * p.stride[2];
+  const int64_t rows = p.channels_per_group(),
+                cols = p.N * ceil_div(p.D, p.stride[0]) * ceil_div(p.H, p.stride[1]) * ceil_div(p.W, p.stride[2]);
+  const int64_t z = p.groups * phases;
+  return conv_detail::gemm_launch("conv3d_dgrad", rows, cols, z,
+                                  tile ? tile : conv_detail::fprop_dgrad_tile(rows, cols, z));
 }
 
 // Splits the (long) wgrad reduction into chunks of about `depth_per_split` indices so that small

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <random>
 #include <sstream>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -167,6 +168,13 @@ Vec tiled_dgrad(const Conv3dParams& p, const Tensors& t, int tile = 0) {
                    l.block, l.shared_bytes, p, t.dy.data(), t.w.data(), dx.data());
   return dx;
 }
+Vec tiled_dgrad_phase(const Conv3dParams& p, const Tensors& t, int tile = 0) {
+  Vec dx(t.x.size(), NAN);
+  const kc::ConvLaunch l = kc::conv3d_dgrad_phase_launch(p, tile);
+  cuda_emu::launch(l.tile == 32 ? kc::conv3d_dgrad_phase_tiled<32> : kc::conv3d_dgrad_phase_tiled<64>,
+                   l.grid, l.block, l.shared_bytes, p, t.dy.data(), t.w.data(), dx.data());
+  return dx;
+}
 Vec tiled_wgrad(const Conv3dParams& p, const Tensors& t, int64_t depth_per_split) {
   Vec dw(t.w.size(), NAN);
   const kc::ConvLaunch l = kc::conv3d_wgrad_launch(p, depth_per_split);
@@ -222,6 +230,34 @@ TEST_CASE("emulated tiled conv3d_dgrad matches the CPU kernel in both thread ord
         const Tensors t = tensors(c.p);
         check_close(tiled_dgrad(c.p, t, tile), cpu_dgrad(c.p, t));
       }
+}
+
+TEST_CASE("emulated strided conv3d_dgrad by stride phase matches the CPU kernel", "[emu]") {
+  int strided = 0;
+  for (const Case& c : cases()) {
+    if (!kc::conv3d_dgrad_by_phase(c.p)) continue;
+    ++strided;
+    for (int tile : {32, 64})
+      for (bool reverse : {false, true}) {
+        INFO(c.name << ", tile " << tile << (reverse ? " (reverse order)" : ""));
+        cuda_emu::ScopedReverseOrder order(reverse);
+        const Tensors t = tensors(c.p);
+        check_close(tiled_dgrad_phase(c.p, t, tile), cpu_dgrad(c.p, t));
+      }
+  }
+  CHECK(strided >= 2);
+  // Stride above the kernel (phases without taps: their voxels get zero), odd extents, stride 3.
+  for (const auto& [x, w, stride, pad] :
+       {std::tuple{k::Dims5{2, 3, 5, 7, 6}, k::Dims5{4, 3, 1, 1, 1}, k::Dims3{2, 2, 2}, k::Dims3{0, 0, 0}},
+        std::tuple{k::Dims5{1, 2, 7, 5, 9}, k::Dims5{3, 2, 3, 2, 4}, k::Dims3{3, 2, 3}, k::Dims3{1, 0, 2}},
+        std::tuple{k::Dims5{1, 4, 4, 4, 4}, k::Dims5{2, 4, 2, 2, 2}, k::Dims3{2, 2, 2}, k::Dims3{0, 0, 0}}}) {
+    const Conv3dParams p = k::conv3d_params("phase", x, w, stride, pad, {1, 1, 1}, 1);
+    INFO("x " << x[2] << "x" << x[3] << "x" << x[4] << " kernel " << w[2] << w[3] << w[4] << " stride "
+              << stride[0] << stride[1] << stride[2]);
+    REQUIRE(kc::conv3d_dgrad_by_phase(p));
+    const Tensors t = tensors(p);
+    check_close(tiled_dgrad_phase(p, t), cpu_dgrad(p, t));
+  }
 }
 
 TEST_CASE("emulated tiled conv3d_wgrad matches the CPU kernel in both thread orders", "[emu]") {
@@ -284,6 +320,7 @@ TEST_CASE("emulated tiled and direct conv3d match the CPU kernels on random shap
       check_close(tiled_dgrad(p, t), cpu_dgrad(p, t));
       check_close(tiled_wgrad(p, t, 16384), cpu_wgrad(p, t));
       if (!reverse) check_close(direct_dgrad(p, t), cpu_dgrad(p, t));
+      if (kc::conv3d_dgrad_by_phase(p)) check_close(tiled_dgrad_phase(p, t), cpu_dgrad(p, t));
     }
 }
 
