@@ -96,6 +96,13 @@ __device__ __forceinline__ void advance(Digits& v, const Radix& r) {
   v.d3 += r.step.d3 + c2;
 }
 
+// 0 <= i < extent in one comparison. Coordinates and per-channel offsets are 32-bit: the launch
+// helpers require voxels per channel below 2^31 (spatial_fits).
+__device__ __forceinline__ bool inside(int i, int64_t extent) {
+  return static_cast<unsigned>(i) < static_cast<unsigned>(extent);
+}
+__device__ __forceinline__ int i32(int64_t v) { return static_cast<int>(v); }
+
 // Forward: A = w rows of group g, B = input taps of output voxels. A's reduction index is the
 // weight's own (c, t, r, s) offset; B's digits are (s, r, t, c).
 struct FpropProblem {
@@ -110,7 +117,7 @@ struct FpropProblem {
   };
   struct Col {
     const float* x;  // sample n, first channel of the group
-    int64_t z0, p0, q0;
+    int z0, p0, q0;
     bool valid;
   };
   __device__ int64_t rows() const { return p.filters_per_group(); }
@@ -122,17 +129,17 @@ struct FpropProblem {
   __device__ Col col(int64_t j) const {
     const Voxel v = split_voxel(j < cols() ? j : 0, p.Z, p.P, p.Q);
     return {x + (v.n * p.C + g * p.channels_per_group()) * p.input_spatial(),
-            v.z * p.stride[0] - p.pad[0], v.p * p.stride[1] - p.pad[1],
-            v.q * p.stride[2] - p.pad[2], j < cols()};
+            i32(v.z * p.stride[0] - p.pad[0]), i32(v.p * p.stride[1] - p.pad[1]),
+            i32(v.q * p.stride[2] - p.pad[2]), j < cols()};
   }
   __device__ Radix b_radix() const {
     return make_radix(static_cast<int>(p.S), static_cast<int>(p.R), static_cast<int>(p.T));
   }
   __device__ float b(const Col& c, const Digits& d) const {
-    const int64_t iz = c.z0 + d.d2 * p.dilation[0], ip = c.p0 + d.d1 * p.dilation[1],
-                  iq = c.q0 + d.d0 * p.dilation[2];
-    if (iz < 0 || iz >= p.D || ip < 0 || ip >= p.H || iq < 0 || iq >= p.W) return 0.0f;
-    return c.x[d.d3 * p.input_spatial() + (iz * p.H + ip) * p.W + iq];
+    const int iz = c.z0 + d.d2 * i32(p.dilation[0]), ip = c.p0 + d.d1 * i32(p.dilation[1]),
+              iq = c.q0 + d.d0 * i32(p.dilation[2]);
+    if (!inside(iz, p.D) || !inside(ip, p.H) || !inside(iq, p.W)) return 0.0f;
+    return c.x[d.d3 * p.input_spatial() + (iz * i32(p.H) + ip) * i32(p.W) + iq];
   }
   __device__ void store(int64_t m, int64_t j, float v) const {
     const int64_t k = g * p.filters_per_group() + m;
@@ -155,7 +162,7 @@ struct DgradProblem {
   };
   struct Col {
     const float* dy;  // sample n, first filter of the group
-    int64_t d, h, wi;  // padded input coordinates
+    int d, h, wi;  // padded input coordinates
     bool valid;
   };
   __device__ int64_t rows() const { return p.channels_per_group(); }
@@ -170,13 +177,12 @@ struct DgradProblem {
   }
   __device__ Col col(int64_t j) const {
     const Voxel v = split_voxel(j < cols() ? j : 0, p.D, p.H, p.W);
-    return {dy + (v.n * p.K + g * p.filters_per_group()) * p.output_spatial(), v.z + p.pad[0],
-            v.p + p.pad[1], v.q + p.pad[2], j < cols()};
+    return {dy + (v.n * p.K + g * p.filters_per_group()) * p.output_spatial(), i32(v.z + p.pad[0]),
+            i32(v.p + p.pad[1]), i32(v.q + p.pad[2]), j < cols()};
   }
-  // Output index reading padded input coordinate `i` through tap `t`, or -1 (32-bit: the
-  // coordinates of one axis are far below 2^31).
-  __device__ static int source(int64_t i, int t, int64_t stride, int64_t dilation, int64_t extent) {
-    const int o = static_cast<int>(i) - t * static_cast<int>(dilation);
+  // Output index reading padded input coordinate `i` through tap `t`, or -1.
+  __device__ static int source(int i, int t, int64_t stride, int64_t dilation, int64_t extent) {
+    const int o = i - t * i32(dilation);
     if (o < 0) return -1;
     // Strides 1 and 2 (every stride of the models) without a division.
     const int st = static_cast<int>(stride), q = st == 1 ? o : st == 2 ? o >> 1 : o / st;
@@ -190,7 +196,7 @@ struct DgradProblem {
     const int op = source(c.h, d.d1, p.stride[1], p.dilation[1], p.P);
     const int oq = source(c.wi, d.d0, p.stride[2], p.dilation[2], p.Q);
     if (oz < 0 || op < 0 || oq < 0) return 0.0f;
-    return c.dy[d.d3 * p.output_spatial() + (int64_t(oz) * p.P + op) * p.Q + oq];
+    return c.dy[d.d3 * p.output_spatial() + (oz * i32(p.P) + op) * i32(p.Q) + oq];
   }
   __device__ void store(int64_t m, int64_t j, float v) const {
     const int64_t n = j / p.input_spatial(), i = j % p.input_spatial();
@@ -258,8 +264,8 @@ struct DgradPhaseProblem {
   }
   __device__ float b(const Col& c, const Digits& d) const {
     const int oz = c.oz - d.d2, oy = c.oy - d.d1, ox = c.ox - d.d0;
-    if (oz < 0 || oz >= p.Z || oy < 0 || oy >= p.P || ox < 0 || ox >= p.Q) return 0.0f;
-    return c.dy[d.d3 * p.output_spatial() + (int64_t(oz) * p.P + oy) * p.Q + ox];
+    if (!inside(oz, p.Z) || !inside(oy, p.P) || !inside(ox, p.Q)) return 0.0f;
+    return c.dy[d.d3 * p.output_spatial() + (oz * i32(p.P) + oy) * i32(p.Q) + ox];
   }
   __device__ void store(int64_t m, int64_t j, float v) const {
     const Voxel u = split_voxel(j, az.count, ay.count, ax.count);
@@ -282,7 +288,7 @@ struct WgradProblem {
   };
   struct Col {
     const float* x;  // channel c of sample 0
-    int64_t dz, dp, dq;  // tap offsets minus padding
+    int dz, dp, dq;  // tap offsets minus padding
     bool valid;
   };
   __device__ int64_t rows() const { return p.filters_per_group(); }
@@ -300,17 +306,17 @@ struct WgradProblem {
     const int64_t s = jj % p.S, r = jj / p.S % p.R, t = jj / (p.S * p.R) % p.T;
     const int64_t c = jj / p.taps();
     return {x + (g * p.channels_per_group() + c) * p.input_spatial(),
-            t * p.dilation[0] - p.pad[0], r * p.dilation[1] - p.pad[1],
-            s * p.dilation[2] - p.pad[2], j < cols()};
+            i32(t * p.dilation[0] - p.pad[0]), i32(r * p.dilation[1] - p.pad[1]),
+            i32(s * p.dilation[2] - p.pad[2]), j < cols()};
   }
   __device__ Radix b_radix() const {
     return make_radix(static_cast<int>(p.Q), static_cast<int>(p.P), static_cast<int>(p.Z));
   }
   __device__ float b(const Col& c, const Digits& d) const {
-    const int64_t iz = d.d2 * p.stride[0] + c.dz, ip = d.d1 * p.stride[1] + c.dp,
-                  iq = d.d0 * p.stride[2] + c.dq;
-    if (iz < 0 || iz >= p.D || ip < 0 || ip >= p.H || iq < 0 || iq >= p.W) return 0.0f;
-    return c.x[d.d3 * p.C * p.input_spatial() + (iz * p.H + ip) * p.W + iq];
+    const int iz = d.d2 * i32(p.stride[0]) + c.dz, ip = d.d1 * i32(p.stride[1]) + c.dp,
+              iq = d.d0 * i32(p.stride[2]) + c.dq;
+    if (!inside(iz, p.D) || !inside(ip, p.H) || !inside(iq, p.W)) return 0.0f;
+    return c.x[d.d3 * p.C * p.input_spatial() + (iz * i32(p.H) + ip) * i32(p.W) + iq];
   }
   __device__ void store(int64_t m, int64_t j, float v) const {
     out[(g * p.filters_per_group() + m) * cols() + j] = v;
@@ -513,6 +519,10 @@ __host__ inline bool gemm_fits(int64_t rows, int64_t cols, int64_t z, int tile =
 __host__ inline bool reduction_fits(int64_t outer, int64_t taps) {
   return outer * taps < (int64_t(1) << 30);
 }
+// ... and address voxels within one channel with 32-bit offsets.
+__host__ inline bool spatial_fits(const Conv3dParams& p) {
+  return p.input_spatial() < (int64_t(1) << 31) && p.output_spatial() < (int64_t(1) << 31);
+}
 
 // 64-tiles, or 32-tiles when 64-tiles would give fewer than kFillBlocks blocks.
 __host__ inline int fprop_dgrad_tile(int64_t rows, int64_t cols, int64_t z) {
@@ -566,15 +576,15 @@ __host__ inline ConvLaunch gemm_launch(const char* op, int64_t rows, int64_t col
 // Whether the conv3d_*_launch helpers below accept `p` (they throw otherwise): callers that
 // have a fallback check these first.
 __host__ inline bool conv3d_fprop_tiled_fits(const Conv3dParams& p) {
-  return conv_detail::reduction_fits(p.channels_per_group(), p.taps()) &&
+  return conv_detail::spatial_fits(p) && conv_detail::reduction_fits(p.channels_per_group(), p.taps()) &&
          conv_detail::gemm_fits(p.filters_per_group(), p.N * p.output_spatial(), p.groups);
 }
 __host__ inline bool conv3d_dgrad_tiled_fits(const Conv3dParams& p) {
-  return conv_detail::reduction_fits(p.filters_per_group(), p.taps()) &&
+  return conv_detail::spatial_fits(p) && conv_detail::reduction_fits(p.filters_per_group(), p.taps()) &&
          conv_detail::gemm_fits(p.channels_per_group(), p.N * p.input_spatial(), p.groups);
 }
 __host__ inline bool conv3d_wgrad_tiled_fits(const Conv3dParams& p, int64_t depth_per_split) {
-  return conv_detail::reduction_fits(p.N, p.output_spatial()) &&
+  return conv_detail::spatial_fits(p) && conv_detail::reduction_fits(p.N, p.output_spatial()) &&
          conv_detail::gemm_fits(p.filters_per_group(), p.channels_per_group() * p.taps(),
                                 p.groups * conv_detail::wgrad_splits(p, depth_per_split).splits);
 }
@@ -584,6 +594,8 @@ __host__ inline bool conv3d_wgrad_tiled_fits(const Conv3dParams& p) {
 
 // `tile` 0 picks the tile by the grid's size (conv_detail::fprop_dgrad_tile); tests name one.
 __host__ inline ConvLaunch conv3d_fprop_launch(const Conv3dParams& p, int tile = 0) {
+  MED3D_CHECK(conv_detail::spatial_fits(p), "conv3d_fprop: ", p.input_spatial(), " input and ",
+              p.output_spatial(), " output voxels per channel exceed the tiled kernel's 32-bit offsets");
   MED3D_CHECK(conv_detail::reduction_fits(p.channels_per_group(), p.taps()), "conv3d_fprop: ",
               p.channels_per_group(), " channels per group times ", p.taps(),
               " taps exceed the tiled kernel's 30-bit reduction index; use more groups");
@@ -593,6 +605,8 @@ __host__ inline ConvLaunch conv3d_fprop_launch(const Conv3dParams& p, int tile =
 }
 
 __host__ inline ConvLaunch conv3d_dgrad_launch(const Conv3dParams& p, int tile = 0) {
+  MED3D_CHECK(conv_detail::spatial_fits(p), "conv3d_dgrad: ", p.input_spatial(), " input and ",
+              p.output_spatial(), " output voxels per channel exceed the tiled kernel's 32-bit offsets");
   MED3D_CHECK(conv_detail::reduction_fits(p.filters_per_group(), p.taps()), "conv3d_dgrad: ",
               p.filters_per_group(), " filters per group times ", p.taps(),
               " taps exceed the tiled kernel's 30-bit reduction index; use more groups");
@@ -611,7 +625,7 @@ __host__ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b;
 __host__ inline bool conv3d_dgrad_phase_tiled_fits(const Conv3dParams& p) {
   const int64_t phases = p.stride[0] * p.stride[1] * p.stride[2];
   const int64_t cols = p.N * ceil_div(p.D, p.stride[0]) * ceil_div(p.H, p.stride[1]) * ceil_div(p.W, p.stride[2]);
-  return conv_detail::reduction_fits(p.filters_per_group(), p.taps()) &&
+  return conv_detail::spatial_fits(p) && conv_detail::reduction_fits(p.filters_per_group(), p.taps()) &&
          conv_detail::gemm_fits(p.channels_per_group(), cols, p.groups * phases);
 }
 // `tile` 0 picks the tile by the grid's size; tests name one.
@@ -630,6 +644,8 @@ __host__ inline ConvLaunch conv3d_dgrad_phase_launch(const Conv3dParams& p, int 
 // Splits the (long) wgrad reduction into chunks of about `depth_per_split` indices so that small
 // filters still occupy the GPU; the workspace then holds one dw per split.
 __host__ inline ConvLaunch conv3d_wgrad_launch(const Conv3dParams& p, int64_t depth_per_split) {
+  MED3D_CHECK(conv_detail::spatial_fits(p), "conv3d_wgrad: ", p.input_spatial(), " input and ",
+              p.output_spatial(), " output voxels per channel exceed the tiled kernel's 32-bit offsets");
   MED3D_CHECK(conv_detail::reduction_fits(p.N, p.output_spatial()), "conv3d_wgrad: ", p.N,
               " samples times ", p.output_spatial(),
               " output voxels exceed the tiled kernel's 30-bit reduction index; split the batch");
