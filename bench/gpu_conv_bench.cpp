@@ -125,7 +125,8 @@ int run_gpu_conv(const CommonOptions& options) {
     if (!selected(options, layer.name)) continue;
     const Conv3dParams p = conv_params(layer);
     DeviceFloats x(p.N * p.C * p.input_spatial()), w(p.K * p.channels_per_group() * p.taps()),
-        y(p.N * p.K * p.output_spatial()), workspace(kernels::cuda::conv3d_wgrad_workspace_elements(p));
+        y(p.N * p.K * p.output_spatial()), workspace(kernels::cuda::conv3d_wgrad_workspace_elements(p)),
+        dgrad_workspace(kernels::cuda::conv3d_dgrad_workspace_elements(p));
     // cuDNN writes its own copies of each pass's output, so the two can be compared.
     DeviceFloats x_ref(x.count), w_ref(w.count), y_ref(y.count);
     const double nominal = conv_flops_nominal(layer), effective = conv_flops_effective(layer);
@@ -134,7 +135,9 @@ int run_gpu_conv(const CommonOptions& options) {
       auto ours = [&] {
         namespace k = kernels::cuda;
         if (kp == Pass::fprop) k::conv3d_fprop(stream, p, x.data, w.data, nullptr, y.data);
-        else if (kp == Pass::dgrad) k::conv3d_dgrad(stream, p, y.data, w.data, x.data);
+        else if (kp == Pass::dgrad)
+          k::conv3d_dgrad(stream, p, y.data, w.data, x.data,
+                          dgrad_workspace.count > 0 ? dgrad_workspace.data : nullptr);
         else k::conv3d_wgrad(stream, p, x.data, y.data, w.data, workspace.count > 0 ? workspace.data : nullptr);
       };
       const Timing t = time_gpu(ours, stream, flush, flush_bytes, options.warmup, options.runs);

@@ -26,14 +26,18 @@ inline Tensor cuda_conv_fprop(const kernels::Conv3dParams& p, const Tensor& x, c
   return y;
 }
 
-// The input gradient of the forward conv p.
+// The input gradient of the forward conv p, with its split-K workspace from the Context.
 inline Tensor cuda_conv_dgrad(const kernels::Conv3dParams& p, const Tensor& dy, const Tensor& w,
                               const Shape& shape) {
   Tensor dx;
   if constexpr (kWithCuda) {
     dx = empty_like(dy, shape, dy.dtype());
+    const int64_t workspace_elements = kernels::cuda::conv3d_dgrad_workspace_elements(p);
+    Tensor workspace;
+    if (workspace_elements > 0) workspace = empty_like(dy, {workspace_elements}, dy.dtype());
     kernels::cuda::conv3d_dgrad(cuda_stream(dy), p, device_data<float>(dy), device_data<float>(w),
-                                device_data<float>(dx));
+                                device_data<float>(dx),
+                                workspace.defined() ? device_data<float>(workspace) : nullptr);
   }
   return dx;
 }

@@ -2,9 +2,11 @@
 // (see med3d/kernels/conv_params.h), f32, all tensors contiguous:
 //   x [N, C, D, H, W], w [K, C/groups, T, R, S], y [N, K, Z, P, Q], bias [K].
 //   conv3d_fprop_tiled  overwrites y = conv(x, w) + bias (bias may be null)
-//   conv3d_dgrad_tiled  overwrites dx [N, C, D, H, W]
+//   conv3d_dgrad_tiled  overwrites dx [N, C, D, H, W], or with split-K its slice of a workspace
+//   conv3d_dgrad_phase_tiled  the same for strided convs, one stride phase at a time
 //   conv3d_wgrad_tiled  overwrites dw [K, C/groups, T, R, S], or with split-K its slice of a
-//                       workspace that conv3d_wgrad_reduce_splits sums into dw
+//                       workspace
+//   conv3d_sum_splits   overwrites dx or dw with the sum of the split-K slices, in split order
 //   conv3d_bias_grad    overwrites db [K] (sums over N and Z*P*Q, in double)
 // Each pass is one GEMM per group whose operands are gathered on the fly (no vol2col buffer):
 //   fprop: y[k, (n,z,p,q)]   = sum over (c,t,r,s)  w[k, (c,t,r,s)] * x(n, c, input tap)
@@ -426,33 +428,52 @@ __global__ void __launch_bounds__(conv_threads(kTile))
                                          0, pb.depth());
 }
 
-// grid (column tiles, row tiles, groups), block conv_threads(kTile).
+namespace conv_detail {
+// The reduction indices of split `split` when a reduction of `depth` is cut into `splits` chunks
+// of `split_depth` (the last one shorter).
+struct KRange {
+  int64_t begin, end;
+};
+__device__ inline KRange split_range(int64_t split, int64_t splits, int64_t split_depth, int64_t depth) {
+  if (splits == 1) return {0, depth};
+  const int64_t begin = split * split_depth;
+  return {begin, begin + split_depth < depth ? begin + split_depth : depth};
+}
+}  // namespace conv_detail
+
+// grid (column tiles, row tiles, groups * splits), block conv_threads(kTile). Split s sums the
+// reduction indices [s * split_depth, (s + 1) * split_depth) into out + s * (dx elements).
 template <int kTile>
 __global__ void __launch_bounds__(conv_threads(kTile))
     conv3d_dgrad_tiled(Conv3dParams p, const float* __restrict__ dy, const float* __restrict__ w,
-                       float* __restrict__ dx) {
-  const conv_detail::DgradProblem pb{p, dy, w, dx, static_cast<int64_t>(blockIdx.z)};
+                       float* __restrict__ out, int64_t splits, int64_t split_depth) {
+  const int64_t g = blockIdx.z % p.groups, split = blockIdx.z / p.groups;
+  const conv_detail::DgradProblem pb{p, dy, w, out + split * p.N * p.C * p.input_spatial(), g};
+  const conv_detail::KRange k = conv_detail::split_range(split, splits, split_depth, pb.depth());
   conv_detail::implicit_gemm_tile<kTile>(pb, int64_t(blockIdx.y) * kTile, int64_t(blockIdx.x) * kTile,
-                                         0, pb.depth());
+                                         k.begin, k.end);
 }
 
-// grid (column tiles of the largest phase, row tiles, groups * phases), block conv_threads(kTile).
-// Phases hold slightly different voxel counts: blocks past their phase's columns leave at once.
+// grid (column tiles of the largest phase, row tiles, phases * groups * splits), block
+// conv_threads(kTile); splits as conv3d_dgrad_tiled. Phases hold slightly different voxel
+// counts: blocks past their phase's columns leave at once.
 template <int kTile>
 __global__ void __launch_bounds__(conv_threads(kTile))
     conv3d_dgrad_phase_tiled(Conv3dParams p, const float* __restrict__ dy, const float* __restrict__ w,
-                             float* __restrict__ dx) {
+                             float* __restrict__ out, int64_t splits, int64_t split_depth) {
   using conv_detail::DgradPhaseProblem;
   const int sy = static_cast<int>(p.stride[1]), sx = static_cast<int>(p.stride[2]);
   const int phases = static_cast<int>(p.stride[0]) * sy * sx;
-  const int phase = static_cast<int>(blockIdx.z) % phases;
-  DgradPhaseProblem pb{p, dy, w, dx, static_cast<int64_t>(blockIdx.z) / phases, {}, {}, {}};
+  const int phase = static_cast<int>(blockIdx.z % phases);
+  const int64_t g = blockIdx.z / phases % p.groups, split = blockIdx.z / phases / p.groups;
+  DgradPhaseProblem pb{p, dy, w, out + split * p.N * p.C * p.input_spatial(), g, {}, {}, {}};
   pb.az = DgradPhaseProblem::axis(phase / (sy * sx), p.stride[0], p.pad[0], p.D, p.T);
   pb.ay = DgradPhaseProblem::axis(phase / sx % sy, p.stride[1], p.pad[1], p.H, p.R);
   pb.ax = DgradPhaseProblem::axis(phase % sx, p.stride[2], p.pad[2], p.W, p.S);
   const int64_t j0 = int64_t(blockIdx.x) * kTile;
   if (j0 >= pb.cols()) return;  // the whole block: no barrier is left waiting
-  conv_detail::implicit_gemm_tile<kTile>(pb, int64_t(blockIdx.y) * kTile, j0, 0, pb.depth());
+  const conv_detail::KRange k = conv_detail::split_range(split, splits, split_depth, pb.depth());
+  conv_detail::implicit_gemm_tile<kTile>(pb, int64_t(blockIdx.y) * kTile, j0, k.begin, k.end);
 }
 
 // grid (column tiles, row tiles, groups * splits), block conv_threads(64). Split s sums the
@@ -463,16 +484,14 @@ __global__ void __launch_bounds__(conv_threads(64))
   const int64_t g = blockIdx.z % p.groups, split = blockIdx.z / p.groups;
   const int64_t dw_elements = p.K * p.channels_per_group() * p.taps();
   const conv_detail::WgradProblem pb{p, x, dy, out + split * dw_elements, g};
-  const int64_t k_begin = split * split_depth;
-  const int64_t k_end = splits == 1 || k_begin + split_depth > pb.depth() ? pb.depth()
-                                                                          : k_begin + split_depth;
+  const conv_detail::KRange k = conv_detail::split_range(split, splits, split_depth, pb.depth());
   conv_detail::implicit_gemm_tile<64>(pb, int64_t(blockIdx.y) * 64, int64_t(blockIdx.x) * 64,
-                                      k_begin, k_end);
+                                      k.begin, k.end);
 }
 
-// dw[i] = sum over s of partial[s * elements + i], in order of s. 1D grid-stride.
-__global__ void conv3d_wgrad_reduce_splits(const float* __restrict__ partial, int64_t splits,
-                                           int64_t elements, float* __restrict__ dw) {
+// out[i] = sum over s of partial[s * elements + i], in order of s. 1D grid-stride.
+__global__ void conv3d_sum_splits(const float* __restrict__ partial, int64_t splits,
+                                  int64_t elements, float* __restrict__ dw) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < elements;
        i += int64_t(blockDim.x) * gridDim.x) {
     float sum = 0.0f;
@@ -530,20 +549,33 @@ __host__ inline int fprop_dgrad_tile(int64_t rows, int64_t cols, int64_t z) {
   return few && gemm_fits(rows, cols, z, 32) ? 32 : 64;
 }
 
-// Number of split-K chunks of wgrad's reduction (N * output voxels) and the indices per chunk:
-// about `depth_per_split` each, whole kTileK slices, at most 64 chunks. One chunk when the
-// reduction is empty (N = 0).
-struct WgradSplits {
+// Number of split-K chunks of a reduction of `depth` indices and the indices per chunk: about
+// `depth_per_split` each, whole kTileK slices, at most 64 chunks. One chunk when the reduction
+// is empty.
+struct Splits {
   int64_t splits = 1, per = 0;
 };
-__host__ inline WgradSplits wgrad_splits(const Conv3dParams& p, int64_t depth_per_split) {
-  const int64_t depth = p.N * p.output_spatial();
+__host__ inline Splits reduction_splits(int64_t depth, int64_t depth_per_split) {
   if (depth <= 0) return {};
   int64_t splits = (depth + depth_per_split - 1) / depth_per_split;
   splits = splits < 1 ? 1 : splits > 64 ? 64 : splits;
   // Whole kTileK slices per split; rounding can leave fewer splits than asked.
   const int64_t per = ((depth + splits - 1) / splits + kTileK - 1) / kTileK * kTileK;
   return {(depth + per - 1) / per, per};
+}
+// wgrad's reduction runs over N * output voxels.
+__host__ inline Splits wgrad_splits(const Conv3dParams& p, int64_t depth_per_split) {
+  return reduction_splits(p.N * p.output_spatial(), depth_per_split);
+}
+
+// dgrad splits its reduction (filters x taps, or x the phase's taps) only when even 32-tiles
+// leave fewer than kFillBlocks blocks: into enough chunks of at least 256 indices to reach it.
+// `depth` is the longest reduction (phases: the one with the most taps).
+__host__ inline Splits dgrad_splits(int64_t blocks, int64_t depth) {
+  if (blocks >= kFillBlocks || depth <= 0) return {1, depth};
+  const int64_t wanted = (kFillBlocks + blocks - 1) / blocks;
+  const int64_t per = (depth + wanted - 1) / wanted;
+  return reduction_splits(depth, per < 256 ? 256 : per);
 }
 
 // The default split depth: enough splits that the 64-tiles times splits reach kFillBlocks,
@@ -604,15 +636,35 @@ __host__ inline ConvLaunch conv3d_fprop_launch(const Conv3dParams& p, int tile =
                                   tile ? tile : conv_detail::fprop_dgrad_tile(rows, cols, p.groups));
 }
 
-__host__ inline ConvLaunch conv3d_dgrad_launch(const Conv3dParams& p, int tile = 0) {
+namespace conv_detail {
+// dgrad's geometry: the tile (0: by the grid's size), then split-K over `depth` (the longest
+// reduction) when the grid is still small (depth_per_split 0: dgrad_splits decides; tests name
+// one). The workspace holds one dx per split.
+__host__ inline ConvLaunch dgrad_launch(const Conv3dParams& p, int64_t rows, int64_t cols, int64_t z,
+                                        int64_t depth, int tile, int64_t depth_per_split) {
+  if (tile == 0) tile = fprop_dgrad_tile(rows, cols, z);
+  const Splits split = depth_per_split > 0 ? reduction_splits(depth, depth_per_split)
+                                           : dgrad_splits(tiles(rows, tile) * tiles(cols, tile) * z, depth);
+  ConvLaunch l = gemm_launch("conv3d_dgrad", rows, cols, z * split.splits, tile);
+  l.splits = split.splits;
+  l.split_depth = split.per;
+  l.workspace_elements = split.splits > 1 ? split.splits * p.N * p.C * p.input_spatial() : 0;
+  return l;
+}
+}  // namespace conv_detail
+
+// `tile` 0 picks the tile by the grid's size; `depth_per_split` 0 picks the split-K (tests name
+// them).
+__host__ inline ConvLaunch conv3d_dgrad_launch(const Conv3dParams& p, int tile = 0,
+                                               int64_t depth_per_split = 0) {
   MED3D_CHECK(conv_detail::spatial_fits(p), "conv3d_dgrad: ", p.input_spatial(), " input and ",
               p.output_spatial(), " output voxels per channel exceed the tiled kernel's 32-bit offsets");
   MED3D_CHECK(conv_detail::reduction_fits(p.filters_per_group(), p.taps()), "conv3d_dgrad: ",
               p.filters_per_group(), " filters per group times ", p.taps(),
               " taps exceed the tiled kernel's 30-bit reduction index; use more groups");
   const int64_t rows = p.channels_per_group(), cols = p.N * p.input_spatial();
-  return conv_detail::gemm_launch("conv3d_dgrad", rows, cols, p.groups,
-                                  tile ? tile : conv_detail::fprop_dgrad_tile(rows, cols, p.groups));
+  return conv_detail::dgrad_launch(p, rows, cols, p.groups, p.filters_per_group() * p.taps(), tile,
+                                   depth_per_split);
 }
 
 // The strided dgrad by stride phases: when some stride exceeds 1 and every dilation is 1.
@@ -628,17 +680,19 @@ __host__ inline bool conv3d_dgrad_phase_tiled_fits(const Conv3dParams& p) {
   return conv_detail::spatial_fits(p) && conv_detail::reduction_fits(p.filters_per_group(), p.taps()) &&
          conv_detail::gemm_fits(p.channels_per_group(), cols, p.groups * phases);
 }
-// `tile` 0 picks the tile by the grid's size; tests name one.
-__host__ inline ConvLaunch conv3d_dgrad_phase_launch(const Conv3dParams& p, int tile = 0) {
+// As conv3d_dgrad_launch; the grid's z is phases * groups * splits.
+__host__ inline ConvLaunch conv3d_dgrad_phase_launch(const Conv3dParams& p, int tile = 0,
+                                                     int64_t depth_per_split = 0) {
   MED3D_CHECK(conv3d_dgrad_phase_tiled_fits(p), "conv3d_dgrad (by stride phase): the GEMM of ",
               p.channels_per_group(), " channels x ", p.N * p.input_spatial(),
               " voxels exceeds the tiled kernel's limits; split the batch");
   const int64_t phases = p.stride[0] * p.stride[1] * p.stride[2];
   const int64_t rows = p.channels_per_group(),
                 cols = p.N * ceil_div(p.D, p.stride[0]) * ceil_div(p.H, p.stride[1]) * ceil_div(p.W, p.stride[2]);
-  const int64_t z = p.groups * phases;
-  return conv_detail::gemm_launch("conv3d_dgrad", rows, cols, z,
-                                  tile ? tile : conv_detail::fprop_dgrad_tile(rows, cols, z));
+  // The phase with the most taps (phase 0): ceil(kernel / stride) per axis.
+  const int64_t depth = p.filters_per_group() * ceil_div(p.T, p.stride[0]) * ceil_div(p.R, p.stride[1]) *
+                        ceil_div(p.S, p.stride[2]);
+  return conv_detail::dgrad_launch(p, rows, cols, p.groups * phases, depth, tile, depth_per_split);
 }
 
 // Splits the (long) wgrad reduction into chunks of about `depth_per_split` indices so that small
@@ -649,7 +703,7 @@ __host__ inline ConvLaunch conv3d_wgrad_launch(const Conv3dParams& p, int64_t de
   MED3D_CHECK(conv_detail::reduction_fits(p.N, p.output_spatial()), "conv3d_wgrad: ", p.N,
               " samples times ", p.output_spatial(),
               " output voxels exceed the tiled kernel's 30-bit reduction index; split the batch");
-  const conv_detail::WgradSplits split = conv_detail::wgrad_splits(p, depth_per_split);
+  const conv_detail::Splits split = conv_detail::wgrad_splits(p, depth_per_split);
   const int64_t splits = split.splits, per = split.per;
   ConvLaunch l = conv_detail::gemm_launch("conv3d_wgrad", p.filters_per_group(),
                                           p.channels_per_group() * p.taps(), p.groups * splits, 64);

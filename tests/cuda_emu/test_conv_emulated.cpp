@@ -161,19 +161,27 @@ Vec tiled_fprop(const Conv3dParams& p, const Tensors& t, int tile = 0) {
                    l.block, l.shared_bytes, p, t.x.data(), t.w.data(), t.bias.data(), y.data());
   return y;
 }
-Vec tiled_dgrad(const Conv3dParams& p, const Tensors& t, int tile = 0) {
-  Vec dx(t.x.size(), NAN);
-  const kc::ConvLaunch l = kc::conv3d_dgrad_launch(p, tile);
-  cuda_emu::launch(l.tile == 32 ? kc::conv3d_dgrad_tiled<32> : kc::conv3d_dgrad_tiled<64>, l.grid,
-                   l.block, l.shared_bytes, p, t.dy.data(), t.w.data(), dx.data());
+// A dgrad launch with its split-K workspace and the sum of the splits (as conv3d.cu does).
+template <class Kernel>
+Vec run_dgrad(const Conv3dParams& p, const Tensors& t, const kc::ConvLaunch& l, Kernel kernel) {
+  Vec dx(t.x.size(), NAN), workspace(static_cast<size_t>(l.workspace_elements), NAN);
+  float* out = l.splits > 1 ? workspace.data() : dx.data();
+  cuda_emu::launch(kernel, l.grid, l.block, l.shared_bytes, p, t.dy.data(), t.w.data(), out, l.splits,
+                   l.split_depth);
+  if (l.splits > 1)
+    cuda_emu::launch(kc::conv3d_sum_splits, dim3(4), dim3(128), 0, workspace.data(), l.splits,
+                     static_cast<int64_t>(dx.size()), dx.data());
   return dx;
 }
-Vec tiled_dgrad_phase(const Conv3dParams& p, const Tensors& t, int tile = 0) {
-  Vec dx(t.x.size(), NAN);
-  const kc::ConvLaunch l = kc::conv3d_dgrad_phase_launch(p, tile);
-  cuda_emu::launch(l.tile == 32 ? kc::conv3d_dgrad_phase_tiled<32> : kc::conv3d_dgrad_phase_tiled<64>,
-                   l.grid, l.block, l.shared_bytes, p, t.dy.data(), t.w.data(), dx.data());
-  return dx;
+// depth_per_split 0: the launcher's own split-K choice.
+Vec tiled_dgrad(const Conv3dParams& p, const Tensors& t, int tile = 0, int64_t depth_per_split = 0) {
+  const kc::ConvLaunch l = kc::conv3d_dgrad_launch(p, tile, depth_per_split);
+  return run_dgrad(p, t, l, l.tile == 32 ? kc::conv3d_dgrad_tiled<32> : kc::conv3d_dgrad_tiled<64>);
+}
+Vec tiled_dgrad_phase(const Conv3dParams& p, const Tensors& t, int tile = 0, int64_t depth_per_split = 0) {
+  const kc::ConvLaunch l = kc::conv3d_dgrad_phase_launch(p, tile, depth_per_split);
+  return run_dgrad(p, t, l,
+                   l.tile == 32 ? kc::conv3d_dgrad_phase_tiled<32> : kc::conv3d_dgrad_phase_tiled<64>);
 }
 Vec tiled_wgrad(const Conv3dParams& p, const Tensors& t, int64_t depth_per_split) {
   Vec dw(t.w.size(), NAN);
@@ -183,7 +191,7 @@ Vec tiled_wgrad(const Conv3dParams& p, const Tensors& t, int64_t depth_per_split
   cuda_emu::launch(kc::conv3d_wgrad_tiled, l.grid, l.block, l.shared_bytes, p, t.x.data(),
                    t.dy.data(), out, l.splits, l.split_depth);
   if (l.splits > 1)
-    cuda_emu::launch(kc::conv3d_wgrad_reduce_splits, dim3(4), dim3(128), 0, workspace.data(),
+    cuda_emu::launch(kc::conv3d_sum_splits, dim3(4), dim3(128), 0, workspace.data(),
                      l.splits, static_cast<int64_t>(dw.size()), dw.data());
   return dw;
 }
@@ -230,6 +238,20 @@ TEST_CASE("emulated tiled conv3d_dgrad matches the CPU kernel in both thread ord
         const Tensors t = tensors(c.p);
         check_close(tiled_dgrad(c.p, t, tile), cpu_dgrad(c.p, t));
       }
+}
+
+TEST_CASE("emulated tiled conv3d_dgrad with split-K matches the CPU kernel", "[emu]") {
+  for (const Case& c : cases()) {
+    INFO(c.name);
+    const Tensors t = tensors(c.p);
+    // About 3 splits, the last one shorter: the workspace and the sum kernel are used.
+    const int64_t depth = c.p.filters_per_group() * c.p.taps();
+    if (depth <= 2 * 8) continue;
+    REQUIRE(kc::conv3d_dgrad_launch(c.p, 32, depth / 3 + 1).splits > 1);
+    for (int tile : {32, 64}) check_close(tiled_dgrad(c.p, t, tile, depth / 3 + 1), cpu_dgrad(c.p, t));
+    // By stride phase: phases with fewer taps than the longest leave later splits empty.
+    if (kc::conv3d_dgrad_by_phase(c.p)) check_close(tiled_dgrad_phase(c.p, t, 32, 8), cpu_dgrad(c.p, t));
+  }
 }
 
 TEST_CASE("emulated strided conv3d_dgrad by stride phase matches the CPU kernel", "[emu]") {
@@ -341,6 +363,11 @@ TEST_CASE("conv3d tiled launch geometry covers the GEMM", "[emu]") {
   const kc::ConvLaunch d = kc::conv3d_dgrad_launch(p);
   CHECK(d.grid.x == (2 * 729 + 31) / 32);
   CHECK(d.grid.y == 1);
+  // 92 blocks want ceil(512 / 92) = 6 splits of the 65 * 27 = 1755 reduction indices (296 each).
+  CHECK(d.splits == 6);
+  CHECK(d.split_depth == 296);
+  CHECK(d.grid.z == 12);
+  CHECK(d.workspace_elements == 6 * 2 * 6 * 729);
   // A grid of 64-tiles that fills the GPU keeps them: 64 filters x 2 * 32^3 output voxels.
   const Conv3dParams big =
       k::conv3d_params("big", {2, 64, 32, 32, 32}, {64, 64, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1);

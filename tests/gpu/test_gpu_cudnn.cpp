@@ -37,6 +37,8 @@ TEST_CASE("gpu: every conv pass of the Med3D layer table matches cuDNN", "[gpu][
     const Tensor y = device_pattern(context, p.N * p.K * p.output_spatial(), 1.3f);
     const Tensor workspace =
         context.zeros({std::max<int64_t>(kernels::cuda::conv3d_wgrad_workspace_elements(p), 1)}).to(Device::cuda(0));
+    const Tensor dgrad_workspace =
+        context.zeros({std::max<int64_t>(kernels::cuda::conv3d_dgrad_workspace_elements(p), 1)}).to(Device::cuda(0));
     for (Pass pass : {Pass::fprop, Pass::dgrad, Pass::wgrad}) {
       INFO(layer.name << " " << pass_name(pass, false));
       const Tensor ours = context.zeros({pass == Pass::fprop ? y.numel() : pass == Pass::dgrad ? x.numel() : w.numel()})
@@ -49,7 +51,8 @@ TEST_CASE("gpu: every conv pass of the Med3D layer table matches cuDNN", "[gpu][
         kernels::cuda::conv3d_fprop(stream, p, device_floats(x), device_floats(w), nullptr, device_floats(ours));
         b.y = device_floats(theirs);
       } else if (pass == Pass::dgrad) {
-        kernels::cuda::conv3d_dgrad(stream, p, device_floats(y), device_floats(w), device_floats(ours));
+        kernels::cuda::conv3d_dgrad(stream, p, device_floats(y), device_floats(w), device_floats(ours),
+                                    device_floats(dgrad_workspace));
         b.x = device_floats(theirs);
       } else {
         kernels::cuda::conv3d_wgrad(stream, p, device_floats(x), device_floats(y), device_floats(ours),

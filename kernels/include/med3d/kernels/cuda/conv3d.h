@@ -2,7 +2,8 @@
 // f32, contiguous device pointers, queued on `stream`:
 //   x [N, C, D, H, W], w [K, C/groups, T, R, S], y and dy [N, K, Z, P, Q], bias and db [K].
 //   conv3d_fprop      overwrites y  = conv(x, w) + bias (bias may be null; fused in the kernel)
-//   conv3d_dgrad      overwrites dx [N, C, D, H, W]
+//   conv3d_dgrad      overwrites dx [N, C, D, H, W]; `workspace` must hold
+//                     conv3d_dgrad_workspace_elements(p) floats (null when that is 0)
 //   conv3d_wgrad      overwrites dw [K, C/groups, T, R, S]; `workspace` must hold
 //                     conv3d_wgrad_workspace_elements(p) floats (null when that is 0)
 //   conv3d_bias_grad  overwrites db [K] (sum of dy over samples and voxels, in double)
@@ -22,7 +23,9 @@ namespace med3d::kernels::cuda {
 
 void conv3d_fprop(Stream stream, const Conv3dParams& p, const float* x, const float* w,
                   const float* bias, float* y);
-void conv3d_dgrad(Stream stream, const Conv3dParams& p, const float* dy, const float* w, float* dx);
+int64_t conv3d_dgrad_workspace_elements(const Conv3dParams& p);
+void conv3d_dgrad(Stream stream, const Conv3dParams& p, const float* dy, const float* w, float* dx,
+                  float* workspace);
 int64_t conv3d_wgrad_workspace_elements(const Conv3dParams& p);
 void conv3d_wgrad(Stream stream, const Conv3dParams& p, const float* x, const float* dy, float* dw,
                   float* workspace);
