@@ -17,9 +17,10 @@
 // accumulates 4 x 4 values. kTile is 64, or 32 when 64-tiles would leave a large GPU idle: then
 // four thread groups take the tile's slices in turn and add their sums in group order.
 // Reduction indices are walked as mixed-radix digits (tap, channel, voxel coordinates) stepped by
-// kTileK, so gathering an element costs no division. Taps outside the input (padding, dgrad's
-// stride holes) read zero. Every output element is written by one thread in a fixed summation
-// order, whatever the tile: results are deterministic.
+// kTileK, so gathering an element costs no division. Taps outside the input (padding) read zero;
+// strided dgrad goes by stride phase so that no stride hole is multiplied. Every output element is
+// summed in a fixed order (one thread, or fixed split-K chunks added in split order) that depends
+// on the shape only: results are deterministic and the same on every device.
 // Transposed convs reuse these kernels exactly as the CPU ones (forward = dgrad).
 // Sizes: linear indices that can exceed 2^31 (voxels times channels or batch) are int64.
 // Launch geometry comes from the conv3d_*_launch() helpers; this file launches nothing.
@@ -42,6 +43,9 @@ __host__ __device__ constexpr int conv_split(int tile) { return tile == 32 ? 4 :
 __host__ __device__ constexpr int conv_threads(int tile) {
   return tile / kThreadM * (tile / kThreadN) * conv_split(tile);
 }
+// Fewer blocks than this leave a large GPU (132 SMs, 2 blocks of 256 threads each at 128
+// registers) partly idle: fprop and dgrad then take 32-tiles, and dgrad and wgrad split their
+// reduction (split-K) until they reach it. Measured on an H200 against 1024 (bench/results).
 inline constexpr int64_t kFillBlocks = 512;
 
 namespace conv_detail {
