@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "gpu_compare.h"
+#include "med3d/kernels/conv_params.h"
+#include "med3d/kernels/cuda/conv3d.h"
 
 using namespace med3d;
 
@@ -97,8 +99,34 @@ TEST_CASE("gpu: conv3d stem and wide layers match the CPU", "[gpu][conv]") {
 }
 
 TEST_CASE("gpu: conv3d split-K wgrad matches the CPU", "[gpu][conv]") {
-  // N * Z * P * Q = 17600 > 16384 reduction indices per split: wgrad sums two split-K partials.
+  // One tile of dw: wgrad cuts its N * Z * P * Q = 17600 reduction indices into 63 split-K
+  // partials of 280 and sums them.
+  const kernels::Conv3dParams p =
+      kernels::conv3d_params("t", {2, 1, 20, 20, 22}, {2, 1, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1);
+  CHECK(kernels::cuda::conv3d_wgrad_workspace_elements(p) == 63 * 2);
   check_conv("split-K wgrad", {2, 1, 20, 20, 22}, {2, 1, 1, 1, 1}, Conv3dOptions::uniform(1));
+}
+
+TEST_CASE("gpu: conv3d split-K dgrad matches the CPU", "[gpu][conv]") {
+  // 16 channels of 4^3 voxels are two 32-tiles: dgrad cuts its 64 * 27 = 1728 reduction indices
+  // into 7 split-K partials (the strided case by stride phase).
+  const kernels::Conv3dParams p = kernels::conv3d_params("t", {1, 16, 4, 4, 4}, {64, 16, 3, 3, 3},
+                                                         {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1);
+  CHECK(kernels::cuda::conv3d_dgrad_workspace_elements(p) == 7 * 16 * 64);
+  check_conv("split-K dgrad", {1, 16, 4, 4, 4}, {64, 16, 3, 3, 3}, Conv3dOptions::uniform(1, 1));
+  check_conv("split-K dgrad, stride 2", {1, 16, 6, 5, 4}, {64, 16, 3, 3, 3}, Conv3dOptions::uniform(2, 1));
+}
+
+TEST_CASE("gpu: conv launchers refuse a missing split-K workspace", "[gpu][conv]") {
+  const kernels::Conv3dParams p = kernels::conv3d_params("t", {1, 16, 4, 4, 4}, {64, 16, 3, 3, 3},
+                                                         {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1);
+  // The launchers check before they launch: no device memory is touched.
+  CHECK_THROWS_WITH(kernels::cuda::conv3d_dgrad(nullptr, p, nullptr, nullptr, nullptr, nullptr),
+                    Catch::Contains("allocate conv3d_dgrad_workspace_elements(p)"));
+  const kernels::Conv3dParams q =
+      kernels::conv3d_params("t", {2, 1, 20, 20, 22}, {2, 1, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1);
+  CHECK_THROWS_WITH(kernels::cuda::conv3d_wgrad(nullptr, q, nullptr, nullptr, nullptr, nullptr),
+                    Catch::Contains("allocate conv3d_wgrad_workspace_elements(p)"));
 }
 
 TEST_CASE("gpu: conv3d direct fallback matches the CPU", "[gpu][conv]") {  // 65536 groups exceed the tiled kernels' grid (z <= 65535): the direct kernels run. No bias:
