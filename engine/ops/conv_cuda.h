@@ -13,6 +13,15 @@
 
 namespace med3d::detail {
 
+// A split-K workspace of `elements` floats on the device of `like` (undefined when 0), and the
+// pointer a launcher takes for it (null when undefined).
+inline Tensor cuda_workspace(const Tensor& like, int64_t elements) {
+  return elements > 0 ? empty_like(like, {elements}, like.dtype()) : Tensor();
+}
+inline float* workspace_data(const Tensor& workspace) {
+  return workspace.defined() ? device_data<float>(workspace) : nullptr;
+}
+
 // conv(x, w) + bias for the forward conv p (bias may be undefined).
 inline Tensor cuda_conv_fprop(const kernels::Conv3dParams& p, const Tensor& x, const Tensor& w,
                               const Tensor& bias, const Shape& shape) {
@@ -32,12 +41,9 @@ inline Tensor cuda_conv_dgrad(const kernels::Conv3dParams& p, const Tensor& dy, 
   Tensor dx;
   if constexpr (kWithCuda) {
     dx = empty_like(dy, shape, dy.dtype());
-    const int64_t workspace_elements = kernels::cuda::conv3d_dgrad_workspace_elements(p);
-    Tensor workspace;
-    if (workspace_elements > 0) workspace = empty_like(dy, {workspace_elements}, dy.dtype());
+    const Tensor workspace = cuda_workspace(dy, kernels::cuda::conv3d_dgrad_workspace_elements(p));
     kernels::cuda::conv3d_dgrad(cuda_stream(dy), p, device_data<float>(dy), device_data<float>(w),
-                                device_data<float>(dx),
-                                workspace.defined() ? device_data<float>(workspace) : nullptr);
+                                device_data<float>(dx), workspace_data(workspace));
   }
   return dx;
 }
@@ -48,12 +54,9 @@ inline Tensor cuda_conv_wgrad(const kernels::Conv3dParams& p, const Tensor& x, c
   Tensor dw;
   if constexpr (kWithCuda) {
     dw = empty_like(x, shape, x.dtype());
-    const int64_t workspace_elements = kernels::cuda::conv3d_wgrad_workspace_elements(p);
-    Tensor workspace;
-    if (workspace_elements > 0) workspace = empty_like(x, {workspace_elements}, x.dtype());
+    const Tensor workspace = cuda_workspace(x, kernels::cuda::conv3d_wgrad_workspace_elements(p));
     kernels::cuda::conv3d_wgrad(cuda_stream(x), p, device_data<float>(x), device_data<float>(dy),
-                                device_data<float>(dw),
-                                workspace.defined() ? device_data<float>(workspace) : nullptr);
+                                device_data<float>(dw), workspace_data(workspace));
   }
   return dw;
 }

@@ -80,15 +80,13 @@ __host__ __device__ inline Digits to_digits(int64_t i, int b0, int b1, int b2) {
   v.d3 = static_cast<int>(i / b2);
   return v;
 }
-// The radices and a fixed step (kTileK) in digits: each digit of the step is below its radix, so
-// one conditional subtraction per digit carries.
+// The radices and a fixed step in digits (set by implicit_gemm_tile: one round of slices): each
+// digit of the step is below its radix, so one conditional subtraction per digit carries.
 struct Radix {
   int b0, b1, b2;
   Digits step;
 };
-__host__ __device__ inline Radix make_radix(int b0, int b1, int b2) {
-  return {b0, b1, b2, to_digits(kTileK, b0, b1, b2)};
-}
+__host__ __device__ inline Radix make_radix(int b0, int b1, int b2) { return {b0, b1, b2, {}}; }
 __device__ __forceinline__ void advance(Digits& v, const Radix& r) {
   v.d0 += r.step.d0;
   const int c0 = v.d0 >= r.b0;
@@ -525,17 +523,17 @@ struct ConvLaunch {
   dim3 block;
   std::size_t shared_bytes = 0;
   int tile = 64;                      // fprop/dgrad: which conv3d_*_tiled<tile> to launch
-  int64_t splits = 1;                 // wgrad only
-  int64_t split_depth = 0;            // wgrad only: reduction indices per split
-  int64_t workspace_elements = 0;     // wgrad only: floats of the split-K workspace (0: none)
+  int64_t splits = 1;                 // dgrad and wgrad: split-K chunks
+  int64_t split_depth = 0;            // dgrad and wgrad: reduction indices per split
+  int64_t workspace_elements = 0;     // dgrad and wgrad: floats of the split-K workspace (0: none)
 };
 
 namespace conv_detail {
-__host__ inline int64_t tiles(int64_t extent, int tile) { return (extent + tile - 1) / tile; }
+__host__ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Whether a GEMM of rows x cols (z groups/splits) in tiles of `tile` fits CUDA's grid limits.
 __host__ inline bool gemm_fits(int64_t rows, int64_t cols, int64_t z, int tile = 64) {
-  return tiles(cols, tile) <= 0x7fffffff && tiles(rows, tile) <= 65535 && z <= 65535;
+  return ceil_div(cols, tile) <= 0x7fffffff && ceil_div(rows, tile) <= 65535 && z <= 65535;
 }
 
 // The tiled kernels walk reduction indices as 32-bit digits (and step them by kTileK).
@@ -549,7 +547,7 @@ __host__ inline bool spatial_fits(const Conv3dParams& p) {
 
 // 64-tiles, or 32-tiles when 64-tiles would give fewer than kFillBlocks blocks.
 __host__ inline int fprop_dgrad_tile(int64_t rows, int64_t cols, int64_t z) {
-  const bool few = tiles(rows, 64) * tiles(cols, 64) * z < kFillBlocks;
+  const bool few = ceil_div(rows, 64) * ceil_div(cols, 64) * z < kFillBlocks;
   return few && gemm_fits(rows, cols, z, 32) ? 32 : 64;
 }
 
@@ -572,26 +570,19 @@ __host__ inline Splits wgrad_splits(const Conv3dParams& p, int64_t depth_per_spl
   return reduction_splits(p.N * p.output_spatial(), depth_per_split);
 }
 
-// dgrad splits its reduction (filters x taps, or x the phase's taps) only when even 32-tiles
-// leave fewer than kFillBlocks blocks: into enough chunks of at least 256 indices to reach it.
-// `depth` is the longest reduction (phases: the one with the most taps).
-__host__ inline Splits dgrad_splits(int64_t blocks, int64_t depth) {
-  if (blocks >= kFillBlocks || depth <= 0) return {1, depth};
-  const int64_t wanted = (kFillBlocks + blocks - 1) / blocks;
-  const int64_t per = (depth + wanted - 1) / wanted;
-  return reduction_splits(depth, per < 256 ? 256 : per);
-}
-
-// The default split depth: enough splits that the 64-tiles times splits reach kFillBlocks,
-// each split at least 256 indices deep (shorter splits spend more on the workspace than they
-// gain). Depends on the shape only, so dw is the same on every device.
-__host__ inline int64_t wgrad_depth_per_split(const Conv3dParams& p) {
-  const int64_t depth = p.N * p.output_spatial();
-  const int64_t blocks = tiles(p.filters_per_group(), 64) *
-                         tiles(p.channels_per_group() * p.taps(), 64) * p.groups;
-  const int64_t wanted = blocks > 0 ? (kFillBlocks + blocks - 1) / blocks : 1;
-  const int64_t per = (depth + wanted - 1) / wanted;
+// The split depth that brings a grid of `blocks` up to kFillBlocks blocks with split-K over a
+// reduction of `depth` indices (one split when the grid is already large), each split at least
+// 256 indices deep (shorter splits spend more on the workspace than they gain). Depends on the
+// shape only, so results are the same on every device.
+__host__ inline int64_t fill_depth_per_split(int64_t blocks, int64_t depth) {
+  const int64_t per = ceil_div(depth, blocks > 0 ? ceil_div(kFillBlocks, blocks) : 1);
   return per < 256 ? 256 : per;
+}
+// wgrad always runs 64-tiles.
+__host__ inline int64_t wgrad_depth_per_split(const Conv3dParams& p) {
+  const int64_t blocks = ceil_div(p.filters_per_group(), 64) *
+                         ceil_div(p.channels_per_group() * p.taps(), 64) * p.groups;
+  return fill_depth_per_split(blocks, p.N * p.output_spatial());
 }
 
 __host__ inline ConvLaunch gemm_launch(const char* op, int64_t rows, int64_t cols, int64_t z,
@@ -601,7 +592,7 @@ __host__ inline ConvLaunch gemm_launch(const char* op, int64_t rows, int64_t col
               ": the GEMM of ", rows, " x ", cols, " (", z,
               " groups/splits) exceeds CUDA's grid limits; split the batch");
   ConvLaunch l;
-  l.grid = dim3(static_cast<unsigned>(tiles(cols, tile)), static_cast<unsigned>(tiles(rows, tile)),
+  l.grid = dim3(static_cast<unsigned>(ceil_div(cols, tile)), static_cast<unsigned>(ceil_div(rows, tile)),
                 static_cast<unsigned>(z));
   l.block = dim3(static_cast<unsigned>(conv_threads(tile)));
   l.tile = tile;
@@ -642,13 +633,15 @@ __host__ inline ConvLaunch conv3d_fprop_launch(const Conv3dParams& p, int tile =
 
 namespace conv_detail {
 // dgrad's geometry: the tile (0: by the grid's size), then split-K over `depth` (the longest
-// reduction) when the grid is still small (depth_per_split 0: dgrad_splits decides; tests name
-// one). The workspace holds one dx per split.
+// reduction: phases take the one with the most taps) when even that tile leaves the grid small
+// (depth_per_split 0: fill_depth_per_split decides; tests name one). The workspace holds one dx
+// per split.
 __host__ inline ConvLaunch dgrad_launch(const Conv3dParams& p, int64_t rows, int64_t cols, int64_t z,
                                         int64_t depth, int tile, int64_t depth_per_split) {
   if (tile == 0) tile = fprop_dgrad_tile(rows, cols, z);
-  const Splits split = depth_per_split > 0 ? reduction_splits(depth, depth_per_split)
-                                           : dgrad_splits(tiles(rows, tile) * tiles(cols, tile) * z, depth);
+  if (depth_per_split == 0)
+    depth_per_split = fill_depth_per_split(ceil_div(rows, tile) * ceil_div(cols, tile) * z, depth);
+  const Splits split = reduction_splits(depth, depth_per_split);
   ConvLaunch l = gemm_launch("conv3d_dgrad", rows, cols, z * split.splits, tile);
   l.splits = split.splits;
   l.split_depth = split.per;
@@ -677,12 +670,24 @@ __host__ inline bool conv3d_dgrad_by_phase(const Conv3dParams& p) {
   const bool dilated = p.dilation[0] > 1 || p.dilation[1] > 1 || p.dilation[2] > 1;
   return strided && !dilated;
 }
-__host__ inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+namespace conv_detail {
+// The GEMM of dgrad by stride phase, sized by its largest phase: columns (voxels of phase 0),
+// z = phases * groups, and the longest reduction (phase 0's ceil(kernel / stride) taps per axis).
+struct PhaseGemm {
+  int64_t rows, cols, z, depth;
+};
+__host__ inline PhaseGemm phase_gemm(const Conv3dParams& p) {
+  return {p.channels_per_group(),
+          p.N * ceil_div(p.D, p.stride[0]) * ceil_div(p.H, p.stride[1]) * ceil_div(p.W, p.stride[2]),
+          p.groups * p.stride[0] * p.stride[1] * p.stride[2],
+          p.filters_per_group() * ceil_div(p.T, p.stride[0]) * ceil_div(p.R, p.stride[1]) *
+              ceil_div(p.S, p.stride[2])};
+}
+}  // namespace conv_detail
 __host__ inline bool conv3d_dgrad_phase_tiled_fits(const Conv3dParams& p) {
-  const int64_t phases = p.stride[0] * p.stride[1] * p.stride[2];
-  const int64_t cols = p.N * ceil_div(p.D, p.stride[0]) * ceil_div(p.H, p.stride[1]) * ceil_div(p.W, p.stride[2]);
+  const conv_detail::PhaseGemm m = conv_detail::phase_gemm(p);
   return conv_detail::spatial_fits(p) && conv_detail::reduction_fits(p.filters_per_group(), p.taps()) &&
-         conv_detail::gemm_fits(p.channels_per_group(), cols, p.groups * phases);
+         conv_detail::gemm_fits(m.rows, m.cols, m.z);
 }
 // As conv3d_dgrad_launch; the grid's z is phases * groups * splits.
 __host__ inline ConvLaunch conv3d_dgrad_phase_launch(const Conv3dParams& p, int tile = 0,
@@ -690,13 +695,8 @@ __host__ inline ConvLaunch conv3d_dgrad_phase_launch(const Conv3dParams& p, int 
   MED3D_CHECK(conv3d_dgrad_phase_tiled_fits(p), "conv3d_dgrad (by stride phase): the GEMM of ",
               p.channels_per_group(), " channels x ", p.N * p.input_spatial(),
               " voxels exceeds the tiled kernel's limits; split the batch");
-  const int64_t phases = p.stride[0] * p.stride[1] * p.stride[2];
-  const int64_t rows = p.channels_per_group(),
-                cols = p.N * ceil_div(p.D, p.stride[0]) * ceil_div(p.H, p.stride[1]) * ceil_div(p.W, p.stride[2]);
-  // The phase with the most taps (phase 0): ceil(kernel / stride) per axis.
-  const int64_t depth = p.filters_per_group() * ceil_div(p.T, p.stride[0]) * ceil_div(p.R, p.stride[1]) *
-                        ceil_div(p.S, p.stride[2]);
-  return conv_detail::dgrad_launch(p, rows, cols, p.groups * phases, depth, tile, depth_per_split);
+  const conv_detail::PhaseGemm m = conv_detail::phase_gemm(p);
+  return conv_detail::dgrad_launch(p, m.rows, m.cols, m.z, m.depth, tile, depth_per_split);
 }
 
 // Splits the (long) wgrad reduction into chunks of about `depth_per_split` indices so that small

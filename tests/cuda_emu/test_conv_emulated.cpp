@@ -216,28 +216,31 @@ Vec direct_wgrad(const Conv3dParams& p, const Tensors& t) {
   return dw;
 }
 
+// check(case, tensors, tile) for `c` with both tiles, in both thread orders.
+template <class Check>
+void each_tile_and_order(const Case& c, Check check) {
+  for (int tile : {32, 64})
+    for (bool reverse : {false, true}) {
+      INFO(c.name << ", tile " << tile << (reverse ? " (reverse order)" : ""));
+      cuda_emu::ScopedReverseOrder order(reverse);
+      check(tensors(c.p), tile);
+    }
+}
+
 }  // namespace
 
 TEST_CASE("emulated tiled conv3d_fprop matches the CPU kernel in both thread orders", "[emu]") {
   for (const Case& c : cases())
-    for (int tile : {32, 64})
-      for (bool reverse : {false, true}) {
-        INFO(c.name << ", tile " << tile << (reverse ? " (reverse order)" : ""));
-        cuda_emu::ScopedReverseOrder order(reverse);
-        const Tensors t = tensors(c.p);
-        check_close(tiled_fprop(c.p, t, tile), cpu_fprop(c.p, t));
-      }
+    each_tile_and_order(c, [&](const Tensors& t, int tile) {
+      check_close(tiled_fprop(c.p, t, tile), cpu_fprop(c.p, t));
+    });
 }
 
 TEST_CASE("emulated tiled conv3d_dgrad matches the CPU kernel in both thread orders", "[emu]") {
   for (const Case& c : cases())
-    for (int tile : {32, 64})
-      for (bool reverse : {false, true}) {
-        INFO(c.name << ", tile " << tile << (reverse ? " (reverse order)" : ""));
-        cuda_emu::ScopedReverseOrder order(reverse);
-        const Tensors t = tensors(c.p);
-        check_close(tiled_dgrad(c.p, t, tile), cpu_dgrad(c.p, t));
-      }
+    each_tile_and_order(c, [&](const Tensors& t, int tile) {
+      check_close(tiled_dgrad(c.p, t, tile), cpu_dgrad(c.p, t));
+    });
 }
 
 TEST_CASE("emulated tiled conv3d_dgrad with split-K matches the CPU kernel", "[emu]") {
@@ -259,13 +262,9 @@ TEST_CASE("emulated strided conv3d_dgrad by stride phase matches the CPU kernel"
   for (const Case& c : cases()) {
     if (!kc::conv3d_dgrad_by_phase(c.p)) continue;
     ++strided;
-    for (int tile : {32, 64})
-      for (bool reverse : {false, true}) {
-        INFO(c.name << ", tile " << tile << (reverse ? " (reverse order)" : ""));
-        cuda_emu::ScopedReverseOrder order(reverse);
-        const Tensors t = tensors(c.p);
-        check_close(tiled_dgrad_phase(c.p, t, tile), cpu_dgrad(c.p, t));
-      }
+    each_tile_and_order(c, [&](const Tensors& t, int tile) {
+      check_close(tiled_dgrad_phase(c.p, t, tile), cpu_dgrad(c.p, t));
+    });
   }
   CHECK(strided >= 2);
   // Stride above the kernel (phases without taps: their voxels get zero), odd extents, stride 3.
