@@ -293,7 +293,8 @@ TEST_CASE("conv3d: f32 kernels (gemm_f32) match the f64 kernels (Eigen) on every
   // falls back to col2vol), the per-tap path of dilated convs, dead taps with groups through
   // the flipped dgrad, a width stride, padding wider than the kernel (no flipped dgrad), a
   // depth of 16 * 27 rows (two GEMM depth blocks, several panels, both threads), and lines
-  // longer than 16 voxels that blocks of 64 start in the middle of.
+  // longer than 16 voxels that blocks of 64 start in the middle of, and pointwise convs over
+  // several samples and bands of 128 voxels (the last one partial), grouped or not.
   Context context(Device::cpu(), 7);
   const Conv3dParams cases[] = {
       kernels::conv3d_params("test", {2, 5, 6, 7, 9}, {13, 5, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
@@ -305,6 +306,8 @@ TEST_CASE("conv3d: f32 kernels (gemm_f32) match the f64 kernels (Eigen) on every
       kernels::conv3d_params("test", {1, 4, 5, 5, 5}, {3, 4, 3, 3, 3}, {1, 1, 1}, {0, 2, 3}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {2, 16, 10, 12, 12}, {20, 16, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {1, 2, 3, 4, 37}, {3, 2, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 40, 3, 9, 11}, {24, 40, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {3, 24, 3, 9, 11}, {30, 12, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 2),
   };
   for (const Conv3dParams& p : cases) {
     Tensor x = context.randn({p.N, p.C, p.D, p.H, p.W}, DType::f64);
