@@ -382,7 +382,7 @@ void gemm_any(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int64
     return;
   }
   if constexpr (std::is_same_v<AOperand, GemmView> && std::is_same_v<BOperand, GemmView>) {
-    if (!gemm_f32_packs(m, k) && b.col_stride == 1 && n >= kNR) {
+    if ((m <= kFewRows || k <= kFewRows) && b.col_stride == 1 && n >= kNR) {
       gemm_few_rows(a, b, c, ldc, m, n, k, accumulate);
       return;
     }
@@ -444,10 +444,6 @@ void gemm_f32(const GemmPackedA& a, const GemmSource& b, float* c, int64_t ldc, 
   gemm_any(a, b, c, ldc, a.rows(), n, a.depth(), accumulate);
 }
 
-void gemm_f32(const GemmPackedA& a, const GemmView& b, float* c, int64_t ldc, int64_t n, bool accumulate) {
-  gemm_any(a, b, c, ldc, a.rows(), n, a.depth(), accumulate);
-}
-
 // Depth block pc holds the panels of all rows, each kc(pc) deep: block (i0, p0) starts at
 // p0 * m_padded (the blocks before it are KC deep) plus i0 * kc.
 GemmPackedA::GemmPackedA(const GemmView& a, int64_t m, int64_t k)
@@ -465,8 +461,6 @@ GemmPackedA::GemmPackedA(const GemmView& a, int64_t m, int64_t k)
 const float* GemmPackedA::panels(int64_t i0, int64_t p0) const {
   return data_.data() + p0 * m_padded_ + i0 * std::min(kKC, k_ - p0);
 }
-
-bool gemm_f32_packs(int64_t m, int64_t k) { return m > kFewRows && k > kFewRows; }
 
 const char* gemm_f32_kernel() {
 #if defined(__AVX512F__)

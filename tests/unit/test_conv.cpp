@@ -294,7 +294,7 @@ TEST_CASE("conv3d: f32 kernels (gemm_f32) match the f64 kernels (Eigen) on every
   // the flipped dgrad, a width stride, padding wider than the kernel (no flipped dgrad), a
   // depth of 16 * 27 rows (two GEMM depth blocks, several panels, both threads), and lines
   // longer than 16 voxels that blocks of 64 start in the middle of, and pointwise convs over
-  // several samples and bands of 128 voxels (the last one partial), grouped or not.
+  // 2 and 3 samples (a sample per thread, or in turn with the GEMM split), grouped or not.
   Context context(Device::cpu(), 7);
   const Conv3dParams cases[] = {
       kernels::conv3d_params("test", {2, 5, 6, 7, 9}, {13, 5, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),

@@ -66,11 +66,6 @@ void gemm_f32(const GemmView& a, const GemmView& b, float* c, int64_t ldc, int64
 void gemm_f32(const GemmView& a, const GemmSource& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
               bool accumulate);
 void gemm_f32(const GemmPackedA& a, const GemmSource& b, float* c, int64_t ldc, int64_t n, bool accumulate);
-void gemm_f32(const GemmPackedA& a, const GemmView& b, float* c, int64_t ldc, int64_t n, bool accumulate);
-
-// Whether gemm_f32 on stored operands packs them into panels: not when m or k is at most 4 and
-// B's rows are contiguous (it reads them straight), where packing A ahead would only add work.
-bool gemm_f32_packs(int64_t m, int64_t k);
 
 // "avx512 6x64" or "portable 4x16": the microkernel this build uses (for benchmarks).
 const char* gemm_f32_kernel();
