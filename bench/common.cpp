@@ -51,17 +51,17 @@ Timing time_runs(const std::function<void()>& fn, int warmup, int runs) {
   return summarize(std::move(t));
 }
 
-std::pair<Timing, Timing> time_alternating(const std::function<void()>& a, const std::function<void()>& b, int warmup,
-                                           int runs) {
+Alternating time_alternating(const std::function<void()>& a, const std::function<void()>& b, int warmup, int runs) {
   for (int i = 0; i < warmup; ++i) a(), b();
-  std::vector<double> ta, tb;
+  std::vector<double> ta, tb, ratios;
   for (int i = 0; i < runs; ++i) {
     a();
     time_once(a, ta);
     b();
     time_once(b, tb);
+    ratios.push_back(tb.back() / ta.back());
   }
-  return {summarize(std::move(ta)), summarize(std::move(tb))};
+  return {summarize(std::move(ta)), summarize(std::move(tb)), summarize(std::move(ratios)).median_s};
 }
 
 std::string join_shape(const std::vector<int64_t>& shape) {

@@ -28,8 +28,14 @@ Timing time_runs(const std::function<void()>& fn, int warmup, int runs);
 // timed run follows an untimed run of the same function, so that both are timed with their data
 // in cache, as in back-to-back runs (right after the other one, a conv that reads its weights
 // from memory measured up to 25% slower, and not by the same factor for both).
-std::pair<Timing, Timing> time_alternating(const std::function<void()>& a, const std::function<void()>& b, int warmup,
-                                           int runs);
+// b_over_a is the median over the runs of b's time / a's time in the same pair: a pair's two runs
+// see one moment's load, so its ratio is steadier than the ratio of the medians (on the 2-core
+// host, 40 paired rounds told a 3% change apart where 20 rounds of medians swung +-8%).
+struct Alternating {
+  Timing a, b;
+  double b_over_a = 0;
+};
+Alternating time_alternating(const std::function<void()>& a, const std::function<void()>& b, int warmup, int runs);
 
 // Options every subcommand takes.
 struct CommonOptions {

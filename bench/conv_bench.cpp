@@ -38,7 +38,8 @@ int run_conv(const CommonOptions& options) {
               reference.empty() ? "unavailable (built without Debian libdnnl-dev; install it and reconfigure)"
                                 : (reference + ", direct convolution, memory formats of its choice").c_str());
   std::printf("scale %s, %d timed runs after %d warm-up (ours and the reference alternating), times in ms; "
-              "speed_vs_ref = ref_ms / ours_ms (> 1: we are faster)\n\n",
+              "speed_vs_ref = the median over the runs of the reference's time / ours in the same pair (> 1: we are "
+              "faster)\n\n",
               options.scale.c_str(), options.runs, options.warmup);
   const double nan = std::numeric_limits<double>::quiet_NaN();
   Report report({{"layer"},
@@ -73,17 +74,17 @@ int run_conv(const CommonOptions& options) {
           k::conv3d_wgrad<float>(p, x.data(), y.data(), w.data(), scratch.data(), scratch_n);
       };
       Timing t;
-      double ref_ms = nan, ref_min_ms = nan;
+      double ref_ms = nan, ref_min_ms = nan, speed = nan;
       if (reference.empty()) {
         t = time_runs(ours, options.warmup, options.runs);
       } else {
-        const auto [ours_t, ref_t] = time_alternating(ours, onednn_conv(p, kp), options.warmup, options.runs);
-        t = ours_t;
-        ref_ms = 1e3 * ref_t.median_s, ref_min_ms = 1e3 * ref_t.min_s;
+        const Alternating both = time_alternating(ours, onednn_conv(p, kp), options.warmup, options.runs);
+        t = both.a;
+        ref_ms = 1e3 * both.b.median_s, ref_min_ms = 1e3 * both.b.min_s, speed = both.b_over_a;
       }
       report.add({layer.name, std::string(pass_name(pass, layer.transposed)), describe(layer), 1e3 * t.median_s,
                   1e3 * t.min_s, nominal / t.median_s / 1e9, effective / t.median_s / 1e9,
-                  effective / t.median_s / 1e9 / machine.fma_gflops, ref_ms, ref_min_ms, ref_ms / (1e3 * t.median_s)});
+                  effective / t.median_s / 1e9 / machine.fma_gflops, ref_ms, ref_min_ms, speed});
       geometry.push_back({{"N", layer.N}, {"C", layer.C}, {"D", layer.D}, {"H", layer.H}, {"W", layer.W},
                           {"K", layer.K}, {"kernel", layer.kernel}, {"stride", layer.stride},
                           {"pad", layer.pad}, {"dilation", layer.dilation}, {"transposed", layer.transposed},

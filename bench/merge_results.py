@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 
 
 def load(path):
@@ -23,6 +24,15 @@ def best(docs, key):
     for i in range(len(docs[0]['rows'])):
         values = [d['rows'][i].get(key) for d in docs if d['rows'][i].get(key) is not None]
         out.append(min(values) if values else None)
+    return out
+
+
+def paired(docs, key):
+    """Per row, the median over rounds of a paired ratio `key` (None where every round has None)."""
+    out = []
+    for i in range(len(docs[0]['rows'])):
+        values = [d['rows'][i].get(key) for d in docs if d['rows'][i].get(key) is not None]
+        out.append(statistics.median(values) if values else None)
     return out
 
 
@@ -55,12 +65,15 @@ def main():
                   f"{ours[0]['runs']}-run medians", '',
                   'Times are median / min of the timed runs in ms (each the best over the rounds); "vs" columns '
                   'are speeds relative to ours (other ms / ours ms, > 1: ours faster), from medians and from minima; '
+                  '"paired" is the median over rounds of the median over runs of oneDNN ms / ours ms in the same '
+                  'pair of back-to-back runs (one moment\'s host load: the steadiest of the three); '
                   'effective GFLOP/s and % of peak are from our minimum.', '',
                   '| layer | pass | shape | ours ms | oneDNN ms | PyTorch ms | ours eff GFLOP/s | % FMA peak '
-                  '| vs oneDNN | vs PyTorch |', '|' + '---|' * 10]
+                  '| vs oneDNN | paired | vs PyTorch |', '|' + '---|' * 11]
         o_ms, o_min = best(ours, 'ours_ms'), best(ours, 'ours_min_ms')
         r_ms, r_min = best(ours, 'ref_ms'), best(ours, 'ref_min_ms')
         t_ms, t_min = best(torch, 'torch_ms'), best(torch, 'torch_min_ms')
+        r_paired = paired(ours, 'speed_vs_ref')
         ratio = lambda a, b: a / b if a is not None and b else None
         rows, vs_ref, vs_torch, vs_ref_min, vs_torch_min = [], [], [], [], []
         for i, row in enumerate(ours[0]['rows']):
@@ -71,16 +84,19 @@ def main():
             vs_ref.append(rr), vs_torch.append(tr), vs_ref_min.append(rm), vs_torch_min.append(tm)
             lines.append(f"| {row['layer']} | {row['pass']} | {row['shape']} | {fmt(o_ms[i], 2)} / {fmt(o_min[i], 2)} | "
                          f"{fmt(r_ms[i], 2)} / {fmt(r_min[i], 2)} | {fmt(t_ms[i], 2)} / {fmt(t_min[i], 2)} | {eff:.1f} | "
-                         f"{100 * eff / m['fma_peak_gflops']:.0f}% | {fmt(rr)} / {fmt(rm)} | {fmt(tr)} / {fmt(tm)} |")
+                         f"{100 * eff / m['fma_peak_gflops']:.0f}% | {fmt(rr)} / {fmt(rm)} | {fmt(r_paired[i])} | "
+                         f"{fmt(tr)} / {fmt(tm)} |")
             rows.append({'layer': row['layer'], 'pass': row['pass'], 'shape': row['shape'], 'ours_ms': o_ms[i],
                          'ours_min_ms': o_min[i], 'ours_effective_gflops_at_min': eff, 'onednn_ms': r_ms[i],
                          'onednn_min_ms': r_min[i], 'torch_ms': t_ms[i], 'torch_min_ms': t_min[i],
-                         'speed_vs_onednn': rr, 'speed_vs_onednn_min': rm, 'speed_vs_torch': tr,
+                         'speed_vs_onednn': rr, 'speed_vs_onednn_min': rm,
+                         'speed_vs_onednn_paired': r_paired[i], 'speed_vs_torch': tr,
                          'speed_vs_torch_min': tm})
         lines += ['', f"Geometric mean speed (medians / minima): vs oneDNN {fmt(geomean(vs_ref))} / "
                   f"{fmt(geomean(vs_ref_min))}, vs PyTorch {fmt(geomean(vs_torch))} / {fmt(geomean(vs_torch_min))} "
-                  f"(> 1: ours faster); rows slower than oneDNN by > 10% (minima): "
-                  f"{sum(1 for v in vs_ref_min if v is not None and v < 0.9)} of {len(vs_ref_min)}.", '']
+                  f"(> 1: ours faster), vs oneDNN paired {fmt(geomean(r_paired))}; rows slower than oneDNN by "
+                  f"> 10%: {sum(1 for v in vs_ref_min if v is not None and v < 0.9)} of {len(vs_ref_min)} by minima, "
+                  f"{sum(1 for v in r_paired if v is not None and v < 0.9)} paired.", '']
         merged['conv'] = {'machine': m, 'rows': rows}
     if have('ops-ours') and have('ops-torch'):
         ours = [load(f'{a.dir}/ops-ours-{r}.json') for r in rounds]
