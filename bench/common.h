@@ -29,8 +29,8 @@ Timing time_runs(const std::function<void()>& fn, int warmup, int runs);
 // in cache, as in back-to-back runs (right after the other one, a conv that reads its weights
 // from memory measured up to 25% slower, and not by the same factor for both).
 // b_over_a is the median over the runs of b's time / a's time in the same pair: a pair's two runs
-// see one moment's load, so its ratio is steadier than the ratio of the medians (on the 2-core
-// host, 40 paired rounds told a 3% change apart where 20 rounds of medians swung +-8%).
+// see one moment's load, so its ratio is steadier than the ratio of the medians, which mixes
+// moments (on the 2-core host rows of identical code moved by up to 25% between bench runs).
 struct Alternating {
   Timing a, b;
   double b_over_a = 0;
