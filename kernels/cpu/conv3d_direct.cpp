@@ -950,11 +950,12 @@ void conv3d_direct_wgrad(const Conv3dParams& p, const float* x, const float* dy,
   const std::vector<WgradTap> taps = wgrad_taps(p);
   const int64_t V = p.output_spatial(), T = p.taps();
   const int64_t panels = (p.K + kWgradFilters - 1) / kWgradFilters, c_blocks = (p.C + kWgradChannels - 1) / kWgradChannels;
-  // dyp[panel][n][v][f] = dy[n][panel * F + f][v], 0 past K.
-  std::vector<float> dyp(static_cast<std::size_t>(panels * p.N * V * kWgradFilters));
+  // dyp[panel][n][v][f] = dy[n][panel * F + f][v], 0 past K: every element written below, so not
+  // value-initialised first.
+  const std::unique_ptr<float[]> dyp(new float[static_cast<std::size_t>(panels * p.N * V * kWgradFilters)]);
   for_items(panels * p.N, panels * p.N * V * kWgradFilters, [&](int64_t item) {
     const int64_t panel = item / p.N, n = item % p.N;
-    float* dst = dyp.data() + item * V * kWgradFilters;
+    float* dst = dyp.get() + item * V * kWgradFilters;
     for (int f = 0; f < kWgradFilters; ++f) {
       const int64_t k = panel * kWgradFilters + f;
       if (k >= p.K) {
@@ -970,7 +971,7 @@ void conv3d_direct_wgrad(const Conv3dParams& p, const float* x, const float* dy,
     const int64_t panel = item / c_blocks, c0 = item % c_blocks * kWgradChannels;
     const float* xs[kWgradChannels];
     for (int j = 0; j < kWgradChannels; ++j) xs[j] = x + std::min(c0 + j, p.C - 1) * V;
-    const float* panel_dy = dyp.data() + panel * p.N * V * kWgradFilters;
+    const float* panel_dy = dyp.get() + panel * p.N * V * kWgradFilters;
     // The block's dw, dead taps zero, gathered here and written as one contiguous run per filter:
     // scattered into dw tap by tap, every store missed the cache (13% of layer 4's wgrad).
     std::vector<float> block_dw(static_cast<std::size_t>(kWgradFilters * kWgradChannels * T), 0.0f);
