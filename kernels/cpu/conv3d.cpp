@@ -962,17 +962,22 @@ void conv3d_wgrad(const Conv3dParams& p, const T* x, const T* dy, T* dw, T* scra
   }
   T* col = scratch + plan.weight_elements;
   T* grads = plan.pruned ? scratch : dw;  // [K, rows], scattered into dw at the end
-  std::fill(grads, grads + p.K * rows, T(0));
+  // The single-GEMM paths (all of a sample's voxels in one GEMM) write every element of grads
+  // with sample 0's GEMM; the others accumulate into zeros. (Zeroing dw first ran on one
+  // thread while the other waited: 1 MiB for the 1x1x1 bottleneck.)
+  const bool single_gemm = plan.pointwise || std::is_same_v<T, float>;
+  if (!single_gemm || p.N == 0) std::fill(grads, grads + p.K * rows, T(0));
   const std::vector<TapShift> shifts = tap_shifts(p, plan.taps);
   for (int64_t n = 0; n < p.N; ++n) {
+    const bool add = n > 0 || !single_gemm;
     for (int64_t g = 0; g < p.groups; ++g) {
       const T* xg = x + (n * p.C + g * Cg) * in_sp;
       const T* dyg = dy + (n * p.K + g * Kg) * out_sp;
       T* dwg = grads + g * Kg * rows;
       if (plan.pointwise) {
-        gemm({dyg, out_sp}, {xg, in_sp, true}, dwg, rows, Kg, rows, out_sp, true);
+        gemm({dyg, out_sp}, {xg, in_sp, true}, dwg, rows, Kg, rows, out_sp, add);
       } else if constexpr (std::is_same_v<T, float>) {
-        gemm_f32(gemm_rows(dyg, out_sp), column_source(p, shifts, xg, true), dwg, rows, Kg, rows, out_sp, true);
+        gemm_f32(gemm_rows(dyg, out_sp), column_source(p, shifts, xg, true), dwg, rows, Kg, rows, out_sp, add);
       } else {
         for (int64_t l0 = 0; l0 < lines; l0 += plan.lines_per_block) {
           const int64_t block = std::min(plan.lines_per_block, lines - l0), cols = block * p.Q;
