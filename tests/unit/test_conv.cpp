@@ -560,17 +560,38 @@ TEST_CASE("conv3d: an empty batch gives empty outputs and zero parameter gradien
 }
 
 TEST_CASE("conv3d: a dilation-24 conv on a small map sees only the centre tap", "[conv]") {
-  // DenseASPP's largest rate: with padding 24 on a 6^3 map every off-centre tap reads padding,
-  // so the conv equals a 1x1x1 conv with the centre weights.
+  // DenseASPP's largest rates: with padding 24 on a 6x6x7 map every off-centre tap reads padding,
+  // so the conv and its gradients equal a 1x1x1 conv's with the centre weights (zero weight
+  // gradients off the centre). fprop and dgrad run as the 1x1x1 conv's GEMMs with the centre
+  // weights gathered out of w, wgrad on its own kernel; 2 samples, groups 1 and 2, f64 and f32.
   Context context(Device::cpu(), 4);
-  Tensor x = context.randn({1, 4, 6, 6, 6}, DType::f64);
-  Tensor w = context.randn({5, 4, 3, 3, 3}, DType::f64);
-  Tensor centre = context.empty({5, 4, 1, 1, 1}, DType::f64);
-  for (int64_t k = 0; k < 5; ++k)
-    for (int64_t c = 0; c < 4; ++c)
-      centre.set<double>({k, c, 0, 0, 0}, w.at<double>({k, c, 1, 1, 1}));
-  test::require_close(conv3d(x, w, {}, Conv3dOptions::uniform(1, 24, 24)), conv3d(x, centre), 1e-14,
-                      "dilation 24");
+  for (const DType dtype : {DType::f64, DType::f32})
+    for (const int64_t groups : {1, 2}) {
+      INFO((dtype == DType::f64 ? "f64" : "f32") << " groups " << groups);
+      Tensor x = random_leaf(context, {2, 4, 6, 6, 7}, dtype);
+      Tensor w = random_leaf(context, {6, 4 / groups, 3, 3, 3}, dtype);
+      Tensor xc = x.detach(), centre = context.empty({6, 4 / groups, 1, 1, 1}, DType::f64);
+      xc.set_requires_grad(true);
+      const Tensor w64 = w.to(DType::f64);
+      for (int64_t k = 0; k < 6; ++k)
+        for (int64_t c = 0; c < 4 / groups; ++c) centre.set<double>({k, c, 0, 0, 0}, w64.at<double>({k, c, 1, 1, 1}));
+      centre = centre.to(dtype);
+      centre.set_requires_grad(true);
+      // One graph per backward: the tape is freed by each.
+      const Tensor y = conv3d(x, w, {}, {.stride = {1, 1, 1}, .padding = {24, 24, 24}, .dilation = {24, 24, 24}, .groups = groups});
+      const Tensor dy = context.randn(y.shape(), dtype);
+      backward(y, dy);
+      const Tensor yc = conv3d(xc, centre, {}, {.groups = groups});
+      backward(yc, dy);
+      const double tolerance = dtype == DType::f64 ? 1e-12 : 1e-5;
+      test::require_close(y.to(DType::f64), yc.to(DType::f64), tolerance, "y");
+      test::require_close(x.grad().to(DType::f64), xc.grad().to(DType::f64), tolerance, "dx");
+      Tensor expected = context.zeros(w.shape(), DType::f64);
+      const Tensor dc = centre.grad().to(DType::f64);
+      for (int64_t k = 0; k < 6; ++k)
+        for (int64_t c = 0; c < 4 / groups; ++c) expected.set<double>({k, c, 1, 1, 1}, dc.at<double>({k, c, 0, 0, 0}));
+      test::require_close(w.grad().to(DType::f64), expected, tolerance, "dw");
+    }
 }
 
 TEST_CASE("conv3d: Conv3dParams sizes match PyTorch", "[conv]") {
