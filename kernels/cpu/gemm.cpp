@@ -205,14 +205,20 @@ struct Packs {
   // KC x NC block would go out to L3 and back. A block of up to kL2BlockB floats stays in L2, and
   // is packed whole when B is stored with contiguous rows, reading them front to back (the 1x1x1
   // bottleneck fprop's x, 256 voxels x 1024 channels: packing each panel's 256 rows of 64 bytes at
-  // a 1 KiB stride took ~12% of its time, 4% this way). A source fills panel by panel anyway.
+  // a 1 KiB stride took ~12% of its time, 4% this way). Wider B are packed in blocks of that
+  // many columns, `columns` (panel by panel, DenseASPP's d18 fprop read 16 floats from each of
+  // x's rows, 8 KiB apart, per panel: 0.87x the time in blocks). A source fills panel by panel.
   static constexpr int64_t kL2BlockB = int64_t(1) << 16;
   bool panel_by_panel;
+  int64_t columns;  // of B per packed block (gemm_block's column step)
   Buffer a, b, tile;
   Packs(int64_t rows, int64_t cols, int64_t k, bool pack_a, bool source_tile, bool b_rows_contiguous)
-      : panel_by_panel(rows <= kMC && (!b_rows_contiguous || std::min(kNC, cols) * std::min(kKC, k) > kL2BlockB)),
+      : panel_by_panel(rows <= kMC && !b_rows_contiguous),
+        columns(rows <= kMC && b_rows_contiguous
+                    ? std::clamp(kL2BlockB / std::min(kKC, k) / kNR * kNR, kNR, kNC)
+                    : kNC),
         a(pack_a ? make_buffer(std::min(kMC, (rows + kMR - 1) / kMR * kMR) * std::min(kKC, k)) : nullptr),
-        b(make_buffer((panel_by_panel ? kNR : std::min(kNC, (cols + kNR - 1) / kNR * kNR)) * std::min(kKC, k))),
+        b(make_buffer((panel_by_panel ? kNR : std::min(columns, (cols + kNR - 1) / kNR * kNR)) * std::min(kKC, k))),
         tile(source_tile ? make_buffer(kNR * std::min(kKC, k)) : nullptr) {}
 };
 
@@ -253,8 +259,8 @@ void gemm_block(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int
   Buffer& bpack = packs.b;
   alignas(64) float tile[kMR * kNR];
   const bool panel_by_panel = packs.panel_by_panel;  // (packs was sized for a band at least this large)
-  for (int64_t jc = n0; jc < n1; jc += kNC) {
-    const int64_t nc = std::min(kNC, n1 - jc);
+  for (int64_t jc = n0; jc < n1; jc += packs.columns) {
+    const int64_t nc = std::min(packs.columns, n1 - jc);
     for (int64_t pc = 0; pc < k; pc += kKC) {
       const int64_t kc = std::min(kKC, k - pc);
       const bool add = accumulate || pc > 0;
