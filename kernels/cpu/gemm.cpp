@@ -196,9 +196,9 @@ void microkernel(int64_t kc, const float* __restrict ap, const float* __restrict
 #endif
 
 // Packing buffers for one thread's band of C (rows x cols, depth k): `a` unless A comes
-// packed, `b` for one panel when the band's rows are one block (gemm_block packs B panel by
-// panel then), `tile` for one transposed source block (NR x KC) when B is a transposed
-// GemmSource.
+// packed, `b` for one panel when the band's rows are one block and B's rows are not contiguous
+// (gemm_block packs B panel by panel then), else for one block of `columns`, `tile` for one
+// transposed source block (NR x KC) when B is a transposed GemmSource.
 struct Packs {
   // With a single block of A rows (conv's K output channels) each B panel is used once: packed
   // one micro-panel at a time it is still in L1/L2 when the microkernels read it, where a whole
