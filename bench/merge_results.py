@@ -18,21 +18,13 @@ def load(path):
         return json.load(f)
 
 
-def best(docs, key):
-    """Per row, the minimum over rounds of `key` (None where every round has None)."""
+def best(docs, key, over_rounds=min):
+    """Per row, `over_rounds` (the minimum unless told) of `key` over the rounds (None where every
+    round has None)."""
     out = []
     for i in range(len(docs[0]['rows'])):
         values = [d['rows'][i].get(key) for d in docs if d['rows'][i].get(key) is not None]
-        out.append(min(values) if values else None)
-    return out
-
-
-def paired(docs, key):
-    """Per row, the median over rounds of a paired ratio `key` (None where every round has None)."""
-    out = []
-    for i in range(len(docs[0]['rows'])):
-        values = [d['rows'][i].get(key) for d in docs if d['rows'][i].get(key) is not None]
-        out.append(statistics.median(values) if values else None)
+        out.append(over_rounds(values) if values else None)
     return out
 
 
@@ -73,7 +65,7 @@ def main():
         o_ms, o_min = best(ours, 'ours_ms'), best(ours, 'ours_min_ms')
         r_ms, r_min = best(ours, 'ref_ms'), best(ours, 'ref_min_ms')
         t_ms, t_min = best(torch, 'torch_ms'), best(torch, 'torch_min_ms')
-        r_paired = paired(ours, 'speed_vs_ref')
+        r_paired = best(ours, 'speed_vs_ref', statistics.median)
         ratio = lambda a, b: a / b if a is not None and b else None
         rows, vs_ref, vs_torch, vs_ref_min, vs_torch_min = [], [], [], [], []
         for i, row in enumerate(ours[0]['rows']):

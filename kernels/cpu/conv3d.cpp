@@ -100,6 +100,15 @@ Range inside(int64_t out, int64_t in, int64_t offset, int64_t stride) {
   return {lo, std::clamp(hi, lo, out)};
 }
 
+// Where kernel tap `tap` (t * R * S + r * S + s) reads relative to an output voxel's strided
+// position, per axis: its index along the axis times the dilation, less the padding.
+Dims3 tap_offset(const Conv3dParams& p, int64_t tap) {
+  const Dims3 k{tap / (p.R * p.S), tap / p.S % p.R, tap % p.S};
+  Dims3 offset{};
+  for (int a = 0; a < 3; ++a) offset[a] = k[a] * p.dilation[a] - p.pad[a];
+  return offset;
+}
+
 // One live tap of the per-tap path: the output box r[0] x r[1] x r[2] (z, p, q ranges) whose
 // input index o * stride + offset lies inside the input along every axis.
 struct TapBox {
@@ -154,12 +163,8 @@ Plan make_plan(const Conv3dParams& p, int64_t scratch_elements) {
   Plan plan;
   plan.taps = live_taps(p);
   const int64_t live = static_cast<int64_t>(plan.taps.size());
-  if (live == 1 && p.stride == Dims3{1, 1, 1} && p.Z == p.D && p.P == p.H && p.Q == p.W) {
-    const int64_t tap = plan.taps[0];
-    const Dims3 k{tap / (p.R * p.S), tap / p.S % p.R, tap % p.S};
-    plan.pointwise = true;
-    for (int a = 0; a < 3; ++a) plan.pointwise = plan.pointwise && k[a] * p.dilation[a] == p.pad[a];
-  }
+  plan.pointwise = live == 1 && p.stride == Dims3{1, 1, 1} && p.Z == p.D && p.P == p.H && p.Q == p.W &&
+                   tap_offset(p, plan.taps[0]) == Dims3{0, 0, 0};
   plan.rows = p.channels_per_group() * live;
   plan.pruned = live < p.taps();
   plan.weight_elements = plan.pruned ? p.K * plan.rows : 0;
@@ -177,12 +182,9 @@ Plan make_plan(const Conv3dParams& p, int64_t scratch_elements) {
     for (int64_t tap : plan.taps) {
       TapBox b;
       b.tap = tap;
-      const Dims3 k{tap / (p.R * p.S), (tap / p.S) % p.R, tap % p.S};
+      b.offset = tap_offset(p, tap);
       const Dims3 in = p.input_extent(), out = p.output_extent();
-      for (int a = 0; a < 3; ++a) {
-        b.offset[a] = k[a] * p.dilation[a] - p.pad[a];
-        b.r[a] = inside(out[a], in[a], b.offset[a], p.stride[a]);
-      }
+      for (int a = 0; a < 3; ++a) b.r[a] = inside(out[a], in[a], b.offset[a], p.stride[a]);
       plan.box_plane_voxels = std::max(plan.box_plane_voxels, b.plane_voxels());
       plan.boxes.push_back(b);
     }
@@ -261,9 +263,8 @@ struct TapShift {
 std::vector<TapShift> tap_shifts(const Conv3dParams& p, const std::vector<int64_t>& taps) {
   std::vector<TapShift> shifts;
   for (int64_t tap : taps) {
-    const Dims3 k{tap / (p.R * p.S), (tap / p.S) % p.R, tap % p.S};
     TapShift t;
-    for (int a = 0; a < 3; ++a) t.shift[a] = k[a] * p.dilation[a] - p.pad[a];
+    t.shift = tap_offset(p, tap);
     t.qs = inside(p.Q, p.W, t.shift[2], p.stride[2]);
     shifts.push_back(t);
   }

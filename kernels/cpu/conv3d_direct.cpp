@@ -10,6 +10,7 @@
 #include <memory>
 #include <vector>
 
+#include "med3d/kernels/cpu_loops.h"
 #include "simd.h"
 
 namespace med3d::kernels::cpu {
@@ -27,9 +28,6 @@ constexpr int kMaxVectors = 4;
 constexpr int64_t kSumDepth = 256;
 // Below this many multiply-adds one thread is faster than waking a team.
 constexpr int64_t kParallelMacs = int64_t(1) << 20;
-// Below this many floats one thread copies faster than a team.
-constexpr int64_t kParallelCopy = int64_t(1) << 16;
-
 // Runs body(item) for every item: across the threads, each taking the next item when done (a
 // thread slowed by the host's other work takes fewer: static halves left the other waiting, up to
 // a tenth of layer1's fprop and layer3's dgrad), or in turn inside a parallel region or below
@@ -723,10 +721,10 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
   if ((x_volume / kPitchPad) % 2 == 0) {
     x_pitch = (x_volume / kPitchPad + 1) * kPitchPad;
     padded.reset(new float[static_cast<std::size_t>(f.N * f.C * x_pitch)]);
-    // On all threads from kParallelCopy floats, far below for_items' threshold for products: on
+    // On all threads from kParallelGrain floats, far below for_items' threshold for products: on
     // one thread the copy left the others waiting (layer1's 1 MiB input, ~2% of its fprop).
     const int64_t rows = f.N * f.C;
-#pragma omp parallel for schedule(static) if (!omp_in_parallel() && rows * x_volume >= kParallelCopy)
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && rows * x_volume >= kParallelGrain)
     for (int64_t row = 0; row < rows; ++row) {
       float* dst = padded.get() + row * x_pitch;
       std::copy(x + row * x_volume, x + (row + 1) * x_volume, dst);

@@ -8,6 +8,7 @@
 
 #include <omp.h>
 
+#include "med3d/kernels/cpu_loops.h"
 #include "simd.h"
 
 namespace med3d::kernels::cpu {
@@ -48,9 +49,6 @@ constexpr int64_t kMaxChannels = 4;
 // Below this many multiply-adds one thread is faster than waking a team.
 constexpr int64_t kParallelMacs = int64_t(1) << 20;
 
-// Below this many floats one thread copies faster than a team.
-constexpr int64_t kParallelCopy = int64_t(1) << 16;
-
 // The input with its padding as zeros, [N, C, Dp, Hp, Wp].
 struct PaddedInput {
   std::unique_ptr<float[]> data;
@@ -71,7 +69,7 @@ PaddedInput pad_input(const Conv3dParams& p, const float* x) {
   in.Wp = p.W + 2 * p.pad[2];
   const int64_t plane = in.Hp * in.Wp, planes = p.N * p.C * in.Dp;
   in.data.reset(new float[static_cast<std::size_t>(planes * plane)]);
-#pragma omp parallel for schedule(static) if (!omp_in_parallel() && planes * plane >= kParallelCopy)
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && planes * plane >= kParallelGrain)
   for (int64_t i = 0; i < planes; ++i) {
     const int64_t nc = i / in.Dp, d = i % in.Dp - p.pad[0];
     float* dst = in.data.get() + i * plane;
