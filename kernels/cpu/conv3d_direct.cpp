@@ -227,25 +227,57 @@ void pack_run(const WeightLayout& wl, int64_t k0, int64_t rows, int64_t c, const
 // One panel of pack_weights below: filters [k0, k0 + rows) into its block of live x C x mr at dst.
 void pack_panel(int64_t k0, int64_t rows, int64_t C, const std::vector<int64_t>& live, int mr, bool taps_outer,
                 const WeightLayout& wl, float* panel_block) {
-  const int64_t taps = static_cast<int64_t>(live.size());
+  const int64_t taps = static_cast<int64_t>(live.size()), tap_stride = taps_outer ? C * mr : mr;
+  auto channel_block = [&](int64_t c) { return panel_block + (taps_outer ? c : c * taps) * mr; };
 #if defined(__AVX512F__)
-  const bool run = taps > 0 && live.back() - live.front() == taps - 1;
+  if (taps > 0 && live.back() - live.front() == taps - 1 && mr % 16 == 0) {
+    for (int64_t c = 0; c < C; ++c) pack_run(wl, k0, rows, c, live, mr, tap_stride, channel_block(c));
+    return;
+  }
 #endif
-  for (int64_t c = 0; c < C; ++c) {
-    const int64_t tap_stride = taps_outer ? C * mr : mr;
-    float* dst = panel_block + (taps_outer ? c : c * taps) * mr;
-#if defined(__AVX512F__)
-    if (run && mr % 16 == 0) {
-      pack_run(wl, k0, rows, c, live, mr, tap_stride, dst);
-      continue;
-    }
+  // Each (filter, channel) run of taps is contiguous in w. A block of channels' runs, from the
+  // first live tap to the last, is copied into `runs` (16 KiB, L1) in tap order (dgrad's flipped
+  // runs reversed on the way), then transposed from there, 8 x 8 at a time where the live taps
+  // are consecutive. Read tap by tap straight from w (scalar loads from every filter's run in
+  // turn), dgrad's packing was 19% of layer3_d2's time on one thread; this way its dgrad takes
+  // 0.96x the time (fprop level).
+  if (taps == 0) return;
+  const int64_t first = live.front(), span = live.back() - first + 1;
+  const int64_t block = std::max<int64_t>(1, 4096 / (rows * span)), row_pitch = block * span;
+  std::vector<float> runs(static_cast<std::size_t>(rows * row_pitch));  // [i][cc][tap - first]
+  for (int64_t c0 = 0; c0 < C; c0 += block) {
+    const int64_t channels = std::min(block, C - c0);
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t cc = 0; cc < channels; ++cc) {
+        const float* src = wl.w + (k0 + i) * wl.k_stride + (c0 + cc) * wl.c_stride;
+        float* run = runs.data() + i * row_pitch + cc * span;
+        if (wl.flip)  // tap t at src[taps - 1 - t]
+          std::reverse_copy(src + wl.taps - first - span, src + wl.taps - first, run);
+        else
+          std::copy(src + first, src + first + span, run);
+      }
+    for (int64_t cc = 0; cc < channels; ++cc) {
+      const float* channel_runs = runs.data() + cc * span;
+      float* dst = channel_block(c0 + cc);
+      // Taps [0, vector_taps) have rows [0, vector_rows) written by the transposes.
+      int64_t vector_taps = 0, vector_rows = 0;
+#if defined(MED3D_SIMD)
+      constexpr int64_t L = simd::kLanes;
+      vector_rows = rows / L * L;
+      if (vector_rows > 0)
+        for (; vector_taps + L <= taps &&
+               live[static_cast<std::size_t>(vector_taps + L - 1)] - live[static_cast<std::size_t>(vector_taps)] == L - 1;
+             vector_taps += L)
+          for (int64_t i0 = 0; i0 < vector_rows; i0 += L)
+            simd::transpose_block(channel_runs + i0 * row_pitch + live[static_cast<std::size_t>(vector_taps)] - first, row_pitch,
+                                  dst + vector_taps * tap_stride + i0, tap_stride);
 #endif
-    // Tap by tap: each tap's mr weights are written side by side.
-    for (int64_t l = 0; l < taps; ++l) {
-      const int64_t tap = live[static_cast<std::size_t>(l)];
-      float* out = dst + l * tap_stride;
-      for (int64_t i = 0; i < rows; ++i) out[i] = *wl.at(k0 + i, c, tap);
-      for (int64_t i = rows; i < mr; ++i) out[i] = 0.0f;
+      for (int64_t l = 0; l < taps; ++l) {
+        const int64_t at = live[static_cast<std::size_t>(l)] - first;
+        float* out = dst + l * tap_stride;
+        for (int64_t i = l < vector_taps ? vector_rows : 0; i < rows; ++i) out[i] = channel_runs[i * row_pitch + at];
+        for (int64_t i = rows; i < mr; ++i) out[i] = 0.0f;
+      }
     }
   }
 }
