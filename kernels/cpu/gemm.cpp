@@ -212,11 +212,13 @@ struct Packs {
   bool panel_by_panel;
   int64_t columns;  // of B per packed block (gemm_block's column step)
   Buffer a, b, tile;
+  // B's columns per packed block (gemm_block's column step) for a band of `rows` rows of C.
+  static int64_t column_block(int64_t rows, int64_t k, bool b_rows_contiguous) {
+    return rows <= kMC && b_rows_contiguous ? std::clamp(kL2BlockB / std::min(kKC, k) / kNR * kNR, kNR, kNC) : kNC;
+  }
   Packs(int64_t rows, int64_t cols, int64_t k, bool pack_a, bool source_tile, bool b_rows_contiguous)
       : panel_by_panel(rows <= kMC && !b_rows_contiguous),
-        columns(rows <= kMC && b_rows_contiguous
-                    ? std::clamp(kL2BlockB / std::min(kKC, k) / kNR * kNR, kNR, kNC)
-                    : kNC),
+        columns(column_block(rows, k, b_rows_contiguous)),
         a(pack_a ? make_buffer(std::min(kMC, (rows + kMR - 1) / kMR * kMR) * std::min(kKC, k)) : nullptr),
         b(make_buffer((panel_by_panel ? kNR : std::min(columns, (cols + kNR - 1) / kNR * kNR)) * std::min(kKC, k))),
         tile(source_tile ? make_buffer(kNR * std::min(kKC, k)) : nullptr) {}
@@ -437,6 +439,17 @@ void gemm_any(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int64
   const int64_t extent = split_n ? n : m, band = (tiles + parts - 1) / parts * tile;
   bool b_rows_contiguous = false;
   if constexpr (std::is_same_v<BOperand, GemmView>) b_rows_contiguous = b.col_stride == 1;
+  // A packed once, for all threads and column blocks, where each would pack all of it again:
+  // the columns split over the threads, or more of them than one packed block of B (the 1x1x1
+  // bottleneck fprop at 1x1024x8x16x16: 4 blocks on each of 2 threads, A packed 8 times).
+  if constexpr (std::is_same_v<AOperand, GemmView>) {
+    const int64_t band_rows = split_n ? m : std::min(band, extent), band_cols = split_n ? std::min(band, extent) : n;
+    if ((split_n && parts > 1) || band_cols > Packs::column_block(band_rows, k, b_rows_contiguous)) {
+      const GemmPackedA packed(a, m, k);
+      gemm_any(packed, b, c, ldc, m, n, k, accumulate);
+      return;
+    }
+  }
   // Allocated before the parallel region so that a failed allocation throws to the caller.
   std::vector<Packs> packs;
   packs.reserve(static_cast<std::size_t>(parts));
@@ -486,7 +499,7 @@ GemmPackedA::GemmPackedA(const GemmView& a, int64_t m, int64_t k)
     : m_(m), k_(k), m_padded_((m + kMR - 1) / kMR * kMR), data_(static_cast<std::size_t>(m_padded_ * k)) {
   MED3D_CHECK(m >= 0 && k >= 0, "GemmPackedA: expected non-negative sizes, got m=", m, " k=", k);
   const int64_t panels = m_padded_ / kMR, blocks = (k + kKC - 1) / kKC;
-#pragma omp parallel for collapse(2) schedule(static) if (m * k > kPackParallelGrain)
+#pragma omp parallel for collapse(2) schedule(static) if (omp_get_level() == 0 && m * k > kPackParallelGrain)
   for (int64_t block = 0; block < blocks; ++block)
     for (int64_t panel = 0; panel < panels; ++panel) {
       const int64_t p0 = block * kKC, kc = std::min(kKC, k - p0), i0 = panel * kMR;
