@@ -1,7 +1,7 @@
 #!/bin/bash
 # usage: ab.sh A B rounds reps args...   (paired minima: B/A ratio per round)
 A=$1; B=$2; R=$3; N=$4; shift 4
-export OMP_NUM_THREADS=2
+export OMP_NUM_THREADS=${THREADS:-2}
 for i in $(seq $R); do
   a=$(/tmp/mb/wg-$A "$@" $N | awk '{print $3}'); b=$(/tmp/mb/wg-$B "$@" $N | awk '{print $3}')
   echo "$a $b"

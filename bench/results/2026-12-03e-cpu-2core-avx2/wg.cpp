@@ -1,7 +1,8 @@
 // wg pass N C D H W K k stride pad dil reps : prints "pass min_ms median_ms" for one pass of one conv
 // through the library it is linked with. Built per library build, e.g. (from the repository root):
 //   g++ -O2 -std=c++20 -march=native -I kernels/include -I engine/include wg.cpp build/libmed3d.a -fopenmp -lz -lpng -o /tmp/mb/wg-NAME
-// ab.sh A B rounds reps ARGS... then runs /tmp/mb/wg-A and wg-B in turn.
+// ab.sh A B rounds reps ARGS... then runs /tmp/mb/wg-A and wg-B in turn (THREADS=n for other
+// than 2 threads; FLUSH=1 in the environment of both to time them with their data in memory).
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -28,6 +29,13 @@ int main(int argc, char** argv) {
   std::vector<float> scratch(se);
   std::vector<double> t;
   for (int i = 0; i < reps + 3; ++i) {
+    // FLUSH=1: 64 MiB written on all threads first, so that the conv's data comes from memory,
+    // as in med3d-bench conv, where oneDNN's run between two of ours evicts it.
+    if (getenv("FLUSH")) {
+      static std::vector<float> junk(16 << 20);
+#pragma omp parallel for
+      for (size_t j = 0; j < junk.size(); ++j) junk[j] += 1.0f;
+    }
     auto a = std::chrono::steady_clock::now();
     if (pass == 'f') cpu::conv3d_fprop<float>(p, x.data(), w.data(), nullptr, y.data(), scratch.data(), se);
     else if (pass == 'd') cpu::conv3d_dgrad<float>(p, y.data(), w.data(), x.data(), scratch.data(), se);
