@@ -449,7 +449,14 @@ bool taps_overlap(const Conv3dParams& p) {
 constexpr int64_t kLineChunk = 32, kLineMinChunk = 8, kLineItemsPerThread = 16;
 // Weights (live taps x C x K) above this many are packed per thread and panel (run_lines).
 constexpr int64_t kLinePackPerThread = int64_t(1) << 20;
-constexpr int64_t kPitchPad = 16;
+// The line tiles read the input in groups of kChannelGroup channels interleaved voxel by voxel
+// (run_lines' copy): channel c's voxel v at group c / 8, element v * 8 + c % 8. A tile's voxels
+// for 8 channels are then 2 lines (3-4 at width stride 2), where with one channel per line they
+// were 8, each in another page (in a synthetic loop over 128 channels the 24 x 4 tile ran 25%
+// faster, the 16 x 4 tail panel 55%). Paired against one channel per line: layer1 fprop/dgrad
+// 0.95x/0.94x the time, DenseASPP d3 0.94x/0.96x (large-scale fprop 0.89x), layer2 fprop 0.98x,
+// the 8-voxel lines of layers 3-4 level.
+constexpr int64_t kChannelGroup = 8;
 
 struct Lines {
   std::vector<int64_t> v0;     // first (output) voxel of each tile
@@ -506,7 +513,8 @@ Lines make_lines(const Conv3dParams& p) {
 }
 
 // One tile: y[k, v0 + j] = sum over channels and the tile's taps of wp[c, tap, k] * x[c, v0 + j +
-// shift] for k < rows, j < n (x one sample's [C, V], y its output at the panel's first filter).
+// shift] for k < rows, j < n (x one sample's input in channel groups, their pitch x_pitch; y its
+// output at the panel's first filter).
 // As tile_kernel, blocks of `block` channels are summed in registers, then added up in `sums`.
 #if defined(MED3D_SIMD)
 constexpr int kLineVectors = kLineFilters / simd::kLanes;
@@ -523,39 +531,51 @@ struct TapRun {
 
 using LineAcc = simd::Vec[kLineVoxels][kLineVectors];
 
-// acc[j][h] += w[h] x[j SX] over the run's channels, for voxels j in [LO, HI) and the first NV
-// vectors of filters h (the last panel of K may fill fewer); SX is the width stride.
+// acc[j][h] += w[h] x[j SX] for one channel (its input at xp, in the channel groups' layout, and
+// its packed weights at a), voxels j in [LO, HI) and the first NV vectors of filters h (the last
+// panel of K may fill fewer); SX is the width stride.
+template <int LO, int HI, int NV, int SX>
+[[gnu::always_inline]] inline void line_channel(const float* xp, const float* a, LineAcc& acc) {
+  // Named vectors, not an array: GCC kept an array of asm operands on the stack and stored the
+  // weights there on every channel.
+  simd::Vec w0 = simd::load(a), w1 = simd::zero(), w2 = simd::zero();
+  simd::keep_in_register(w0);
+  if constexpr (NV > 1) {
+    w1 = simd::load(a + simd::kLanes);
+    simd::keep_in_register(w1);
+  }
+  if constexpr (NV > 2) {
+    w2 = simd::load(a + 2 * simd::kLanes);
+    simd::keep_in_register(w2);
+  }
+#pragma GCC unroll 8
+  for (int j = LO; j < HI; ++j) {
+    const simd::Vec b = simd::broadcast(xp[j * SX * kChannelGroup]);
+    acc[j][0] = simd::fma(b, w0, acc[j][0]);
+    if constexpr (NV > 1) acc[j][1] = simd::fma(b, w1, acc[j][1]);
+    if constexpr (NV > 2) acc[j][2] = simd::fma(b, w2, acc[j][2]);
+  }
+}
+
+// line_channel over the run's channels: run.x is its first channel group, run.x_step the groups'
+// pitch.
 template <int LO, int HI, int NV, int SX>
 [[gnu::always_inline]] inline void line_fma(const TapRun& run, LineAcc& acc) {
   static_assert(NV >= 1 && NV <= kLineVectors && kLineVectors <= 3);
-  const float* xp = run.x;
+  const float* group = run.x;
   const float* a = run.w;
-  for (int64_t c = 0; c < run.channels; ++c, xp += run.x_step, a += run.w_step) {
-    // Each channel's input is another line (x_pitch apart), which the hardware prefetchers do
-    // not fetch ahead: asking for the line 4 channels on took 0.96-0.99x the time on layer1-3,
-    // layer4_d4 and DenseASPP d3 (paired, input from memory or the caches; 16 on: 0.97x, 48:
-    // 1.02x on d3 fprop).
-    __builtin_prefetch(xp + 4 * run.x_step);
-    // Named vectors, not an array: GCC kept an array of asm operands on the stack and stored the
-    // weights there on every channel.
-    simd::Vec w0 = simd::load(a), w1 = simd::zero(), w2 = simd::zero();
-    simd::keep_in_register(w0);
-    if constexpr (NV > 1) {
-      w1 = simd::load(a + simd::kLanes);
-      simd::keep_in_register(w1);
-    }
-    if constexpr (NV > 2) {
-      w2 = simd::load(a + 2 * simd::kLanes);
-      simd::keep_in_register(w2);
-    }
+  int64_t c = 0;
+  for (; c + kChannelGroup <= run.channels; c += kChannelGroup, group += run.x_step) {
+    // Prefetched 4 groups ahead (the groups lie x_step apart): with it DenseASPP d3's fprop on
+    // its 32 MiB large-scale input takes 0.97x the time, the small-scale rows 1.00-1.02x.
 #pragma GCC unroll 8
-    for (int j = LO; j < HI; ++j) {
-      const simd::Vec b = simd::broadcast(xp[j * SX]);
-      acc[j][0] = simd::fma(b, w0, acc[j][0]);
-      if constexpr (NV > 1) acc[j][1] = simd::fma(b, w1, acc[j][1]);
-      if constexpr (NV > 2) acc[j][2] = simd::fma(b, w2, acc[j][2]);
-    }
+    for (int line = 0; line < kLineVoxels * SX * kChannelGroup; line += 16)
+      __builtin_prefetch(group + 4 * run.x_step + line);
+    // Not unrolled: GCC then interleaved the channels' loads and spilled accumulators.
+#pragma GCC unroll 1
+    for (int cc = 0; cc < kChannelGroup; ++cc, a += run.w_step) line_channel<LO, HI, NV, SX>(group + cc, a, acc);
   }
+  for (int cc = 0; c < run.channels; ++c, ++cc, a += run.w_step) line_channel<LO, HI, NV, SX>(group + cc, a, acc);
 }
 
 // line_fma for the tap's voxels [lo, hi): the ranges that dilations 1, 2 and 4 give (all of them
@@ -585,16 +605,17 @@ template <int VOXELS, int NV, int SX>
       case 32 + 8: return line_fma<2, 8, NV, SX>(run, acc);
       case 64 + 8: return line_fma<4, 8, NV, SX>(run, acc);
       default: {
-        const float* xp = run.x;
         const float* a = run.w;
-        for (int64_t c = 0; c < run.channels; ++c, xp += run.x_step, a += run.w_step)
+        for (int64_t c = 0; c < run.channels; ++c, a += run.w_step) {
+          const float* xp = run.x + c / kChannelGroup * run.x_step + c % kChannelGroup;
 #pragma GCC unroll 8
           for (int j = 0; j < VOXELS; ++j)
             if (j >= lo && j < hi) {
-              const simd::Vec b = simd::broadcast(xp[j * SX]);
+              const simd::Vec b = simd::broadcast(xp[j * SX * kChannelGroup]);
 #pragma GCC unroll 4
               for (int h = 0; h < NV; ++h) acc[j][h] = simd::fma(b, simd::load(a + simd::kLanes * h), acc[j][h]);
             }
+        }
       }
     }
   }
@@ -615,7 +636,7 @@ void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Li
     for (int64_t c0 = 0; c0 < C; c0 += block) {
       const int64_t channels = std::min(C, c0 + block) - c0;
       const float* w = wp + (l * C + c0) * mr;
-      const float* xc = x + c0 * x_pitch + lines.shift[static_cast<std::size_t>(l)];
+      const float* xc = x + c0 / kChannelGroup * x_pitch + lines.shift[static_cast<std::size_t>(l)] * kChannelGroup;
       for (int64_t t = t0; t < t1; ++t) {
         const int key = lines.range[static_cast<std::size_t>(t * live + l)];
         if (key == 0) continue;
@@ -624,7 +645,8 @@ void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Li
         for (int j = 0; j < kLineVoxels; ++j)
 #pragma GCC unroll 4
           for (int h = 0; h < kLineVectors; ++h) acc[j][h] = zero();
-        line_tap<kLineVoxels, NV, SX>(key >> 4, key & 15, {xc + lines.x0[static_cast<std::size_t>(t)], x_pitch, w, mr, channels}, acc);
+        line_tap<kLineVoxels, NV, SX>(key >> 4, key & 15,
+                                      {xc + lines.x0[static_cast<std::size_t>(t)] * kChannelGroup, x_pitch, w, mr, channels}, acc);
 #pragma GCC unroll 8
         for (int j = 0; j < kLineVoxels; ++j)
 #pragma GCC unroll 4
@@ -688,7 +710,7 @@ void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Li
         for (int64_t c = c0; c < c0 + channels; ++c) {
           const float* a = wp + (l * C + c) * mr;
           for (int j = key >> 4; j < (key & 15); ++j) {
-            const float b = x[c * x_pitch + x0 + j * sx];
+            const float b = x[c / kChannelGroup * x_pitch + (x0 + j * sx) * kChannelGroup + c % kChannelGroup];
             for (int k = 0; k < mr; ++k) acc[j][k] += b * a[k];
           }
         }
@@ -743,37 +765,46 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
   // (128 x 64 bytes) and the tap's weights (128 x 64) stay in L1 together (layers 3-4 and the
   // ASPP branches 7-10% faster than with 256).
   const int64_t block = 128;
+  static_assert(128 % kChannelGroup == 0, "a register sum's channels start a channel group");
   int64_t chunk = kLineChunk;
   while (chunk > kLineMinChunk && panels * f.N * ((tiles + chunk - 1) / chunk) < kLineItemsPerThread * threads)
     chunk /= 2;
   const int64_t chunks = (tiles + chunk - 1) / chunk, per_panel = f.N * chunks, items = panels * per_panel;
-  // The input copied with an odd number of 64-byte lines between channels when its volume has
-  // an even number: at 4 KiB strides the channels the kernel reads in turn all fall into one L1
-  // set (8 lines), at 1 KiB into four (layer1 fprop 7.8 -> 5.4 ms; layers 3-4 on 4x8x8 maps ~3%).
-  // Not value-initialised: every element is written by the copy (zeroing it first was 1.6% of
-  // layer1's fprop), the gaps between channels, never read, with zeros.
-  std::unique_ptr<float[]> padded;
-  const int64_t x_volume = f.input_spatial();
-  int64_t x_pitch = x_volume;
-  if ((x_volume / kPitchPad) % 2 == 0) {
-    x_pitch = (x_volume / kPitchPad + 1) * kPitchPad;
-    padded.reset(new float[static_cast<std::size_t>(f.N * f.C * x_pitch)]);
+  // The input copied into channel groups (kChannelGroup), with an odd number of 64-byte lines
+  // between groups: at 4 KiB strides the groups the kernel reads in turn all fall into one L1
+  // set. Channels past C in the last group are never read and not written.
+  const int64_t x_volume = f.input_spatial(), groups = (f.C + kChannelGroup - 1) / kChannelGroup;
+  int64_t x_pitch = x_volume * kChannelGroup;
+  if ((x_pitch / 16) % 2 == 0) x_pitch += 16;
+  std::unique_ptr<float[]> grouped(new float[static_cast<std::size_t>(f.N * groups * x_pitch)]);
+  {
+    const float* x_in = x;
+    const int64_t rows = f.N * groups;
     // On all threads from kParallelGrain floats, far below for_items' threshold for products: on
     // one thread the copy left the others waiting (layer1's 1 MiB input, ~2% of its fprop).
-    const int64_t rows = f.N * f.C;
-#pragma omp parallel for schedule(static) if (!omp_in_parallel() && rows * x_volume >= kParallelGrain)
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && rows * x_pitch >= kParallelGrain)
     for (int64_t row = 0; row < rows; ++row) {
-      float* dst = padded.get() + row * x_pitch;
-      std::copy(x + row * x_volume, x + (row + 1) * x_volume, dst);
-      std::fill(dst + x_volume, dst + x_pitch, 0.0f);
+      const int64_t n = row / groups, c0 = row % groups * kChannelGroup, channels = std::min(kChannelGroup, f.C - c0);
+      const float* src = x_in + (n * f.C + c0) * x_volume;
+      float* dst = grouped.get() + row * x_pitch;
+      int64_t v = 0;
+#if defined(MED3D_SIMD)
+      static_assert(kChannelGroup == 8);
+      if (channels == kChannelGroup)
+        for (; v + kChannelGroup <= x_volume; v += kChannelGroup)
+          simd::transpose8_block(src + v, x_volume, dst + v * kChannelGroup, kChannelGroup);
+#endif
+      for (; v < x_volume; ++v)
+        for (int64_t c = 0; c < channels; ++c) dst[v * kChannelGroup + c] = src[c * x_volume + v];
+      std::fill(dst + x_volume * kChannelGroup, dst + x_pitch, 0.0f);
     }
-    x = padded.get();
   }
+  x = grouped.get();
   auto body = [&](int64_t item) {
     const int64_t panel = item / per_panel, n = item % per_panel / chunks, t0 = item % chunks * chunk;
     const int64_t k0 = plan.k0(panel);
     const int width = plan.width(panel);
-    line_kernel(x + n * f.C * x_pitch, f.C, x_pitch, V, lines, t0, std::min(tiles, t0 + chunk), panel_weights(panel), width,
+    line_kernel(x + n * groups * x_pitch, f.C, x_pitch, V, lines, t0, std::min(tiles, t0 + chunk), panel_weights(panel), width,
                 live, block, y + (n * f.K + k0) * V, static_cast<int>(std::min<int64_t>(width, f.K - k0)), f.stride[2]);
   };
   const int64_t macs = lines.pairs * f.N * plan.packed_filters() * kLineVoxels * f.C;

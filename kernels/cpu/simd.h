@@ -85,6 +85,13 @@ inline void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
 inline void store(float* p, Mask m, Vec v) { _mm256_maskstore_ps(p, m, v); }
 inline Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
 inline Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+inline float sum(Vec v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+#endif
+
 // r[j] lane i = r[i] lane j: an 8 x 8 block transposed in registers.
 inline void transpose8_registers(__m256 (&r)[8]) {
   __m256 t[8], u[8];
@@ -103,12 +110,14 @@ inline void transpose8_registers(__m256 (&r)[8]) {
     r[q + 4] = _mm256_permute2f128_ps(u[q], u[q + 4], 0x31);
   }
 }
-inline float sum(Vec v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+
+// dst[j * ldd + i] = src[i * lds + j] for an 8 x 8 block (AVX-512 builds too).
+inline void transpose8_block(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m256 r[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  transpose8_registers(r);
+  for (int j = 0; j < 8; ++j) _mm256_storeu_ps(dst + j * ldd, r[j]);
 }
-#endif
 
 // Keeps v in a register where it is used: GCC otherwise may fold its load into every
 // multiply-add that reads it (a load per product, more than the load ports feed) or spill it.

@@ -18,11 +18,13 @@
 // the line tiles everywhere (its 16 registers hold too few masked accumulators). wgrad puts
 // filters in the lanes too: dy is repacked with the filters innermost and a block of filters x
 // channels sums each tap over exact line segments.
-// x [N, C, D, H, W], w [K, C, T, R, S], y [N, K, Z, P, Q] contiguous; fprop and dgrad repack only the
+// x [N, C, D, H, W], w [K, C, T, R, S], y [N, K, Z, P, Q] contiguous; fprop and dgrad repack the
 // weights (once per call, into the caller's scratch: the live taps' weights, a panel of output
 // channels at a time; on the line tiles, weights of over 2^20 elements are packed a panel at a
-// time by the thread that runs it, into its part of the scratch), wgrad only dy (into its own
-// buffer, N * K * V floats rounded up to a panel). Work items go to whichever thread is free;
+// time by the thread that runs it, into its part of the scratch) and, on the line tiles, their
+// input into groups of 8 channels interleaved voxel by voxel (into a buffer of their own, the
+// input's size rounded up to whole groups); wgrad only dy (into its own buffer, N * K * V floats
+// rounded up to a panel). Work items go to whichever thread is free;
 // each output element is summed by one thread in a fixed order, so results are deterministic
 // and do not depend on the thread count.
 #pragma once
