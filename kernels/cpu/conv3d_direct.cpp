@@ -191,9 +191,9 @@ struct WeightLayout {
   const float* w;
   int64_t k_stride, c_stride, taps;
   bool flip;
-  const float* at(int64_t k, int64_t c, int64_t tap) const {
-    return w + k * k_stride + c * c_stride + (flip ? taps - 1 - tap : tap);
-  }
+  // The (filter, channel) pair's taps, one contiguous run (in reverse tap order when `flip`).
+  const float* run(int64_t k, int64_t c) const { return w + k * k_stride + c * c_stride; }
+  const float* at(int64_t k, int64_t c, int64_t tap) const { return run(k, c) + (flip ? taps - 1 - tap : tap); }
 };
 
 #if defined(__AVX512F__)
@@ -249,7 +249,7 @@ void pack_panel(int64_t k0, int64_t rows, int64_t C, const std::vector<int64_t>&
     const int64_t channels = std::min(block, C - c0);
     for (int64_t i = 0; i < rows; ++i)
       for (int64_t cc = 0; cc < channels; ++cc) {
-        const float* src = wl.w + (k0 + i) * wl.k_stride + (c0 + cc) * wl.c_stride;
+        const float* src = wl.run(k0 + i, c0 + cc);
         float* run = runs.data() + i * row_pitch + cc * span;
         if (wl.flip)  // tap t at src[taps - 1 - t]
           std::reverse_copy(src + wl.taps - first - span, src + wl.taps - first, run);
@@ -513,7 +513,7 @@ Lines make_lines(const Conv3dParams& p) {
 }
 
 // One tile: y[k, v0 + j] = sum over channels and the tile's taps of wp[c, tap, k] * x[c, v0 + j +
-// shift] for k < rows, j < n (x one sample's input in channel groups, their pitch x_pitch; y its
+// shift] for k < rows, j < n (x one sample's input in channel groups, their pitch group_pitch; y its
 // output at the panel's first filter).
 // As tile_kernel, blocks of `block` channels are summed in registers, then added up in `sums`.
 #if defined(MED3D_SIMD)
@@ -622,7 +622,7 @@ template <int VOXELS, int NV, int SX>
 }
 
 template <int NV, int SX>
-void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Lines& lines, int64_t t0, int64_t t1,
+void line_kernel(const float* x, int64_t C, int64_t group_pitch, int64_t V, const Lines& lines, int64_t t0, int64_t t1,
                  const float* wp, int mr, int64_t live, int64_t block, float* y, int rows) {
   using namespace simd;
   alignas(64) float sums[kLineChunk][kLineVoxels][kLineFilters];
@@ -636,7 +636,7 @@ void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Li
     for (int64_t c0 = 0; c0 < C; c0 += block) {
       const int64_t channels = std::min(C, c0 + block) - c0;
       const float* w = wp + (l * C + c0) * mr;
-      const float* xc = x + c0 / kChannelGroup * x_pitch + lines.shift[static_cast<std::size_t>(l)] * kChannelGroup;
+      const float* xc = x + c0 / kChannelGroup * group_pitch + lines.shift[static_cast<std::size_t>(l)] * kChannelGroup;
       for (int64_t t = t0; t < t1; ++t) {
         const int key = lines.range[static_cast<std::size_t>(t * live + l)];
         if (key == 0) continue;
@@ -646,7 +646,9 @@ void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Li
 #pragma GCC unroll 4
           for (int h = 0; h < kLineVectors; ++h) acc[j][h] = zero();
         line_tap<kLineVoxels, NV, SX>(key >> 4, key & 15,
-                                      {xc + lines.x0[static_cast<std::size_t>(t)] * kChannelGroup, x_pitch, w, mr, channels}, acc);
+                                      {xc + lines.x0[static_cast<std::size_t>(t)] * kChannelGroup, group_pitch, w,
+                                       mr, channels},
+                                      acc);
 #pragma GCC unroll 8
         for (int j = 0; j < kLineVoxels; ++j)
 #pragma GCC unroll 4
@@ -679,23 +681,23 @@ void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Li
 // The kernel for the panel's filter vectors (the last panels of K may need fewer) and the width
 // stride sx (1 or 2).
 template <int SX>
-void line_kernel_rows(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Lines& lines, int64_t t0, int64_t t1,
-                      const float* wp, int mr, int64_t live, int64_t block, float* y, int rows) {
+void line_kernel_rows(const float* x, int64_t C, int64_t group_pitch, int64_t V, const Lines& lines, int64_t t0,
+                      int64_t t1, const float* wp, int mr, int64_t live, int64_t block, float* y, int rows) {
   switch ((rows + simd::kLanes - 1) / simd::kLanes) {
-    case 1: return line_kernel<1, SX>(x, C, x_pitch, V, lines, t0, t1, wp, mr, live, block, y, rows);
+    case 1: return line_kernel<1, SX>(x, C, group_pitch, V, lines, t0, t1, wp, mr, live, block, y, rows);
 #if !defined(__AVX512F__)
-    case 2: return line_kernel<2, SX>(x, C, x_pitch, V, lines, t0, t1, wp, mr, live, block, y, rows);
+    case 2: return line_kernel<2, SX>(x, C, group_pitch, V, lines, t0, t1, wp, mr, live, block, y, rows);
 #endif
-    default: return line_kernel<kLineVectors, SX>(x, C, x_pitch, V, lines, t0, t1, wp, mr, live, block, y, rows);
+    default: return line_kernel<kLineVectors, SX>(x, C, group_pitch, V, lines, t0, t1, wp, mr, live, block, y, rows);
   }
 }
-void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Lines& lines, int64_t t0, int64_t t1,
+void line_kernel(const float* x, int64_t C, int64_t group_pitch, int64_t V, const Lines& lines, int64_t t0, int64_t t1,
                  const float* wp, int mr, int64_t live, int64_t block, float* y, int rows, int64_t sx) {
-  if (sx == 2) return line_kernel_rows<2>(x, C, x_pitch, V, lines, t0, t1, wp, mr, live, block, y, rows);
-  line_kernel_rows<1>(x, C, x_pitch, V, lines, t0, t1, wp, mr, live, block, y, rows);
+  if (sx == 2) return line_kernel_rows<2>(x, C, group_pitch, V, lines, t0, t1, wp, mr, live, block, y, rows);
+  line_kernel_rows<1>(x, C, group_pitch, V, lines, t0, t1, wp, mr, live, block, y, rows);
 }
 #else
-void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Lines& lines, int64_t t0, int64_t t1,
+void line_kernel(const float* x, int64_t C, int64_t group_pitch, int64_t V, const Lines& lines, int64_t t0, int64_t t1,
                  const float* wp, int mr, int64_t live, int64_t block, float* y, int rows, int64_t sx) {
   float sums[kLineChunk][kLineVoxels][kLineFilters];
   std::fill(&sums[0][0][0], &sums[t1 - t0][0][0], 0.0f);
@@ -710,7 +712,7 @@ void line_kernel(const float* x, int64_t C, int64_t x_pitch, int64_t V, const Li
         for (int64_t c = c0; c < c0 + channels; ++c) {
           const float* a = wp + (l * C + c) * mr;
           for (int j = key >> 4; j < (key & 15); ++j) {
-            const float b = x[c / kChannelGroup * x_pitch + (x0 + j * sx) * kChannelGroup + c % kChannelGroup];
+            const float b = x[c / kChannelGroup * group_pitch + (x0 + j * sx) * kChannelGroup + c % kChannelGroup];
             for (int k = 0; k < mr; ++k) acc[j][k] += b * a[k];
           }
         }
@@ -774,19 +776,19 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
   // between groups: at 4 KiB strides the groups the kernel reads in turn all fall into one L1
   // set. Channels past C in the last group are never read and not written.
   const int64_t x_volume = f.input_spatial(), groups = (f.C + kChannelGroup - 1) / kChannelGroup;
-  int64_t x_pitch = x_volume * kChannelGroup;
-  if ((x_pitch / 16) % 2 == 0) x_pitch += 16;
-  std::unique_ptr<float[]> grouped(new float[static_cast<std::size_t>(f.N * groups * x_pitch)]);
+  int64_t group_pitch = x_volume * kChannelGroup;
+  if ((group_pitch / 16) % 2 == 0) group_pitch += 16;
+  std::unique_ptr<float[]> grouped(new float[static_cast<std::size_t>(f.N * groups * group_pitch)]);
   {
     const float* x_in = x;
     const int64_t rows = f.N * groups;
     // On all threads from kParallelGrain floats, far below for_items' threshold for products: on
     // one thread the copy left the others waiting (layer1's 1 MiB input, ~2% of its fprop).
-#pragma omp parallel for schedule(static) if (!omp_in_parallel() && rows * x_pitch >= kParallelGrain)
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && rows * group_pitch >= kParallelGrain)
     for (int64_t row = 0; row < rows; ++row) {
       const int64_t n = row / groups, c0 = row % groups * kChannelGroup, channels = std::min(kChannelGroup, f.C - c0);
       const float* src = x_in + (n * f.C + c0) * x_volume;
-      float* dst = grouped.get() + row * x_pitch;
+      float* dst = grouped.get() + row * group_pitch;
       int64_t v = 0;
 #if defined(MED3D_SIMD)
       static_assert(kChannelGroup == 8);
@@ -796,7 +798,7 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
 #endif
       for (; v < x_volume; ++v)
         for (int64_t c = 0; c < channels; ++c) dst[v * kChannelGroup + c] = src[c * x_volume + v];
-      std::fill(dst + x_volume * kChannelGroup, dst + x_pitch, 0.0f);
+      std::fill(dst + x_volume * kChannelGroup, dst + group_pitch, 0.0f);
     }
   }
   x = grouped.get();
@@ -804,8 +806,9 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
     const int64_t panel = item / per_panel, n = item % per_panel / chunks, t0 = item % chunks * chunk;
     const int64_t k0 = plan.k0(panel);
     const int width = plan.width(panel);
-    line_kernel(x + n * groups * x_pitch, f.C, x_pitch, V, lines, t0, std::min(tiles, t0 + chunk), panel_weights(panel), width,
-                live, block, y + (n * f.K + k0) * V, static_cast<int>(std::min<int64_t>(width, f.K - k0)), f.stride[2]);
+    line_kernel(x + n * groups * group_pitch, f.C, group_pitch, V, lines, t0, std::min(tiles, t0 + chunk),
+                panel_weights(panel), width, live, block, y + (n * f.K + k0) * V,
+                static_cast<int>(std::min<int64_t>(width, f.K - k0)), f.stride[2]);
   };
   const int64_t macs = lines.pairs * f.N * plan.packed_filters() * kLineVoxels * f.C;
   if (per_thread)

@@ -442,8 +442,8 @@ void gemm_any(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int64
   // A packed once, for all threads and column blocks, where each would pack all of it again:
   // the columns split over the threads, or more of them than one packed block of B (the 1x1x1
   // bottleneck fprop at 1x1024x8x16x16: 4 blocks on each of 2 threads, A packed 8 times).
+  const int64_t band_rows = split_n ? m : std::min(band, extent), band_cols = split_n ? std::min(band, extent) : n;
   if constexpr (std::is_same_v<AOperand, GemmView>) {
-    const int64_t band_rows = split_n ? m : std::min(band, extent), band_cols = split_n ? std::min(band, extent) : n;
     if ((split_n && parts > 1) || band_cols > Packs::column_block(band_rows, k, b_rows_contiguous)) {
       const GemmPackedA packed(a, m, k);
       gemm_any(packed, b, c, ldc, m, n, k, accumulate);
@@ -454,8 +454,8 @@ void gemm_any(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int64
   std::vector<Packs> packs;
   packs.reserve(static_cast<std::size_t>(parts));
   for (int64_t part = 0; part < parts; ++part)
-    packs.emplace_back(split_n ? m : std::min(band, extent), split_n ? std::min(band, extent) : n, k,
-                       std::is_same_v<AOperand, GemmView>, std::is_same_v<BOperand, GemmSource>, b_rows_contiguous);
+    packs.emplace_back(band_rows, band_cols, k, std::is_same_v<AOperand, GemmView>,
+                       std::is_same_v<BOperand, GemmSource>, b_rows_contiguous);
   if (parts == 1) {
     gemm_block(a, b, c, ldc, 0, m, 0, n, k, accumulate, packs[0]);
     return;

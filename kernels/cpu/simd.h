@@ -125,14 +125,14 @@ inline void keep_in_register(Vec& v) { asm("" : "+v"(v)); }
 
 // dst[j * ldd + i] = src[i * lds + j] for a kLanes x kLanes block.
 inline void transpose_block(const float* src, int64_t lds, float* dst, int64_t ldd) {
+#if defined(__AVX512F__)
   Vec r[kLanes];
   for (int i = 0; i < kLanes; ++i) r[i] = load(src + i * lds);
-#if defined(__AVX512F__)
   transpose16_registers(r);
-#else
-  transpose8_registers(r);
-#endif
   for (int j = 0; j < kLanes; ++j) store(dst + j * ldd, r[j]);
+#else
+  transpose8_block(src, lds, dst, ldd);
+#endif
 }
 
 }  // namespace med3d::kernels::cpu::simd
