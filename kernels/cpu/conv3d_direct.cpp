@@ -508,22 +508,26 @@ Lines make_lines(const Conv3dParams& p) {
         lines.voxels.push_back(static_cast<int>(std::min<int64_t>(kLineVoxels, p.Q - q0)));
       }
   const auto tiles = static_cast<int64_t>(lines.v0.size());
-  // Every kernel tap's ranges first, then the live taps' columns.
+  const int64_t per_line = (p.Q + kLineVoxels - 1) / kLineVoxels;
+  // Every kernel tap's ranges first, then the live taps' columns. Only the lines a tap reads
+  // inside are visited: with every tile visited and divided into its line, this one-thread part
+  // took 1% of layer1's fprop samples, now half that.
   std::vector<uint8_t> all(static_cast<std::size_t>(tiles * p.taps()), 0);
   for (int64_t tap = 0; tap < p.taps(); ++tap) {
     const TapOffset o = tap_offset(p, tap / (p.R * p.S), tap / p.S % p.R, tap % p.S);
     const AxisRange zs = inside_range(p.Z, p.D, sz, o.dz), ys = inside_range(p.P, p.H, sy, o.dy),
                     qs = inside_range(p.Q, p.W, sx, o.dx);
     bool live = false;
-    for (int64_t tile = 0; tile < tiles; ++tile) {
-      const int64_t v0 = lines.v0[static_cast<std::size_t>(tile)], z = v0 / (p.P * p.Q), y = v0 / p.Q % p.P, q0 = v0 % p.Q;
-      if (z < zs.lo || z >= zs.hi || y < ys.lo || y >= ys.hi) continue;
-      const int64_t lo = std::max<int64_t>(q0, qs.lo), hi = std::min<int64_t>(q0 + lines.voxels[static_cast<std::size_t>(tile)], qs.hi);
-      if (lo >= hi) continue;
-      all[static_cast<std::size_t>(tile * p.taps() + tap)] = static_cast<uint8_t>((lo - q0) * 16 + hi - q0);
-      live = true;
-      ++lines.pairs;
-    }
+    for (int64_t z = zs.lo; z < zs.hi; ++z)
+      for (int64_t y = ys.lo; y < ys.hi; ++y)
+        for (int64_t j = 0, q0 = 0; j < per_line; ++j, q0 += kLineVoxels) {
+          const int64_t tile = (z * p.P + y) * per_line + j;
+          const int64_t lo = std::max<int64_t>(q0, qs.lo), hi = std::min<int64_t>(q0 + lines.voxels[static_cast<std::size_t>(tile)], qs.hi);
+          if (lo >= hi) continue;
+          all[static_cast<std::size_t>(tile * p.taps() + tap)] = static_cast<uint8_t>((lo - q0) * 16 + hi - q0);
+          live = true;
+          ++lines.pairs;
+        }
     if (live) {
       lines.live.push_back(tap);
       lines.shift.push_back(o.shift);
