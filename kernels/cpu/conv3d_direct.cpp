@@ -483,12 +483,28 @@ constexpr int64_t kLinePackPerThread = int64_t(1) << 17;
 // the 8-voxel lines of layers 3-4 level.
 constexpr int64_t kChannelGroup = 8;
 
+// Channels per register sum: 128, not kSumDepth, so that a tile's input lines for a block
+// (128 x 64 bytes) and the tap's weights (128 x 64) stay in L1 together (layers 3-4 and the
+// ASPP branches 7-10% faster than with 256).
+constexpr int64_t kLineBlock = 128;
+static_assert(kLineBlock % kChannelGroup == 0, "a register sum's channels start a channel group");
+
+// Whether a kernel row's width taps sum in the same registers (line_kernel): where their weights
+// for a register block fit in L1 beside the input. At C = 64 (18 KiB) layer1's fprop/dgrad take
+// 0.978x/0.973x the time, layer2's fprop 0.981x; at C >= 128 (36 KiB) layer3_d2's dgrad took 1.013x.
+bool row_sums(const Conv3dParams& p) {
+  return p.S * std::min(kLineBlock, p.C) * kLineFilters * int64_t(sizeof(float)) <= 24 * 1024;
+}
+
 struct Lines {
   std::vector<int64_t> v0;     // first (output) voxel of each tile
   std::vector<int64_t> x0;     // the input voxel at its strided position (tap offsets 0)
   std::vector<int> voxels;     // its voxel count (<= kLineVoxels)
   std::vector<int64_t> live;   // the kernel taps that read inside for some tile
   std::vector<int64_t> shift;  // per live tap: input voxel - x0 for the tile's first voxel
+  // Live taps [tap_rows[i], tap_rows[i + 1]) sum in the same registers: a kernel row (t, r)'s
+  // width taps where row_sums, else one tap each.
+  std::vector<int64_t> tap_rows;
   // Per tile and live tap (range[tile * live + l]): lo * 16 + hi, the tile's voxels [lo, hi)
   // whose input the tap reads inside; 0 where it reads none.
   std::vector<uint8_t> range;
@@ -529,11 +545,14 @@ Lines make_lines(const Conv3dParams& p) {
           ++lines.pairs;
         }
     if (live) {
+      if (lines.live.empty() || !row_sums(p) || lines.live.back() / p.S != tap / p.S)
+        lines.tap_rows.push_back(static_cast<int64_t>(lines.live.size()));
       lines.live.push_back(tap);
       lines.shift.push_back(o.shift);
     }
   }
   const auto live = static_cast<int64_t>(lines.live.size());
+  lines.tap_rows.push_back(live);
   lines.range.resize(static_cast<std::size_t>(tiles * live));
   for (int64_t tile = 0; tile < tiles; ++tile)
     for (int64_t l = 0; l < live; ++l)
@@ -656,37 +675,59 @@ void line_kernel(const float* x, int64_t C, int64_t group_pitch, int64_t V, cons
   using namespace simd;
   alignas(64) float sums[kLineChunk][kLineVoxels][kLineFilters];
   std::fill(&sums[0][0][0], &sums[t1 - t0][0][0], 0.0f);
-  // Taps outermost, then channel blocks, then the chunk's tiles: one tap's weights for a block
-  // (wp holds each tap's channels consecutively) serve every tile of the chunk from L1, and the
-  // range of each (tap, tile) is dispatched once for the block's channels. (Running a row's
-  // width taps back to back on one tile's sums, so that they read its input lines from L1, was
-  // measured level with this on layers 1-3 and DenseASPP d3.)
-  for (int64_t l = 0; l < live; ++l)
+  // Kernel rows of taps outermost, then channel blocks, then the chunk's tiles: one row's weights
+  // for a block (wp holds each tap's channels consecutively) serve every tile of the chunk from
+  // L1, and the range of each (tap, tile) is dispatched once for the block's channels. The row's
+  // width taps that cover all of a tile's voxels sum in the same registers, added into its sums
+  // once; a tap covering part of them sums on its own (on fewer accumulators than the FMA latency
+  // wants: chained to the others, the next tap's products waited for it).
+  for (std::size_t row = 0; row + 1 < lines.tap_rows.size(); ++row) {
+    const int64_t first = lines.tap_rows[row], last = lines.tap_rows[row + 1];
     for (int64_t c0 = 0; c0 < C; c0 += block) {
       const int64_t channels = std::min(C, c0 + block) - c0;
-      const float* w = wp + l * tap_pitch + c0 * mr;
-      const float* xc = x + c0 / kChannelGroup * group_pitch + lines.shift[static_cast<std::size_t>(l)] * kChannelGroup;
+      const float* xc = x + c0 / kChannelGroup * group_pitch;
       for (int64_t t = t0; t < t1; ++t) {
-        const int key = lines.range[static_cast<std::size_t>(t * live + l)];
-        if (key == 0) continue;
+        const uint8_t* keys = lines.range.data() + t * live;
+        const int whole = lines.voxels[static_cast<std::size_t>(t)];
+        auto run = [&](int64_t l) -> TapRun {
+          return {xc + (lines.x0[static_cast<std::size_t>(t)] + lines.shift[static_cast<std::size_t>(l)]) * kChannelGroup,
+                  group_pitch, wp + l * tap_pitch + c0 * mr, mr, channels};
+        };
+        auto zero_acc = [](LineAcc& acc) {
+#pragma GCC unroll 8
+          for (int j = 0; j < kLineVoxels; ++j)
+#pragma GCC unroll 4
+            for (int h = 0; h < kLineVectors; ++h) acc[j][h] = zero();
+        };
+        auto add_to_sums = [&](const LineAcc& acc) {
+#pragma GCC unroll 8
+          for (int j = 0; j < kLineVoxels; ++j)
+#pragma GCC unroll 4
+            for (int h = 0; h < kLineVectors; ++h) {
+              float* dst = sums[t - t0][j] + kLanes * h;
+              store(dst, add(load(dst), acc[j][h]));
+            }
+        };
+        // The whole taps first, then each partial one (so that their registers are never live together).
         LineAcc acc;
-#pragma GCC unroll 8
-        for (int j = 0; j < kLineVoxels; ++j)
-#pragma GCC unroll 4
-          for (int h = 0; h < kLineVectors; ++h) acc[j][h] = zero();
-        line_tap<kLineVoxels, NV, SX>(key >> 4, key & 15,
-                                      {xc + lines.x0[static_cast<std::size_t>(t)] * kChannelGroup, group_pitch, w,
-                                       mr, channels},
-                                      acc);
-#pragma GCC unroll 8
-        for (int j = 0; j < kLineVoxels; ++j)
-#pragma GCC unroll 4
-          for (int h = 0; h < kLineVectors; ++h) {
-            float* dst = sums[t - t0][j] + kLanes * h;
-            store(dst, add(load(dst), acc[j][h]));
-          }
+        bool any = false;
+        for (int64_t l = first; l < last; ++l) {
+          if (keys[l] != whole) continue;
+          if (!any) zero_acc(acc);
+          line_tap<kLineVoxels, NV, SX>(0, whole, run(l), acc);
+          any = true;
+        }
+        if (any) add_to_sums(acc);
+        for (int64_t l = first; l < last; ++l) {
+          const int key = keys[l];
+          if (key == 0 || key == whole) continue;
+          zero_acc(acc);
+          line_tap<kLineVoxels, NV, SX>(key >> 4, key & 15, run(l), acc);
+          add_to_sums(acc);
+        }
       }
     }
+  }
   // sums [voxel][filter] -> y [filter][voxel].
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t v0 = lines.v0[static_cast<std::size_t>(t)];
@@ -799,11 +840,7 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
     }
     return own;
   };
-  // Channels per register sum: 128, not kSumDepth, so that a tile's input lines for a block
-  // (128 x 64 bytes) and the tap's weights (128 x 64) stay in L1 together (layers 3-4 and the
-  // ASPP branches 7-10% faster than with 256).
-  const int64_t block = 128;
-  static_assert(128 % kChannelGroup == 0, "a register sum's channels start a channel group");
+  const int64_t block = kLineBlock;
   int64_t chunk = kLineChunk;
   while (chunk > kLineMinChunk && panels * f.N * ((tiles + chunk - 1) / chunk) < kLineItemsPerThread * threads)
     chunk /= 2;
