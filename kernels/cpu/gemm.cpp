@@ -493,6 +493,10 @@ void gemm_f32(const GemmPackedA& a, const GemmSource& b, float* c, int64_t ldc, 
   gemm_any(a, b, c, ldc, a.rows(), n, a.depth(), accumulate);
 }
 
+void gemm_f32(const GemmPackedA& a, const GemmView& b, float* c, int64_t ldc, int64_t n, bool accumulate) {
+  gemm_any(a, b, c, ldc, a.rows(), n, a.depth(), accumulate);
+}
+
 // Depth block pc holds the panels of all rows, each kc(pc) deep: block (i0, p0) starts at
 // p0 * m_padded (the blocks before it are KC deep) plus i0 * kc.
 GemmPackedA::GemmPackedA(const GemmView& a, int64_t m, int64_t k)

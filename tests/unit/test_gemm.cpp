@@ -166,14 +166,17 @@ TEST_CASE("gemm_f32: a B source and a packed A give the bits of the stored matri
         const int previous = omp_get_max_threads();
         omp_set_num_threads(threads);
         std::vector<float> stored(static_cast<std::size_t>(s.m * s.n)), sourced = stored, packed = stored;
+        std::vector<float> packed_stored = stored;
         gemm_f32(a.view, b.view, stored.data(), s.n, s.m, s.n, s.k, false);
         gemm_f32(a.view, source, sourced.data(), s.n, s.m, s.n, s.k, false);
         const GemmPackedA pa(a.view, s.m, s.k);
         gemm_f32(pa, source, packed.data(), s.n, s.n, false);
+        gemm_f32(pa, b.view, packed_stored.data(), s.n, s.n, false);
         omp_set_num_threads(previous);
         INFO("m " << s.m << " n " << s.n << " k " << s.k << " transposed " << transposed << " threads " << threads);
         CHECK(sourced == stored);
         CHECK(packed == stored);
+        CHECK(packed_stored == stored);
       }
       CHECK(fills > 0);
     }

@@ -66,6 +66,7 @@ void gemm_f32(const GemmView& a, const GemmView& b, float* c, int64_t ldc, int64
 void gemm_f32(const GemmView& a, const GemmSource& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
               bool accumulate);
 void gemm_f32(const GemmPackedA& a, const GemmSource& b, float* c, int64_t ldc, int64_t n, bool accumulate);
+void gemm_f32(const GemmPackedA& a, const GemmView& b, float* c, int64_t ldc, int64_t n, bool accumulate);
 
 // "avx512 6x64" or "portable 4x16": the microkernel this build uses (for benchmarks).
 const char* gemm_f32_kernel();
