@@ -587,6 +587,30 @@ void for_each_sample(int64_t samples, Fn&& fn) {
 // kFewRows), and the multiply-adds from which it runs on all threads (the GEMM's threshold).
 constexpr int64_t kPointwiseColumns = 64, kPointwiseFewRows = 4, kPointwiseParallelMacs = int64_t(1) << 18;
 
+// c[n] (m x voxels, row pitch voxels) = a (m x k) b[n] (k x voxels, row pitch voxels) for the
+// samples n (b[n] at b + n * b_sample, c[n] at c + n * c_sample): a 1x1x1 conv's GEMMs. A packed
+// once; (sample, column block) items across the threads, each packing its own block of b once, a
+// thread slowed by the host's other work taking fewer. Few rows or a shallow depth take the
+// GEMM's few-rows path (no packing), one sample per thread.
+void pointwise_gemms(const GemmView& a, int64_t m, int64_t k, const float* b, int64_t b_sample, float* c,
+                     int64_t c_sample, int64_t samples, int64_t voxels) {
+  if (m <= kPointwiseFewRows || k <= kPointwiseFewRows) {
+    for_each_sample(samples, [&](int64_t n, int) {
+      gemm_f32(a, gemm_rows(b + n * b_sample, voxels), c + n * c_sample, voxels, m, voxels, k, false);
+    });
+    return;
+  }
+  const GemmPackedA packed(a, m, k);
+  const int64_t blocks = (voxels + kPointwiseColumns - 1) / kPointwiseColumns;
+  const bool parallel = !omp_in_parallel() && m * k * voxels * samples > kPointwiseParallelMacs;
+#pragma omp parallel for schedule(dynamic, 1) if (parallel)
+  for (int64_t item = 0; item < samples * blocks; ++item) {
+    const int64_t n = item / blocks, j0 = item % blocks * kPointwiseColumns;
+    gemm_f32(packed, gemm_rows(b + n * b_sample + j0, voxels), c + n * c_sample + j0, voxels,
+             std::min(kPointwiseColumns, voxels - j0), false);
+  }
+}
+
 // --- pointwise wgrad with few filters (f32) ------------------------------------------------
 // dw [K, C] of a 1x1x1 conv with K <= kFewFilters (the 2-class classifier): K dot products of
 // each input channel's rows with dy's. The GEMM would pack x^T (all of it, transposed) and run
@@ -840,29 +864,9 @@ void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, 
       if (bias) add_channel_bias(p.N, p.K, out_sp, bias, y);
       return;
     }
-    // The weights packed once; (sample, column block) items across the threads, each packing its
-    // own block of the input once, a thread slowed by the host's other work taking fewer. (Few
-    // filters or channels: the GEMM's few-rows path, without packing, one sample per thread.)
-    if (Kg <= kPointwiseFewRows || Cg <= kPointwiseFewRows) {
-      for_each_sample(p.N, [&](int64_t n, int) {
-        for (int64_t g = 0; g < p.groups; ++g)
-          gemm(Operand<T>{weights + g * Kg * rows, rows}, {x + (n * p.C + g * Cg) * in_sp, in_sp},
-               y + (n * p.K + g * Kg) * out_sp, out_sp, Kg, out_sp, Cg, false);
-      });
-      if (bias) add_channel_bias(p.N, p.K, out_sp, bias, y);
-      return;
-    }
-    for (int64_t g = 0; g < p.groups; ++g) {
-      const GemmPackedA a(gemm_rows(weights + g * Kg * rows, rows), Kg, Cg);
-      const int64_t blocks = (out_sp + kPointwiseColumns - 1) / kPointwiseColumns;
-      const bool parallel = !omp_in_parallel() && Kg * Cg * out_sp * p.N > kPointwiseParallelMacs;
-#pragma omp parallel for schedule(dynamic, 1) if (parallel)
-      for (int64_t item = 0; item < p.N * blocks; ++item) {
-        const int64_t n = item / blocks, j0 = item % blocks * kPointwiseColumns;
-        gemm_f32(a, gemm_rows(x + (n * p.C + g * Cg) * in_sp + j0, in_sp), y + (n * p.K + g * Kg) * out_sp + j0,
-                 out_sp, std::min(kPointwiseColumns, out_sp - j0), false);
-      }
-    }
+    for (int64_t g = 0; g < p.groups; ++g)
+      pointwise_gemms(gemm_rows(weights + g * Kg * rows, rows), Kg, Cg, x + g * Cg * in_sp, p.C * in_sp,
+                      y + g * Kg * out_sp, p.K * out_sp, p.N, out_sp);
     if (bias) add_channel_bias(p.N, p.K, out_sp, bias, y);
     return;
   }
@@ -923,14 +927,12 @@ void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scra
       implicit_dgrad(p, *f, dy, w, dx);
       return;
     }
-    if (plan.pointwise) {  // one sample per thread, as fprop
+    if (plan.pointwise) {  // as fprop
       if (plan.pruned) gather_weights(p, plan, w, scratch);
       const T* weights = plan.pruned ? scratch : w;
-      for_each_sample(p.N, [&](int64_t n, int) {
-        for (int64_t g = 0; g < p.groups; ++g)
-          gemm(Operand<T>{weights + g * Kg * rows, rows, true}, {dy + (n * p.K + g * Kg) * out_sp, out_sp},
-               dx + (n * p.C + g * Cg) * in_sp, in_sp, Cg, in_sp, Kg, false);
-      });
+      for (int64_t g = 0; g < p.groups; ++g)
+        pointwise_gemms(gemm_transposed(weights + g * Kg * rows, rows), Cg, Kg, dy + g * Kg * out_sp, p.K * out_sp,
+                        dx + g * Cg * in_sp, p.C * in_sp, p.N, in_sp);
       return;
     }
   }
