@@ -500,19 +500,20 @@ void gemm_f32(const GemmPackedA& a, const GemmView& b, float* c, int64_t ldc, in
 // Depth block pc holds the panels of all rows, each kc(pc) deep: block (i0, p0) starts at
 // p0 * m_padded (the blocks before it are KC deep) plus i0 * kc.
 GemmPackedA::GemmPackedA(const GemmView& a, int64_t m, int64_t k)
-    : m_(m), k_(k), m_padded_((m + kMR - 1) / kMR * kMR), data_(static_cast<std::size_t>(m_padded_ * k)) {
+    : m_(m), k_(k), m_padded_((m + kMR - 1) / kMR * kMR) {
   MED3D_CHECK(m >= 0 && k >= 0, "GemmPackedA: expected non-negative sizes, got m=", m, " k=", k);
+  data_.reset(new float[static_cast<std::size_t>(std::max<int64_t>(m_padded_ * k, 1))]);
   const int64_t panels = m_padded_ / kMR, blocks = (k + kKC - 1) / kKC;
 #pragma omp parallel for collapse(2) schedule(static) if (omp_get_level() == 0 && m * k > kPackParallelGrain)
   for (int64_t block = 0; block < blocks; ++block)
     for (int64_t panel = 0; panel < panels; ++panel) {
       const int64_t p0 = block * kKC, kc = std::min(kKC, k - p0), i0 = panel * kMR;
-      pack_a(a, i0, std::min(kMR, m - i0), p0, kc, data_.data() + p0 * m_padded_ + i0 * kc);
+      pack_a(a, i0, std::min(kMR, m - i0), p0, kc, data_.get() + p0 * m_padded_ + i0 * kc);
     }
 }
 
 const float* GemmPackedA::panels(int64_t i0, int64_t p0) const {
-  return data_.data() + p0 * m_padded_ + i0 * std::min(kKC, k_ - p0);
+  return data_.get() + p0 * m_padded_ + i0 * std::min(kKC, k_ - p0);
 }
 
 const char* gemm_f32_kernel() {

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <vector>
 
 namespace med3d::kernels::cpu {
@@ -54,7 +55,7 @@ class GemmPackedA {
 
  private:
   int64_t m_, k_, m_padded_;
-  std::vector<float> data_;
+  std::unique_ptr<float[]> data_;  // not value-initialised: the packing writes every element
 };
 
 // C[m, n] (row-major, leading dimension ldc >= n) = (accumulate ? C : 0) + A[m, k] B[k, n].
