@@ -503,6 +503,26 @@ bool row_sums(const Conv3dParams& p) {
   return p.S * std::min(kLineBlock, p.C) * kLineFilters * int64_t(sizeof(float)) <= 24 * 1024;
 }
 
+// The line tiles' input copied into channel groups (kChannelGroup): the groups' pitch, with an
+// odd number of 64-byte lines between groups (at 4 KiB strides the groups the kernel reads in
+// turn all fall into one L1 set), and the copy's floats.
+int64_t grouped_pitch(const Conv3dParams& f) {
+  const int64_t pitch = f.input_spatial() * kChannelGroup;
+  return (pitch / 16) % 2 == 0 ? pitch + 16 : pitch;
+}
+// (Plus 16 floats of room to start it on a cache line.)
+int64_t grouped_elements(const Conv3dParams& f) {
+  return f.N * ((f.C + kChannelGroup - 1) / kChannelGroup) * grouped_pitch(f) + 16;
+}
+// Whether the grouped input goes into the caller's scratch (reused by the engine's pool), not a
+// buffer of run_lines' own: from 32 MiB, glibc's largest mmap threshold, where malloc maps and
+// faults in fresh pages on every call (DenseASPP d3's large-scale fprop took 0.91x the time in
+// the scratch). Below it malloc hands back the same heap memory, and the scratch was slower with
+// the data from memory (layer1 at 1x64x16x32x32, 4 MiB: 1.03-1.05x).
+bool grouped_in_scratch(const Conv3dParams& f) {
+  return line_tiles(f) && grouped_elements(f) * int64_t(sizeof(float)) >= (int64_t(32) << 20);
+}
+
 struct Lines {
   std::vector<int64_t> v0;     // first (output) voxel of each tile
   std::vector<int64_t> x0;     // the input voxel at its strided position (tap offsets 0)
@@ -808,8 +828,9 @@ void line_kernel(const float* x, int64_t C, int64_t group_pitch, int64_t V, cons
 }
 #endif
 
-// y = the direct conv f of x with weights wl on the line tiles, wp room for their packing.
-void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayout& wl, float* wp) {
+// y = the direct conv f of x with weights wl on the line tiles, wp room for their packing, grouped
+// for the grouped input (or null: a buffer of its own).
+void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayout& wl, float* wp, float* grouped) {
   const Lines lines = make_lines(f);
   const int64_t V = f.output_spatial();
   const LinePanels plan = line_panels(f.K);
@@ -852,13 +873,16 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
   while (chunk > kLineMinChunk && panels * f.N * ((tiles + chunk - 1) / chunk) < kLineItemsPerThread * threads)
     chunk /= 2;
   const int64_t chunks = (tiles + chunk - 1) / chunk, per_panel = f.N * chunks, items = panels * per_panel;
-  // The input copied into channel groups (kChannelGroup), with an odd number of 64-byte lines
-  // between groups: at 4 KiB strides the groups the kernel reads in turn all fall into one L1
-  // set. Channels past C in the last group are never read and not written.
+  // The input copied into channel groups, in the caller's scratch (a buffer of our own was
+  // mapped and faulted in afresh on every call from 32 MiB: DenseASPP's large-scale input).
+  // Channels past C in the last group are never read and not written.
   const int64_t x_volume = f.input_spatial(), groups = (f.C + kChannelGroup - 1) / kChannelGroup;
-  int64_t group_pitch = x_volume * kChannelGroup;
-  if ((group_pitch / 16) % 2 == 0) group_pitch += 16;
-  std::unique_ptr<float[]> grouped(new float[static_cast<std::size_t>(f.N * groups * group_pitch)]);
+  const int64_t group_pitch = grouped_pitch(f);
+  std::unique_ptr<float[]> own;
+  if (grouped == nullptr) {
+    own.reset(new float[static_cast<std::size_t>(grouped_elements(f))]);
+    grouped = own.get();
+  }
   {
     const float* x_in = x;
     const int64_t rows = f.N * groups;
@@ -868,7 +892,7 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
     for (int64_t row = 0; row < rows; ++row) {
       const int64_t n = row / groups, c0 = row % groups * kChannelGroup, channels = std::min(kChannelGroup, f.C - c0);
       const float* src = x_in + (n * f.C + c0) * x_volume;
-      float* dst = grouped.get() + row * group_pitch;
+      float* dst = grouped + row * group_pitch;
       int64_t v = 0;
 #if defined(MED3D_SIMD)
       static_assert(kChannelGroup == 8);
@@ -881,7 +905,7 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
       std::fill(dst + x_volume * kChannelGroup, dst + group_pitch, 0.0f);
     }
   }
-  x = grouped.get();
+  x = grouped;
   auto body = [&](int64_t item) {
     const int64_t panel = item / per_panel, n = item % per_panel / chunks, t0 = item % chunks * chunk;
     const int64_t k0 = plan.k0(panel);
@@ -935,11 +959,33 @@ void run_tiles(const Conv3dParams& f, const float* x, float* y, const WeightLayo
   for_items(items, macs, body);
 }
 
+// An upper bound of the live taps: the product of the axes' taps that read inside for some output.
+int64_t live_tap_count(const Conv3dParams& p) {
+  int64_t count = 1;
+  const Dims3 kernel = p.kernel_extent(), in = p.input_extent(), out = p.output_extent();
+  for (int a = 0; a < 3; ++a) {
+    int64_t live = 0;
+    for (int64_t t = 0; t < kernel[a]; ++t) {
+      const AxisRange range = inside_range(out[a], in[a], p.stride[a], t * p.dilation[a] - p.pad[a]);
+      live += range.lo < range.hi;
+    }
+    count *= live;
+  }
+  return count;
+}
+
+// The scratch of the kernel that runs f: its packed weights, then (line tiles) its grouped input.
+int64_t direct_scratch_elements(const Conv3dParams& f) {
+  const int64_t packed = packed_elements(f, live_tap_count(f));
+  return grouped_in_scratch(f) ? packed + grouped_elements(f) : packed;
+}
+
 void run_direct(const Conv3dParams& f, const float* x, float* y, const WeightLayout& wl, float* wp) {
-  if (line_tiles(f))
-    run_lines(f, x, y, wl, wp);
-  else
-    run_tiles<kTileFilters, kTileVectors>(f, x, y, wl, wp);
+  if (!line_tiles(f)) return run_tiles<kTileFilters, kTileVectors>(f, x, y, wl, wp);
+  if (!grouped_in_scratch(f)) return run_lines(f, x, y, wl, wp, nullptr);
+  // From the first cache line after the packed weights: a tile's 4 voxels x 8 channels are 2 lines.
+  const auto after_weights = reinterpret_cast<uintptr_t>(wp + packed_elements(f, live_tap_count(f)));
+  run_lines(f, x, y, wl, wp, reinterpret_cast<float*>((after_weights + 63) / 64 * 64));
 }
 
 // --- wgrad -------------------------------------------------------------------------------
@@ -1048,21 +1094,6 @@ void wgrad_block(const float* dyp, const float* const* xs, int64_t samples, int6
 }
 #endif
 
-// An upper bound of the live taps: the product of the axes' taps that read inside for some output.
-int64_t live_tap_count(const Conv3dParams& p) {
-  int64_t count = 1;
-  const Dims3 kernel = p.kernel_extent(), in = p.input_extent(), out = p.output_extent();
-  for (int a = 0; a < 3; ++a) {
-    int64_t live = 0;
-    for (int64_t t = 0; t < kernel[a]; ++t) {
-      const AxisRange range = inside_range(out[a], in[a], p.stride[a], t * p.dilation[a] - p.pad[a]);
-      live += range.lo < range.hi;
-    }
-    count *= live;
-  }
-  return count;
-}
-
 void check_scratch(const char* op, const Conv3dParams& p, int64_t scratch_elements) {
   MED3D_CHECK(scratch_elements >= conv3d_direct_scratch_elements(p), op, ": the scratch buffer holds ",
               scratch_elements, " elements but this conv needs at least ", conv3d_direct_scratch_elements(p),
@@ -1085,9 +1116,8 @@ bool conv3d_direct_fprop_applies(const Conv3dParams& p) {
 }
 
 int64_t conv3d_direct_scratch_elements(const Conv3dParams& p) {
-  const int64_t live = live_tap_count(p);
-  int64_t most = packed_elements(p, live);
-  if (conv3d_direct_applies(p)) most = std::max(most, packed_elements(transposed(p), live));
+  int64_t most = direct_scratch_elements(p);
+  if (conv3d_direct_applies(p)) most = std::max(most, direct_scratch_elements(transposed(p)));
   return most;
 }
 

@@ -20,11 +20,11 @@
 // channels sums each tap over exact line segments.
 // x [N, C, D, H, W], w [K, C, T, R, S], y [N, K, Z, P, Q] contiguous; fprop and dgrad repack the
 // weights (once per call, into the caller's scratch: the live taps' weights, a panel of output
-// channels at a time; on the line tiles, weights of over 2^20 elements are packed a panel at a
+// channels at a time; on the line tiles, weights of over 2^17 elements are packed a panel at a
 // time by the thread that runs it, into its part of the scratch) and, on the line tiles, their
-// input into groups of 8 channels interleaved voxel by voxel (into a buffer of their own, the
-// input's size rounded up to whole groups); wgrad only dy (into its own buffer, N * K * V floats
-// rounded up to a panel). Work items go to whichever thread is free;
+// input into groups of 8 channels interleaved voxel by voxel (into the scratch after the
+// weights, the input's size rounded up to whole groups); wgrad only dy (into its own buffer,
+// N * K * V floats rounded up to a panel). Work items go to whichever thread is free;
 // each output element is summed by one thread in a fixed order, so results are deterministic
 // and do not depend on the thread count.
 #pragma once
@@ -43,7 +43,8 @@ bool conv3d_direct_applies(const Conv3dParams& p);
 // stride-2 3x3x3 conv), from 16 input channels, whose taps overlap (not k2 s2: the GEMM's).
 bool conv3d_direct_fprop_applies(const Conv3dParams& p);
 
-// Scratch elements the passes below need (their packed weights).
+// Scratch elements the passes below need (their packed weights and, on the line tiles, their
+// grouped input).
 int64_t conv3d_direct_scratch_elements(const Conv3dParams& p);
 
 // y = conv(x, w) without bias. Overwrites y [N, K, Z, P, Q] and the scratch. Requires
