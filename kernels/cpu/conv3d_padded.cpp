@@ -342,8 +342,11 @@ void store_plane(const Conv3dParams& p, const PlaneItem& it, const float* plane_
   float* dst = y + (it.n * p.K + k0) * V + it.z * plane;
   int64_t v = 0;
 #if defined(MED3D_SIMD)
-  for (; v + kLanes <= plane; v += kLanes)
-    for (int64_t k = 0; k < rows; k += kLanes) {
+  // A block of kLanes filters at a time across the plane: kLanes rows of y written front to back
+  // (the plane's vectors outermost wrote all 32 rows in turn: the stem's fprop 0.96x the time so).
+  const int64_t vector_end = plane / kLanes * kLanes;
+  for (int64_t k = 0; k < rows; k += kLanes)
+    for (v = 0; v < vector_end; v += kLanes) {
       if (k + kLanes <= rows) {
         simd::transpose_block(plane_sums + v * kFpropFilters + k, kFpropFilters, dst + k * V + v, V);
         continue;
@@ -352,6 +355,7 @@ void store_plane(const Conv3dParams& p, const PlaneItem& it, const float* plane_
       simd::transpose_block(plane_sums + v * kFpropFilters + k, kFpropFilters, block, kLanes);
       for (int64_t i = 0; i < rows - k; ++i) std::copy(block + i * kLanes, block + (i + 1) * kLanes, dst + (k + i) * V + v);
     }
+  v = vector_end;
 #endif
   for (; v < plane; ++v)
     for (int64_t k = 0; k < rows; ++k) dst[k * V + v] = plane_sums[v * kFpropFilters + k];
