@@ -701,7 +701,7 @@ void line_kernel(const float* x, int64_t C, int64_t group_pitch, int64_t V, cons
                  const float* wp, int mr, int64_t tap_pitch, int64_t live, int64_t block, float* y, int rows) {
   using namespace simd;
   alignas(64) float sums[kLineChunk][kLineVoxels][kLineFilters];
-  std::fill(&sums[0][0][0], &sums[t1 - t0][0][0], 0.0f);
+  std::fill_n(&sums[0][0][0], (t1 - t0) * kLineVoxels * kLineFilters, 0.0f);
   // Kernel rows of taps outermost, then channel blocks, then the chunk's tiles: one row's weights
   // for a block (wp holds each tap's channels consecutively) serve every tile of the chunk from
   // L1, and the range of each (tap, tile) is dispatched once for the block's channels. The row's
@@ -801,7 +801,7 @@ void line_kernel(const float* x, int64_t C, int64_t group_pitch, int64_t V, cons
                  const float* wp, int mr, int64_t tap_pitch, int64_t live, int64_t block, float* y, int rows,
                  int64_t sx) {
   float sums[kLineChunk][kLineVoxels][kLineFilters];
-  std::fill(&sums[0][0][0], &sums[t1 - t0][0][0], 0.0f);
+  std::fill_n(&sums[0][0][0], (t1 - t0) * kLineVoxels * kLineFilters, 0.0f);
   for (int64_t l = 0; l < live; ++l)
     for (int64_t c0 = 0; c0 < C; c0 += block) {
       const int64_t channels = std::min(C, c0 + block) - c0;
