@@ -581,11 +581,10 @@ void for_each_sample(int64_t samples, Fn&& fn) {
   for (int64_t n = 0; n < samples; ++n) fn(n, omp_get_thread_num());
 }
 
-// Output voxels per item of the pointwise f32 fprop (64, not 128: the bottleneck's 2 x 256 voxels
+// Output voxels per item of the pointwise f32 GEMMs (64, not 128: the bottleneck's 2 x 256 voxels
 // in 8 items, not 4; 0.92x the time of one GEMM per sample and thread, DenseASPP d18/d24 fprop
-// 0.84x/0.89x), the filters or channels up to which it takes the GEMM's few-rows path (gemm.cpp's
-// kFewRows), and the multiply-adds from which it runs on all threads (the GEMM's threshold).
-constexpr int64_t kPointwiseColumns = 64, kPointwiseFewRows = 4, kPointwiseParallelMacs = int64_t(1) << 18;
+// 0.84x/0.89x).
+constexpr int64_t kPointwiseColumns = 64;
 
 // c[n] (m x voxels, row pitch voxels) = a (m x k) b[n] (k x voxels, row pitch voxels) for the
 // samples n (b[n] at b + n * b_sample, c[n] at c + n * c_sample): a 1x1x1 conv's GEMMs. A packed
@@ -594,7 +593,7 @@ constexpr int64_t kPointwiseColumns = 64, kPointwiseFewRows = 4, kPointwiseParal
 // GEMM's few-rows path (no packing), one sample per thread.
 void pointwise_gemms(const GemmView& a, int64_t m, int64_t k, const float* b, int64_t b_sample, float* c,
                      int64_t c_sample, int64_t samples, int64_t voxels) {
-  if (m <= kPointwiseFewRows || k <= kPointwiseFewRows) {
+  if (m <= kGemmFewRows || k <= kGemmFewRows) {
     for_each_sample(samples, [&](int64_t n, int) {
       gemm_f32(a, gemm_rows(b + n * b_sample, voxels), c + n * c_sample, voxels, m, voxels, k, false);
     });
@@ -602,7 +601,7 @@ void pointwise_gemms(const GemmView& a, int64_t m, int64_t k, const float* b, in
   }
   const GemmPackedA packed(a, m, k);
   const int64_t blocks = (voxels + kPointwiseColumns - 1) / kPointwiseColumns;
-  const bool parallel = !omp_in_parallel() && m * k * voxels * samples > kPointwiseParallelMacs;
+  const bool parallel = !omp_in_parallel() && m * k * voxels * samples > kGemmParallelMacs;
 #pragma omp parallel for schedule(dynamic, 1) if (parallel)
   for (int64_t item = 0; item < samples * blocks; ++item) {
     const int64_t n = item / blocks, j0 = item % blocks * kPointwiseColumns;

@@ -65,13 +65,10 @@ void for_costed_items(int64_t items, int64_t granule, int64_t macs, Cost&& cost,
   std::vector<Run> runs(static_cast<std::size_t>(threads));
   int64_t total = 0;
   for (int64_t item = 0; item < items; ++item) total += cost(item);
-  std::vector<int64_t> ends(static_cast<std::size_t>(threads));
-  for (int64_t item = 0, start = 0, t = 0; t < threads; ++t) {
+  for (int64_t item = 0, start = 0, first = 0, t = 0; t < threads; ++t) {
     for (; item < items && start < total * (t + 1) / threads; ++item) start += cost(item);
-    ends[static_cast<std::size_t>(t)] = t + 1 == threads ? items : std::min(items, (item + granule / 2) / granule * granule);
-  }
-  for (int64_t t = 0, first = 0; t < threads; ++t) {
-    const int64_t end = std::max(first, ends[static_cast<std::size_t>(t)]);
+    const int64_t rounded = std::min(items, (item + granule / 2) / granule * granule);
+    const int64_t end = t + 1 == threads ? items : std::max(first, rounded);
     runs[static_cast<std::size_t>(t)].bounds = static_cast<uint64_t>(first) << 32 | static_cast<uint64_t>(end);
     first = end;
   }
@@ -414,6 +411,10 @@ constexpr int kLineVoxels = 4, kLineFilters = 24, kLineTailFilters = 16, kLineTa
 constexpr int kLineVoxels = 8, kLineFilters = 32, kLineTailFilters = 0, kLineTailCost = 0;
 #endif
 
+// A pitch of at least `floats` floats spanning an odd number of 64-byte lines: rows that far apart
+// fall into different L1 sets (at multiples of 4 KiB they all fall into one).
+int64_t odd_lines_pitch(int64_t floats) { return (floats + 15) / 16 % 2 == 0 ? floats + 16 : floats; }
+
 // The line tiles' filter panels: `main` of kLineFilters, then `tail` of kLineTailFilters
 // holding the last `tail_filters` filters.
 struct LinePanels {
@@ -434,10 +435,7 @@ struct LinePanels {
   // channels' consecutive taps fall into different L1 sets (C x 24 or 16 filters is a multiple of
   // 4 KiB from C = 128 on: every tap's stores into one set, evicting each other's half-written
   // lines).
-  static int64_t tap_pitch(int64_t C, int width) {
-    const int64_t pitch = C * width;
-    return (pitch + 15) / 16 % 2 == 0 ? pitch + 16 : pitch;
-  }
+  static int64_t tap_pitch(int64_t C, int width) { return odd_lines_pitch(C * width); }
   // Where panel p's packed weights begin, for C channels and `live` taps; offset(count()) is their size.
   int64_t offset(int64_t panel, int64_t C, int64_t live) const {
     const int64_t mains = std::min(panel, main);
@@ -506,10 +504,7 @@ bool row_sums(const Conv3dParams& p) {
 // The line tiles' input copied into channel groups (kChannelGroup): the groups' pitch, with an
 // odd number of 64-byte lines between groups (at 4 KiB strides the groups the kernel reads in
 // turn all fall into one L1 set), and the copy's floats.
-int64_t grouped_pitch(const Conv3dParams& f) {
-  const int64_t pitch = f.input_spatial() * kChannelGroup;
-  return (pitch / 16) % 2 == 0 ? pitch + 16 : pitch;
-}
+int64_t grouped_pitch(const Conv3dParams& f) { return odd_lines_pitch(f.input_spatial() * kChannelGroup); }
 // (Plus 16 floats of room to start it on a cache line.)
 int64_t grouped_elements(const Conv3dParams& f) {
   return f.N * ((f.C + kChannelGroup - 1) / kChannelGroup) * grouped_pitch(f) + 16;
@@ -873,9 +868,8 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
   while (chunk > kLineMinChunk && panels * f.N * ((tiles + chunk - 1) / chunk) < kLineItemsPerThread * threads)
     chunk /= 2;
   const int64_t chunks = (tiles + chunk - 1) / chunk, per_panel = f.N * chunks, items = panels * per_panel;
-  // The input copied into channel groups, in the caller's scratch (a buffer of our own was
-  // mapped and faulted in afresh on every call from 32 MiB: DenseASPP's large-scale input).
-  // Channels past C in the last group are never read and not written.
+  // The input copied into channel groups (into `grouped`, or a buffer of our own: see
+  // grouped_in_scratch). Channels past C in the last group are never read and not written.
   const int64_t x_volume = f.input_spatial(), groups = (f.C + kChannelGroup - 1) / kChannelGroup;
   const int64_t group_pitch = grouped_pitch(f);
   std::unique_ptr<float[]> own;

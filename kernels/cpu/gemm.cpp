@@ -41,7 +41,7 @@ constexpr int64_t kMC = kMR * 43;
 #endif
 constexpr int64_t kNC = 4096;
 // Below this many multiply-adds one thread is faster than waking a team.
-constexpr int64_t kParallelGrain = int64_t(1) << 18;
+constexpr int64_t kParallelGrain = kGemmParallelMacs;
 // Below this many elements of A, GemmPackedA packs on one thread.
 constexpr int64_t kPackParallelGrain = int64_t(1) << 14;
 
@@ -304,7 +304,7 @@ void gemm_block(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int
 // 0.13 -> 0.09). Each element gets the microkernel's operations in its order (a sum from +0 per
 // depth block, one fused multiply-add per depth, then one add into C), so the bits are those of
 // the packed path.
-constexpr int64_t kFewRows = 4, kFewColumns = 2048;
+constexpr int64_t kFewRows = kGemmFewRows, kFewColumns = 2048;
 
 // The microkernel's update of one sum, as it rounds it.
 inline float multiply_add(float a, float b, float s) {

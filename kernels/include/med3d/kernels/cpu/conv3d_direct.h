@@ -22,8 +22,9 @@
 // weights (once per call, into the caller's scratch: the live taps' weights, a panel of output
 // channels at a time; on the line tiles, weights of over 2^17 elements are packed a panel at a
 // time by the thread that runs it, into its part of the scratch) and, on the line tiles, their
-// input into groups of 8 channels interleaved voxel by voxel (into the scratch after the
-// weights, the input's size rounded up to whole groups); wgrad only dy (into its own buffer,
+// input into groups of 8 channels interleaved voxel by voxel (the input's size rounded up to
+// whole groups: from 32 MiB into the scratch after the weights, else into a buffer of their
+// own); wgrad only dy (into its own buffer,
 // N * K * V floats rounded up to a panel). Work items go to whichever thread is free;
 // each output element is summed by one thread in a fixed order, so results are deterministic
 // and do not depend on the thread count.

@@ -58,6 +58,11 @@ class GemmPackedA {
   std::unique_ptr<float[]> data_;  // not value-initialised: the packing writes every element
 };
 
+// gemm_f32 with at most kGemmFewRows rows of C, or that deep, and a stored B with contiguous rows
+// streams B without packing it (a packed A has no such path); below kGemmParallelMacs
+// multiply-adds it runs on one thread.
+inline constexpr int64_t kGemmFewRows = 4, kGemmParallelMacs = int64_t(1) << 18;
+
 // C[m, n] (row-major, leading dimension ldc >= n) = (accumulate ? C : 0) + A[m, k] B[k, n].
 // k = 0 leaves C (accumulate) or zeroes it; m = 0 or n = 0 does nothing.
 void gemm_f32(const GemmView& a, const GemmView& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
