@@ -144,11 +144,12 @@ TEST_CASE("gemm_f32: a B source and a packed A give the bits of the stored matri
     int64_t m, n, k;
   };
   // m <= 4 or k <= 4 with a stored B runs the few-rows streaming path: its bits must match the panels' too.
+  // A packed A reads a row-major A's whole panels in place (a transposed A's are all packed).
   for (const Shape s : {Shape{7, 5, 3}, Shape{64, 130, 300}, Shape{515, 70, 520}, Shape{13, 4100, 17},
                         Shape{2, 300, 40}, Shape{3, 70, 520}, Shape{1, 517, 9}, Shape{9, 300, 3}, Shape{33, 40, 1}}) {
     for (const bool transposed : {false, true}) {
       std::mt19937 rng(static_cast<unsigned>(s.m * 31 + s.n * 7 + s.k + transposed));
-      const Operand a = make_operand(s.m, s.k, false, 1, rng);
+      const Operand a = make_operand(s.m, s.k, transposed, 1, rng);
       // The stored matrix M: B itself, or B^T for a transposed source.
       const Operand b = make_operand(s.k, s.n, transposed, 1, rng);
       int fills = 0;
@@ -173,7 +174,7 @@ TEST_CASE("gemm_f32: a B source and a packed A give the bits of the stored matri
         gemm_f32(pa, source, packed.data(), s.n, s.n, false);
         gemm_f32(pa, b.view, packed_stored.data(), s.n, s.n, false);
         omp_set_num_threads(previous);
-        INFO("m " << s.m << " n " << s.n << " k " << s.k << " transposed " << transposed << " threads " << threads);
+        INFO("m " << s.m << " n " << s.n << " k " << s.k << " transposed (A, the source) " << transposed << " threads " << threads);
         CHECK(sourced == stored);
         CHECK(packed == stored);
         CHECK(packed_stored == stored);
