@@ -899,6 +899,10 @@ void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scra
       conv3d_direct_dgrad(p, dy, w, dx, scratch, scratch_elements);
       return;
     }
+    if (kPaddedKernels && conv3d_padded_applies(p)) {
+      conv3d_padded_dgrad(p, dy, w, dx);
+      return;
+    }
     if (plan.per_tap) {
       per_tap_f32(p, plan, dy, w, dx, per_tap_buffers(p, plan, scratch), true);
       return;

@@ -495,23 +495,32 @@ TEST_CASE("conv3d: the padded kernels of few-channel convs match the f64 kernels
   // fprop's panels of 32 filters: 30 (one panel, a partial block of rows), 8 (one vector, tiles
   // of 8 voxels spanning 2-3 lines of 4 with different live height taps), 50 (a panel of 3 vectors
   // after a full one), 48 (2 vectors after a full one, planes of 110 voxels: a part block of
-  // kLanes at each plane's end, over a million products: the threads share the planes).
+  // kLanes at each plane's end, over a million products: the threads share the planes). dgrad's
+  // phases: 4 and 3 taps per axis on the stem, rows and voxels past a tile's end.
   Context context(Device::cpu(), 9);
   const Conv3dParams cases[] = {
       kernels::conv3d_params("test", {2, 1, 9, 12, 14}, {30, 1, 7, 7, 7}, {2, 2, 2}, {3, 3, 3}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {2, 1, 16, 20, 22}, {48, 1, 7, 7, 7}, {2, 2, 2}, {3, 3, 3}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {1, 3, 5, 6, 7}, {8, 3, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {1, 4, 6, 7, 11}, {50, 4, 3, 3, 6}, {1, 2, 3}, {2, 1, 0}, {2, 1, 1}, 1),
+      // Stride 2, dilation 2: dgrad's odd phases get no tap on any axis (their dx is 0).
+      kernels::conv3d_params("test", {1, 2, 6, 7, 9}, {5, 2, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {2, 2, 2}, 1),
+      // Height dilation 2 at stride 1: dgrad's height taps read every other row (the tile's
+      // general loop, not the consecutive rows').
+      kernels::conv3d_params("test", {1, 2, 5, 9, 10}, {3, 2, 3, 3, 3}, {1, 1, 1}, {2, 2, 1}, {1, 2, 1}, 1),
   };
   for (const Conv3dParams& p : cases) {
     INFO("C " << p.C << " K " << p.K << " input " << p.D << "x" << p.H << "x" << p.W);
     REQUIRE(kernels::cpu::conv3d_padded_applies(p));
     const ConvCase c = conv_case(context, p);
     Tensor y = context.full(c.dy.shape(), 7.0, DType::f32), dw = context.full(c.w.shape(), 7.0, DType::f32);
+    Tensor dx = context.full(c.x.shape(), 7.0, DType::f32);
     kernels::cpu::conv3d_padded_fprop(p, c.xf.data<float>(), c.wf.data<float>(), y.data<float>());
+    kernels::cpu::conv3d_padded_dgrad(p, c.dyf.data<float>(), c.wf.data<float>(), dx.data<float>());
     kernels::cpu::conv3d_padded_wgrad(p, c.xf.data<float>(), c.dyf.data<float>(), dw.data<float>());
     const std::vector<Tensor>& ref = c.ref;
     test::require_close(y.to(DType::f64), ref[0], 1e-5, "padded y");
+    test::require_close(dx.to(DType::f64), ref[1], 1e-5, "padded dx");
     test::require_close(dw.to(DType::f64), ref[2], 1e-5, "padded dw");
   }
   const Conv3dParams many_channels =

@@ -4,7 +4,9 @@
 // 3x3x3 and dilated conv of Med3D) run all three passes on the direct kernels of conv3d_direct.h
 // (the input read in place through each tap's flat shift, padded taps skipped per tile), and
 // f32 fprop of strided convs with >= 16 channels on their line tiles where they apply
-// (conv3d_direct_fprop_applies). Otherwise, per sample and group, a GEMM multiplies the weights with the column matrix
+// (conv3d_direct_fprop_applies); in vector builds convs with at most 4 input channels and >= 27
+// taps (the stem) run all three passes on the padded kernels of conv3d_padded.h.
+// Otherwise, per sample and group, a GEMM multiplies the weights with the column matrix
 // [C/groups * T*R*S, voxels] whose rows are the input read through each tap. In f32 that GEMM
 // is implicit (gemm_f32 with a GemmSource): the column matrix is gathered straight into the
 // GEMM's packed panels and never stored, for fprop and wgrad and, with unit strides, for dgrad

@@ -9,10 +9,12 @@
 // per-thread plane buffer, transposed into y in blocks.
 // wgrad puts the filters in the lanes as well: dy is repacked with the filters innermost, and a
 // block of consecutive width taps sums over each output plane; planes are then added up.
+// dgrad (few output channels) puts input voxels in the lanes: per stride phase of dx it is a
+// unit-stride correlation of dy, zero-padded once, with that phase's taps.
 // x [N, C, D, H, W], w [K, C, T, R, S], y and dy [N, K, Z, P, Q] contiguous, any strides,
-// paddings and dilations, one group. fprop overwrites y; wgrad overwrites dw. Both allocate their
-// own buffers (the padded input, packed weights or dy, per-plane partial sums); each output
-// element is summed in a fixed order, so results are deterministic.
+// paddings and dilations, one group. fprop overwrites y, dgrad dx, wgrad dw. Each allocates its
+// own buffers (the padded input or dy, packed weights or dy, partial sums); each output element
+// is summed in a fixed order, so results are deterministic.
 #pragma once
 
 #include "med3d/kernels/conv_params.h"
@@ -25,6 +27,9 @@ bool conv3d_padded_applies(const Conv3dParams& p);
 
 // y = conv(x, w) without bias. Overwrites y. Requires conv3d_padded_applies(p).
 void conv3d_padded_fprop(const Conv3dParams& p, const float* x, const float* w, float* y);
+
+// dx = dgrad of the conv above. Overwrites dx [N, C, D, H, W]. Requires conv3d_padded_applies(p).
+void conv3d_padded_dgrad(const Conv3dParams& p, const float* dy, const float* w, float* dx);
 
 // dw = wgrad of the conv above, summed over samples. Overwrites dw [K, C, T, R, S]. Requires
 // conv3d_padded_applies(p).
