@@ -421,16 +421,30 @@ PaddedAxis padded_axis(const std::vector<AxisPhase>& phases, int64_t out, int64_
 // phase of the tile sums them.
 constexpr int64_t kDgradFilterBlock = 4;
 
+#if defined(MED3D_SIMD)
+// A tile's accumulators, loaded from and stored to its sums [kDgradRows][kDgradVoxels].
+using DgradAcc = Vec[kDgradRows][kDgradVectors];
+[[gnu::always_inline]] inline void load_tile(const float* sums, DgradAcc& acc) {
+#pragma GCC unroll 8
+  for (int j = 0; j < kDgradRows; ++j)
+#pragma GCC unroll 4
+    for (int v = 0; v < kDgradVectors; ++v) acc[j][v] = simd::load(sums + j * kDgradVoxels + v * kLanes);
+}
+[[gnu::always_inline]] inline void store_tile(const DgradAcc& acc, float* sums) {
+#pragma GCC unroll 8
+  for (int j = 0; j < kDgradRows; ++j)
+#pragma GCC unroll 4
+    for (int v = 0; v < kDgradVectors; ++v) simd::store(sums + j * kDgradVoxels + v * kLanes, acc[j][v]);
+}
+#endif
+
 // sums[j][m] += sum over `filters` filters k and the phase's taps i of wk[k][i] * dy0[k * k_pitch +
 // offsets[i] + j * row_pitch + m]: one phase's tile over a block of filters.
 void dgrad_tile(const float* dy0, int64_t k_pitch, int64_t filters, const float* wk, const int64_t* offsets,
                 int64_t taps, int64_t row_pitch, float* sums) {
 #if defined(MED3D_SIMD)
-  Vec acc[kDgradRows][kDgradVectors];
-#pragma GCC unroll 8
-  for (int j = 0; j < kDgradRows; ++j)
-#pragma GCC unroll 4
-    for (int v = 0; v < kDgradVectors; ++v) acc[j][v] = simd::load(sums + j * kDgradVoxels + v * kLanes);
+  DgradAcc acc;
+  load_tile(sums, acc);
   for (int64_t k = 0; k < filters; ++k, dy0 += k_pitch, wk += taps)
     for (int64_t i = 0; i < taps; ++i) {
       const Vec w = simd::broadcast(wk[i]);
@@ -440,10 +454,7 @@ void dgrad_tile(const float* dy0, int64_t k_pitch, int64_t filters, const float*
 #pragma GCC unroll 4
         for (int v = 0; v < kDgradVectors; ++v) acc[j][v] = simd::fma(w, simd::load(src + j * row_pitch + v * kLanes), acc[j][v]);
     }
-#pragma GCC unroll 8
-  for (int j = 0; j < kDgradRows; ++j)
-#pragma GCC unroll 4
-    for (int v = 0; v < kDgradVectors; ++v) simd::store(sums + j * kDgradVoxels + v * kLanes, acc[j][v]);
+  store_tile(acc, sums);
 #else
   for (int64_t k = 0; k < filters; ++k, dy0 += k_pitch, wk += taps)
     for (int64_t i = 0; i < taps; ++i)
@@ -460,11 +471,8 @@ template <int TY>
 void dgrad_tile_rows(const float* dy0, int64_t k_pitch, int64_t filters, const float* wk, const int64_t* offsets,
                      int64_t pairs, int64_t row_pitch, float* sums) {
 #if defined(MED3D_SIMD)
-  Vec acc[kDgradRows][kDgradVectors];
-#pragma GCC unroll 8
-  for (int j = 0; j < kDgradRows; ++j)
-#pragma GCC unroll 4
-    for (int v = 0; v < kDgradVectors; ++v) acc[j][v] = simd::load(sums + j * kDgradVoxels + v * kLanes);
+  DgradAcc acc;
+  load_tile(sums, acc);
   for (int64_t k = 0; k < filters; ++k, dy0 += k_pitch)
     for (int64_t i = 0; i < pairs; ++i, wk += TY) {
       Vec w[TY];
@@ -487,10 +495,7 @@ void dgrad_tile_rows(const float* dy0, int64_t k_pitch, int64_t filters, const f
         }
       }
     }
-#pragma GCC unroll 8
-  for (int j = 0; j < kDgradRows; ++j)
-#pragma GCC unroll 4
-    for (int v = 0; v < kDgradVectors; ++v) simd::store(sums + j * kDgradVoxels + v * kLanes, acc[j][v]);
+  store_tile(acc, sums);
 #else
   for (int64_t k = 0; k < filters; ++k, dy0 += k_pitch)
     for (int64_t i = 0; i < pairs; ++i, wk += TY)
