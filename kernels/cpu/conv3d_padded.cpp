@@ -49,7 +49,7 @@ constexpr int64_t kMaxChannels = 4;
 // Below this many multiply-adds one thread is faster than waking a team.
 constexpr int64_t kParallelMacs = int64_t(1) << 20;
 
-// The input with its padding as zeros, [N, C, Dp, Hp, Wp].
+// A volume with zero borders, [N, C, Dp, Hp, Wp] (pad_volumes).
 struct PaddedInput {
   std::unique_ptr<float[]> data;
   int64_t C = 0, Dp = 0, Hp = 0, Wp = 0;
@@ -58,36 +58,46 @@ struct PaddedInput {
   }
 };
 
-// Plane by plane on all threads, each element written once: zeros or the input. (Zero-filled
-// whole on one thread, then copied into on one thread below kParallelMacs: ~2% of the stem's
-// fprop, the other thread waiting.)
-PaddedInput pad_input(const Conv3dParams& p, const float* x) {
-  PaddedInput in;
-  in.C = p.C;
-  in.Dp = p.D + 2 * p.pad[0];
-  in.Hp = p.H + 2 * p.pad[1];
-  in.Wp = p.W + 2 * p.pad[2];
-  const int64_t plane = in.Hp * in.Wp, planes = p.N * p.C * in.Dp;
-  in.data.reset(new float[static_cast<std::size_t>(planes * plane)]);
+// `volumes` volumes of extent `in` at src, each placed at `lo` inside zeros of extent `extent`
+// ([volumes, Dp, Hp, Wp]). Plane by plane on all threads, each element written once: zeros or
+// the input. (Zero-filled whole on one thread, then copied into on one thread below
+// kParallelMacs: ~2% of the stem's fprop, the other thread waiting.)
+PaddedInput pad_volumes(const float* src, int64_t volumes, const Dims3& in, const Dims3& lo, const Dims3& extent) {
+  PaddedInput out;
+  out.C = volumes;  // row(0, v, d, h) is volume v's row; pad_input sets C for row(n, c, d, h)
+  out.Dp = extent[0];
+  out.Hp = extent[1];
+  out.Wp = extent[2];
+  const int64_t plane = out.Hp * out.Wp, planes = volumes * out.Dp;
+  out.data.reset(new float[static_cast<std::size_t>(planes * plane)]);
 #pragma omp parallel for schedule(static) if (!omp_in_parallel() && planes * plane >= kParallelGrain)
   for (int64_t i = 0; i < planes; ++i) {
-    const int64_t nc = i / in.Dp, d = i % in.Dp - p.pad[0];
-    float* dst = in.data.get() + i * plane;
-    if (d < 0 || d >= p.D) {
+    const int64_t v = i / out.Dp, d = i % out.Dp - lo[0];
+    float* dst = out.data.get() + i * plane;
+    if (d < 0 || d >= in[0]) {
       std::fill(dst, dst + plane, 0.0f);
       continue;
     }
-    std::fill(dst, dst + p.pad[1] * in.Wp, 0.0f);
-    for (int64_t h = 0; h < p.H; ++h) {
-      float* row = dst + (h + p.pad[1]) * in.Wp;
-      const float* src = x + ((nc * p.D + d) * p.H + h) * p.W;
-      std::fill(row, row + p.pad[2], 0.0f);
-      std::copy(src, src + p.W, row + p.pad[2]);
-      std::fill(row + p.pad[2] + p.W, row + in.Wp, 0.0f);
+    std::fill(dst, dst + lo[1] * out.Wp, 0.0f);
+    for (int64_t h = 0; h < in[1]; ++h) {
+      float* row = dst + (h + lo[1]) * out.Wp;
+      const float* from = src + ((v * in[0] + d) * in[1] + h) * in[2];
+      std::fill(row, row + lo[2], 0.0f);
+      std::copy(from, from + in[2], row + lo[2]);
+      std::fill(row + lo[2] + in[2], row + out.Wp, 0.0f);
     }
-    std::fill(dst + (p.pad[1] + p.H) * in.Wp, dst + plane, 0.0f);
+    std::fill(dst + (lo[1] + in[1]) * out.Wp, dst + plane, 0.0f);
   }
-  return in;
+  return out;
+}
+
+// The input with its padding as zeros, [N, C, Dp, Hp, Wp].
+PaddedInput pad_input(const Conv3dParams& p, const float* x) {
+  const Dims3 in = p.input_extent();
+  PaddedInput padded = pad_volumes(x, p.N * p.C, in, p.pad,
+                                   {in[0] + 2 * p.pad[0], in[1] + 2 * p.pad[1], in[2] + 2 * p.pad[2]});
+  padded.C = p.C;
+  return padded;
 }
 
 int64_t panel_count(const Conv3dParams& p, int64_t filters) { return (p.K + filters - 1) / filters; }
@@ -544,26 +554,16 @@ void conv3d_padded_dgrad(const Conv3dParams& p, const float* dy, const float* w,
   const std::vector<AxisPhase> px = axis_phases(p.W, p.S, p.stride[2], p.pad[2], p.dilation[2]);
   const PaddedAxis az = padded_axis(pz, p.Z, 1), ay = padded_axis(py, p.P, kDgradRows),
                    ax = padded_axis(px, p.Q, kDgradVoxels);
-  // dyp [N][K][Zp][Pp][Qp]: dy inside its zero borders, plane by plane on all threads.
+  // dyp [N][K][Zp][Pp][Qp]: dy inside its zero borders.
+  const PaddedInput dyp = pad_volumes(dy, p.N * p.K, p.output_extent(), {az.lo, ay.lo, ax.lo},
+                                      {az.extent, ay.extent, ax.extent});
   const int64_t row_pitch = ax.extent, plane = ay.extent * row_pitch, k_pitch = az.extent * plane;
-  const std::unique_ptr<float[]> dyp(new float[static_cast<std::size_t>(p.N * p.K * k_pitch)]);
-  const int64_t padded_planes = p.N * p.K * az.extent;
-#pragma omp parallel for schedule(static) if (!omp_in_parallel() && padded_planes * plane >= kParallelGrain)
-  for (int64_t i = 0; i < padded_planes; ++i) {
-    const int64_t nk = i / az.extent, z = i % az.extent - az.lo;
-    float* dst = dyp.get() + i * plane;
-    std::fill(dst, dst + plane, 0.0f);
-    if (z < 0 || z >= p.Z) continue;
-    for (int64_t y = 0; y < p.P; ++y) {
-      const float* src = dy + ((nk * p.Z + z) * p.P + y) * p.Q;
-      std::copy(src, src + p.Q, dst + (y + ay.lo) * row_pitch + ax.lo);
-    }
-  }
   // Per phase (rz, ry, rx): its taps in (depth, width, height) order, their offsets in dyp and
   // weights [c][k][tap]; where the height taps read consecutive rows (up to 4 of them), `rows`
   // counts them and pair_offsets holds each (depth, width) pair's offset at its lowest row.
   struct Phase {
     int64_t rz, ry, rx, taps, rows;
+    Dims3 count;  // its input indices along each axis
     std::vector<int64_t> offsets, pair_offsets;
     std::vector<float> weights;
   };
@@ -576,7 +576,7 @@ void conv3d_padded_dgrad(const Conv3dParams& p, const float* dy, const float* w,
         bool consecutive = !oy.empty() && oy.size() <= 4;
         for (std::size_t j = 1; j < oy.size(); ++j) consecutive = consecutive && oy[j] == oy[j - 1] - 1;
         Phase ph{static_cast<int64_t>(a), static_cast<int64_t>(b), static_cast<int64_t>(e), 0,
-                 consecutive ? static_cast<int64_t>(oy.size()) : 0, {}, {}, {}};
+                 consecutive ? static_cast<int64_t>(oy.size()) : 0, {pz[a].count, py[b].count, px[e].count}, {}, {}, {}};
         std::vector<int64_t> kernel_taps;
         for (std::size_t i = 0; i < pz[a].taps.size(); ++i)
           for (std::size_t l = 0; l < px[e].taps.size(); ++l) {
@@ -619,7 +619,7 @@ void conv3d_padded_dgrad(const Conv3dParams& p, const float* dy, const float* w,
     const int64_t mx0 = block % voxel_blocks * kDgradVoxels;
     float* sums = thread_sums.data() + omp_get_thread_num() * phase_count * tile;
     std::fill(sums, sums + phase_count * tile, 0.0f);
-    const float* dy0 = dyp.get() + n * p.K * k_pitch + mz * plane + my0 * row_pitch + mx0;
+    const float* dy0 = dyp.data.get() + n * p.K * k_pitch + mz * plane + my0 * row_pitch + mx0;
     for (int64_t k0 = 0; k0 < p.K; k0 += kDgradFilterBlock) {
       const int64_t filters = std::min(kDgradFilterBlock, p.K - k0);
       if (k0 + filters < p.K)  // the next block's rows, fetched while this block sums
@@ -628,9 +628,7 @@ void conv3d_padded_dgrad(const Conv3dParams& p, const float* dy, const float* w,
       for (int64_t f = 0; f < phase_count; ++f) {
         const Phase& ph = phases[static_cast<std::size_t>(f)];
         // (Later phases may hold one index fewer.)
-        if (ph.taps == 0 || mz >= pz[static_cast<std::size_t>(ph.rz)].count ||
-            my0 >= py[static_cast<std::size_t>(ph.ry)].count || mx0 >= px[static_cast<std::size_t>(ph.rx)].count)
-          continue;
+        if (ph.taps == 0 || mz >= ph.count[0] || my0 >= ph.count[1] || mx0 >= ph.count[2]) continue;
         const float* dyk = dy0 + k0 * k_pitch;
         const float* wk = ph.weights.data() + (c * p.K + k0) * ph.taps;
         float* phase_sums = sums + f * tile;
@@ -646,14 +644,12 @@ void conv3d_padded_dgrad(const Conv3dParams& p, const float* dy, const float* w,
     }
     for (int64_t f = 0; f < phase_count; ++f) {
       const Phase& ph = phases[static_cast<std::size_t>(f)];
-      const int64_t mz_n = pz[static_cast<std::size_t>(ph.rz)].count, my_n = py[static_cast<std::size_t>(ph.ry)].count;
-      const int64_t mx_n = px[static_cast<std::size_t>(ph.rx)].count;
-      if (mz >= mz_n) continue;
+      if (mz >= ph.count[0]) continue;
       const int64_t z = ph.rz + mz * p.stride[0];
-      for (int64_t j = 0; j < kDgradRows && my0 + j < my_n; ++j) {
+      for (int64_t j = 0; j < kDgradRows && my0 + j < ph.count[1]; ++j) {
         float* dst = dx + ((n * p.C + c) * p.D + z) * p.H * p.W + (ph.ry + (my0 + j) * p.stride[1]) * p.W + ph.rx;
         const float* src = sums + f * tile + j * kDgradVoxels;
-        for (int64_t m = mx0; m < std::min(mx_n, mx0 + kDgradVoxels); ++m) dst[m * p.stride[2]] = src[m - mx0];
+        for (int64_t m = mx0; m < std::min(ph.count[2], mx0 + kDgradVoxels); ++m) dst[m * p.stride[2]] = src[m - mx0];
       }
     }
   }

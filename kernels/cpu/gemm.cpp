@@ -206,11 +206,11 @@ void microkernel(int64_t kc, AAt a_at, const float* __restrict bp, float* c, int
 }
 #endif
 
-// The microkernel over A's panel of rows [i, i + kMR) at depth block pc (its packed panels of the
-// block start at apanels, row i0): packed, or read in place where a packed A keeps them there.
 void packed_microkernel(int64_t kc, const float* __restrict ap, const float* bp, float* c, int64_t ldc, bool add) {
   microkernel(kc, [ap](int i, int64_t p) { return ap[p * kMR + i]; }, bp, c, ldc, add);
 }
+// The microkernel over A's panel of rows [i, i + kMR) at depth block pc (its packed panels of the
+// block start at apanels, row i0): packed, or read in place where a packed A keeps them there.
 void panel_microkernel(const GemmView&, const float* apanels, int64_t i0, int64_t i, int64_t, int64_t kc,
                        const float* bp, float* c, int64_t ldc, bool add) {
   packed_microkernel(kc, apanels + (i - i0) * kc, bp, c, ldc, add);
