@@ -240,57 +240,53 @@ void pack_panel(int64_t k0, int64_t rows, int64_t C, const std::vector<int64_t>&
     return;
   }
 #endif
-  // Each (filter, channel) run of taps is contiguous in w. A block of channels' runs, from the
-  // first live tap to the last, is copied into `runs` (16 KiB, L1) in tap order (dgrad's flipped
-  // runs reversed on the way), then transposed from there, 8 x 8 at a time where the live taps
-  // are consecutive. Read tap by tap straight from w (scalar loads from every filter's run in
-  // turn), dgrad's packing was 19% of layer3_d2's time on one thread; this way its dgrad takes
-  // 0.96x the time (fprop level).
+  // Each (filter, channel) run of taps is contiguous in w (reversed when flipped). Where kLanes
+  // live taps are consecutive, kLanes filters' runs of them are loaded as rows and transposed in
+  // registers into the taps' vectors of filters; the other taps and filters element by element.
+  // (Through a staging copy of each block of channels' runs, the packing was 6% of layer2's fprop
+  // on one thread, half of it in the copy's calls.)
   if (taps == 0) return;
-  const int64_t first = live.front(), span = live.back() - first + 1;
-  const int64_t block = std::max<int64_t>(1, 4096 / (rows * span)), row_pitch = block * span;
-  std::vector<float> runs(static_cast<std::size_t>(rows * row_pitch));  // [i][cc][tap - first]
-  for (int64_t c0 = 0; c0 < C; c0 += block) {
-    const int64_t channels = std::min(block, C - c0);
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t cc = 0; cc < channels; ++cc) {
-        const float* src = wl.run(k0 + i, c0 + cc);
-        // The next block's run prefetched: with w in memory (as in the bench, where oneDNN's run
-        // evicts it) each run's load stalled; with it layer4_d4 fprop/dgrad take 0.93x/0.90x the
-        // time, layer2 0.96x, layer3_d2 fprop 0.98x (the odd tap pitch included).
-        if (c0 + block + cc < C) {
-          const float* next = wl.run(k0 + i, c0 + block + cc);
-          for (int64_t at = 0; at < wl.taps; at += 16) __builtin_prefetch(next + at);
-          __builtin_prefetch(next + wl.taps - 1);
-        }
-        float* run = runs.data() + i * row_pitch + cc * span;
-        if (wl.flip)  // tap t at src[taps - 1 - t]
-          std::reverse_copy(src + wl.taps - first - span, src + wl.taps - first, run);
-        else
-          std::copy(src + first, src + first + span, run);
+  for (int64_t c = 0; c < C; ++c) {
+    float* dst = channel_block(c);
+    // The runs 4 channels ahead prefetched: with w in memory (as in the bench, where oneDNN's
+    // run evicts it) each run's load stalled.
+    if (c + 4 < C)
+      for (int64_t i = 0; i < rows; ++i) {
+        const float* next = wl.run(k0 + i, c + 4);
+        for (int64_t at = 0; at < wl.taps; at += 16) __builtin_prefetch(next + at);
+        __builtin_prefetch(next + wl.taps - 1);
       }
-    for (int64_t cc = 0; cc < channels; ++cc) {
-      const float* channel_runs = runs.data() + cc * span;
-      float* dst = channel_block(c0 + cc);
-      // Taps [0, vector_taps) have rows [0, vector_rows) written by the transposes.
-      int64_t vector_taps = 0, vector_rows = 0;
+    // Taps [0, vector_taps) have filters [0, vector_rows) written by the transposes.
+    int64_t vector_taps = 0, vector_rows = 0;
 #if defined(MED3D_SIMD)
-      constexpr int64_t L = simd::kLanes;
-      vector_rows = rows / L * L;
-      if (vector_rows > 0)
-        for (; vector_taps + L <= taps &&
-               live[static_cast<std::size_t>(vector_taps + L - 1)] - live[static_cast<std::size_t>(vector_taps)] == L - 1;
-             vector_taps += L)
-          for (int64_t i0 = 0; i0 < vector_rows; i0 += L)
-            simd::transpose_block(channel_runs + i0 * row_pitch + live[static_cast<std::size_t>(vector_taps)] - first, row_pitch,
-                                  dst + vector_taps * tap_stride + i0, tap_stride);
+    constexpr int64_t L = simd::kLanes;
+    vector_rows = rows / L * L;
+    if (vector_rows > 0)
+      for (; vector_taps + L <= taps &&
+             live[static_cast<std::size_t>(vector_taps + L - 1)] - live[static_cast<std::size_t>(vector_taps)] == L - 1;
+           vector_taps += L) {
+        // The block's lowest address in each run: its first tap, or its last one when flipped
+        // (whose element j is then tap L - 1 - j of the block).
+        const int64_t tap = live[static_cast<std::size_t>(vector_taps)];
+        const int64_t at = wl.flip ? wl.taps - tap - L : tap;
+        for (int64_t i0 = 0; i0 < vector_rows; i0 += L) {
+          simd::Vec r[L];
+          for (int64_t i = 0; i < L; ++i) r[i] = simd::load(wl.run(k0 + i0 + i, c) + at);
+#if defined(__AVX512F__)
+          simd::transpose16_registers(r);
+#else
+          simd::transpose8_registers(r);
 #endif
-      for (int64_t l = 0; l < taps; ++l) {
-        const int64_t at = live[static_cast<std::size_t>(l)] - first;
-        float* out = dst + l * tap_stride;
-        for (int64_t i = l < vector_taps ? vector_rows : 0; i < rows; ++i) out[i] = channel_runs[i * row_pitch + at];
-        for (int64_t i = rows; i < mr; ++i) out[i] = 0.0f;
+          for (int64_t j = 0; j < L; ++j)
+            simd::store(dst + (vector_taps + (wl.flip ? L - 1 - j : j)) * tap_stride + i0, r[j]);
+        }
       }
+#endif
+    for (int64_t l = 0; l < taps; ++l) {
+      const int64_t tap = live[static_cast<std::size_t>(l)];
+      float* out = dst + l * tap_stride;
+      for (int64_t i = l < vector_taps ? vector_rows : 0; i < rows; ++i) out[i] = *wl.at(k0 + i, c, tap);
+      for (int64_t i = rows; i < mr; ++i) out[i] = 0.0f;
     }
   }
 }

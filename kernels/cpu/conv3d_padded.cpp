@@ -476,7 +476,10 @@ void dgrad_tile(const float* dy0, int64_t k_pitch, int64_t filters, const float*
 // dgrad_tile where the phase's height taps read consecutive rows of dy (dilation 1, the stem), TY
 // of them (offsets[i] for each (depth, width) tap pair i, at its lowest row; wk [k][i][TY]): each
 // row of dy is loaded once for the TY output rows that read it through some height tap, not once
-// per product (loads, not multiply-adds, bound the tile above: 0.4 of the FMA peak on the stem).
+// per product (the tile above, one unaligned load per multiply-add, about half of them crossing a
+// cache line, ran the stem at 0.4 of the FMA peak; on this Zen 3, 12 multiply-adds with 13 loads
+// run at 0.84 of the peak aligned and 0.56 with every other load crossing a line:
+// bench/results/2026-12-05c-cpu-2core-avx2/fma_check.cpp).
 template <int TY>
 void dgrad_tile_rows(const float* dy0, int64_t k_pitch, int64_t filters, const float* wk, const int64_t* offsets,
                      int64_t pairs, int64_t row_pitch, float* sums) {
