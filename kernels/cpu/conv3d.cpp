@@ -216,11 +216,15 @@ Plan checked_plan(const Conv3dParams& p, int64_t scratch_elements) {
   return plan;
 }
 
-// w [K, C/groups, T*R*S] restricted to the live taps: [K, C/groups * live taps].
+// w [K, C/groups, T*R*S] restricted to the live taps: [K, C/groups * live taps]. On all threads
+// over w's size, not the gathered one: with one live tap of 27 (DenseASPP d18/d24) each element
+// read is a cache line of w from memory; on one thread the gather took ~6% of their fprop
+// (on two: d24 fprop 0.95-0.96x the time, dgrad 0.98x; a prefetch 32 filters ahead added nothing).
 template <class T>
 void gather_weights(const Conv3dParams& p, const Plan& plan, const T* w, T* out) {
-  const int64_t live = static_cast<int64_t>(plan.taps.size());
-  for (int64_t kc = 0; kc < p.K * p.channels_per_group(); ++kc)
+  const int64_t live = static_cast<int64_t>(plan.taps.size()), pairs = p.K * p.channels_per_group();
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && pairs * p.taps() > kParallelGrain)
+  for (int64_t kc = 0; kc < pairs; ++kc)
     for (int64_t l = 0; l < live; ++l) out[kc * live + l] = w[kc * p.taps() + plan.taps[l]];
 }
 
