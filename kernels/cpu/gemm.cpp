@@ -231,7 +231,7 @@ void panel_microkernel(const GemmPackedA& a, const float*, int64_t, int64_t i, i
                        float* c, int64_t ldc, bool add) {
   const float* __restrict rows = a.rows_in_place(i, pc);
   if (!rows) {
-    // Packed in blocks of kKC depths: a deeper block (deep_depth) runs through them in turn.
+    // Packed in blocks of kKC depths: a deeper block (Packs::depth) runs through them in turn.
     for (int64_t p = 0; p < kc; p += kKC)
       packed_microkernel(std::min(kKC, kc - p), a.panels(i, pc + p), bp + p * kNR, c, ldc, add || p > 0);
     return;
