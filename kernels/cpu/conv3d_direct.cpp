@@ -272,11 +272,7 @@ void pack_panel(int64_t k0, int64_t rows, int64_t C, const std::vector<int64_t>&
         for (int64_t i0 = 0; i0 < vector_rows; i0 += L) {
           simd::Vec r[L];
           for (int64_t i = 0; i < L; ++i) r[i] = simd::load(wl.run(k0 + i0 + i, c) + at);
-#if defined(__AVX512F__)
-          simd::transpose16_registers(r);
-#else
-          simd::transpose8_registers(r);
-#endif
+          simd::transpose_registers(r);
           for (int64_t j = 0; j < L; ++j)
             simd::store(dst + (vector_taps + (wl.flip ? L - 1 - j : j)) * tap_stride + i0, r[j]);
         }

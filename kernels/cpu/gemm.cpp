@@ -317,9 +317,9 @@ void gemm_block(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int
   Buffer& bpack = packs.b;
   alignas(64) float tile[kMR * kNR];
   const bool panel_by_panel = packs.panel_by_panel;  // (packs was sized for a band at least this large)
+  const int64_t depth = packs.depth;
   for (int64_t jc = n0; jc < n1; jc += packs.columns) {
     const int64_t nc = std::min(packs.columns, n1 - jc);
-    const int64_t depth = packs.depth;
     for (int64_t pc = 0; pc < k; pc += depth) {
       const int64_t kc = std::min(depth, k - pc);
       const bool add = accumulate || pc > 0;

@@ -2,8 +2,8 @@
 // under AVX-512, 8 under AVX2 + FMA, so that one kernel text serves both; MED3D_SIMD is defined
 // when either is compiled in (else the kernels take their portable loops). Lane masks are bits
 // (lane i: bit i); masked-off lanes are neither read (they load as 0) nor written, and are never
-// faulted, so a masked pointer may point past its array. Also transpose16_registers (AVX-512), transpose8_registers (AVX2) and
-// transpose_block (either, through memory).
+// faulted, so a masked pointer may point past its array. Also transpose16_registers (AVX-512),
+// transpose8_registers (AVX2), transpose_registers (the vector's) and transpose_block (through memory).
 // <immintrin.h> comes with GCC 12's false -Wuninitialized on its own _mm512_undefined_ps()
 // (reported once the shuffles are inlined, at a location inside the header) silenced here.
 #pragma once
@@ -123,16 +123,21 @@ inline void transpose8_block(const float* src, int64_t lds, float* dst, int64_t 
 // multiply-add that reads it (a load per product, more than the load ports feed) or spill it.
 inline void keep_in_register(Vec& v) { asm("" : "+v"(v)); }
 
+// r[j] lane i = r[i] lane j: a kLanes x kLanes block transposed in registers.
+inline void transpose_registers(Vec (&r)[kLanes]) {
+#if defined(__AVX512F__)
+  transpose16_registers(r);
+#else
+  transpose8_registers(r);
+#endif
+}
+
 // dst[j * ldd + i] = src[i * lds + j] for a kLanes x kLanes block.
 inline void transpose_block(const float* src, int64_t lds, float* dst, int64_t ldd) {
-#if defined(__AVX512F__)
   Vec r[kLanes];
   for (int i = 0; i < kLanes; ++i) r[i] = load(src + i * lds);
-  transpose16_registers(r);
+  transpose_registers(r);
   for (int j = 0; j < kLanes; ++j) store(dst + j * ldd, r[j]);
-#else
-  transpose8_block(src, lds, dst, ldd);
-#endif
 }
 
 }  // namespace med3d::kernels::cpu::simd
