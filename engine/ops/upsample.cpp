@@ -95,8 +95,8 @@ void run_cuda(Mode mode, bool transpose, const UpsampleGeometry& g, const Tensor
   }
 }
 
-// Runs forward(g, x, y, ws) and records backward(g, dy, dx, ws) for the geometry g, where ws
-// is a workspace of `workspace_elements` values; CUDA tensors take the kernels of `mode`.
+// Runs forward(g, x, y, ws) and records backward(g, dy, dx) for the geometry g, where ws is a
+// workspace of `workspace_elements` values; CUDA tensors take the kernels of `mode`.
 template <class Forward, class Backward>
 Tensor run(const char* op, Mode mode, const Tensor& x, const UpsampleGeometry& g,
            int64_t workspace_elements, Forward forward, Backward backward) {
@@ -110,17 +110,14 @@ Tensor run(const char* op, Mode mode, const Tensor& x, const UpsampleGeometry& g
     });
   }
   const Shape x_shape = x.shape();
-  record(op, {x}, {y}, {}, [op, mode, g, x_shape, workspace_elements, backward](const BackwardArgs& args) {
+  record(op, {x}, {y}, {}, [op, mode, g, x_shape, backward](const BackwardArgs& args) {
     const Tensor& dy = args.dy[0];
     Tensor dx = detail::empty_like(dy, x_shape, dy.dtype());
     if (dy.device().is_cuda()) {
       run_cuda(mode, true, g, dy, dx);
       return std::vector<Tensor>{dx};
     }
-    dispatch_floating(dx.dtype(), op, [&]<class T>() {
-      Tensor ws = workspace(dy, workspace_elements);
-      backward(g, dy.template data<T>(), dx.template data<T>(), ws.template data<T>());
-    });
+    dispatch_floating(dx.dtype(), op, [&]<class T>() { backward(g, dy.template data<T>(), dx.template data<T>()); });
     return std::vector<Tensor>{dx};
   });
   return y;
@@ -130,13 +127,13 @@ Tensor run(const char* op, Mode mode, const Tensor& x, const UpsampleGeometry& g
 const auto trilinear_forward = [](const UpsampleGeometry& g, const auto* x, auto* y, auto* ws) {
   kernels::cpu::upsample_trilinear3d_forward(g, x, y, ws);
 };
-const auto trilinear_backward = [](const UpsampleGeometry& g, const auto* dy, auto* dx, auto* ws) {
-  kernels::cpu::upsample_trilinear3d_backward(g, dy, dx, ws);
+const auto trilinear_backward = [](const UpsampleGeometry& g, const auto* dy, auto* dx) {
+  kernels::cpu::upsample_trilinear3d_backward(g, dy, dx);
 };
 const auto nearest_forward = [](const UpsampleGeometry& g, const auto* x, auto* y, auto*) {
   kernels::cpu::upsample_nearest3d_forward(g, x, y);
 };
-const auto nearest_backward = [](const UpsampleGeometry& g, const auto* dy, auto* dx, auto*) {
+const auto nearest_backward = [](const UpsampleGeometry& g, const auto* dy, auto* dx) {
   kernels::cpu::upsample_nearest3d_backward(g, dy, dx);
 };
 

@@ -19,13 +19,13 @@ struct UpsampleGeometry {
   bool align_corners = false;  // trilinear only
 };
 
-// Trilinear runs separably through a caller-provided workspace of this many elements of T
-// (planes x D_in x H_in x W_out; its contents on entry do not matter).
+// Trilinear's forward runs separably through a caller-provided workspace of this many elements
+// of T (planes x D_in x H_in x W_out; its contents on entry do not matter).
 int64_t upsample_trilinear3d_workspace(const UpsampleGeometry& g);
 template <class T>
 void upsample_trilinear3d_forward(const UpsampleGeometry& g, const T* x, T* y, T* workspace);
 template <class T>
-void upsample_trilinear3d_backward(const UpsampleGeometry& g, const T* dy, T* dx, T* workspace);
+void upsample_trilinear3d_backward(const UpsampleGeometry& g, const T* dy, T* dx);
 
 template <class T>
 void upsample_nearest3d_forward(const UpsampleGeometry& g, const T* x, T* y);
