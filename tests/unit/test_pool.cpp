@@ -112,13 +112,15 @@ TEST_CASE("pool: max pool equals a per-output scan on data full of ties and NaNs
   Context context(Device::cpu(), 5);
   const double inf = std::numeric_limits<double>::infinity();
   const double nan = std::numeric_limits<double>::quiet_NaN();
-  const std::vector<double> palette{-inf, -1, 0, 0, 1, 2, 2, nan};
+  // All negative: a window at an edge must not see its padding as a 0 (or as anything).
+  const std::vector<std::vector<double>> palettes{{-inf, -1, 0, 0, 1, 2, 2, nan}, {-inf, -3, -2, -2, -1}};
   struct Config {
     Axes kernel, stride, pad;
   };
   for (const Config& c : {Config{{3, 3, 3}, {2, 2, 2}, {1, 1, 1}}, Config{{2, 2, 2}, {2, 2, 2}, {0, 0, 0}},
                           Config{{3, 2, 3}, {1, 2, 2}, {1, 1, 0}}, Config{{1, 3, 5}, {1, 1, 3}, {0, 1, 2}}}) {
-    for (DType dtype : {DType::f32, DType::f64}) {
+    for (const auto& [dtype, palette] : {std::pair{DType::f32, palettes[0]}, std::pair{DType::f64, palettes[0]},
+                                         std::pair{DType::f32, palettes[1]}}) {
       const Axes in{5, 6, 11};
       const int64_t planes = 3, in_plane = in[0] * in[1] * in[2];
       std::vector<double> xv(static_cast<std::size_t>(planes * in_plane));
