@@ -1,8 +1,8 @@
 // CPU loops of 3D upsampling (trilinear, nearest) over contiguous [planes, D, H, W] tensors
 // (planes = N * C), with the coordinate math of med3d/kernels/upsample.h. Loops are parallel
-// over rows or planes; every gradient element is summed by one thread in a fixed order, so
-// gradients are deterministic and independent of the thread count. Backward functions
-// overwrite dx. Instantiated for T = float and double.
+// over rows, planes or (plane, range of input depths); every gradient element is summed by one
+// thread in a fixed order, so gradients are deterministic and independent of the thread count.
+// Backward functions overwrite dx. Instantiated for T = float and double.
 #pragma once
 
 #include <array>
