@@ -83,15 +83,16 @@ RowWindows row_windows(const std::vector<PoolWindow>& windows, int64_t in) {
   int64_t whole = 0;  // the first window not clipped
   while (whole < n && windows[whole].end - windows[whole].begin < r.span) ++whole;
   if (whole == n) return r;
-  if (whole + 1 < n) r.stride = windows[whole + 1].begin - windows[whole].begin;
-  r.pad = whole * r.stride - windows[whole].begin;
-  if (r.stride < 1 || r.pad < 0 || r.pad >= r.span) return r;
-  r.uniform = true;
+  const int64_t stride = whole + 1 < n ? windows[whole + 1].begin - windows[whole].begin : 1;
+  const int64_t pad = whole * stride - windows[whole].begin;
+  if (stride < 1 || pad < 0 || pad >= r.span) return r;
+  bool uniform = true;
   for (int64_t o = 0; o < n; ++o) {
-    const int64_t begin = o * r.stride - r.pad;
-    r.uniform = r.uniform && windows[o].begin == std::max<int64_t>(begin, 0) &&
-                windows[o].end == std::min(begin + r.span, in) && windows[o].begin < windows[o].end;
+    const int64_t begin = o * stride - pad;
+    uniform = uniform && windows[o].begin == std::max<int64_t>(begin, 0) &&
+              windows[o].end == std::min(begin + r.span, in) && windows[o].begin < windows[o].end;
   }
+  if (uniform) r = {true, stride, pad, r.span};  // (otherwise stride 1 and no pad, as scanned)
   return r;
 }
 
