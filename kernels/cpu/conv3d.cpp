@@ -374,11 +374,28 @@ void fill_columns(const Conv3dParams& p, const std::vector<TapShift>& shifts, co
       }
       const int64_t base = (d * p.H + h) * p.W + t.shift[2];
       for (int64_t q = piece.q0; q < lo; ++q) o[q - piece.q0] = T(0);
+      int64_t q = lo;
+#if defined(MED3D_SIMD) && !defined(__AVX512F__)
+      // Width stride 2 under AVX2: 8 outputs from two loads and an even-lane shuffle, the
+      // second load masked short of the 16th float, which no output reads (element by element
+      // this gather was a quarter of layer2's wgrad).
+      if constexpr (std::is_same_v<T, float>)
+        if (sw == 2) {
+          const __m256i fifteen = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, -1, 0);
+          for (; q + 8 <= hi; q += 8) {
+            const float* src = xc + base + q * 2;
+            const __m256 a = _mm256_loadu_ps(src), b = _mm256_maskload_ps(src + 8, fifteen);
+            const __m256 evens = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));  // a0 a2 b0 b2 | a4 a6 b4 b6
+            _mm256_storeu_ps(o + (q - piece.q0),
+                             _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(evens), _MM_SHUFFLE(3, 1, 2, 0))));
+          }
+        }
+#endif
       if (sw == 1)
-        for (int64_t q = lo; q < hi; ++q) o[q - piece.q0] = xc[base + q];
+        for (; q < hi; ++q) o[q - piece.q0] = xc[base + q];
       else
-        for (int64_t q = lo; q < hi; ++q) o[q - piece.q0] = xc[base + q * sw];
-      for (int64_t q = hi; q < end; ++q) o[q - piece.q0] = T(0);
+        for (; q < hi; ++q) o[q - piece.q0] = xc[base + q * sw];
+      for (q = hi; q < end; ++q) o[q - piece.q0] = T(0);
     }
   }
 }
