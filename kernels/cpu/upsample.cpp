@@ -48,6 +48,35 @@ std::vector<std::vector<LinearUse<T>>> linear_uses(const std::vector<LinearTap<T
   return uses;
 }
 
+// out[i] = sum over the uses u, in order, of u.weight * source(u.out)[i] for i < n (0 without
+// uses): a weighted sum of rows, the first term a product and each next one a fused
+// multiply-add. Four uses (doubling's inside) run in one pass, the same operations in the
+// same order.
+template <class T, class Source>
+void weighted_sum(const std::vector<LinearUse<T>>& uses, Source source, int64_t n, T* out) {
+  if (uses.empty()) {
+    std::fill(out, out + n, T(0));
+    return;
+  }
+  if (uses.size() == 4) {
+    const T w0 = uses[0].weight, w1 = uses[1].weight, w2 = uses[2].weight, w3 = uses[3].weight;
+    const T *r0 = source(uses[0].out), *r1 = source(uses[1].out), *r2 = source(uses[2].out), *r3 = source(uses[3].out);
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) out[i] = std::fma(w3, r3[i], std::fma(w2, r2[i], std::fma(w1, r1[i], w0 * r0[i])));
+    return;
+  }
+  const T w0 = uses.front().weight;
+  const T* r0 = source(uses.front().out);
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) out[i] = w0 * r0[i];
+  for (std::size_t u = 1; u < uses.size(); ++u) {
+    const T weight = uses[u].weight;
+    const T* r = source(uses[u].out);
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) out[i] = std::fma(weight, r[i], out[i]);
+  }
+}
+
 // Whether the taps along an axis double it with a fixed pattern inside (scale 2 without corner
 // alignment): output o in [1, 2 in - 2] reads (o - 1) / 2 and the next index, with the weights
 // of o = 2 when o is even and of o = 1 when odd. Then the axis has loops without index tables,
@@ -239,28 +268,7 @@ void upsample_trilinear3d_backward(const UpsampleGeometry& g, const T* dy, T* dx
         const char* front = reinterpret_cast<const char*>(dys + (list.back().out + 1) * wo) + kPrefetchAhead;
         for (int64_t b = 0; b < 2 * wo * static_cast<int64_t>(sizeof(T)); b += 64) __builtin_prefetch(front + b);
       }
-      if (list.empty()) {
-        std::fill(row, row + wo, T(0));
-      } else if (list.size() == 4) {
-        // Doubling's inside: the four terms in one pass.
-        const T w0 = list[0].weight, w1 = list[1].weight, w2 = list[2].weight, w3 = list[3].weight;
-        const T *r0 = dys + list[0].out * wo, *r1 = dys + list[1].out * wo, *r2 = dys + list[2].out * wo,
-                *r3 = dys + list[3].out * wo;
-#pragma omp simd
-        for (int64_t ow = 0; ow < wo; ++ow)
-          row[ow] = std::fma(w3, r3[ow], std::fma(w2, r2[ow], std::fma(w1, r1[ow], w0 * r0[ow])));
-      } else {
-        const T w0 = list.front().weight;
-        const T* r0 = dys + list.front().out * wo;
-#pragma omp simd
-        for (int64_t ow = 0; ow < wo; ++ow) row[ow] = w0 * r0[ow];
-        for (std::size_t u = 1; u < list.size(); ++u) {
-          const T weight = list[u].weight;
-          const T* r = dys + list[u].out * wo;
-#pragma omp simd
-          for (int64_t ow = 0; ow < wo; ++ow) row[ow] = std::fma(weight, r[ow], row[ow]);
-        }
-      }
+      weighted_sum(list, [&](int64_t oh) { return dys + oh * wo; }, wo, row);
       row[-1] = row[0];
       row[wo] = row[wo - 1];
       reduce_w(padded, reduced + h * wi);
@@ -288,26 +296,13 @@ void upsample_trilinear3d_backward(const UpsampleGeometry& g, const T* dy, T* dx
       for (int64_t d = di * c / chunks; d < di * (c + 1) / chunks; ++d) {
         T* dxs = dx + (p * di + d) * slice_in;
         const auto& list = uses[0][static_cast<std::size_t>(d)];
-        if (list.empty()) {
-          std::fill(dxs, dxs + slice_in, T(0));
-          continue;
-        }
         for (const LinearUse<T>& ud : list) {
           const int64_t s = ud.out % slots;
           if (ring_depth[s] == ud.out) continue;
           reduce_slice(dy + (p * dout + ud.out) * slice_out, ring.data() + s * slice_in, row);
           ring_depth[s] = ud.out;
         }
-        const T w0 = list.front().weight;
-        const T* s0 = ring.data() + list.front().out % slots * slice_in;
-#pragma omp simd
-        for (int64_t i = 0; i < slice_in; ++i) dxs[i] = w0 * s0[i];
-        for (std::size_t u = 1; u < list.size(); ++u) {
-          const T weight = list[u].weight;
-          const T* su = ring.data() + list[u].out % slots * slice_in;
-#pragma omp simd
-          for (int64_t i = 0; i < slice_in; ++i) dxs[i] = std::fma(weight, su[i], dxs[i]);
-        }
+        weighted_sum(list, [&](int64_t od) { return ring.data() + od % slots * slice_in; }, slice_in, dxs);
       }
     }
   }
