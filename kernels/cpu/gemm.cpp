@@ -236,8 +236,14 @@ void panel_microkernel(const GemmPackedA& a, const float*, int64_t, int64_t i, i
       packed_microkernel(std::min(kKC, kc - p), a.panels(i, pc + p), bp + p * kNR, c, ldc, add || p > 0);
     return;
   }
+  // Summed in kKC blocks too, each added into C, so that a deeper block (Packs::depth) gives the
+  // bits of the stored A's kKC blocks (which path runs depends on the thread count).
   const int64_t lda = a.row_pitch();
-  microkernel(kc, [rows, lda](int i, int64_t p) { return rows[i * lda + p]; }, bp, c, ldc, add);
+  for (int64_t p = 0; p < kc; p += kKC) {
+    const float* block = rows + p;
+    microkernel(std::min(kKC, kc - p), [block, lda](int i, int64_t q) { return block[i * lda + q]; }, bp + p * kNR, c,
+                ldc, add || p > 0);
+  }
 }
 
 // Packing buffers for one thread's band of C (rows x cols, depth k): `a` unless A comes

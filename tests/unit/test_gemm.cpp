@@ -145,8 +145,10 @@ TEST_CASE("gemm_f32: a B source and a packed A give the bits of the stored matri
   };
   // m <= 4 or k <= 4 with a stored B runs the few-rows streaming path: its bits must match the panels' too.
   // A packed A reads a row-major A's whole panels in place (a transposed A's are all packed).
+  // Few columns (12 x 60 x 600) run a packed A in blocks deeper than KC: still the same bits.
   for (const Shape s : {Shape{7, 5, 3}, Shape{64, 130, 300}, Shape{515, 70, 520}, Shape{13, 4100, 17},
-                        Shape{2, 300, 40}, Shape{3, 70, 520}, Shape{1, 517, 9}, Shape{9, 300, 3}, Shape{33, 40, 1}}) {
+                        Shape{2, 300, 40}, Shape{3, 70, 520}, Shape{1, 517, 9}, Shape{9, 300, 3}, Shape{33, 40, 1},
+                        Shape{12, 60, 600}}) {
     for (const bool transposed : {false, true}) {
       std::mt19937 rng(static_cast<unsigned>(s.m * 31 + s.n * 7 + s.k + transposed));
       const Operand a = make_operand(s.m, s.k, transposed, 1, rng);
