@@ -17,7 +17,7 @@ namespace med3d::kernels::cpu {
 
 namespace {
 
-// Voxels per vector (the portable loops keep AVX-512's 16, so that they share its tiles).
+// Voxels per vector (the portable loops keep AVX-512's 16).
 #if defined(MED3D_SIMD)
 constexpr int kLanes = simd::kLanes;
 #else
@@ -300,49 +300,6 @@ void pack_weights(int64_t K, int64_t C, const std::vector<int64_t>& live, int mr
 // Channels outermost: a channel's taps read neighbouring windows of its planes and MR x live
 // weights, all from L1. The registers sum blocks of `block` channels, which are then added into
 // y: about 256 products per block, as the GEMMs' depth blocks, so rounding grows as there.
-#if defined(MED3D_SIMD)
-template <int MR, int NV>
-void tile_kernel(const float* x, int64_t C, int64_t V, int64_t v0, const TileTap* taps, int64_t count,
-                 const float* wp, int64_t live, int64_t block, float* y, int rows,
-                 const std::array<uint16_t, kMaxVectors>& store) {
-  using namespace simd;
-  for (int64_t c0 = 0; c0 < C; c0 += block) {
-    Vec acc[MR][NV];
-#pragma GCC unroll 32
-    for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 4
-      for (int j = 0; j < NV; ++j) acc[i][j] = zero();
-    // Masked lanes are neither read nor faulted, so a shifted pointer may leave the sample.
-    const float* xc = x + c0 * V + v0;
-    const float* wc = wp + c0 * live * MR;
-    for (int64_t c = c0; c < std::min(C, c0 + block); ++c, xc += V, wc += live * MR) {
-      for (const TileTap* e = taps; e != taps + count; ++e) {
-        const float* xp = xc + e->shift;
-        const float* a = wc + e->tap * MR;
-        Vec b[NV];
-#pragma GCC unroll 4
-        for (int j = 0; j < NV; ++j) b[j] = load(mask(e->mask[static_cast<std::size_t>(j)]), xp + kLanes * j);
-#pragma GCC unroll 32
-        for (int i = 0; i < MR; ++i) {
-          const Vec w = broadcast(a[i]);
-#pragma GCC unroll 4
-          for (int j = 0; j < NV; ++j) acc[i][j] = fma(w, b[j], acc[i][j]);
-        }
-      }
-    }
-#pragma GCC unroll 32
-    for (int i = 0; i < MR; ++i) {
-      if (i >= rows) break;
-#pragma GCC unroll 4
-      for (int j = 0; j < NV; ++j) {
-        float* dst = y + i * V + v0 + kLanes * j;
-        const Mask m = mask(store[static_cast<std::size_t>(j)]);
-        simd::store(dst, m, c0 == 0 ? acc[i][j] : add(load(m, dst), acc[i][j]));
-      }
-    }
-  }
-}
-#else
 template <int MR, int NV>
 void tile_kernel(const float* x, int64_t C, int64_t V, int64_t v0, const TileTap* taps, int64_t count,
                  const float* wp, int64_t live, int64_t block, float* y, int rows,
@@ -365,7 +322,6 @@ void tile_kernel(const float* x, int64_t C, int64_t V, int64_t v0, const TileTap
           y[i * V + v0 + l] = c0 == 0 ? acc[i][l] : y[i * V + v0 + l] + acc[i][l];
   }
 }
-#endif
 
 // dgrad's conv: dx[c, v] = sum over k and taps of w[k, c, tap] dy[k, v - shift(tap)], the conv of
 // dy with C and K swapped whose tap T-1-tap has shift -shift(tap) (the same padding).
@@ -375,11 +331,13 @@ Conv3dParams transposed(const Conv3dParams& p) {
   return f;
 }
 
-// Whether f runs on the line tiles (filters in the lanes): AVX2 everywhere (measured against its
-// 4 x 3 voxel-lane tiles: layer1 on 16x16 planes 7.0 -> 5.3 ms, DenseASPP's d3/d6 branches
-// 1.7-2.3x faster), AVX-512 and the portable loops on planes of up to 64 voxels (kTileFilters).
+// Whether f runs on the line tiles (filters in the lanes): every vector build. Measured against
+// the voxel-lane tiles (kTileFilters x kTileVectors) on 16x16 planes: AVX2, layer1 7.0 -> 5.3 ms,
+// DenseASPP's d3/d6 branches 1.7-2.3x faster; AVX-512 (Zen 4), layer1 fprop/dgrad 0.85x/0.86x the
+// time, DenseASPP d3 0.85x/0.90x, d6 0.64x/0.68x, d12 0.40x/0.46x. The portable loops keep the
+// voxel-lane tiles on planes of more than 64 voxels.
 bool line_tiles([[maybe_unused]] const Conv3dParams& f) {
-#if defined(MED3D_SIMD) && !defined(__AVX512F__)
+#if defined(MED3D_SIMD)
   return true;
 #else
   return f.P * f.Q <= 64;
@@ -909,16 +867,10 @@ void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayo
     for_items(items, macs, body);
 }
 
-// Planes of up to 64 voxels take the line tiles (32 filters in the lanes x 8 voxels; measured
-// 1.2-1.5x faster than the best voxel-lane tile, 16 x 16, on ResNet layers 3-4 at 8x8), larger
-// ones kTileFilters x kTileVectors * 16 voxels, 8 x 48 (no filter wasted when K % 8 = 0;
-// measured best of (6,4), (8,3), (12,2), (16,1) and (24,1) on 8x16x16 maps).
-// Under AVX2 (16 registers) 4 x 3 vectors of 8.
-#if defined(MED3D_SIMD) && !defined(__AVX512F__)
-constexpr int kTileFilters = 4, kTileVectors = 3;
-#else
+// The portable loops' voxel-lane tiles (planes of more than 64 voxels): kTileFilters x
+// kTileVectors * 16 voxels, 8 x 48 (no filter wasted when K % 8 = 0). (Under AVX-512 the best
+// of (6,4), (8,3), (12,2), (16,1) and (24,1) on 8x16x16 maps, before the line tiles beat it.)
 constexpr int kTileFilters = 8, kTileVectors = 3;
-#endif
 
 // Elements of the packed weights of the kernel that runs f, for `live` taps.
 int64_t packed_elements(const Conv3dParams& f, int64_t live) {

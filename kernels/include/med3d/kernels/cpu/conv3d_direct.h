@@ -14,8 +14,8 @@
 //   voxels it reads inside for (no lane wasted on width-shifted taps). Their input reads are
 //   broadcasts of single voxels, so fprop also takes strided convs on them (the input voxel of
 //   output voxel j is x0 + shift + j * stride).
-// AVX-512 takes the line tiles on planes of up to 64 voxels (8x8) and voxel lanes above; AVX2
-// the line tiles everywhere (its 16 registers hold too few masked accumulators). wgrad puts
+// Vector builds take the line tiles everywhere (measured faster under AVX2 and AVX-512); the
+// portable loops take them on planes of up to 64 voxels (8x8), voxel lanes above. wgrad puts
 // filters in the lanes too: dy is repacked with the filters innermost and a block of filters x
 // channels sums each tap over exact line segments.
 // x [N, C, D, H, W], w [K, C, T, R, S], y [N, K, Z, P, Q] contiguous; fprop and dgrad repack the
@@ -38,8 +38,8 @@ namespace med3d::kernels::cpu {
 // are left to the GEMM on the stored input.
 bool conv3d_direct_applies(const Conv3dParams& p);
 
-// Whether conv3d_direct_fprop takes this conv: the convs above, and on the line tiles (AVX2
-// builds: every plane; otherwise output planes of up to 64 voxels) also single-group convs with
+// Whether conv3d_direct_fprop takes this conv: the convs above, and on the line tiles (vector
+// builds: every plane; portable: output planes of up to 64 voxels) also single-group convs with
 // other paddings, any depth and height strides and a width stride of at most 2 (layer 2's
 // stride-2 3x3x3 conv), from 16 input channels, whose taps overlap (not k2 s2: the GEMM's).
 bool conv3d_direct_fprop_applies(const Conv3dParams& p);
