@@ -19,23 +19,25 @@ namespace med3d::kernels::cpu {
 namespace {
 
 #if defined(__AVX512F__)
-// 6 x 64: 24 zmm accumulators, four zmm of B per k, A broadcast from memory. Measured faster
-// than 14 x 32 here (and m = 64, conv's K, wastes 3% of a 6-row panel instead of 9% of 14).
-constexpr int64_t kMR = 6, kNR = 64;
+// 8 x 32: 16 zmm accumulators, two zmm of B per k, A broadcast from memory (m = 64, conv's K,
+// fills whole panels). On Zen 4 (2 threads, against 6 x 64) the 1x1x1 bottleneck fprop/dgrad/wgrad
+// took 0.81x/0.82x/0.90x the time, DenseASPP d18 fprop/dgrad 0.95x/0.93x, layer4 wgrad 0.95x,
+// the rest level; 12 x 32 and 10 x 32 were between, 14 x 32 and 8 x 48 slower.
+constexpr int64_t kMR = 8, kNR = 32;
 #elif defined(MED3D_SIMD)
 // 6 x 16: 12 of the 16 ymm registers accumulate, two hold B, one A's broadcast.
 constexpr int64_t kMR = 6, kNR = 16;
 #else
 constexpr int64_t kMR = 4, kNR = 16;
 #endif
-// A's MC x KC block stays in L2: ~500 KiB of the AVX-512 machine's 1 MiB, 258 KiB of the AVX2
+// A's MC x KC block stays in L2: 512 KiB of the AVX-512 machine's 1 MiB, 258 KiB of the AVX2
 // (Zen 3) machine's 512 KiB, where 510 rows spilled (the 1x1x1 bottleneck dgrad, 1024 rows of
-// A: 7% faster in paired runs with 258). B's KC x NR micro-panel (64 KiB; 16 KiB on AVX2)
+// A: 7% faster in paired runs with 258). B's KC x NR micro-panel (32 KiB; 16 KiB on AVX2)
 // mostly in L1; NC bounds the packed B panel (KC x NC, 4 MiB) in L3. KC = 128 and 192 measured
 // within noise of 256 here; 256 halves the passes over C.
 constexpr int64_t kKC = 256;
 #if defined(__AVX512F__)
-constexpr int64_t kMC = kMR * 85;
+constexpr int64_t kMC = kMR * 64;
 #else
 constexpr int64_t kMC = kMR * 43;
 #endif
@@ -591,7 +593,7 @@ const float* GemmPackedA::rows_in_place(int64_t i, int64_t p0) const {
 
 const char* gemm_f32_kernel() {
 #if defined(__AVX512F__)
-  return "avx512 6x64";
+  return "avx512 8x32";
 #elif defined(MED3D_SIMD)
   return "avx2 6x16";
 #else

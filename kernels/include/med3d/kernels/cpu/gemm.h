@@ -6,7 +6,7 @@
 // dgrad's W^T, wgrad's col^T) cost nothing beyond the packing every GEMM does anyway.
 // Method: A is packed into MR-row panels and B into NR-column panels (zero padded at the
 // edges), blocked by KC (depth), MC (rows, L2) and NC (columns); one vector microkernel runs
-// 6 x 64 under AVX-512 and 6 x 16 under AVX2 + FMA (kernels/cpu/simd.h), a portable C++ one
+// 8 x 32 under AVX-512 and 6 x 16 under AVX2 + FMA (kernels/cpu/simd.h), a portable C++ one
 // 4 x 16 otherwise (gemm_f32_kernel() names the one compiled in).
 // Threading: OpenMP (omp_get_max_threads(); one thread when called inside any parallel
 // region, active or not, since a nested team would get new threads) over disjoint blocks of C. Each C element is computed by one thread in a fixed k order with
@@ -81,7 +81,7 @@ void gemm_f32(const GemmView& a, const GemmSource& b, float* c, int64_t ldc, int
 void gemm_f32(const GemmPackedA& a, const GemmSource& b, float* c, int64_t ldc, int64_t n, bool accumulate);
 void gemm_f32(const GemmPackedA& a, const GemmView& b, float* c, int64_t ldc, int64_t n, bool accumulate);
 
-// "avx512 6x64" or "portable 4x16": the microkernel this build uses (for benchmarks).
+// "avx512 8x32" or "portable 4x16": the microkernel this build uses (for benchmarks).
 const char* gemm_f32_kernel();
 
 }  // namespace med3d::kernels::cpu
