@@ -233,29 +233,32 @@ void pack_run(const WeightLayout& wl, int64_t k0, int64_t rows, int64_t c, const
 void pack_panel(int64_t k0, int64_t rows, int64_t C, const std::vector<int64_t>& live, int mr, int64_t tap_stride,
                 int64_t channel_stride, const WeightLayout& wl, float* panel_block) {
   const int64_t taps = static_cast<int64_t>(live.size());
-  auto channel_block = [&](int64_t c) { return panel_block + c * channel_stride; };
-#if defined(__AVX512F__)
-  if (taps > 0 && live.back() - live.front() == taps - 1 && mr % 16 == 0) {
-    for (int64_t c = 0; c < C; ++c) pack_run(wl, k0, rows, c, live, mr, tap_stride, channel_block(c));
-    return;
-  }
-#endif
   // Each (filter, channel) run of taps is contiguous in w (reversed when flipped). Where kLanes
   // live taps are consecutive, kLanes filters' runs of them are loaded as rows and transposed in
   // registers into the taps' vectors of filters; the other taps and filters element by element.
   // (Through a staging copy of each block of channels' runs, the packing was 6% of layer2's fprop
   // on one thread, half of it in the copy's calls.)
   if (taps == 0) return;
+#if defined(__AVX512F__)
+  const bool runs = live.back() - live.front() == taps - 1 && mr % 16 == 0;
+#endif
   for (int64_t c = 0; c < C; ++c) {
-    float* dst = channel_block(c);
+    float* dst = panel_block + c * channel_stride;
     // The runs 4 channels ahead prefetched: with w in memory (as in the bench, where oneDNN's
-    // run evicts it) each run's load stalled.
+    // run evicts it) each run's load stalled (AVX-512's pack_run too: layer4_d4 dgrad 0.91x the
+    // time, 8 of 8 paired rounds, fprop 0.97x).
     if (c + 4 < C)
       for (int64_t i = 0; i < rows; ++i) {
         const float* next = wl.run(k0 + i, c + 4);
         for (int64_t at = 0; at < wl.taps; at += 16) __builtin_prefetch(next + at);
         __builtin_prefetch(next + wl.taps - 1);
       }
+#if defined(__AVX512F__)
+    if (runs) {
+      pack_run(wl, k0, rows, c, live, mr, tap_stride, dst);
+      continue;
+    }
+#endif
     // Taps [0, vector_taps) have filters [0, vector_rows) written by the transposes.
     int64_t vector_taps = 0, vector_rows = 0;
 #if defined(MED3D_SIMD)
