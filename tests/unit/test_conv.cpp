@@ -510,6 +510,9 @@ TEST_CASE("conv3d: the padded kernels of few-channel convs match the f64 kernels
       // Height dilation 2 at stride 1: dgrad's height taps read every other row (the tile's
       // general loop, not the consecutive rows').
       kernels::conv3d_params("test", {1, 2, 5, 9, 10}, {3, 2, 3, 3, 3}, {1, 1, 1}, {2, 2, 1}, {1, 2, 1}, 1),
+      // wgrad's width tap blocks (AVX-512: up to 7 taps; AVX2: 4): 9 = 7 + 2 (4 + 4 + 1), 5 (4 + 1).
+      kernels::conv3d_params("test", {1, 2, 5, 6, 20}, {20, 2, 3, 3, 9}, {1, 1, 1}, {1, 1, 4}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {1, 3, 5, 6, 12}, {16, 3, 3, 3, 5}, {1, 1, 2}, {1, 1, 2}, {1, 1, 1}, 1),
   };
   for (const Conv3dParams& p : cases) {
     INFO("C " << p.C << " K " << p.K << " input " << p.D << "x" << p.H << "x" << p.W);
