@@ -1,9 +1,8 @@
 // The one float vector of the CPU kernels' hot loops (GEMM microkernel, direct convs): 16 lanes
 // under AVX-512, 8 under AVX2 + FMA, so that one kernel text serves both; MED3D_SIMD is defined
-// when either is compiled in (else the kernels take their portable loops). Lane masks are bits
-// (lane i: bit i); masked-off lanes are neither read (they load as 0) nor written, and are never
-// faulted, so a masked pointer may point past its array. Also transpose16_registers (AVX-512),
-// transpose8_registers (AVX2), transpose_registers (the vector's) and transpose_block (through memory).
+// when either is compiled in (else the kernels take their portable loops). Also
+// transpose16_registers (AVX-512), transpose8_registers (AVX2), transpose_registers (the vector's)
+// and transpose_block (through memory).
 // <immintrin.h> comes with GCC 12's false -Wuninitialized on its own _mm512_undefined_ps()
 // (reported once the shuffles are inlined, at a location inside the header) silenced here.
 #pragma once
@@ -22,14 +21,10 @@ namespace med3d::kernels::cpu::simd {
 #if defined(__AVX512F__)
 constexpr int kLanes = 16;
 using Vec = __m512;
-using Mask = __mmask16;
-inline Mask mask(uint32_t bits) { return static_cast<Mask>(bits); }
 inline Vec zero() { return _mm512_setzero_ps(); }
 inline Vec broadcast(float a) { return _mm512_set1_ps(a); }
 inline Vec load(const float* p) { return _mm512_loadu_ps(p); }
-inline Vec load(Mask m, const float* p) { return _mm512_maskz_loadu_ps(m, p); }
 inline void store(float* p, Vec v) { _mm512_storeu_ps(p, v); }
-inline void store(float* p, Mask m, Vec v) { _mm512_mask_storeu_ps(p, m, v); }
 inline Vec add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
 inline Vec fma(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
 inline float sum(Vec v) { return _mm512_reduce_add_ps(v); }
@@ -62,27 +57,10 @@ inline void transpose16_registers(__m512 (&r)[16]) {
 #else
 constexpr int kLanes = 8;
 using Vec = __m256;
-using Mask = __m256i;  // lanes of all ones (on) or zeros (off), as vmaskmov takes them
-// Lane i on when bit i (of 8) is set. From a table of all 256: one load, where testing each
-// lane's bit would take two more instructions and a register for the bits in the hot loops.
-inline Mask mask(uint32_t bits) {
-  struct Table {
-    alignas(32) int32_t lanes[256][8];
-  };
-  static constexpr Table table = [] {
-    Table t{};
-    for (int b = 0; b < 256; ++b)
-      for (int i = 0; i < 8; ++i) t.lanes[b][i] = (b >> i & 1) ? -1 : 0;
-    return t;
-  }();
-  return _mm256_load_si256(reinterpret_cast<const __m256i*>(table.lanes[bits & 0xFF]));
-}
 inline Vec zero() { return _mm256_setzero_ps(); }
 inline Vec broadcast(float a) { return _mm256_set1_ps(a); }
 inline Vec load(const float* p) { return _mm256_loadu_ps(p); }
-inline Vec load(Mask m, const float* p) { return _mm256_maskload_ps(p, m); }
 inline void store(float* p, Vec v) { _mm256_storeu_ps(p, v); }
-inline void store(float* p, Mask m, Vec v) { _mm256_maskstore_ps(p, m, v); }
 inline Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
 inline Vec fma(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
 inline float sum(Vec v) {
