@@ -231,20 +231,17 @@ void panel_microkernel(const GemmView&, const float* apanels, int64_t i0, int64_
 }
 void panel_microkernel(const GemmPackedA& a, const float*, int64_t, int64_t i, int64_t pc, int64_t kc, const float* bp,
                        float* c, int64_t ldc, bool add) {
-  const float* __restrict rows = a.rows_in_place(i, pc);
-  if (!rows) {
-    // Packed in blocks of kKC depths: a deeper block (Packs::depth) runs through them in turn.
-    for (int64_t p = 0; p < kc; p += kKC)
-      packed_microkernel(std::min(kKC, kc - p), a.panels(i, pc + p), bp + p * kNR, c, ldc, add || p > 0);
-    return;
-  }
-  // Summed in kKC blocks too, each added into C, so that a deeper block (Packs::depth) gives the
-  // bits of the stored A's kKC blocks (which path runs depends on the thread count).
+  // A deeper block (Packs::depth) runs through blocks of kKC depths in turn, each added into C: a
+  // packed A is stored in such blocks, and rows read in place are summed the same way so that they
+  // give the bits of a stored A's blocks (which path runs depends on the thread count).
   const int64_t lda = a.row_pitch();
   for (int64_t p = 0; p < kc; p += kKC) {
-    const float* block = rows + p;
-    microkernel(std::min(kKC, kc - p), [block, lda](int i, int64_t q) { return block[i * lda + q]; }, bp + p * kNR, c,
-                ldc, add || p > 0);
+    const int64_t depth = std::min(kKC, kc - p);
+    const bool add_block = add || p > 0;
+    if (const float* __restrict rows = a.rows_in_place(i, pc + p))
+      microkernel(depth, [rows, lda](int r, int64_t q) { return rows[r * lda + q]; }, bp + p * kNR, c, ldc, add_block);
+    else
+      packed_microkernel(depth, a.panels(i, pc + p), bp + p * kNR, c, ldc, add_block);
   }
 }
 
