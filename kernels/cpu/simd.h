@@ -2,7 +2,7 @@
 // under AVX-512, 8 under AVX2 + FMA, so that one kernel text serves both; MED3D_SIMD is defined
 // when either is compiled in (else the kernels take their portable loops). Also
 // transpose16_registers (AVX-512), transpose8_registers (AVX2), transpose_registers (the vector's)
-// and transpose_block (through memory).
+// and transpose_block (through memory); copy_streaming.
 // <immintrin.h> comes with GCC 12's false -Wuninitialized on its own _mm512_undefined_ps()
 // (reported once the shuffles are inlined, at a location inside the header) silenced here.
 #pragma once
@@ -116,6 +116,25 @@ inline void transpose_block(const float* src, int64_t lds, float* dst, int64_t l
   for (int i = 0; i < kLanes; ++i) r[i] = load(src + i * lds);
   transpose_registers(r);
   for (int j = 0; j < kLanes; ++j) store(dst + j * ldd, r[j]);
+}
+
+// dst[0, n) = src[0, n): the whole 64-byte lines of dst with non-temporal stores (no read for
+// ownership, and not kept in the caches), the partial lines at its ends with ordinary stores;
+// then a store fence, so that the copy is ordered before the caller's next synchronisation. For
+// large outputs that nothing reads again soon.
+inline void copy_streaming(const float* src, int64_t n, float* dst) {
+  int64_t i = 0;
+  for (; i < n && reinterpret_cast<uintptr_t>(dst + i) % 64 != 0; ++i) dst[i] = src[i];
+  for (; i + 16 <= n; i += 16) {
+#if defined(__AVX512F__)
+    _mm512_stream_ps(dst + i, _mm512_loadu_ps(src + i));
+#else
+    _mm256_stream_ps(dst + i, _mm256_loadu_ps(src + i));
+    _mm256_stream_ps(dst + i + 8, _mm256_loadu_ps(src + i + 8));
+#endif
+  }
+  for (; i < n; ++i) dst[i] = src[i];
+  _mm_sfence();
 }
 
 }  // namespace med3d::kernels::cpu::simd

@@ -367,7 +367,8 @@ TEST_CASE("conv3d: the direct kernels of same convs match the f64 kernels", "[co
   // blocks per tap; input channels copied apart from their 4 KiB strides), and filter counts
   // that leave AVX2's line tiles tail panels of 16 (32 = 16 + 16 in fprop, 40 = 24 + 16 in dgrad),
   // and weights of over 2^20 elements, which the line tiles pack per thread and panel (fprop: 6
-  // panels of 24 + one of 16; dgrad: 10 + 1).
+  // panels of 24 + one of 16; dgrad: 10 + 1), and a dw of over 4 MiB, which wgrad writes with
+  // streaming stores, 2 channel blocks per item on 8 threads (the last ending past C).
   Context context(Device::cpu(), 8);
   const Conv3dParams cases[] = {
       kernels::conv3d_params("test", {1, 5, 4, 6, 7}, {13, 5, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
@@ -380,6 +381,7 @@ TEST_CASE("conv3d: the direct kernels of same convs match the f64 kernels", "[co
       kernels::conv3d_params("test", {1, 260, 1, 32, 32}, {3, 260, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {2, 40, 3, 5, 6}, {32, 40, 3, 3, 3}, {1, 1, 1}, {1, 2, 1}, {1, 2, 1}, 1),
       kernels::conv3d_params("test", {1, 256, 2, 4, 6}, {160, 256, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 250, 2, 3, 4}, {512, 250, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
   };
   for (const Conv3dParams& p : cases) {
     INFO("C " << p.C << " K " << p.K << " input " << p.D << "x" << p.H << "x" << p.W);
