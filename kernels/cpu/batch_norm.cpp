@@ -1,5 +1,8 @@
 #include "med3d/kernels/cpu/batch_norm.h"
 
+#include <bit>
+#include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "med3d/kernels/batch_norm.h"
@@ -39,6 +42,16 @@ void plane_apply(const T* xp, int64_t spatial, T m, T a, T b, bool relu, T* yp) 
   for (int64_t i = 0; i < spatial; ++i) yp[i] = batch_norm_forward(xp[i], m, a, b, relu);
 }
 
+// relu_backward(y, dy) through a bit mask: as a select GCC 12 left plane_grad_sums' loop scalar,
+// with a branch and a 4-cycle add chain per element (4% of the ResNet-18 step). Same values:
+// dy where y > 0, else +0.
+template <class T>
+T relu_backward_masked(T y, T dy) {
+  using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+  const Bits keep = y > T(0) ? ~Bits(0) : Bits(0);
+  return std::bit_cast<T>(static_cast<Bits>(std::bit_cast<Bits>(dy) & keep));
+}
+
 // The sums of dy and dy * (x - mean) over one plane; dy masked by relu_y > 0 when given.
 template <class T>
 void plane_grad_sums(const T* xp, const T* gp, const T* relu_y, int64_t spatial, double m, double& sum_dy,
@@ -47,7 +60,7 @@ void plane_grad_sums(const T* xp, const T* gp, const T* relu_y, int64_t spatial,
   if (relu_y) {
 #pragma omp simd reduction(+ : s1, s2)
     for (int64_t i = 0; i < spatial; ++i) {
-      const double g = static_cast<double>(relu_backward(relu_y[i], gp[i]));
+      const double g = static_cast<double>(relu_backward_masked(relu_y[i], gp[i]));
       s1 += g;
       s2 += g * (static_cast<double>(xp[i]) - m);
     }
