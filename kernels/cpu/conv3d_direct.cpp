@@ -998,11 +998,14 @@ std::vector<WgradTap> wgrad_taps(const Conv3dParams& p) {
   return taps;
 }
 
+// A block's sums of one tap: [channel][filter].
+using WgradSums = float[kWgradChannels][kWgradFilters];
+
 // out[j][f] = the block's sums for channel j and filter f of one tap: dyp is the panel's packed dy
 // [n][V][kWgradFilters], xs[j] channel j's input in sample 0 (samples sample_x apart).
 #if defined(MED3D_SIMD)
 void wgrad_block(const float* dyp, const float* const* xs, int64_t samples, int64_t V, int64_t sample_x,
-                 const WgradTap& tap, float (&out)[kWgradChannels][kWgradFilters]) {
+                 const WgradTap& tap, WgradSums& out) {
   using namespace simd;
   Vec acc[kWgradChannels][kWgradVectors];
 #pragma GCC unroll 8
@@ -1037,7 +1040,7 @@ void wgrad_block(const float* dyp, const float* const* xs, int64_t samples, int6
 }
 #else
 void wgrad_block(const float* dyp, const float* const* xs, int64_t samples, int64_t V, int64_t sample_x,
-                 const WgradTap& tap, float (&out)[kWgradChannels][kWgradFilters]) {
+                 const WgradTap& tap, WgradSums& out) {
   float acc[kWgradChannels][kWgradFilters] = {};
   for (int64_t n = 0; n < samples; ++n)
     for (const Segment& seg : tap.segments)
@@ -1130,18 +1133,21 @@ void conv3d_direct_wgrad(const Conv3dParams& p, const float* x, const float* dy,
     // The item's dw, dead taps zero, gathered here and written as one contiguous run per filter:
     // scattered into dw tap by tap, every store missed the cache (13% of layer 4's wgrad).
     std::vector<float> block_dw(static_cast<std::size_t>(kWgradFilters * width * T), 0.0f);
+    std::vector<WgradSums> sums(taps.size());
     for (int64_t b = b0; b < b1; ++b) {
       // A block past the last channel repeats it and drops the result.
       const int64_t c0 = b * kWgradChannels;
       const float* xs[kWgradChannels];
       for (int j = 0; j < kWgradChannels; ++j) xs[j] = x + std::min(c0 + j, p.C - 1) * V;
+      // All taps' sums first, then each (filter, channel)'s taps written in turn: scattered tap
+      // by tap, each store went to another line (a fifth of layer4_d4's wgrad).
+      for (std::size_t l = 0; l < taps.size(); ++l) wgrad_block(panel_dy, xs, p.N, V, p.C * V, taps[l], sums[l]);
       float* out_dw = block_dw.data() + (c0 - c_first) * T;
-      for (const WgradTap& tap : taps) {
-        alignas(64) float out[kWgradChannels][kWgradFilters];
-        wgrad_block(panel_dy, xs, p.N, V, p.C * V, tap, out);
-        for (int f = 0; f < kWgradFilters; ++f)
-          for (int j = 0; j < kWgradChannels; ++j) out_dw[(f * width + j) * T + tap.tap] = out[j][f];
-      }
+      for (int f = 0; f < kWgradFilters; ++f)
+        for (int j = 0; j < kWgradChannels; ++j) {
+          float* run = out_dw + (f * width + j) * T;
+          for (std::size_t l = 0; l < taps.size(); ++l) run[taps[l].tap] = sums[l][j][f];
+        }
     }
     const int64_t channels = std::min(p.C, c_first + width) - c_first;
     for (int f = 0; f < kWgradFilters && panel * kWgradFilters + f < p.K; ++f) {
