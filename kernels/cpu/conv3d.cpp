@@ -15,6 +15,7 @@
 
 #include "med3d/kernels/cpu/conv3d_direct.h"
 #include "med3d/kernels/cpu/conv3d_padded.h"
+#include "med3d/kernels/cpu/conv3d_winograd.h"
 #include "med3d/kernels/cpu/gemm.h"
 #include "med3d/kernels/cpu_loops.h"
 #include "simd.h"
@@ -25,13 +26,22 @@ namespace med3d::kernels::cpu {
 // (the sanitizer build) their unfused products moved the f32-vs-f64 gradient of the lung
 // decoder's stem by 4e-4 of its norm, over the model goldens' 1e-4, while matching the f64
 // kernels to 1e-5 conv by conv (tests call them directly there); the implicit GEMM stays.
+// The Winograd kernels (3x3x3 same convs) likewise: the portable loops keep the direct ones.
 #if defined(MED3D_SIMD)
 constexpr bool kPaddedKernels = true;
+constexpr bool kWinogradKernels = true;
 #else
 constexpr bool kPaddedKernels = false;
+constexpr bool kWinogradKernels = false;
 #endif
 
 namespace {
+
+// Whether the Winograd kernels run this conv: they apply, in a vector build, and the caller's
+// scratch holds theirs (conv3d_scratch_elements counts it within its budget).
+bool winograd_fits(const Conv3dParams& p, int64_t scratch_elements) {
+  return kWinogradKernels && conv3d_winograd_applies(p) && scratch_elements >= conv3d_winograd_scratch_elements(p);
+}
 
 // The per-tap path's thresholds (make_plan): taken when under this share of the nominal FLOPs
 // reads the input, and both channel counts are at least this large (shallower GEMMs lose to
@@ -847,7 +857,11 @@ void per_tap_f32(const Conv3dParams& p, const Plan& plan, const float* src, cons
 }  // namespace
 
 int64_t conv3d_scratch_elements(const Conv3dParams& p, int64_t budget) {
-  const int64_t planned = scratch_needed(p, make_plan(p, budget));
+  int64_t planned = scratch_needed(p, make_plan(p, budget));
+  // The Winograd kernels within the budget (their scratch grows with the volume; over it, the
+  // direct kernels run).
+  if (kWinogradKernels && conv3d_winograd_scratch_elements(p) <= budget)
+    planned = std::max(planned, conv3d_winograd_scratch_elements(p));
   return conv3d_direct_fprop_applies(p) ? std::max(planned, conv3d_direct_scratch_elements(p)) : planned;
 }
 
@@ -858,6 +872,11 @@ void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, 
   const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
   const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
   if constexpr (std::is_same_v<T, float>) {
+    if (winograd_fits(p, scratch_elements)) {
+      conv3d_winograd_fprop(p, x, w, y, scratch, scratch_elements);
+      if (bias) add_channel_bias(p.N, p.K, out_sp, bias, y);
+      return;
+    }
     if (conv3d_direct_fprop_applies(p) && !plan.pointwise) {
       conv3d_direct_fprop(p, x, w, y, scratch, scratch_elements);
       if (bias) add_channel_bias(p.N, p.K, out_sp, bias, y);
@@ -934,6 +953,10 @@ void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scra
   const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
   const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
   if constexpr (std::is_same_v<T, float>) {
+    if (winograd_fits(p, scratch_elements)) {
+      conv3d_winograd_dgrad(p, dy, w, dx, scratch, scratch_elements);
+      return;
+    }
     if (conv3d_direct_applies(p) && !plan.pointwise) {
       conv3d_direct_dgrad(p, dy, w, dx, scratch, scratch_elements);
       return;
@@ -1006,6 +1029,10 @@ void conv3d_wgrad(const Conv3dParams& p, const T* x, const T* dy, T* dw, T* scra
   const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
   const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
   if constexpr (std::is_same_v<T, float>) {
+    if (winograd_fits(p, scratch_elements)) {
+      conv3d_winograd_wgrad(p, x, dy, dw, scratch, scratch_elements);
+      return;
+    }
     // (Also for a dilated conv with one live tap: the direct wgrad was measured level with the
     // pointwise GEMM there, 1.01x its time on DenseASPP's d18 branch in 40 paired rounds.)
     if (conv3d_direct_applies(p)) {

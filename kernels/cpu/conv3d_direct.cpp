@@ -17,12 +17,7 @@ namespace med3d::kernels::cpu {
 
 namespace {
 
-// Voxels per vector (the portable loops keep AVX-512's 16).
-#if defined(MED3D_SIMD)
-constexpr int kLanes = simd::kLanes;
-#else
-constexpr int kLanes = 16;
-#endif
+constexpr int kLanes = kLoopLanes;  // voxels per vector
 constexpr int kMaxVectors = 4;
 // Products summed in registers before they are added into the output (fprop and dgrad).
 constexpr int64_t kSumDepth = 256;

@@ -2,7 +2,7 @@
 // under AVX-512, 8 under AVX2 + FMA, so that one kernel text serves both; MED3D_SIMD is defined
 // when either is compiled in (else the kernels take their portable loops). Also
 // transpose16_registers (AVX-512), transpose8_registers (AVX2), transpose_registers (the vector's)
-// and transpose_block (through memory); copy_streaming.
+// and transpose_block (through memory); copy_streaming; kLoopLanes (every build).
 // <immintrin.h> comes with GCC 12's false -Wuninitialized on its own _mm512_undefined_ps()
 // (reported once the shuffles are inlined, at a location inside the header) silenced here.
 #pragma once
@@ -139,3 +139,13 @@ inline void copy_streaming(const float* src, int64_t n, float* dst) {
 
 }  // namespace med3d::kernels::cpu::simd
 #endif
+
+namespace med3d::kernels::cpu {
+// The lanes of the kernels' loops over vectors: the vector's, and AVX-512's 16 in the portable
+// loops (so that their tiles keep one shape).
+#if defined(MED3D_SIMD)
+inline constexpr int kLoopLanes = simd::kLanes;
+#else
+inline constexpr int kLoopLanes = 16;
+#endif
+}  // namespace med3d::kernels::cpu

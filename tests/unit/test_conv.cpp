@@ -9,6 +9,7 @@
 #include "med3d/kernels/cpu/conv3d.h"
 #include "med3d/kernels/cpu/conv3d_direct.h"
 #include "med3d/kernels/cpu/conv3d_padded.h"
+#include "med3d/kernels/cpu/conv3d_winograd.h"
 #include "test_util.h"
 
 using namespace med3d;
@@ -409,6 +410,54 @@ TEST_CASE("conv3d: the direct kernels of same convs match the f64 kernels", "[co
   REQUIRE_FALSE(kernels::cpu::conv3d_direct_applies(strided));
   REQUIRE_FALSE(kernels::cpu::conv3d_direct_applies(
       kernels::conv3d_params("test", {1, 2, 4, 4, 4}, {3, 2, 3, 3, 3}, {1, 1, 1}, {0, 1, 1}, {1, 1, 1}, 1)));
+}
+
+TEST_CASE("conv3d: the Winograd kernels of 3x3x3 same convs match the f64 kernels", "[conv]") {
+  // Cases: odd extents (tiles that end past the volume on every axis), channel and filter counts
+  // that are not whole vectors (1, 2, 3 and 4 filter vectors per panel, several panels), one
+  // sample and several, tiles spread over several blocks with the last one partial, and a
+  // 1-voxel axis (every tile's patch mostly padding).
+  Context context(Device::cpu(), 8);
+  const Conv3dParams cases[] = {
+      kernels::conv3d_params("test", {1, 5, 3, 4, 5}, {7, 5, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 16, 4, 6, 8}, {24, 16, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 33, 5, 7, 9}, {40, 33, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {1, 20, 6, 6, 6}, {64, 20, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {1, 48, 8, 8, 10}, {150, 48, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {3, 9, 1, 5, 3}, {12, 9, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
+  };
+  for (const Conv3dParams& p : cases) {
+    INFO("N " << p.N << " C " << p.C << " K " << p.K << " input " << p.D << "x" << p.H << "x" << p.W);
+    REQUIRE(kernels::cpu::conv3d_winograd_applies(p));
+    const ConvCase c = conv_case(context, p);
+    Tensor y = context.full(c.dy.shape(), 7.0, DType::f32), dx = context.full(c.x.shape(), 7.0, DType::f32);
+    const int64_t n_scratch = kernels::cpu::conv3d_winograd_scratch_elements(p);
+    std::vector<float> scratch(static_cast<std::size_t>(n_scratch), -1.0f);
+    kernels::cpu::conv3d_winograd_fprop(p, c.xf.data<float>(), c.wf.data<float>(), y.data<float>(), scratch.data(),
+                                        n_scratch);
+    kernels::cpu::conv3d_winograd_dgrad(p, c.dyf.data<float>(), c.wf.data<float>(), dx.data<float>(), scratch.data(),
+                                        n_scratch);
+    Tensor dw = context.full(c.w.shape(), 7.0, DType::f32);
+    kernels::cpu::conv3d_winograd_wgrad(p, c.xf.data<float>(), c.dyf.data<float>(), dw.data<float>(), scratch.data(),
+                                        n_scratch);
+    test::require_close(y.to(DType::f64), c.ref[0], 1e-5, "Winograd y");
+    test::require_close(dx.to(DType::f64), c.ref[1], 1e-5, "Winograd dx");
+    test::require_close(dw.to(DType::f64), c.ref[2], 1e-5, "Winograd dw");
+  }
+  const Conv3dParams dilated =
+      kernels::conv3d_params("test", {1, 4, 4, 4, 4}, {4, 4, 3, 3, 3}, {1, 1, 1}, {2, 2, 2}, {2, 2, 2}, 1);
+  REQUIRE_FALSE(kernels::cpu::conv3d_winograd_applies(dilated));
+  REQUIRE_FALSE(kernels::cpu::conv3d_winograd_applies(
+      kernels::conv3d_params("test", {1, 4, 4, 4, 4}, {4, 4, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1)));
+  std::vector<float> buffer(4096);
+  REQUIRE(kernels::cpu::conv3d_winograd_scratch_elements(dilated) == 0);
+  REQUIRE_THROWS_WITH(kernels::cpu::conv3d_winograd_fprop(dilated, buffer.data(), buffer.data(), buffer.data(),
+                                                          buffer.data(), 4096),
+                      Catch::Contains("conv3d_winograd_fprop") && Catch::Contains("dilations"));
+  const Conv3dParams p = cases[0];
+  REQUIRE_THROWS_WITH(kernels::cpu::conv3d_winograd_dgrad(p, buffer.data(), buffer.data(), buffer.data(),
+                                                          buffer.data(), kernels::cpu::conv3d_winograd_scratch_elements(p) - 1),
+                      Catch::Contains("conv3d_winograd_scratch_elements"));
 }
 
 TEST_CASE("conv3d: the direct kernels put a 32 MiB grouped input into the caller's scratch", "[conv]") {

@@ -23,6 +23,13 @@ namespace {
 constexpr uint64_t kWeightSeed = 1234, kInputSeed = 1235, kUpstreamSeed = 1236, kProjectionSeed = 1237;
 constexpr double kModelTolerance = 1e-4;
 constexpr double kResNet50TrainTolerance = 5e-3;
+// The lung decoder in training mode (1x16^3: batch statistics over 8 voxels in layer4) is
+// ill-conditioned in f32 too: PyTorch's own f32 gradients differ from its f64 ones by up to
+// 3.2e-4 of their norm and 5.1e-3 in their projections (decoder.groups.2.up_bn.bias; conv1.weight
+// 6.1e-4). Ours with the Winograd 3x3x3 convs: conv1.weight 1.4e-4 in norm, 2.2e-3 in projections
+// (each conv matches the f64 kernels to under 1e-6, test_conv.cpp). In f32 that case compares at
+// kLungTrainTolerance; the network converted to f64 meets 1e-4 in everything.
+constexpr double kLungTrainTolerance = 1e-2;
 constexpr double kZeroGradient = 1e-10, kZeroNoise = 1e-5;
 
 double u(uint64_t seed, uint64_t counter) { return kernels::philox_uniform(seed, 0, counter); }
@@ -175,7 +182,10 @@ TEST_CASE("model golden: Med3D with 3 branches (domain 1) on ResNet-10-B", "[mod
 TEST_CASE("model golden: lung segmentation decoder on ResNet-10-B", "[models][golden]") {
   Context context;
   LungSegmentationNet net(context, 10, 2, ShortcutType::B);
-  for (bool train : {false, true}) check_golden(net, "lung_resnet10b", train, [&](const Tensor& x) { return net.forward(x); });
+  check_golden(net, "lung_resnet10b", false, [&](const Tensor& x) { return net.forward(x); });
+  check_golden(net, "lung_resnet10b", true, [&](const Tensor& x) { return net.forward(x); }, kLungTrainTolerance);
+  net.to(DType::f64);
+  check_golden(net, "lung_resnet10b", true, [&](const Tensor& x) { return net.forward(x); });
 }
 
 TEST_CASE("model golden: classifier on ResNet-10-B", "[models][golden]") {

@@ -1,7 +1,9 @@
 // CPU kernels of the 3D convolution described by a Conv3dParams `p` (see conv_params.h):
 //   x [N, C, D, H, W], w [K, C/groups, T, R, S], y [N, K, Z, P, Q], bias [K], all contiguous.
-// Method: in f32, "same" convs (unit strides, one group, output extent = input extent, as every
-// 3x3x3 and dilated conv of Med3D) run all three passes on the direct kernels of conv3d_direct.h
+// Method: in f32 vector builds, 3x3x3 convs with unit strides and dilations and padding 1 run
+// all three passes on the Winograd kernels of conv3d_winograd.h when their scratch fits the
+// budget. Other f32 "same" convs (unit strides, one group, output extent = input extent, as the
+// dilated convs of Med3D) run all three passes on the direct kernels of conv3d_direct.h
 // (the input read in place through each tap's flat shift, padded taps skipped per tile), and
 // f32 fprop of strided convs with >= 16 channels on their line tiles where they apply
 // (conv3d_direct_fprop_applies); in vector builds convs with at most 4 input channels and >= 27
@@ -46,7 +48,9 @@ inline constexpr int64_t kConvScratchBudget = int64_t(1) << 23;
 // least one line (C/groups * live taps * Q elements), plus K * C/groups * live taps gathered
 // weights when some taps are dead; 0 for the 1x1x1 fast path. The per-tap path is used when it
 // fits `budget` (chunks of box planes within it); otherwise these vol2col sizes apply. Convs
-// the direct kernels take get at least their packed weights (conv3d_direct_scratch_elements).
+// the direct kernels take get at least their packed weights (conv3d_direct_scratch_elements),
+// those the Winograd kernels take theirs (conv3d_winograd_scratch_elements) where it is within
+// `budget` (vector builds).
 int64_t conv3d_scratch_elements(const Conv3dParams& p, int64_t budget = kConvScratchBudget);
 
 // y = conv(x, w) + bias (bias may be null). Overwrites y.
