@@ -23,11 +23,13 @@ constexpr int kMaxVectors = 2;
 #else
 constexpr int kMaxVectors = 4;
 #endif
-// A work item's transformed tiles take about this many bytes (so that they and their sums stay
-// in L2 between the transforms and the products).
-constexpr int64_t kBlockBytes = 192 * 1024;
+// fprop's and dgrad's work item: one register block of tiles (their transforms, 24-96 KB at
+// 32-128 channels, stay in L1/L2 until the products read them; blocks of 12 tiles at 64
+// channels took 1.04x the time on layer1, 24 tiles 1.09x; 12 at 32 channels 1.15x).
+constexpr int64_t kBlockTiles = kTileRows;
 // wgrad's blocks are shared by the team (transformed by all threads, then each thread's
-// positions summed over them), so larger: fewer of its two barriers per block.
+// positions summed over them), so larger, about this many bytes of transformed input: fewer of
+// its two barriers per block (half of it: 1.09x the time on layer1).
 constexpr int64_t kWgradBlockBytes = 768 * 1024;
 // Below this many multiply-adds one thread is faster than waking a team.
 constexpr int64_t kParallelMacs = int64_t(1) << 20;
@@ -44,11 +46,11 @@ struct Run {
 };
 
 // The sizes every pass shares: channels rounded up to whole vectors, filters to whole panels,
-// the tiles and their blocks.
+// the tiles and their blocks (a multiple of kTileRows tiles each).
 struct Layout {
   int64_t in_pad, out_pad, panel, tz, ty, tx, tiles, block_tiles, blocks;
   int vectors;  // filter vectors per panel
-  explicit Layout(const Run& r, int64_t block_bytes = kBlockBytes) {
+  Layout(const Run& r, int64_t tiles_per_block) {
     vectors = static_cast<int>(std::min<int64_t>(kMaxVectors, (r.out + kLanes - 1) / kLanes));
     panel = vectors * kLanes;
     in_pad = round_up(r.in, kLanes);
@@ -57,11 +59,16 @@ struct Layout {
     ty = (r.H + 1) / 2;
     tx = (r.W + 1) / 2;
     tiles = r.N * tz * ty * tx;
-    const int64_t fit = block_bytes / (kPositions * in_pad * int64_t(sizeof(float))) / kTileRows * kTileRows;
-    block_tiles = std::clamp<int64_t>(fit, kTileRows, 8 * kTileRows);
+    block_tiles = tiles_per_block;
     blocks = (tiles + block_tiles - 1) / block_tiles;
   }
 };
+
+// wgrad's tiles per block: about kWgradBlockBytes of transformed input, 6 to 48 tiles.
+int64_t wgrad_block_tiles(const Run& r) {
+  const int64_t fit = kWgradBlockBytes / (kPositions * round_up(r.in, kLanes) * int64_t(sizeof(float)));
+  return std::clamp<int64_t>(fit / kTileRows * kTileRows, kTileRows, 8 * kTileRows);
+}
 
 // One axis of G g G^T on vectors of filters: the kernel's 3 values (stride apart) to 4,
 // G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1].
@@ -314,7 +321,7 @@ int64_t scratch_floats(const Run& r, const Layout& s) {
 }
 
 void run_winograd(const Run& r, const float* x, float* y, float* scratch) {
-  const Layout s(r);
+  const Layout s(r, kBlockTiles);
   const int64_t V = r.D * r.H * r.W;
   float* const u = scratch;
   float* const xl = u + kPositions * s.in_pad * s.out_pad;
@@ -463,7 +470,7 @@ int64_t wgrad_scratch_floats(const Run& r, const Layout& s) {
 }
 
 void run_winograd_wgrad(const Run& r, const float* x, const float* dy, float* dw, float* scratch) {
-  const Layout s(r, kWgradBlockBytes);
+  const Layout s(r, wgrad_block_tiles(r));
   if (s.tiles == 0) {  // an empty batch: no tile adds to du
     std::fill_n(dw, r.out * r.in * 27, 0.0f);
     return;
@@ -520,8 +527,8 @@ bool conv3d_winograd_applies(const Conv3dParams& p) {
 int64_t conv3d_winograd_scratch_elements(const Conv3dParams& p) {
   if (!conv3d_winograd_applies(p)) return 0;
   const Run f = fprop_run(p, nullptr), d = dgrad_run(p, nullptr);
-  return std::max({scratch_floats(f, Layout(f)), scratch_floats(d, Layout(d)),
-                   wgrad_scratch_floats(f, Layout(f, kWgradBlockBytes))});
+  return std::max({scratch_floats(f, Layout(f, kBlockTiles)), scratch_floats(d, Layout(d, kBlockTiles)),
+                   wgrad_scratch_floats(f, Layout(f, wgrad_block_tiles(f)))});
 }
 
 void conv3d_winograd_fprop(const Conv3dParams& p, const float* x, const float* w, float* y, float* scratch,
