@@ -1,6 +1,6 @@
 // CPU kernels of the 3D convolution described by a Conv3dParams `p` (see conv_params.h):
 //   x [N, C, D, H, W], w [K, C/groups, T, R, S], y [N, K, Z, P, Q], bias [K], all contiguous.
-// Method: in f32 vector builds, 3x3x3 convs with unit strides and dilations and padding 1 run
+// Method: in f32 AVX-512 builds, 3x3x3 convs with unit strides and dilations and padding 1 run
 // all three passes on the Winograd kernels of conv3d_winograd.h when their scratch fits the
 // budget. Other f32 "same" convs (unit strides, one group, output extent = input extent, as the
 // dilated convs of Med3D) run all three passes on the direct kernels of conv3d_direct.h
@@ -50,7 +50,7 @@ inline constexpr int64_t kConvScratchBudget = int64_t(1) << 23;
 // fits `budget` (chunks of box planes within it); otherwise these vol2col sizes apply. Convs
 // the direct kernels take get at least their packed weights (conv3d_direct_scratch_elements),
 // those the Winograd kernels take theirs (conv3d_winograd_scratch_elements) where it is within
-// `budget` (vector builds).
+// `budget` (AVX-512 builds).
 int64_t conv3d_scratch_elements(const Conv3dParams& p, int64_t budget = kConvScratchBudget);
 
 // y = conv(x, w) + bias (bias may be null). Overwrites y.
