@@ -94,10 +94,12 @@ void transform_weights(const Run& r, const Layout& s, float* u) {
       alignas(64) float g[27 * L], a[4 * 9 * L], b[16 * 3 * L];
       for (int e = 0; e < L; ++e) {
         const int64_t o = o0 + e;
-        const float* run = r.w + o * r.o_stride + i * r.i_stride;
-        if (i >= r.in || o >= r.out)
+        if (i >= r.in || o >= r.out) {
           for (int tap = 0; tap < 27; ++tap) g[tap * L + e] = 0.0f;
-        else if (r.flip)
+          continue;
+        }
+        const float* run = r.w + o * r.o_stride + i * r.i_stride;
+        if (r.flip)
           for (int tap = 0; tap < 27; ++tap) g[tap * L + e] = run[26 - tap];
         else
           for (int tap = 0; tap < 27; ++tap) g[tap * L + e] = run[tap];
