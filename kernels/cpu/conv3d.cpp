@@ -868,8 +868,8 @@ int64_t conv3d_scratch_elements(const Conv3dParams& p, int64_t budget) {
   int64_t planned = scratch_needed(p, make_plan(p, budget));
   // The Winograd kernels within the budget (their scratch grows with the volume; over it, the
   // direct kernels run).
-  if (kWinogradKernels && conv3d_winograd_scratch_elements(p) <= budget)
-    planned = std::max(planned, conv3d_winograd_scratch_elements(p));
+  if (const int64_t winograd = conv3d_winograd_scratch_elements(p); kWinogradKernels && winograd <= budget)
+    planned = std::max(planned, winograd);
   return conv3d_direct_fprop_applies(p) ? std::max(planned, conv3d_direct_scratch_elements(p)) : planned;
 }
 
