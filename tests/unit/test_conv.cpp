@@ -369,9 +369,11 @@ TEST_CASE("conv3d: the direct kernels of same convs match the f64 kernels", "[co
   // that leave AVX2's line tiles tail panels of 16 (32 = 16 + 16 in fprop, 40 = 24 + 16 in dgrad),
   // and weights of over 2^20 elements, which the line tiles pack per thread and panel (fprop: 6
   // panels of 24 + one of 16; dgrad: 10 + 1), and a dw of over 4 MiB, which wgrad writes with
-  // streaming stores, 2 channel blocks per item on 8 threads (the last ending past C).
+  // streaming stores, 2 channel blocks per item on 8 threads (the last ending past C). Then
+  // width dilations 1-7 on 16-voxel lines: every range of an 8-voxel line that a tap cuts on one
+  // side ([d, 8) in its first tile, [0, 8 - d) in its second), each unrolled on its own.
   Context context(Device::cpu(), 8);
-  const Conv3dParams cases[] = {
+  std::vector<Conv3dParams> cases = {
       kernels::conv3d_params("test", {1, 5, 4, 6, 7}, {13, 5, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {2, 12, 3, 8, 8}, {20, 12, 3, 3, 3}, {1, 1, 1}, {4, 4, 4}, {4, 4, 4}, 1),
       kernels::conv3d_params("test", {1, 3, 5, 6, 9}, {4, 3, 1, 3, 5}, {1, 1, 1}, {0, 1, 2}, {1, 1, 1}, 1),
@@ -384,6 +386,8 @@ TEST_CASE("conv3d: the direct kernels of same convs match the f64 kernels", "[co
       kernels::conv3d_params("test", {1, 256, 2, 4, 6}, {160, 256, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {2, 250, 2, 3, 4}, {512, 250, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
   };
+  for (int64_t d = 1; d <= 7; ++d)
+    cases.push_back(kernels::conv3d_params("test", {1, 9, 1, 2, 16}, {5, 9, 1, 1, 3}, {1, 1, 1}, {0, 0, d}, {1, 1, d}, 1));
   for (const Conv3dParams& p : cases) {
     INFO("C " << p.C << " K " << p.K << " input " << p.D << "x" << p.H << "x" << p.W);
     REQUIRE(kernels::cpu::conv3d_direct_applies(p));
