@@ -740,23 +740,32 @@ void line_kernel(const float* x, int64_t C, int64_t group_pitch, int64_t V, cons
     }
   }
   // sums [voxel][filter] -> y [filter][voxel].
-  for (int64_t t = t0; t < t1; ++t) {
+#if defined(__AVX512F__)
+  // 16 filters at a time through a transpose of 16 voxels: two tiles that continue one line give
+  // each filter 16 consecutive voxels, one 64-byte store.
+  for (int64_t t = t0; t < t1;) {
     const int64_t v0 = lines.v0[static_cast<std::size_t>(t)];
     const int n = lines.voxels[static_cast<std::size_t>(t)];
-#if defined(__AVX512F__)
-    // 16 filters at a time through a transpose.
-    const auto lanes = static_cast<__mmask16>((1u << n) - 1);
+    const bool pair = n == kLineVoxels && t + 1 < t1 && lines.v0[static_cast<std::size_t>(t + 1)] == v0 + kLineVoxels;
+    const int m = pair ? lines.voxels[static_cast<std::size_t>(t + 1)] : 0;
+    const auto lanes = static_cast<__mmask16>((1u << (n + m)) - 1);
     for (int h = 0; h < kLineFilters && h < rows; h += 16) {
       __m512 r[16];
-      for (int j = 0; j < 16; ++j) r[j] = j < kLineVoxels ? _mm512_load_ps(sums[t - t0][j] + h) : _mm512_setzero_ps();
+      for (int j = 0; j < kLineVoxels; ++j) {
+        r[j] = _mm512_load_ps(sums[t - t0][j] + h);
+        r[kLineVoxels + j] = pair ? _mm512_load_ps(sums[t + 1 - t0][j] + h) : _mm512_setzero_ps();
+      }
       transpose16_registers(r);
       for (int k = 0; k < 16 && h + k < rows; ++k) _mm512_mask_storeu_ps(y + (h + k) * V + v0, lanes, r[k]);
     }
-#else
-    for (int k = 0; k < rows; ++k)
-      for (int j = 0; j < n; ++j) y[k * V + v0 + j] = sums[t - t0][j][k];
-#endif
+    t += pair ? 2 : 1;
   }
+#else
+  for (int64_t t = t0; t < t1; ++t)
+    for (int k = 0; k < rows; ++k)
+      for (int j = 0; j < lines.voxels[static_cast<std::size_t>(t)]; ++j)
+        y[k * V + lines.v0[static_cast<std::size_t>(t)] + j] = sums[t - t0][j][k];
+#endif
 }
 
 // The kernel for the panel's filter vectors (the last panels of K may need fewer) and the width
