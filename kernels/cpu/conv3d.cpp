@@ -870,7 +870,8 @@ int64_t conv3d_scratch_elements(const Conv3dParams& p, int64_t budget) {
   // direct kernels run).
   if (const int64_t winograd = conv3d_winograd_scratch_elements(p); kWinogradKernels && winograd <= budget)
     planned = std::max(planned, winograd);
-  return conv3d_direct_fprop_applies(p) ? std::max(planned, conv3d_direct_scratch_elements(p)) : planned;
+  const bool direct = conv3d_direct_fprop_applies(p) || conv3d_direct_dgrad_applies(p);
+  return direct ? std::max(planned, conv3d_direct_scratch_elements(p)) : planned;
 }
 
 template <class T>
@@ -965,7 +966,7 @@ void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scra
       conv3d_winograd_dgrad(p, dy, w, dx, scratch, scratch_elements);
       return;
     }
-    if (conv3d_direct_applies(p) && !plan.pointwise) {
+    if (conv3d_direct_dgrad_applies(p) && !plan.pointwise) {
       conv3d_direct_dgrad(p, dy, w, dx, scratch, scratch_elements);
       return;
     }

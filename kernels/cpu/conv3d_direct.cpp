@@ -472,8 +472,8 @@ static_assert(kLineBlock % kChannelGroup == 0, "a register sum's channels start 
 // Whether a kernel row's width taps sum in the same registers (line_kernel): where their weights
 // for a register block fit in L1 beside the input. At C = 64 (18 KiB) layer1's fprop/dgrad take
 // 0.978x/0.973x the time, layer2's fprop 0.981x; at C >= 128 (36 KiB) layer3_d2's dgrad took 1.013x.
-bool row_sums(const Conv3dParams& p) {
-  return p.S * std::min(kLineBlock, p.C) * kLineFilters * int64_t(sizeof(float)) <= 24 * 1024;
+bool row_sums(int64_t S, int64_t channels) {
+  return S * std::min(kLineBlock, channels) * kLineFilters * int64_t(sizeof(float)) <= 24 * 1024;
 }
 
 // The line tiles' input copied into channel groups (kChannelGroup): the groups' pitch, with an
@@ -497,6 +497,7 @@ struct Lines {
   std::vector<int64_t> v0;     // first (output) voxel of each tile
   std::vector<int64_t> x0;     // the input voxel at its strided position (tap offsets 0)
   std::vector<int> voxels;     // its voxel count (<= kLineVoxels)
+  int64_t out_step = 1;        // output voxels between a tile's voxels (the width's classes)
   std::vector<int64_t> live;   // the kernel taps that read inside for some tile
   std::vector<int64_t> shift;  // per live tap: input voxel - x0 for the tile's first voxel
   // Live taps [tap_rows[i], tap_rows[i + 1]) sum in the same registers: a kernel row (t, r)'s
@@ -508,44 +509,108 @@ struct Lines {
   int64_t pairs = 0;  // (tile, live tap) pairs with a range
 };
 
-// Output voxel (z, y, q) reads input voxel (z sz + dz, y sy + dy, q sx + dx) through a tap with
-// offsets (dz, dy, dx): at x0 + shift + j sx for the tile's voxel j.
-Lines make_lines(const Conv3dParams& p) {
+// How the output positions along one axis read the input. Output position i = u * classes + c
+// is position u of class c, and reads input u * in_step + offset through a kernel tap of its
+// class (tap_class[t] = c, offset tap_offset[t]); taps of other classes do not reach it. A conv
+// has one class (u = i, in_step its stride); a strided conv's dgrad, stride classes (below).
+struct LineAxis {
+  int64_t classes = 1, out = 0, in = 0, in_step = 1;
+  std::vector<int64_t> tap_class, tap_offset;
+  int64_t count(int64_t c) const { return (out - c + classes - 1) / classes; }  // positions of class c
+};
+
+LineAxis conv_axis(int64_t out, int64_t in, int64_t kernel, int64_t stride, int64_t pad, int64_t dilation) {
+  LineAxis axis{1, out, in, stride, {}, {}};
+  for (int64_t t = 0; t < kernel; ++t) {
+    axis.tap_class.push_back(0);
+    axis.tap_offset.push_back(t * dilation - pad);
+  }
+  return axis;
+}
+
+// dgrad of a conv with this stride along the axis, as a direct conv of dy (`in` positions) into
+// dx (`out`): dx position i gets tap t from dy position (i + pad - t dilation) / stride where that
+// divides, so class c = i mod stride gets the taps with t dilation - pad = c (mod stride), each
+// reading dy position u + (c + pad - t dilation) / stride for dx position u * stride + c.
+LineAxis dgrad_axis(int64_t dx_extent, int64_t dy_extent, int64_t kernel, int64_t stride, int64_t pad,
+                    int64_t dilation) {
+  LineAxis axis{stride, dx_extent, dy_extent, 1, {}, {}};
+  for (int64_t t = 0; t < kernel; ++t) {
+    const int64_t c = ((t * dilation - pad) % stride + stride) % stride;
+    axis.tap_class.push_back(c);
+    axis.tap_offset.push_back((c + pad - t * dilation) / stride);
+  }
+  return axis;
+}
+
+// The tiles (kLineVoxels consecutive positions u of one class's output line, classes outermost)
+// and their taps' ranges, for a conv with `channels` input channels.
+Lines make_lines(const LineAxis (&axes)[3], int64_t channels) {
   Lines lines;
-  const int64_t sz = p.stride[0], sy = p.stride[1], sx = p.stride[2];
-  for (int64_t z = 0; z < p.Z; ++z)
-    for (int64_t y = 0; y < p.P; ++y)
-      for (int64_t q0 = 0; q0 < p.Q; q0 += kLineVoxels) {
-        lines.v0.push_back((z * p.P + y) * p.Q + q0);
-        lines.x0.push_back((z * sz * p.H + y * sy) * p.W + q0 * sx);
-        lines.voxels.push_back(static_cast<int>(std::min<int64_t>(kLineVoxels, p.Q - q0)));
+  const LineAxis &az = axes[0], &ay = axes[1], &ax = axes[2];
+  const int64_t R = static_cast<int64_t>(ay.tap_offset.size()), S = static_cast<int64_t>(ax.tap_offset.size());
+  const int64_t taps = static_cast<int64_t>(az.tap_offset.size()) * R * S;
+  lines.out_step = ax.classes;
+  // The tiles in order (depth and height classes, lines, tiles along a line, width classes: the
+  // width classes of one stretch of a line follow each other, so that line_kernel writes them
+  // together), and per class combination the index of its tile j of line (uz, uy).
+  struct ClassBlock {
+    int64_t cz, cy, cx, per_line;
+    std::vector<int64_t> index;
+  };
+  std::vector<ClassBlock> blocks;
+  for (int64_t cz = 0; cz < az.classes; ++cz)
+    for (int64_t cy = 0; cy < ay.classes; ++cy) {
+      const std::size_t first = blocks.size();
+      int64_t most = 0;
+      for (int64_t cx = 0; cx < ax.classes; ++cx) {
+        blocks.push_back({cz, cy, cx, (ax.count(cx) + kLineVoxels - 1) / kLineVoxels, {}});
+        most = std::max(most, blocks.back().per_line);
       }
+      for (int64_t uz = 0; uz < az.count(cz); ++uz)
+        for (int64_t uy = 0; uy < ay.count(cy); ++uy)
+          for (int64_t j = 0, u0 = 0; j < most; ++j, u0 += kLineVoxels)
+            for (int64_t cx = 0; cx < ax.classes; ++cx) {
+              ClassBlock& b = blocks[first + static_cast<std::size_t>(cx)];
+              if (j >= b.per_line) continue;
+              b.index.push_back(static_cast<int64_t>(lines.v0.size()));
+              lines.v0.push_back(((uz * az.classes + cz) * ay.out + uy * ay.classes + cy) * ax.out + u0 * ax.classes + cx);
+              lines.x0.push_back((uz * az.in_step * ay.in + uy * ay.in_step) * ax.in + u0 * ax.in_step);
+              lines.voxels.push_back(static_cast<int>(std::min<int64_t>(kLineVoxels, ax.count(cx) - u0)));
+            }
+    }
   const auto tiles = static_cast<int64_t>(lines.v0.size());
-  const int64_t per_line = (p.Q + kLineVoxels - 1) / kLineVoxels;
   // Every kernel tap's ranges first, then the live taps' columns. Only the lines a tap reads
   // inside are visited: with every tile visited and divided into its line, this one-thread part
   // took 1% of layer1's fprop samples, now half that.
-  std::vector<uint8_t> all(static_cast<std::size_t>(tiles * p.taps()), 0);
-  for (int64_t tap = 0; tap < p.taps(); ++tap) {
-    const TapOffset o = tap_offset(p, tap / (p.R * p.S), tap / p.S % p.R, tap % p.S);
-    const AxisRange zs = inside_range(p.Z, p.D, sz, o.dz), ys = inside_range(p.P, p.H, sy, o.dy),
-                    qs = inside_range(p.Q, p.W, sx, o.dx);
+  std::vector<uint8_t> all(static_cast<std::size_t>(tiles * taps), 0);
+  const bool sums_rows = row_sums(S, channels);
+  for (int64_t tap = 0; tap < taps; ++tap) {
+    const auto t = static_cast<std::size_t>(tap / (R * S)), r = static_cast<std::size_t>(tap / S % R),
+               s = static_cast<std::size_t>(tap % S);
     bool live = false;
-    for (int64_t z = zs.lo; z < zs.hi; ++z)
-      for (int64_t y = ys.lo; y < ys.hi; ++y)
-        for (int64_t j = 0, q0 = 0; j < per_line; ++j, q0 += kLineVoxels) {
-          const int64_t tile = (z * p.P + y) * per_line + j;
-          const int64_t lo = std::max<int64_t>(q0, qs.lo), hi = std::min<int64_t>(q0 + lines.voxels[static_cast<std::size_t>(tile)], qs.hi);
-          if (lo >= hi) continue;
-          all[static_cast<std::size_t>(tile * p.taps() + tap)] = static_cast<uint8_t>((lo - q0) * 16 + hi - q0);
-          live = true;
-          ++lines.pairs;
-        }
+    for (const ClassBlock& b : blocks) {
+      if (az.tap_class[t] != b.cz || ay.tap_class[r] != b.cy || ax.tap_class[s] != b.cx) continue;
+      const AxisRange zs = inside_range(az.count(b.cz), az.in, az.in_step, az.tap_offset[t]),
+                      ys = inside_range(ay.count(b.cy), ay.in, ay.in_step, ay.tap_offset[r]),
+                      qs = inside_range(ax.count(b.cx), ax.in, ax.in_step, ax.tap_offset[s]);
+      for (int64_t z = zs.lo; z < zs.hi; ++z)
+        for (int64_t y = ys.lo; y < ys.hi; ++y)
+          for (int64_t j = 0, u0 = 0; j < b.per_line; ++j, u0 += kLineVoxels) {
+            const int64_t tile = b.index[static_cast<std::size_t>((z * ay.count(b.cy) + y) * b.per_line + j)];
+            const int64_t lo = std::max<int64_t>(u0, qs.lo);
+            const int64_t hi = std::min<int64_t>(u0 + lines.voxels[static_cast<std::size_t>(tile)], qs.hi);
+            if (lo >= hi) continue;
+            all[static_cast<std::size_t>(tile * taps + tap)] = static_cast<uint8_t>((lo - u0) * 16 + hi - u0);
+            live = true;
+            ++lines.pairs;
+          }
+    }
     if (live) {
-      if (lines.live.empty() || !row_sums(p) || lines.live.back() / p.S != tap / p.S)
+      if (lines.live.empty() || !sums_rows || lines.live.back() / S != tap / S)
         lines.tap_rows.push_back(static_cast<int64_t>(lines.live.size()));
       lines.live.push_back(tap);
-      lines.shift.push_back(o.shift);
+      lines.shift.push_back((az.tap_offset[t] * ay.in + ay.tap_offset[r]) * ax.in + ax.tap_offset[s]);
     }
   }
   const auto live = static_cast<int64_t>(lines.live.size());
@@ -553,8 +618,16 @@ Lines make_lines(const Conv3dParams& p) {
   lines.range.resize(static_cast<std::size_t>(tiles * live));
   for (int64_t tile = 0; tile < tiles; ++tile)
     for (int64_t l = 0; l < live; ++l)
-      lines.range[static_cast<std::size_t>(tile * live + l)] = all[static_cast<std::size_t>(tile * p.taps() + lines.live[static_cast<std::size_t>(l)])];
+      lines.range[static_cast<std::size_t>(tile * live + l)] = all[static_cast<std::size_t>(tile * taps + lines.live[static_cast<std::size_t>(l)])];
   return lines;
+}
+
+// The lines of conv p.
+Lines make_lines(const Conv3dParams& p) {
+  const LineAxis axes[3] = {conv_axis(p.Z, p.D, p.T, p.stride[0], p.pad[0], p.dilation[0]),
+                            conv_axis(p.P, p.H, p.R, p.stride[1], p.pad[1], p.dilation[1]),
+                            conv_axis(p.Q, p.W, p.S, p.stride[2], p.pad[2], p.dilation[2])};
+  return make_lines(axes, p.C);
 }
 
 // One tile: y[k, v0 + j] = sum over channels and the tile's taps of wp[c, tap, k] * x[c, v0 + j +
@@ -680,6 +753,15 @@ template <int VOXELS, int NV, int SX>
   }
 }
 
+#if defined(__AVX512F__)
+// Lane 2j set for each bit j < 8 of `bits`.
+inline __mmask16 every_other_lane(unsigned bits) {
+  unsigned mask = 0;
+  for (int j = 0; j < 8; ++j) mask |= (bits >> j & 1u) << (2 * j);
+  return static_cast<__mmask16>(mask);
+}
+#endif
+
 template <int NV, int SX>
 void line_kernel(const float* x, int64_t C, int64_t group_pitch, int64_t V, const Lines& lines, int64_t t0, int64_t t1,
                  const float* wp, int mr, int64_t tap_pitch, int64_t live, int64_t block, float* y, int rows) {
@@ -739,16 +821,22 @@ void line_kernel(const float* x, int64_t C, int64_t group_pitch, int64_t V, cons
       }
     }
   }
-  // sums [voxel][filter] -> y [filter][voxel].
+  // sums [voxel][filter] -> y [filter][voxel], the tile's voxels out_step apart (a strided
+  // dgrad's width classes).
+  const int64_t step = lines.out_step;
 #if defined(__AVX512F__)
-  // 16 filters at a time through a transpose of 16 voxels: two tiles that continue one line give
-  // each filter 16 consecutive voxels, one 64-byte store.
+  // 16 filters at a time through a transpose of 16 voxels, two tiles' where they fill one stretch
+  // of a line: one 64-byte store per filter. At step 1 the two tiles continue the line; at step 2
+  // they are its two width classes, interleaved in the register.
+  const __m512i interleave = _mm512_set_epi32(15, 7, 14, 6, 13, 5, 12, 4, 11, 3, 10, 2, 9, 1, 8, 0);
   for (int64_t t = t0; t < t1;) {
     const int64_t v0 = lines.v0[static_cast<std::size_t>(t)];
     const int n = lines.voxels[static_cast<std::size_t>(t)];
-    const bool pair = n == kLineVoxels && t + 1 < t1 && lines.v0[static_cast<std::size_t>(t + 1)] == v0 + kLineVoxels;
+    const int64_t next = t + 1 < t1 ? lines.v0[static_cast<std::size_t>(t + 1)] : -1;
+    const bool pair = step == 1 ? n == kLineVoxels && next == v0 + kLineVoxels : step == 2 && next == v0 + 1;
     const int m = pair ? lines.voxels[static_cast<std::size_t>(t + 1)] : 0;
-    const auto lanes = static_cast<__mmask16>((1u << (n + m)) - 1);
+    const __mmask16 lanes = step == 1 ? static_cast<__mmask16>((1u << (n + m)) - 1)
+                                      : static_cast<__mmask16>(every_other_lane((1u << n) - 1) | every_other_lane((1u << m) - 1) << 1);
     for (int h = 0; h < kLineFilters && h < rows; h += 16) {
       __m512 r[16];
       for (int j = 0; j < kLineVoxels; ++j) {
@@ -756,7 +844,16 @@ void line_kernel(const float* x, int64_t C, int64_t group_pitch, int64_t V, cons
         r[kLineVoxels + j] = pair ? _mm512_load_ps(sums[t + 1 - t0][j] + h) : _mm512_setzero_ps();
       }
       transpose16_registers(r);
-      for (int k = 0; k < 16 && h + k < rows; ++k) _mm512_mask_storeu_ps(y + (h + k) * V + v0, lanes, r[k]);
+      for (int k = 0; k < 16 && h + k < rows; ++k) {
+        float* dst = y + (h + k) * V + v0;
+        if (step <= 2) {
+          _mm512_mask_storeu_ps(dst, lanes, step == 1 ? r[k] : _mm512_permutexvar_ps(interleave, r[k]));
+        } else {
+          alignas(64) float row[16];
+          _mm512_store_ps(row, r[k]);
+          for (int j = 0; j < n; ++j) dst[j * step] = row[j];
+        }
+      }
     }
     t += pair ? 2 : 1;
   }
@@ -764,7 +861,7 @@ void line_kernel(const float* x, int64_t C, int64_t group_pitch, int64_t V, cons
   for (int64_t t = t0; t < t1; ++t)
     for (int k = 0; k < rows; ++k)
       for (int j = 0; j < lines.voxels[static_cast<std::size_t>(t)]; ++j)
-        y[k * V + lines.v0[static_cast<std::size_t>(t)] + j] = sums[t - t0][j][k];
+        y[k * V + lines.v0[static_cast<std::size_t>(t)] + j * step] = sums[t - t0][j][k];
 #endif
 }
 
@@ -817,14 +914,14 @@ void line_kernel(const float* x, int64_t C, int64_t group_pitch, int64_t V, cons
   for (int64_t t = t0; t < t1; ++t)
     for (int k = 0; k < rows; ++k)
       for (int j = 0; j < lines.voxels[static_cast<std::size_t>(t)]; ++j)
-        y[k * V + lines.v0[static_cast<std::size_t>(t)] + j] = sums[t - t0][j][k];
+        y[k * V + lines.v0[static_cast<std::size_t>(t)] + j * lines.out_step] = sums[t - t0][j][k];
 }
 #endif
 
-// y = the direct conv f of x with weights wl on the line tiles, wp room for their packing, grouped
-// for the grouped input (or null: a buffer of its own).
-void run_lines(const Conv3dParams& f, const float* x, float* y, const WeightLayout& wl, float* wp, float* grouped) {
-  const Lines lines = make_lines(f);
+// y = the direct conv f of x with weights wl on the line tiles `lines` (f's, or a strided dgrad's),
+// wp room for their packing, grouped for the grouped input (or null: a buffer of its own).
+void run_lines(const Conv3dParams& f, const Lines& lines, const float* x, float* y, const WeightLayout& wl, float* wp,
+               float* grouped) {
   const int64_t V = f.output_spatial();
   const LinePanels plan = line_panels(f.K);
   const int64_t panels = plan.count(), live = static_cast<int64_t>(lines.live.size()), tiles = static_cast<int64_t>(lines.v0.size());
@@ -966,12 +1063,55 @@ int64_t direct_scratch_elements(const Conv3dParams& f) {
   return grouped_in_scratch(f) ? packed + grouped_elements(f) : packed;
 }
 
+// run_lines with the grouped input where grouped_in_scratch puts it: after room for the packed
+// weights of `live_bound` taps (lines_scratch_elements).
+void run_lines_in_scratch(const Conv3dParams& f, const Lines& lines, int64_t live_bound, const float* x, float* y,
+                          const WeightLayout& wl, float* wp) {
+  if (!grouped_in_scratch(f)) return run_lines(f, lines, x, y, wl, wp, nullptr);
+  // From the first cache line after the packed weights: a tile's 4 voxels x 8 channels are 2 lines.
+  const auto after_weights = reinterpret_cast<uintptr_t>(wp + packed_elements(f, live_bound));
+  run_lines(f, lines, x, y, wl, wp, reinterpret_cast<float*>((after_weights + 63) / 64 * 64));
+}
+
 void run_direct(const Conv3dParams& f, const float* x, float* y, const WeightLayout& wl, float* wp) {
   if (!line_tiles(f)) return run_tiles<kTileFilters, kTileVectors>(f, x, y, wl, wp);
-  if (!grouped_in_scratch(f)) return run_lines(f, x, y, wl, wp, nullptr);
-  // From the first cache line after the packed weights: a tile's 4 voxels x 8 channels are 2 lines.
-  const auto after_weights = reinterpret_cast<uintptr_t>(wp + packed_elements(f, live_tap_count(f)));
-  run_lines(f, x, y, wl, wp, reinterpret_cast<float*>((after_weights + 63) / 64 * 64));
+  run_lines_in_scratch(f, make_lines(f), live_tap_count(f), x, y, wl, wp);
+}
+
+// --- strided dgrad on the line tiles -----------------------------------------------------
+// A strided conv's dgrad as a direct conv of dy into dx, one per class of dx positions (their
+// residues modulo the strides, see dgrad_axis): each class gets only its own taps, each reading dy
+// at unit stride, so no product is spent on the zeros that the transposed conv's upsampled dy
+// would hold, and the classes' tiles write every other voxel (per the width stride) of dx's
+// lines. The run conv: dy's K channels in, dx's C out, over dy's extent into dx's.
+Conv3dParams strided_dgrad_conv(const Conv3dParams& p) {
+  Conv3dParams f = transposed(p);
+  f.D = p.Z, f.H = p.P, f.W = p.Q;
+  f.Z = p.D, f.P = p.H, f.Q = p.W;
+  f.stride = {1, 1, 1};
+  f.output_padding = {0, 0, 0};
+  return f;
+}
+
+Lines strided_dgrad_lines(const Conv3dParams& p) {
+  const LineAxis axes[3] = {dgrad_axis(p.D, p.Z, p.T, p.stride[0], p.pad[0], p.dilation[0]),
+                            dgrad_axis(p.H, p.P, p.R, p.stride[1], p.pad[1], p.dilation[1]),
+                            dgrad_axis(p.W, p.Q, p.S, p.stride[2], p.pad[2], p.dilation[2])};
+  return make_lines(axes, p.K);
+}
+
+// Where no two taps reach one dx voxel (the head's k2 s2 transposed conv: 1.25x the time of the
+// GEMM and col2vol), each class is a 1x1x1 conv, which the GEMM runs better.
+bool strided_dgrad_applies(const Conv3dParams& p) {
+  return p.groups == 1 && p.stride != Dims3{1, 1, 1} && p.taps() > 1 && p.K >= kLineMinChannels &&
+         p.C >= kLineMinChannels && taps_overlap(p) && line_tiles(strided_dgrad_conv(p));
+}
+
+// Its scratch: packed weights for every tap, then (from 32 MiB) the grouped dy.
+int64_t strided_dgrad_scratch_elements(const Conv3dParams& p) {
+  const Conv3dParams f = strided_dgrad_conv(p);
+  const int64_t packed = packed_elements(f, p.taps());
+  return grouped_in_scratch(f) ? packed + grouped_elements(f) : packed;
 }
 
 // --- wgrad -------------------------------------------------------------------------------
@@ -1106,9 +1246,14 @@ bool conv3d_direct_fprop_applies(const Conv3dParams& p) {
          p.stride[2] <= 2 && taps_overlap(p) && line_tiles(p);
 }
 
+bool conv3d_direct_dgrad_applies(const Conv3dParams& p) {
+  return conv3d_direct_applies(p) || strided_dgrad_applies(p);
+}
+
 int64_t conv3d_direct_scratch_elements(const Conv3dParams& p) {
   int64_t most = direct_scratch_elements(p);
   if (conv3d_direct_applies(p)) most = std::max(most, direct_scratch_elements(transposed(p)));
+  if (strided_dgrad_applies(p)) most = std::max(most, strided_dgrad_scratch_elements(p));
   return most;
 }
 
@@ -1199,10 +1344,17 @@ void conv3d_direct_wgrad(const Conv3dParams& p, const float* x, const float* dy,
 
 void conv3d_direct_dgrad(const Conv3dParams& p, const float* dy, const float* w, float* dx, float* scratch,
                          int64_t scratch_elements) {
-  MED3D_CHECK(conv3d_direct_applies(p), "conv3d_direct_dgrad: needs a unit-stride single-group conv whose ",
-              "output extent equals its input extent; dispatch through conv3d_dgrad instead");
+  MED3D_CHECK(conv3d_direct_dgrad_applies(p), "conv3d_direct_dgrad: needs a unit-stride single-group conv whose ",
+              "output extent equals its input extent, or a strided one with at least ", kLineMinChannels,
+              " channels and filters on the line tiles; dispatch through conv3d_dgrad instead");
   check_scratch("conv3d_direct_dgrad", p, scratch_elements);
   const int64_t C = p.C, T = p.taps();
+  if (!conv3d_direct_applies(p)) {
+    // The run conv's filter k is p's channel c and its channel p's filter: w[c_f, k_f, tap], with
+    // each tap's own offsets (no flip).
+    return run_lines_in_scratch(strided_dgrad_conv(p), strided_dgrad_lines(p), T, dy, dx, {w, T, C * T, T, false},
+                                scratch);
+  }
   // The run conv's filter k is p's channel c and its channel p's filter: w[c_f, k_f, taps - 1 - tap].
   run_direct(transposed(p), dy, dx, {w, T, C * T, T, true}, scratch);
 }

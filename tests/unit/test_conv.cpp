@@ -545,6 +545,57 @@ TEST_CASE("conv3d: the line tiles' strided fprop matches the f64 kernels", "[con
       kernels::conv3d_params("test", {1, 32, 8, 8, 8}, {32, 16, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 2)));
 }
 
+TEST_CASE("conv3d: the line tiles' strided dgrad matches the f64 kernels", "[conv]") {
+  // Cases (dx planes of at most 64 voxels, where every build runs the line tiles): layer 2's
+  // stride-2 3x3x3 conv with a tail panel of dx channels (40 = 32 + 8), odd extents (width classes
+  // of 5 and 4 voxels, dy lines that end inside a tile), strides 2 in height and width only, a
+  // dilation of 2 with stride 2 (each class gets a tap pattern of its own), a k3 s2 transposed
+  // conv with an output padding, and a width stride of 3.
+  Context context(Device::cpu(), 6);
+  const Conv3dParams cases[] = {
+      kernels::conv3d_params("test", {2, 40, 8, 8, 8}, {16, 40, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {1, 17, 7, 5, 9}, {18, 17, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {1, 16, 3, 8, 8}, {24, 16, 3, 3, 3}, {1, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {1, 16, 6, 7, 8}, {16, 16, 3, 3, 3}, {2, 2, 2}, {2, 2, 2}, {2, 2, 2}, 1),
+      kernels::conv_transpose3d_params("test", {2, 20, 2, 3, 3}, {20, 16, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1},
+                                       {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {1, 16, 3, 4, 12}, {16, 16, 3, 3, 3}, {1, 1, 3}, {1, 1, 1}, {1, 1, 1}, 1),
+  };
+  for (const Conv3dParams& p : cases) {
+    INFO("C " << p.C << " K " << p.K << " input " << p.D << "x" << p.H << "x" << p.W << " output " << p.Z << "x" << p.P
+              << "x" << p.Q);
+    REQUIRE(p.H * p.W <= 64);
+    REQUIRE(kernels::cpu::conv3d_direct_dgrad_applies(p));
+    REQUIRE_FALSE(kernels::cpu::conv3d_direct_applies(p));
+    const ConvCase c = conv_case(context, p);
+    const Tensor &ref = c.ref[1], &dyf = c.dyf, &wf = c.wf;
+    const int64_t n_scratch = kernels::cpu::conv3d_direct_scratch_elements(p);
+    std::vector<float> scratch(static_cast<std::size_t>(n_scratch), -1.0f);
+    Tensor dx = context.full(ref.shape(), 7.0, DType::f32);
+    kernels::cpu::conv3d_direct_dgrad(p, dyf.data<float>(), wf.data<float>(), dx.data<float>(), scratch.data(), n_scratch);
+    test::require_close(dx.to(DType::f64), ref, 1e-5, "strided direct dx");
+    // Through the dispatcher too, which must pick it and size its scratch.
+    const int64_t n_conv = kernels::cpu::conv3d_scratch_elements(p);
+    REQUIRE(n_conv >= n_scratch);
+    std::vector<float> conv_scratch(static_cast<std::size_t>(n_conv), -1.0f);
+    Tensor dx2 = context.full(ref.shape(), 7.0, DType::f32);
+    kernels::cpu::conv3d_dgrad(p, dyf.data<float>(), wf.data<float>(), dx2.data<float>(), conv_scratch.data(), n_conv);
+    test::require_close(dx2.to(DType::f64), ref, 1e-5, "strided conv3d_dgrad dx");
+  }
+  // Not taken: few channels (the stem's one) or filters, groups, unit strides that are not "same",
+  // taps that do not overlap (the head's k2 s2 transposed conv).
+  REQUIRE_FALSE(kernels::cpu::conv3d_direct_dgrad_applies(kernels::conv_transpose3d_params(
+      "test", {2, 512, 4, 8, 8}, {512, 32, 2, 2, 2}, {2, 2, 2}, {0, 0, 0}, {0, 0, 0}, {1, 1, 1}, 1)));
+  REQUIRE_FALSE(kernels::cpu::conv3d_direct_dgrad_applies(
+      kernels::conv3d_params("test", {1, 1, 8, 8, 8}, {64, 1, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1)));
+  REQUIRE_FALSE(kernels::cpu::conv3d_direct_dgrad_applies(
+      kernels::conv3d_params("test", {1, 32, 8, 8, 8}, {8, 32, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1)));
+  REQUIRE_FALSE(kernels::cpu::conv3d_direct_dgrad_applies(
+      kernels::conv3d_params("test", {1, 32, 8, 8, 8}, {32, 16, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 2)));
+  REQUIRE_FALSE(kernels::cpu::conv3d_direct_dgrad_applies(
+      kernels::conv3d_params("test", {1, 32, 8, 8, 8}, {32, 32, 3, 3, 3}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1)));
+}
+
 TEST_CASE("conv3d: the padded kernels of few-channel convs match the f64 kernels", "[conv]") {
   // Cases: the stem's shape (1 channel, 7x7x7, stride 2, padding 3) on a small volume with
   // filters in two panels and a tail, several channels with an output line that ends inside a

@@ -44,6 +44,13 @@ bool conv3d_direct_applies(const Conv3dParams& p);
 // stride-2 3x3x3 conv), from 16 input channels, whose taps overlap (not k2 s2: the GEMM's).
 bool conv3d_direct_fprop_applies(const Conv3dParams& p);
 
+// Whether conv3d_direct_dgrad takes this conv: the convs above, and on the line tiles (vector
+// builds: every plane; portable: input planes of up to 64 voxels) single-group strided convs with
+// any paddings, dilations and output paddings, from 16 channels and 16 filters (layer 2's stride-2
+// conv, the head's transposed conv): dx's positions split into classes by their residues modulo
+// the strides, each a direct conv of dy with its own taps at unit stride.
+bool conv3d_direct_dgrad_applies(const Conv3dParams& p);
+
 // Scratch elements the passes below need (their packed weights and, on the line tiles, their
 // grouped input).
 int64_t conv3d_direct_scratch_elements(const Conv3dParams& p);
@@ -54,8 +61,8 @@ void conv3d_direct_fprop(const Conv3dParams& p, const float* x, const float* w, 
                          int64_t scratch_elements);
 
 // dx = dgrad of the conv above: the direct conv of dy with the kernel flipped and the channel
-// roles swapped (a "same" conv again). Overwrites dx [N, C, V] and the scratch. Requires
-// conv3d_direct_applies(p).
+// roles swapped (a "same" conv again; a strided conv's per class of dx positions). Overwrites dx
+// [N, C, D, H, W] and the scratch. Requires conv3d_direct_dgrad_applies(p).
 void conv3d_direct_dgrad(const Conv3dParams& p, const float* dy, const float* w, float* dx, float* scratch,
                          int64_t scratch_elements);
 
