@@ -1044,7 +1044,7 @@ void conv3d_wgrad(const Conv3dParams& p, const T* x, const T* dy, T* dw, T* scra
     }
     // (Also for a dilated conv with one live tap: the direct wgrad was measured level with the
     // pointwise GEMM there, 1.01x its time on DenseASPP's d18 branch in 40 paired rounds.)
-    if (conv3d_direct_applies(p)) {
+    if (conv3d_direct_wgrad_applies(p)) {
       conv3d_direct_wgrad(p, x, dy, dw);
       return;
     }

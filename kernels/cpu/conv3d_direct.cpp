@@ -1132,35 +1132,40 @@ constexpr int kWgradFilters = kWgradVectors * kLanes;
 // From this size dw is written with non-temporal stores.
 constexpr int64_t kStreamedDwBytes = int64_t(4) << 20;
 
-// Voxels [v, v + count) of an output line whose tap reads inside the input (at v + shift).
+// Output voxels [v, v + count) of a line whose tap reads inside the input: input voxels x, x +
+// stride, ... (the width stride).
 struct Segment {
-  int64_t v, count;
+  int64_t v, x, count;
 };
 
-// One live tap of wgrad: its flat shift, its index in the kernel and its segments.
+// One live tap of wgrad: its index in the kernel and its segments.
 struct WgradTap {
-  int64_t shift, tap;
+  int64_t tap;
   std::vector<Segment> segments;
 };
 
 std::vector<WgradTap> wgrad_taps(const Conv3dParams& p) {
   std::vector<WgradTap> taps;
+  const int64_t sz = p.stride[0], sy = p.stride[1], sx = p.stride[2];
   for (int64_t t = 0; t < p.T; ++t)
     for (int64_t r = 0; r < p.R; ++r)
       for (int64_t s = 0; s < p.S; ++s) {
-        const auto [dz, dy, dx, shift] = tap_offset(p, t, r, s);
-        WgradTap tap{shift, (t * p.R + r) * p.S + s, {}};
-        const AxisRange zs = inside_range(p.Z, p.D, 1, dz), ys = inside_range(p.P, p.H, 1, dy),
-                        qs = inside_range(p.Q, p.W, 1, dx);
+        const TapOffset o = tap_offset(p, t, r, s);
+        WgradTap tap{(t * p.R + r) * p.S + s, {}};
+        const AxisRange zs = inside_range(p.Z, p.D, sz, o.dz), ys = inside_range(p.P, p.H, sy, o.dy),
+                        qs = inside_range(p.Q, p.W, sx, o.dx);
         if (qs.lo >= qs.hi) continue;
         for (int64_t z = zs.lo; z < zs.hi; ++z)
           for (int64_t y = ys.lo; y < ys.hi; ++y) {
             const int64_t v = (z * p.P + y) * p.Q + qs.lo;
-            // Whole lines (taps without a width shift) join into one run.
-            if (!tap.segments.empty() && tap.segments.back().v + tap.segments.back().count == v)
-              tap.segments.back().count += qs.hi - qs.lo;
+            const int64_t x = ((z * sz + o.dz) * p.H + y * sy + o.dy) * p.W + qs.lo * sx + o.dx;
+            // Lines that continue each other in the output and the input (a same conv's whole
+            // lines) join into one run.
+            Segment* last = tap.segments.empty() ? nullptr : &tap.segments.back();
+            if (last && last->v + last->count == v && last->x + last->count * sx == x)
+              last->count += qs.hi - qs.lo;
             else
-              tap.segments.push_back({v, qs.hi - qs.lo});
+              tap.segments.push_back({v, x, qs.hi - qs.lo});
           }
         if (!tap.segments.empty()) taps.push_back(std::move(tap));
       }
@@ -1171,8 +1176,10 @@ std::vector<WgradTap> wgrad_taps(const Conv3dParams& p) {
 using WgradSums = float[kWgradChannels][kWgradFilters];
 
 // out[j][f] = the block's sums for channel j and filter f of one tap: dyp is the panel's packed dy
-// [n][V][kWgradFilters], xs[j] channel j's input in sample 0 (samples sample_x apart).
+// [n][V][kWgradFilters], xs[j] channel j's input in sample 0 (samples sample_x apart), SX the
+// width stride.
 #if defined(MED3D_SIMD)
+template <int SX>
 void wgrad_block(const float* dyp, const float* const* xs, int64_t samples, int64_t V, int64_t sample_x,
                  const WgradTap& tap, WgradSums& out) {
   using namespace simd;
@@ -1186,7 +1193,7 @@ void wgrad_block(const float* dyp, const float* const* xs, int64_t samples, int6
       const float* d = dyp + (n * V + seg.v) * kWgradFilters;
       const float* x[kWgradChannels];
 #pragma GCC unroll 8
-      for (int j = 0; j < kWgradChannels; ++j) x[j] = xs[j] + n * sample_x + seg.v + tap.shift;
+      for (int j = 0; j < kWgradChannels; ++j) x[j] = xs[j] + n * sample_x + seg.x;
       for (int64_t i = 0; i < seg.count; ++i, d += kWgradFilters) {
         Vec dv[kWgradVectors];
 #pragma GCC unroll 4
@@ -1196,7 +1203,7 @@ void wgrad_block(const float* dyp, const float* const* xs, int64_t samples, int6
         }
 #pragma GCC unroll 8
         for (int j = 0; j < kWgradChannels; ++j) {
-          const Vec b = broadcast(x[j][i]);
+          const Vec b = broadcast(x[j][i * SX]);
 #pragma GCC unroll 4
           for (int h = 0; h < kWgradVectors; ++h) acc[j][h] = fma(b, dv[h], acc[j][h]);
         }
@@ -1208,6 +1215,7 @@ void wgrad_block(const float* dyp, const float* const* xs, int64_t samples, int6
     for (int h = 0; h < kWgradVectors; ++h) store(out[j] + kLanes * h, acc[j][h]);
 }
 #else
+template <int SX>
 void wgrad_block(const float* dyp, const float* const* xs, int64_t samples, int64_t V, int64_t sample_x,
                  const WgradTap& tap, WgradSums& out) {
   float acc[kWgradChannels][kWgradFilters] = {};
@@ -1216,7 +1224,7 @@ void wgrad_block(const float* dyp, const float* const* xs, int64_t samples, int6
       for (int64_t i = 0; i < seg.count; ++i) {
         const float* d = dyp + (n * V + seg.v + i) * kWgradFilters;
         for (int j = 0; j < kWgradChannels; ++j) {
-          const float b = xs[j][n * sample_x + seg.v + tap.shift + i];
+          const float b = xs[j][n * sample_x + seg.x + i * SX];
           for (int f = 0; f < kWgradFilters; ++f) acc[j][f] += b * d[f];
         }
       }
@@ -1246,6 +1254,12 @@ bool conv3d_direct_fprop_applies(const Conv3dParams& p) {
          p.stride[2] <= 2 && taps_overlap(p) && line_tiles(p);
 }
 
+bool conv3d_direct_wgrad_applies(const Conv3dParams& p) {
+  if (conv3d_direct_applies(p)) return true;
+  return p.groups == 1 && p.stride != Dims3{1, 1, 1} && p.stride[2] <= 2 && p.taps() > 1 &&
+         p.C >= kLineMinChannels && p.K >= kLineMinChannels && taps_overlap(p);
+}
+
 bool conv3d_direct_dgrad_applies(const Conv3dParams& p) {
   return conv3d_direct_applies(p) || strided_dgrad_applies(p);
 }
@@ -1268,10 +1282,11 @@ void conv3d_direct_fprop(const Conv3dParams& p, const float* x, const float* w, 
 }
 
 void conv3d_direct_wgrad(const Conv3dParams& p, const float* x, const float* dy, float* dw) {
-  MED3D_CHECK(conv3d_direct_applies(p), "conv3d_direct_wgrad: needs a unit-stride single-group conv whose ",
-              "output extent equals its input extent; dispatch through conv3d_wgrad instead");
+  MED3D_CHECK(conv3d_direct_wgrad_applies(p), "conv3d_direct_wgrad: needs a unit-stride single-group conv whose ",
+              "output extent equals its input extent, or a strided one with a width stride of at most 2 and at least ",
+              kLineMinChannels, " channels; dispatch through conv3d_wgrad instead");
   const std::vector<WgradTap> taps = wgrad_taps(p);
-  const int64_t V = p.output_spatial(), T = p.taps();
+  const int64_t V = p.output_spatial(), V_in = p.input_spatial(), T = p.taps();
   const int64_t panels = (p.K + kWgradFilters - 1) / kWgradFilters, c_blocks = (p.C + kWgradChannels - 1) / kWgradChannels;
   // dyp[panel][n][v][f] = dy[n][panel * F + f][v], 0 past K: every element written below, so not
   // value-initialised first.
@@ -1312,10 +1327,15 @@ void conv3d_direct_wgrad(const Conv3dParams& p, const float* x, const float* dy,
       // A block past the last channel repeats it and drops the result.
       const int64_t c0 = b * kWgradChannels;
       const float* xs[kWgradChannels];
-      for (int j = 0; j < kWgradChannels; ++j) xs[j] = x + std::min(c0 + j, p.C - 1) * V;
+      for (int j = 0; j < kWgradChannels; ++j) xs[j] = x + std::min(c0 + j, p.C - 1) * V_in;
       // All taps' sums first, then each (filter, channel)'s taps written in turn: scattered tap
       // by tap, each store went to another line (a fifth of layer4_d4's wgrad).
-      for (std::size_t l = 0; l < taps.size(); ++l) wgrad_block(panel_dy, xs, p.N, V, p.C * V, taps[l], sums[l]);
+      for (std::size_t l = 0; l < taps.size(); ++l) {
+        if (p.stride[2] == 2)
+          wgrad_block<2>(panel_dy, xs, p.N, V, p.C * V_in, taps[l], sums[l]);
+        else
+          wgrad_block<1>(panel_dy, xs, p.N, V, p.C * V_in, taps[l], sums[l]);
+      }
       float* out_dw = block_dw.data() + (c0 - c_first) * T;
       for (int f = 0; f < kWgradFilters; ++f)
         for (int j = 0; j < kWgradChannels; ++j) {

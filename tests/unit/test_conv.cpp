@@ -545,7 +545,7 @@ TEST_CASE("conv3d: the line tiles' strided fprop matches the f64 kernels", "[con
       kernels::conv3d_params("test", {1, 32, 8, 8, 8}, {32, 16, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 2)));
 }
 
-TEST_CASE("conv3d: the line tiles' strided dgrad matches the f64 kernels", "[conv]") {
+TEST_CASE("conv3d: the direct kernels' strided dgrad and wgrad match the f64 kernels", "[conv]") {
   // Cases (dx planes of at most 64 voxels, where every build runs the line tiles): layer 2's
   // stride-2 3x3x3 conv with a tail panel of dx channels (40 = 32 + 8), odd extents (width classes
   // of 5 and 4 voxels, dy lines that end inside a tile), strides 2 in height and width only, a
@@ -581,18 +581,29 @@ TEST_CASE("conv3d: the line tiles' strided dgrad matches the f64 kernels", "[con
     Tensor dx2 = context.full(ref.shape(), 7.0, DType::f32);
     kernels::cpu::conv3d_dgrad(p, dyf.data<float>(), wf.data<float>(), dx2.data<float>(), conv_scratch.data(), n_conv);
     test::require_close(dx2.to(DType::f64), ref, 1e-5, "strided conv3d_dgrad dx");
+    // wgrad: every case up to a width stride of 2, through the dispatcher too.
+    REQUIRE(kernels::cpu::conv3d_direct_wgrad_applies(p) == (p.stride[2] <= 2));
+    if (p.stride[2] > 2) continue;
+    Tensor dw = context.full(c.ref[2].shape(), 7.0, DType::f32), dw2 = dw.clone();
+    kernels::cpu::conv3d_direct_wgrad(p, c.xf.data<float>(), dyf.data<float>(), dw.data<float>());
+    test::require_close(dw.to(DType::f64), c.ref[2], 1e-5, "strided direct dw");
+    kernels::cpu::conv3d_wgrad(p, c.xf.data<float>(), dyf.data<float>(), dw2.data<float>(), conv_scratch.data(), n_conv);
+    test::require_close(dw2.to(DType::f64), c.ref[2], 1e-5, "strided conv3d_wgrad dw");
   }
-  // Not taken: few channels (the stem's one) or filters, groups, unit strides that are not "same",
-  // taps that do not overlap (the head's k2 s2 transposed conv).
-  REQUIRE_FALSE(kernels::cpu::conv3d_direct_dgrad_applies(kernels::conv_transpose3d_params(
+  // Not taken (by either): few channels (the stem's one) or filters, groups, unit strides that are
+  // not "same", taps that do not overlap (the head's k2 s2 transposed conv).
+  const auto applies = [](const Conv3dParams& p) {
+    return kernels::cpu::conv3d_direct_dgrad_applies(p) || kernels::cpu::conv3d_direct_wgrad_applies(p);
+  };
+  REQUIRE_FALSE(applies(kernels::conv_transpose3d_params(
       "test", {2, 512, 4, 8, 8}, {512, 32, 2, 2, 2}, {2, 2, 2}, {0, 0, 0}, {0, 0, 0}, {1, 1, 1}, 1)));
-  REQUIRE_FALSE(kernels::cpu::conv3d_direct_dgrad_applies(
+  REQUIRE_FALSE(applies(
       kernels::conv3d_params("test", {1, 1, 8, 8, 8}, {64, 1, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1)));
-  REQUIRE_FALSE(kernels::cpu::conv3d_direct_dgrad_applies(
+  REQUIRE_FALSE(applies(
       kernels::conv3d_params("test", {1, 32, 8, 8, 8}, {8, 32, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1)));
-  REQUIRE_FALSE(kernels::cpu::conv3d_direct_dgrad_applies(
+  REQUIRE_FALSE(applies(
       kernels::conv3d_params("test", {1, 32, 8, 8, 8}, {32, 16, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 2)));
-  REQUIRE_FALSE(kernels::cpu::conv3d_direct_dgrad_applies(
+  REQUIRE_FALSE(applies(
       kernels::conv3d_params("test", {1, 32, 8, 8, 8}, {32, 32, 3, 3, 3}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1)));
 }
 

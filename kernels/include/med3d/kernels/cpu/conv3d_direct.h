@@ -51,6 +51,11 @@ bool conv3d_direct_fprop_applies(const Conv3dParams& p);
 // the strides, each a direct conv of dy with its own taps at unit stride.
 bool conv3d_direct_dgrad_applies(const Conv3dParams& p);
 
+// Whether conv3d_direct_wgrad takes this conv: the convs above, and single-group strided convs
+// with a width stride of at most 2, from 16 channels and 16 filters, whose taps overlap (layer 2's
+// stride-2 conv; the segments of each tap's lines then read x at the strides).
+bool conv3d_direct_wgrad_applies(const Conv3dParams& p);
+
 // Scratch elements the passes below need (their packed weights and, on the line tiles, their
 // grouped input).
 int64_t conv3d_direct_scratch_elements(const Conv3dParams& p);
@@ -68,7 +73,7 @@ void conv3d_direct_dgrad(const Conv3dParams& p, const float* dy, const float* w,
 
 // dw = wgrad of the conv above, summed over samples: per tap, filter and channel the products of
 // dy and the shifted x over the voxels where the tap reads inside. Overwrites dw [K, C, T, R, S]
-// (dead taps get 0). Requires conv3d_direct_applies(p).
+// (dead taps get 0). Requires conv3d_direct_wgrad_applies(p).
 void conv3d_direct_wgrad(const Conv3dParams& p, const float* x, const float* dy, float* dw);
 
 }  // namespace med3d::kernels::cpu
