@@ -39,7 +39,8 @@ int run_conv(const CommonOptions& options) {
                                 : (reference + ", direct convolution, memory formats of its choice").c_str());
   std::printf("scale %s, %d timed runs after %d warm-up (ours and the reference alternating), times in ms; "
               "speed_vs_ref = the median over the runs of the reference's time / ours in the same pair (> 1: we are "
-              "faster)\n\n",
+              "faster); ref_plain: oneDNN with NCDHW in and out, its reorders timed (as a plain-layout caller such as "
+              "PyTorch runs it), paired with ours in runs of its own\n\n",
               options.scale.c_str(), options.runs, options.warmup);
   const double nan = std::numeric_limits<double>::quiet_NaN();
   Report report({{"layer"},
@@ -52,7 +53,9 @@ int run_conv(const CommonOptions& options) {
                  {"eff_of_peak", 2},
                  {"ref_ms", 3},
                  {"ref_min_ms", 3},
-                 {"speed_vs_ref", 2}});
+                 {"speed_vs_ref", 2},
+                 {"ref_plain_ms", 3},
+                 {"speed_vs_ref_plain", 2}});
   nlohmann::json geometry = nlohmann::json::array();
   for (const ConvLayer& layer : med3d_conv_table(options.scale, options.quick)) {
     if (!selected(options, layer.name)) continue;
@@ -74,17 +77,21 @@ int run_conv(const CommonOptions& options) {
           k::conv3d_wgrad<float>(p, x.data(), y.data(), w.data(), scratch.data(), scratch_n);
       };
       Timing t;
-      double ref_ms = nan, ref_min_ms = nan, speed = nan;
+      double ref_ms = nan, ref_min_ms = nan, speed = nan, plain_ms = nan, plain_speed = nan;
       if (reference.empty()) {
         t = time_runs(ours, options.warmup, options.runs);
       } else {
-        const Alternating both = time_alternating(ours, onednn_conv(p, kp), options.warmup, options.runs);
+        const Alternating both = time_alternating(ours, onednn_conv(p, kp, OnednnLayout::blocked), options.warmup,
+                                                  options.runs);
         t = both.a;
         ref_ms = 1e3 * both.b.median_s, ref_min_ms = 1e3 * both.b.min_s, speed = both.b_over_a;
+        const Alternating plain = time_alternating(ours, onednn_conv(p, kp, OnednnLayout::plain), options.warmup,
+                                                   options.runs);
+        plain_ms = 1e3 * plain.b.median_s, plain_speed = plain.b_over_a;
       }
       report.add({layer.name, std::string(pass_name(pass, layer.transposed)), describe(layer), 1e3 * t.median_s,
                   1e3 * t.min_s, nominal / t.median_s / 1e9, effective / t.median_s / 1e9,
-                  effective / t.median_s / 1e9 / machine.fma_gflops, ref_ms, ref_min_ms, speed});
+                  effective / t.median_s / 1e9 / machine.fma_gflops, ref_ms, ref_min_ms, speed, plain_ms, plain_speed});
       geometry.push_back({{"N", layer.N}, {"C", layer.C}, {"D", layer.D}, {"H", layer.H}, {"W", layer.W},
                           {"K", layer.K}, {"kernel", layer.kernel}, {"stride", layer.stride},
                           {"pad", layer.pad}, {"dilation", layer.dilation}, {"transposed", layer.transposed},

@@ -3,6 +3,8 @@
 #include <memory>
 #include <sstream>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "med3d/error.h"
 
@@ -16,7 +18,7 @@ namespace med3d::bench {
 
 std::string onednn_version() { return ""; }
 
-std::function<void()> onednn_conv(const Conv3dParams&, Pass) {
+std::function<void()> onednn_conv(const Conv3dParams&, Pass, OnednnLayout) {
   detail::throw_error("oneDNN reference unavailable: med3d-bench was built without Debian libdnnl-dev");
 }
 
@@ -38,6 +40,9 @@ struct DnnlPass {
   dnnl::stream stream{engine};
   dnnl::primitive primitive;
   std::unordered_map<int, memory> args;
+  // OnednnLayout::plain: the reorders from the plain inputs before the primitive and into the
+  // plain outputs after it (where oneDNN's format differs).
+  std::vector<std::pair<dnnl::reorder, std::pair<memory, memory>>> before, after;
 };
 
 memory filled(const memory::desc& desc, const dnnl::engine& engine) {
@@ -50,7 +55,7 @@ memory filled(const memory::desc& desc, const dnnl::engine& engine) {
 
 }  // namespace
 
-std::function<void()> onednn_conv(const Conv3dParams& p, Pass pass) {
+std::function<void()> onednn_conv(const Conv3dParams& p, Pass pass, OnednnLayout layout) {
   MED3D_CHECK(p.groups == 1, "onednn_conv: groups must be 1, got ", p.groups);
   auto s = std::make_shared<DnnlPass>();
   const auto f32 = memory::data_type::f32;
@@ -91,8 +96,33 @@ std::function<void()> onednn_conv(const Conv3dParams& p, Pass pass) {
                {DNNL_ARG_DIFF_DST, filled(wpd.diff_dst_desc(), s->engine)},
                {DNNL_ARG_DIFF_WEIGHTS, memory(wpd.diff_weights_desc(), s->engine)}};
   }
+  if (layout == OnednnLayout::plain) {
+    // Each argument's plain twin (ncdhw / oidhw), and the reorder between them where they differ.
+    const auto plain_desc = [&](int arg) {
+      const bool weights = arg == DNNL_ARG_WEIGHTS || arg == DNNL_ARG_DIFF_WEIGHTS;
+      const bool source = arg == DNNL_ARG_SRC || arg == DNNL_ARG_DIFF_SRC;
+      const memory::dims dims = weights  ? memory::dims{p.K, p.C, p.T, p.R, p.S}
+                                : source ? memory::dims{p.N, p.C, p.D, p.H, p.W}
+                                         : memory::dims{p.N, p.K, p.Z, p.P, p.Q};
+      return memory::desc(dims, f32, weights ? memory::format_tag::oidhw : memory::format_tag::ncdhw);
+    };
+    for (auto& [arg, blocked] : s->args) {
+      const memory::desc plain = plain_desc(arg);
+      if (plain == blocked.get_desc()) continue;
+      const bool output = arg == DNNL_ARG_DST || arg == DNNL_ARG_DIFF_SRC || arg == DNNL_ARG_DIFF_WEIGHTS;
+      if (output) {
+        memory out(plain, s->engine);
+        s->after.push_back({dnnl::reorder(blocked, out), {blocked, out}});
+      } else {
+        memory in = filled(plain, s->engine);
+        s->before.push_back({dnnl::reorder(in, blocked), {in, blocked}});
+      }
+    }
+  }
   return [s] {
+    for (auto& [reorder, io] : s->before) reorder.execute(s->stream, io.first, io.second);
     s->primitive.execute(s->stream, s->args);
+    for (auto& [reorder, io] : s->after) reorder.execute(s->stream, io.first, io.second);
     s->stream.wait();
   };
 }
