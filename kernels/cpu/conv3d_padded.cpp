@@ -227,41 +227,49 @@ void fprop_plane(const Conv3dParams& p, const PaddedInput& in, const std::vector
   }
 }
 
-// out[jt][h] = sum over the plane's voxels of dyp[v, h] * the input voxel v reads through width
-// tap s0 + jt (for channel c, taps t, r), for the first NV vectors. Each output row is summed in
-// registers, then added into out: one running sum over a whole plane (4096 products on a
-// 128x128 stem) missed the model goldens' 1e-4 in the portable loops.
+// Output rows summed in registers before they are added into a block's sums: 4 rows of the stem's
+// 32 voxels, 128 products, as the other kernels' register sums (a row at a time, the adds were a
+// tenth of the stem's wgrad; one running sum over a whole plane, 4096 products on a 128x128 stem,
+// missed the model goldens' 1e-4 in the portable loops).
+constexpr int64_t kWgradSumRows = 4;
+
+// out[jt][h] = sum over the plane's rows [y0, y1) of dyp[v, h] * the input voxel v reads through
+// width tap s0 + jt (for channel c, taps t, r), for the first NV vectors; the other rows read only
+// the padding for tap row r.
 template <int NV, int TAPS>
 void wgrad_block(const Conv3dParams& p, const PaddedInput& in, const float* dyp, const PlaneItem& it, int64_t c,
-                 int64_t t, int64_t r, int64_t s0, float* out) {
+                 int64_t t, int64_t r, int64_t s0, int64_t y0, int64_t y1, float* out) {
   const int64_t sx = p.stride[2], dx = p.dilation[2];
   std::fill(out, out + TAPS * kFilters, 0.0f);
-  const float* d = dyp;
-  for (int64_t oy = 0; oy < p.P; ++oy) {
+  const float* d = dyp + y0 * p.Q * kFilters;
+  for (int64_t block = y0; block < y1; block += kWgradSumRows) {
     Vec acc[TAPS][kVectors];
 #pragma GCC unroll 8
     for (int j = 0; j < TAPS; ++j)
 #pragma GCC unroll 3
       for (int h = 0; h < kVectors; ++h) acc[j][h] = simd::zero();
-    const float* row = in.row(it.n, c, it.z * p.stride[0] + t * p.dilation[0], oy * p.stride[1] + r * p.dilation[1]) + s0 * dx;
-    for (int64_t q = 0; q < p.Q; ++q, d += kFilters) {
-      const float* xs = row + q * sx;
-      Vec d0 = simd::load(d), d1 = simd::zero(), d2 = simd::zero();
-      simd::keep_in_register(d0);
-      if constexpr (NV > 1) {
-        d1 = simd::load(d + kLanes);
-        simd::keep_in_register(d1);
-      }
-      if constexpr (NV > 2) {
-        d2 = simd::load(d + 2 * kLanes);
-        simd::keep_in_register(d2);
-      }
+    for (int64_t oy = block; oy < std::min(y1, block + kWgradSumRows); ++oy) {
+      const float* row =
+          in.row(it.n, c, it.z * p.stride[0] + t * p.dilation[0], oy * p.stride[1] + r * p.dilation[1]) + s0 * dx;
+      for (int64_t q = 0; q < p.Q; ++q, d += kFilters) {
+        const float* xs = row + q * sx;
+        Vec d0 = simd::load(d), d1 = simd::zero(), d2 = simd::zero();
+        simd::keep_in_register(d0);
+        if constexpr (NV > 1) {
+          d1 = simd::load(d + kLanes);
+          simd::keep_in_register(d1);
+        }
+        if constexpr (NV > 2) {
+          d2 = simd::load(d + 2 * kLanes);
+          simd::keep_in_register(d2);
+        }
 #pragma GCC unroll 8
-      for (int j = 0; j < TAPS; ++j) {
-        const Vec b = simd::broadcast(xs[j * dx]);
-        acc[j][0] = simd::fma(b, d0, acc[j][0]);
-        if constexpr (NV > 1) acc[j][1] = simd::fma(b, d1, acc[j][1]);
-        if constexpr (NV > 2) acc[j][2] = simd::fma(b, d2, acc[j][2]);
+        for (int j = 0; j < TAPS; ++j) {
+          const Vec b = simd::broadcast(xs[j * dx]);
+          acc[j][0] = simd::fma(b, d0, acc[j][0]);
+          if constexpr (NV > 1) acc[j][1] = simd::fma(b, d1, acc[j][1]);
+          if constexpr (NV > 2) acc[j][2] = simd::fma(b, d2, acc[j][2]);
+        }
       }
     }
 #pragma GCC unroll 8
@@ -274,25 +282,32 @@ void wgrad_block(const Conv3dParams& p, const PaddedInput& in, const float* dyp,
   }
 }
 
+// A plane's blocks: the depth taps that read only the padding for this plane, and each height
+// tap's rows that do, are skipped (the stem: a tenth of its products; their sums stay 0).
 template <int NV>
 void wgrad_plane(const Conv3dParams& p, const PaddedInput& in, const float* dyp, const PlaneItem& it, float* partial) {
+  const AxisRange ts = inside_range(p.T, p.D, p.dilation[0], it.z * p.stride[0] - p.pad[0]);
   for (int64_t c = 0; c < p.C; ++c)
     for (int64_t t = 0; t < p.T; ++t)
-      for (int64_t r = 0; r < p.R; ++r)
+      for (int64_t r = 0; r < p.R; ++r) {
+        const AxisRange ys = t >= ts.lo && t < ts.hi ? inside_range(p.P, p.H, p.stride[1], r * p.dilation[1] - p.pad[1])
+                                                     : AxisRange{0, 0};
         for (int64_t s0 = 0; s0 < p.S; s0 += kTapBlock) {
           float* out = partial + (((c * p.T + t) * p.R + r) * p.S + s0) * kFilters;
+          const int64_t y0 = ys.lo, y1 = std::max(ys.lo, ys.hi);
           switch (std::min<int64_t>(kTapBlock, p.S - s0)) {
 #if defined(__AVX512F__)
-            case 7: wgrad_block<NV, 7>(p, in, dyp, it, c, t, r, s0, out); break;
-            case 6: wgrad_block<NV, 6>(p, in, dyp, it, c, t, r, s0, out); break;
-            case 5: wgrad_block<NV, 5>(p, in, dyp, it, c, t, r, s0, out); break;
+            case 7: wgrad_block<NV, 7>(p, in, dyp, it, c, t, r, s0, y0, y1, out); break;
+            case 6: wgrad_block<NV, 6>(p, in, dyp, it, c, t, r, s0, y0, y1, out); break;
+            case 5: wgrad_block<NV, 5>(p, in, dyp, it, c, t, r, s0, y0, y1, out); break;
 #endif
-            case 4: wgrad_block<NV, 4>(p, in, dyp, it, c, t, r, s0, out); break;
-            case 3: wgrad_block<NV, 3>(p, in, dyp, it, c, t, r, s0, out); break;
-            case 2: wgrad_block<NV, 2>(p, in, dyp, it, c, t, r, s0, out); break;
-            default: wgrad_block<NV, 1>(p, in, dyp, it, c, t, r, s0, out); break;
+            case 4: wgrad_block<NV, 4>(p, in, dyp, it, c, t, r, s0, y0, y1, out); break;
+            case 3: wgrad_block<NV, 3>(p, in, dyp, it, c, t, r, s0, y0, y1, out); break;
+            case 2: wgrad_block<NV, 2>(p, in, dyp, it, c, t, r, s0, y0, y1, out); break;
+            default: wgrad_block<NV, 1>(p, in, dyp, it, c, t, r, s0, y0, y1, out); break;
           }
         }
+      }
 }
 
 // The panel's vector count: the last panel of K may fill fewer.
@@ -687,7 +702,16 @@ void conv3d_padded_wgrad(const Conv3dParams& p, const float* x, const float* dy,
     const int64_t panel = item / (p.N * blocks), n = item / blocks % p.N, v0 = item % blocks * kBlock;
     const int64_t v1 = std::min(V, v0 + kBlock);
     float* dst = dyp.get() + (panel * p.N + n) * V * kFilters;
-    for (int64_t k = panel * kFilters; k < (panel + 1) * kFilters; ++k) {
+    int64_t k = panel * kFilters;
+#if defined(MED3D_SIMD)
+    // kLanes filters x kLanes voxels at a time through a transpose (a filter at a time, each
+    // store 4-8 lines from the last, the repacking was a seventh of the stem's wgrad).
+    if (v1 - v0 == kBlock)
+      for (; k + kLanes <= std::min(p.K, (panel + 1) * kFilters); k += kLanes)
+        for (int64_t v = v0; v < v1; v += kLanes)
+          simd::transpose_block(dy + (n * p.K + k) * V + v, V, dst + v * kFilters + k % kFilters, kFilters);
+#endif
+    for (; k < (panel + 1) * kFilters; ++k) {
       if (k >= p.K) {  // the last panel's lanes past K: their sums are dropped, zeros keep them cheap
         for (int64_t v = v0; v < v1; ++v) dst[v * kFilters + k % kFilters] = 0.0f;
         continue;
