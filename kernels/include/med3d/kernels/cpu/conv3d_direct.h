@@ -13,11 +13,13 @@
 //   (AVX-512: 8 voxels; AVX2: 4 voxels x 24 filters), and each tap multiplies exactly the
 //   voxels it reads inside for (no lane wasted on width-shifted taps). Their input reads are
 //   broadcasts of single voxels, so fprop also takes strided convs on them (the input voxel of
-//   output voxel j is x0 + shift + j * stride).
+//   output voxel j is x0 + shift + j * stride), and dgrad a strided conv's classes of dx positions
+//   (each position's residues modulo the strides), whose taps read dy at unit stride.
 // Vector builds take the line tiles everywhere (measured faster under AVX2 and AVX-512); the
 // portable loops take them on planes of up to 64 voxels (8x8), voxel lanes above. wgrad puts
 // filters in the lanes too: dy is repacked with the filters innermost and a block of filters x
-// channels sums each tap over exact line segments.
+// channels sums each tap over exact line segments (strided convs: segments that read x at the
+// strides).
 // x [N, C, D, H, W], w [K, C, T, R, S], y [N, K, Z, P, Q] contiguous; fprop and dgrad repack the
 // weights (once per call, into the caller's scratch: the live taps' weights, a panel of output
 // channels at a time; on the line tiles, weights of over 2^17 elements are packed a panel at a
@@ -46,9 +48,10 @@ bool conv3d_direct_fprop_applies(const Conv3dParams& p);
 
 // Whether conv3d_direct_dgrad takes this conv: the convs above, and on the line tiles (vector
 // builds: every plane; portable: input planes of up to 64 voxels) single-group strided convs with
-// any paddings, dilations and output paddings, from 16 channels and 16 filters (layer 2's stride-2
-// conv, the head's transposed conv): dx's positions split into classes by their residues modulo
-// the strides, each a direct conv of dy with its own taps at unit stride.
+// any paddings, dilations and output paddings, from 16 channels and 16 filters, whose taps overlap
+// (layer 2's stride-2 conv, k3 s2 transposed convs; not k2 s2: the GEMM's): dx's positions split
+// into classes by their residues modulo the strides, each a direct conv of dy with its own taps at
+// unit stride.
 bool conv3d_direct_dgrad_applies(const Conv3dParams& p);
 
 // Whether conv3d_direct_wgrad takes this conv: the convs above, and single-group strided convs
