@@ -49,6 +49,7 @@ struct Run {
 // the tiles and their blocks (a multiple of kTileRows tiles each).
 struct Layout {
   int64_t in_pad, out_pad, panel, tz, ty, tx, tiles, block_tiles, blocks;
+  int64_t pitch;  // rows between positions in a block's transforms (v, wgrad's dv): block_tiles or more
   int vectors;  // filter vectors per panel
   Layout(const Run& r, int64_t tiles_per_block) {
     vectors = static_cast<int>(std::min<int64_t>(kMaxVectors, (r.out + kLanes - 1) / kLanes));
@@ -61,6 +62,7 @@ struct Layout {
     tiles = r.N * tz * ty * tx;
     block_tiles = tiles_per_block;
     blocks = (tiles + block_tiles - 1) / block_tiles;
+    pitch = block_tiles;
   }
 };
 
@@ -68,6 +70,17 @@ struct Layout {
 int64_t wgrad_block_tiles(const Run& r) {
   const int64_t fit = kWgradBlockBytes / (kPositions * round_up(r.in, kLanes) * int64_t(sizeof(float)));
   return std::clamp<int64_t>(fit / kTileRows * kTileRows, kTileRows, 8 * kTileRows);
+}
+
+// wgrad's layout: its positions a row more than a block apart where a block's rows would span a
+// multiple of 4 KiB (48 tiles of 64 channels: 12 KiB), which put a tile's 64 transformed
+// positions into one L1 set.
+Layout wgrad_layout(const Run& r) {
+  Layout s(r, wgrad_block_tiles(r));
+  const int64_t out_vec = round_up(r.out, kLanes);
+  const auto aligned = [&](int64_t row) { return s.pitch * row * int64_t(sizeof(float)) % 4096 == 0; };
+  if (aligned(s.in_pad) || aligned(out_vec)) ++s.pitch;
+  return s;
 }
 
 // One axis of G g G^T on vectors of filters: the kernel's 3 values (stride apart) to 4,
@@ -191,9 +204,9 @@ TileAt tile_at(const Layout& s, int64_t tile) {
 }
 
 // v [position][t][channel] = tile `tile`'s 4x4x4 patch (zeros outside the volume, and for a
-// tile past the last) transformed along each axis; v's position pitch is block_tiles rows.
+// tile past the last) transformed along each axis; v's position pitch is s.pitch rows.
 void transform_input_tile(const Run& r, const Layout& s, const float* xl, int64_t tile, int64_t t, float* v) {
-  const int64_t bt = s.block_tiles;
+  const int64_t bt = s.pitch;
   alignas(64) float d[kPositions * kLanes];
   if (tile >= s.tiles) {
     for (int pos = 0; pos < kPositions; ++pos) std::fill_n(v + (pos * bt + t) * s.in_pad, s.in_pad, 0.0f);
@@ -382,7 +395,7 @@ inline void kernel_grad_1d(const float* u, int64_t u_stride, float* g, int64_t g
 // for a tile past the last) through A along each axis, from dyl [n][voxel][filter].
 void transform_grad_tile(const Run& r, const Layout& s, int64_t out_vec, const float* dyl, int64_t tile, int64_t t,
                          float* dv) {
-  const int64_t bt = s.block_tiles;
+  const int64_t bt = s.pitch;
   if (tile >= s.tiles) {
     for (int pos = 0; pos < kPositions; ++pos) std::fill_n(dv + (pos * bt + t) * out_vec, out_vec, 0.0f);
     return;
@@ -425,14 +438,14 @@ void grad_products(int rows, const float* dv, int64_t out_vec, const float* v, i
 // [pos0, pos1): kTileRows filters x up to kMaxVectors vectors of channels at a time.
 void block_grad_products(const Run& r, const Layout& s, int64_t out_vec, const float* v, const float* dv, int pos0,
                          int pos1, bool add, float* du) {
-  const int64_t bt = s.block_tiles;
+  const int64_t bt = s.block_tiles, pitch = s.pitch;
   for (int pos = pos0; pos < pos1; ++pos)
     for (int64_t k0 = 0; k0 < r.out; k0 += kTileRows) {
       const int rows = static_cast<int>(std::min<int64_t>(kTileRows, r.out - k0));
       for (int64_t c0 = 0; c0 < s.in_pad; c0 += kMaxVectors * kLanes) {
         const int nv = static_cast<int>(std::min<int64_t>(kMaxVectors, (s.in_pad - c0) / kLanes));
-        const float* dvp = dv + pos * bt * out_vec + k0;
-        const float* vp = v + pos * bt * s.in_pad + c0;
+        const float* dvp = dv + pos * pitch * out_vec + k0;
+        const float* vp = v + pos * pitch * s.in_pad + c0;
         float* sums = du + (pos * r.out + k0) * s.in_pad + c0;
         switch (nv) {
           case 1: grad_products<1>(rows, dvp, out_vec, vp, s.in_pad, bt, sums, add); break;
@@ -467,12 +480,12 @@ void transform_kernel_grads(const Run& r, const Layout& s, const float* du, floa
 // wgrad's scratch floats: the input and dy channels last, a block of both transformed, and du.
 int64_t wgrad_scratch_floats(const Run& r, const Layout& s) {
   const int64_t volume = r.N * r.D * r.H * r.W, out_vec = round_up(r.out, kLanes);
-  return volume * (s.in_pad + out_vec) + kPositions * s.block_tiles * (s.in_pad + out_vec) +
+  return volume * (s.in_pad + out_vec) + kPositions * s.pitch * (s.in_pad + out_vec) +
          kPositions * r.out * s.in_pad;
 }
 
 void run_winograd_wgrad(const Run& r, const float* x, const float* dy, float* dw, float* scratch) {
-  const Layout s(r, wgrad_block_tiles(r));
+  const Layout s = wgrad_layout(r);
   if (s.tiles == 0) {  // an empty batch: no tile adds to du
     std::fill_n(dw, r.out * r.in * 27, 0.0f);
     return;
@@ -481,8 +494,8 @@ void run_winograd_wgrad(const Run& r, const float* x, const float* dy, float* dw
   float* const xl = scratch;
   float* const dyl = xl + r.N * V * s.in_pad;
   float* const v = dyl + r.N * V * out_vec;
-  float* const dv = v + kPositions * bt * s.in_pad;
-  float* const du = dv + kPositions * bt * out_vec;
+  float* const dv = v + kPositions * s.pitch * s.in_pad;
+  float* const du = dv + kPositions * s.pitch * out_vec;
   const int64_t macs = s.tiles * kPositions * s.in_pad * r.out;
   // Per block: the team transforms its tiles (shared out), then each thread sums its own
   // positions over them, so each du element is summed by one thread, block by block in order.
@@ -530,7 +543,7 @@ int64_t conv3d_winograd_scratch_elements(const Conv3dParams& p) {
   if (!conv3d_winograd_applies(p)) return 0;
   const Run f = fprop_run(p, nullptr), d = dgrad_run(p, nullptr);
   return std::max({scratch_floats(f, Layout(f, kBlockTiles)), scratch_floats(d, Layout(d, kBlockTiles)),
-                   wgrad_scratch_floats(f, Layout(f, wgrad_block_tiles(f)))});
+                   wgrad_scratch_floats(f, wgrad_layout(f))});
 }
 
 void conv3d_winograd_fprop(const Conv3dParams& p, const float* x, const float* w, float* y, float* scratch,
