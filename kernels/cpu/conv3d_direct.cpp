@@ -1057,14 +1057,15 @@ int64_t live_tap_count(const Conv3dParams& p) {
   return count;
 }
 
-// The scratch of the kernel that runs f: its packed weights, then (line tiles) its grouped input.
-int64_t direct_scratch_elements(const Conv3dParams& f) {
-  const int64_t packed = packed_elements(f, live_tap_count(f));
+// The scratch of the kernel that runs f: its packed weights for up to `live_bound` live taps, then
+// (line tiles) its grouped input.
+int64_t direct_scratch_elements(const Conv3dParams& f, int64_t live_bound) {
+  const int64_t packed = packed_elements(f, live_bound);
   return grouped_in_scratch(f) ? packed + grouped_elements(f) : packed;
 }
 
 // run_lines with the grouped input where grouped_in_scratch puts it: after room for the packed
-// weights of `live_bound` taps (lines_scratch_elements).
+// weights of `live_bound` taps (direct_scratch_elements).
 void run_lines_in_scratch(const Conv3dParams& f, const Lines& lines, int64_t live_bound, const float* x, float* y,
                           const WeightLayout& wl, float* wp) {
   if (!grouped_in_scratch(f)) return run_lines(f, lines, x, y, wl, wp, nullptr);
@@ -1105,13 +1106,6 @@ Lines strided_dgrad_lines(const Conv3dParams& p) {
 bool strided_dgrad_applies(const Conv3dParams& p) {
   return p.groups == 1 && p.stride != Dims3{1, 1, 1} && p.taps() > 1 && p.K >= kLineMinChannels &&
          p.C >= kLineMinChannels && taps_overlap(p) && line_tiles(strided_dgrad_conv(p));
-}
-
-// Its scratch: packed weights for every tap, then (from 32 MiB) the grouped dy.
-int64_t strided_dgrad_scratch_elements(const Conv3dParams& p) {
-  const Conv3dParams f = strided_dgrad_conv(p);
-  const int64_t packed = packed_elements(f, p.taps());
-  return grouped_in_scratch(f) ? packed + grouped_elements(f) : packed;
 }
 
 // --- wgrad -------------------------------------------------------------------------------
@@ -1265,9 +1259,13 @@ bool conv3d_direct_dgrad_applies(const Conv3dParams& p) {
 }
 
 int64_t conv3d_direct_scratch_elements(const Conv3dParams& p) {
-  int64_t most = direct_scratch_elements(p);
-  if (conv3d_direct_applies(p)) most = std::max(most, direct_scratch_elements(transposed(p)));
-  if (strided_dgrad_applies(p)) most = std::max(most, strided_dgrad_scratch_elements(p));
+  int64_t most = direct_scratch_elements(p, live_tap_count(p));
+  if (conv3d_direct_applies(p)) {
+    const Conv3dParams f = transposed(p);
+    most = std::max(most, direct_scratch_elements(f, live_tap_count(f)));
+  }
+  // (Its class taps' live count is not live_tap_count's: room for every tap, as run below.)
+  if (strided_dgrad_applies(p)) most = std::max(most, direct_scratch_elements(strided_dgrad_conv(p), p.taps()));
   return most;
 }
 
