@@ -27,9 +27,8 @@ constexpr int kMaxVectors = 4;
 // 32-128 channels, stay in L1/L2 until the products read them; blocks of 12 tiles at 64
 // channels took 1.04x the time on layer1, 24 tiles 1.09x; 12 at 32 channels 1.15x).
 constexpr int64_t kBlockTiles = kTileRows;
-// wgrad's blocks are shared by the team (transformed by all threads, then each thread's
-// positions summed over them), so larger, about this many bytes of transformed input: fewer of
-// its two barriers per block (half of it: 1.09x the time on layer1).
+// wgrad's blocks: about this many bytes of transformed input over all 64 positions (each thread
+// transforms and sums its share of them; 2 threads hold half of v and dv each).
 constexpr int64_t kWgradBlockBytes = 768 * 1024;
 // Below this many multiply-adds one thread is faster than waking a team.
 constexpr int64_t kParallelMacs = int64_t(1) << 20;
@@ -203,15 +202,28 @@ TileAt tile_at(const Layout& s, int64_t tile) {
   return {tile / per_sample, t / (s.ty * s.tx) * 2, t / s.tx % s.ty * 2, t % s.tx * 2};
 }
 
-// v [position][t][channel] = tile `tile`'s 4x4x4 patch (zeros outside the volume, and for a
-// tile past the last) transformed along each axis; v's position pitch is s.pitch rows.
-void transform_input_tile(const Run& r, const Layout& s, const float* xl, int64_t tile, int64_t t, float* v) {
+// A share of the 64 transformed positions: groups [first, last) of 4 (group g = the positions
+// (i, j, l) with i * 4 + j = g). wgrad's threads each transform every tile for their own share,
+// so that no thread reads what another wrote (on a VM whose two vCPUs sat on different CCDs the
+// shared transforms took 2.5x their time, layer1's wgrad 2.3x).
+struct Groups {
+  int first = 0, last = 16;
+  int z_first() const { return first / 4; }
+  int z_last() const { return (last + 3) / 4; }
+};
+
+// v [position][t][channel] for the positions of `groups` = tile `tile`'s 4x4x4 patch (zeros outside
+// the volume, and for a tile past the last) transformed along each axis; v's position pitch is
+// s.pitch rows. Along z first, so that a share of the positions is a share of the later passes.
+void transform_input_tile(const Run& r, const Layout& s, const float* xl, int64_t tile, int64_t t, Groups groups,
+                          float* v) {
   const int64_t bt = s.pitch;
-  alignas(64) float d[kPositions * kLanes];
   if (tile >= s.tiles) {
-    for (int pos = 0; pos < kPositions; ++pos) std::fill_n(v + (pos * bt + t) * s.in_pad, s.in_pad, 0.0f);
+    for (int pos = groups.first * 4; pos < groups.last * 4; ++pos)
+      std::fill_n(v + (pos * bt + t) * s.in_pad, s.in_pad, 0.0f);
     return;
   }
+  alignas(64) float d[kPositions * kLanes];  // [i][j][l] vectors
   const TileAt at = tile_at(s, tile);
   // The patch's voxels inside the volume, per axis: [lo, hi) of 0..3.
   const int z_lo = at.z == 0, y_lo = at.y == 0, x_lo = at.x == 0;
@@ -221,32 +233,32 @@ void transform_input_tile(const Run& r, const Layout& s, const float* xl, int64_
   const bool inside = z_lo == 0 && y_lo == 0 && x_lo == 0 && z_hi == 4 && y_hi == 4 && x_hi == 4;
   // The patch's first voxel (outside the volume at its low borders: an offset, not a pointer).
   const int64_t corner = ((at.n * r.D + at.z - 1) * r.H * r.W + (at.y - 1) * r.W + at.x - 1) * s.in_pad;
+  const int64_t plane = r.H * r.W * s.in_pad;
   for (int64_t c0 = 0; c0 < s.in_pad; c0 += kLanes) {
-    // Along x, from the patch's rows (a row outside, or its voxels outside, read as zeros).
-    for (int i = 0; i < 4; ++i)
-      for (int j = 0; j < 4; ++j) {
-        const int64_t row = corner + ((i * r.H + j) * r.W) * s.in_pad + c0;
-        float* dst = d + (i * 4 + j) * 4 * kLanes;
+    // Along z, from the patch's columns (a column outside, or its voxels outside, read as zeros).
+    for (int j = 0; j < 4; ++j)
+      for (int l = 0; l < 4; ++l) {
+        const int64_t column = corner + (j * r.W + l) * s.in_pad + c0;
+        float* dst = d + (j * 4 + l) * kLanes;
         if (inside) {
-          input_1d(xl + row, s.in_pad, dst, kLanes);
+          input_1d(xl + column, plane, dst, 16 * kLanes);
           continue;
         }
         alignas(64) float padded[4 * kLanes] = {};
-        if (i >= z_lo && i < z_hi && j >= y_lo && j < y_hi)
-          for (int l = x_lo; l < x_hi; ++l) std::copy_n(xl + row + l * s.in_pad, kLanes, padded + l * kLanes);
-        input_1d(padded, kLanes, dst, kLanes);
+        if (j >= y_lo && j < y_hi && l >= x_lo && l < x_hi)
+          for (int i = z_lo; i < z_hi; ++i) std::copy_n(xl + column + i * plane, kLanes, padded + i * kLanes);
+        input_1d(padded, kLanes, dst, 16 * kLanes);
       }
-    for (int i = 0; i < 4; ++i)
+    for (int i = groups.z_first(); i < groups.z_last(); ++i)  // along y
       for (int l = 0; l < 4; ++l) input_1d(d + (i * 16 + l) * kLanes, 4 * kLanes, d + (i * 16 + l) * kLanes, 4 * kLanes);
-    // Along z, into v (position (i, j, l) at ((i * 16 + j * 4 + l) * bt + t) * in_pad).
-    for (int jl = 0; jl < 16; ++jl)
-      input_1d(d + jl * kLanes, 16 * kLanes, v + (jl * bt + t) * s.in_pad + c0, 16 * bt * s.in_pad);
+    for (int g = groups.first; g < groups.last; ++g)  // along x, into v
+      input_1d(d + g * 4 * kLanes, kLanes, v + (g * 4 * bt + t) * s.in_pad + c0, bt * s.in_pad);
   }
 }
 
 // transform_input_tile for each of the block's tiles.
 void transform_input(const Run& r, const Layout& s, const float* xl, int64_t first_tile, float* v) {
-  for (int64_t t = 0; t < s.block_tiles; ++t) transform_input_tile(r, s, xl, first_tile + t, t, v);
+  for (int64_t t = 0; t < s.block_tiles; ++t) transform_input_tile(r, s, xl, first_tile + t, t, Groups{}, v);
 }
 
 // c[row][j] (+= when `add`) the sum over p < depth of a[row * a_row + p * a_step] b[p * b_step + j],
@@ -391,17 +403,19 @@ inline void kernel_grad_1d(const float* u, int64_t u_stride, float* g, int64_t g
   }
 }
 
-// dv [position][t][filter] (pitch out_vec) = tile `tile`'s 2x2x2 dy (zeros outside the volume and
-// for a tile past the last) through A along each axis, from dyl [n][voxel][filter].
+// dv [position][t][filter] (pitch out_vec) for the positions of `groups` = tile `tile`'s 2x2x2 dy
+// (zeros outside the volume and for a tile past the last) through A along each axis, z first,
+// from dyl [n][voxel][filter].
 void transform_grad_tile(const Run& r, const Layout& s, int64_t out_vec, const float* dyl, int64_t tile, int64_t t,
-                         float* dv) {
+                         Groups groups, float* dv) {
   const int64_t bt = s.pitch;
   if (tile >= s.tiles) {
-    for (int pos = 0; pos < kPositions; ++pos) std::fill_n(dv + (pos * bt + t) * out_vec, out_vec, 0.0f);
+    for (int pos = groups.first * 4; pos < groups.last * 4; ++pos)
+      std::fill_n(dv + (pos * bt + t) * out_vec, out_vec, 0.0f);
     return;
   }
   const TileAt at = tile_at(s, tile);
-  alignas(64) float y[8 * kLanes], a[16 * kLanes], b[kPositions * kLanes];
+  alignas(64) float y[8 * kLanes], a[16 * kLanes], b[32 * kLanes];
   for (int64_t o0 = 0; o0 < out_vec; o0 += kLanes) {
     for (int i = 0; i < 2; ++i)
       for (int j = 0; j < 2; ++j)
@@ -412,11 +426,13 @@ void transform_grad_tile(const Run& r, const Layout& s, int64_t out_vec, const f
           else
             std::fill_n(dst, kLanes, 0.0f);
         }
-    for (int ij = 0; ij < 4; ++ij) grad_output_1d(y + ij * 2 * kLanes, kLanes, a + ij * 4 * kLanes, kLanes);  // x
-    for (int i = 0; i < 2; ++i)
-      for (int l = 0; l < 4; ++l) grad_output_1d(a + (i * 8 + l) * kLanes, 4 * kLanes, b + (i * 16 + l) * kLanes, 4 * kLanes);
-    for (int jl = 0; jl < 16; ++jl)  // along z, into dv
-      grad_output_1d(b + jl * kLanes, 16 * kLanes, dv + (jl * bt + t) * out_vec + o0, 16 * bt * out_vec);
+    // a [i][j][l] (4 x 2 x 2) along z, b [i][j][l] (4 x 4 x 2) along y for the share's i, then
+    // along x into dv for its groups (i, j).
+    for (int jl = 0; jl < 4; ++jl) grad_output_1d(y + jl * kLanes, 4 * kLanes, a + jl * kLanes, 4 * kLanes);
+    for (int i = groups.z_first(); i < groups.z_last(); ++i)
+      for (int l = 0; l < 2; ++l) grad_output_1d(a + (i * 4 + l) * kLanes, 2 * kLanes, b + (i * 8 + l) * kLanes, 2 * kLanes);
+    for (int g = groups.first; g < groups.last; ++g)
+      grad_output_1d(b + g * 2 * kLanes, kLanes, dv + (g * 4 * bt + t) * out_vec + o0, bt * out_vec);
   }
 }
 
@@ -497,23 +513,22 @@ void run_winograd_wgrad(const Run& r, const float* x, const float* dy, float* dw
   float* const dv = v + kPositions * s.pitch * s.in_pad;
   float* const du = dv + kPositions * s.pitch * out_vec;
   const int64_t macs = s.tiles * kPositions * s.in_pad * r.out;
-  // Per block: the team transforms its tiles (shared out), then each thread sums its own
-  // positions over them, so each du element is summed by one thread, block by block in order.
+  // Each thread transforms every tile for its own share of the positions and sums them over the
+  // tiles, block by block: its transforms and its share of du are written and read by it alone.
 #pragma omp parallel if (!omp_in_parallel() && macs > kParallelMacs)
   {
     to_channels_last(r.N, r.in, s.in_pad, V, x, xl);
     to_channels_last(r.N, r.out, out_vec, V, dy, dyl);
     const int team = omp_get_num_threads(), id = omp_get_thread_num();
-    const int pos0 = id * kPositions / team, pos1 = (id + 1) * kPositions / team;
-    for (int64_t block = 0; block < s.blocks; ++block) {
-#pragma omp for schedule(static)
+    const Groups mine{id * 16 / team, (id + 1) * 16 / team};
+    for (int64_t block = 0; mine.first < mine.last && block < s.blocks; ++block) {
       for (int64_t t = 0; t < bt; ++t) {
-        transform_input_tile(r, s, xl, block * bt + t, t, v);
-        transform_grad_tile(r, s, out_vec, dyl, block * bt + t, t, dv);
+        transform_input_tile(r, s, xl, block * bt + t, t, mine, v);
+        transform_grad_tile(r, s, out_vec, dyl, block * bt + t, t, mine, dv);
       }
-      block_grad_products(r, s, out_vec, v, dv, pos0, pos1, block > 0, du);
-#pragma omp barrier
+      block_grad_products(r, s, out_vec, v, dv, mine.first * 4, mine.last * 4, block > 0, du);
     }
+#pragma omp barrier
     transform_kernel_grads(r, s, du, dw);
   }
 }

@@ -448,6 +448,29 @@ TEST_CASE("conv3d: the Winograd kernels of 3x3x3 same convs match the f64 kernel
     test::require_close(dx.to(DType::f64), c.ref[1], 1e-5, "Winograd dx");
     test::require_close(dw.to(DType::f64), c.ref[2], 1e-5, "Winograd dw");
   }
+  {
+    // wgrad's threads each own a share of the 16 position groups: teams that split them unevenly
+    // (3), or leave threads without a share (20), sum each du element on one thread in the same
+    // order, so every team gives the same bits.
+    const Conv3dParams& p = cases[4];
+    const ConvCase c = conv_case(context, p);
+    const int64_t n_scratch = kernels::cpu::conv3d_winograd_scratch_elements(p);
+    std::vector<float> scratch(static_cast<std::size_t>(n_scratch));
+    std::vector<std::vector<float>> runs;
+    for (const int threads : {1, 3, 20}) {
+      INFO(threads << " threads");
+      const int previous = omp_get_max_threads();
+      omp_set_num_threads(threads);
+      Tensor dw = context.full(c.w.shape(), 7.0, DType::f32);
+      kernels::cpu::conv3d_winograd_wgrad(p, c.xf.data<float>(), c.dyf.data<float>(), dw.data<float>(), scratch.data(),
+                                          n_scratch);
+      omp_set_num_threads(previous);
+      test::require_close(dw.to(DType::f64), c.ref[2], 1e-5, "Winograd dw");
+      runs.push_back(dw.to_vector<float>());
+    }
+    CHECK(runs[0] == runs[1]);
+    CHECK(runs[0] == runs[2]);
+  }
   const Conv3dParams dilated =
       kernels::conv3d_params("test", {1, 4, 4, 4, 4}, {4, 4, 3, 3, 3}, {1, 1, 1}, {2, 2, 2}, {2, 2, 2}, 1);
   REQUIRE_FALSE(kernels::cpu::conv3d_winograd_applies(dilated));
