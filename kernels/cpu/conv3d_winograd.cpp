@@ -361,7 +361,9 @@ void run_winograd(const Run& r, const float* x, float* y, float* scratch) {
     to_channels_last(r.N, r.in, s.in_pad, V, x, xl);
     const std::unique_ptr<float[]> v(new float[static_cast<std::size_t>(kPositions * s.block_tiles * s.in_pad)]);
     const std::unique_ptr<float[]> m(new float[static_cast<std::size_t>(kPositions * s.block_tiles * s.out_pad)]);
-#pragma omp for schedule(dynamic, 1)
+    // Contiguous runs of blocks, as to_channels_last and from_channels_last share out the voxels:
+    // each thread's tiles read the input it copied and write the output it copies back.
+#pragma omp for schedule(static)
     for (int64_t block = 0; block < s.blocks; ++block) {
       const int64_t first = block * s.block_tiles;
       transform_input(r, s, xl, first, v.get());
