@@ -1288,8 +1288,11 @@ void conv3d_direct_wgrad(const Conv3dParams& p, const float* x, const float* dy,
   const int64_t panels = (p.K + kWgradFilters - 1) / kWgradFilters, c_blocks = (p.C + kWgradChannels - 1) / kWgradChannels;
   // dyp[panel][n][v][f] = dy[n][panel * F + f][v], 0 past K: every element written below, so not
   // value-initialised first.
+  // Both loops share out whole panels alike (for_costed_items' runs of equal cost), so that each
+  // thread sums over the dyp it packed.
   const std::unique_ptr<float[]> dyp(new float[static_cast<std::size_t>(panels * p.N * V * kWgradFilters)]);
-  for_items(panels * p.N, panels * p.N * V * kWgradFilters, [&](int64_t item) {
+  const auto same_cost = [](int64_t) { return int64_t(1); };
+  for_costed_items(panels * p.N, p.N, panels * p.N * V * kWgradFilters, same_cost, [&](int64_t item) {
     const int64_t panel = item / p.N, n = item % p.N;
     float* dst = dyp.get() + item * V * kWgradFilters;
     for (int f = 0; f < kWgradFilters; ++f) {
@@ -1357,7 +1360,8 @@ void conv3d_direct_wgrad(const Conv3dParams& p, const float* x, const float* dy,
   int64_t macs = 0;
   for (const WgradTap& tap : taps)
     for (const Segment& seg : tap.segments) macs += seg.count;
-  for_items(panels * runs, macs * p.N * panels * kWgradFilters * c_blocks * kWgradChannels, body);
+  for_costed_items(panels * runs, runs, macs * p.N * panels * kWgradFilters * c_blocks * kWgradChannels, same_cost,
+                   body);
 }
 
 void conv3d_direct_dgrad(const Conv3dParams& p, const float* dy, const float* w, float* dx, float* scratch,
