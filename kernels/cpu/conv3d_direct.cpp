@@ -995,8 +995,14 @@ void run_lines(const Conv3dParams& f, const Lines& lines, const float* x, float*
     }
   }
   x = grouped;
+  // Items panel by panel where each thread packs its own panels (per_thread); else sample by
+  // sample, so that a thread's run of items reads the samples whose input it copied.
+  const auto item_at = [&](int64_t item) -> std::array<int64_t, 3> {
+    if (per_thread) return {item / per_panel, item % per_panel / chunks, item % chunks * chunk};
+    return {item / chunks % panels, item / (chunks * panels), item % chunks * chunk};
+  };
   auto body = [&](int64_t item) {
-    const int64_t panel = item / per_panel, n = item % per_panel / chunks, t0 = item % chunks * chunk;
+    const auto [panel, n, t0] = item_at(item);
     const int64_t k0 = plan.k0(panel);
     const int width = plan.width(panel);
     line_kernel(x + n * groups * group_pitch, f.C, group_pitch, V, lines, t0, std::min(tiles, t0 + chunk),
@@ -1004,10 +1010,8 @@ void run_lines(const Conv3dParams& f, const Lines& lines, const float* x, float*
                 static_cast<int>(std::min<int64_t>(width, f.K - k0)), f.stride[2]);
   };
   const int64_t macs = lines.pairs * f.N * plan.packed_filters() * kLineVoxels * f.C;
-  if (per_thread)
-    for_costed_items(items, per_panel, macs, [&](int64_t item) { return plan.cost(item / per_panel); }, body);
-  else
-    for_items(items, macs, body);
+  for_costed_items(items, per_thread ? per_panel : chunks, macs, [&](int64_t item) { return plan.cost(item_at(item)[0]); },
+                   body);
 }
 
 // The portable loops' voxel-lane tiles (planes of more than 64 voxels): kTileFilters x
