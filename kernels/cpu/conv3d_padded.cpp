@@ -727,7 +727,7 @@ void conv3d_padded_wgrad(const Conv3dParams& p, const float* x, const float* dy,
   {
     // The item's plane of dy repacked per thread, plane_dy[y][q][f] = dy[n][panel * kFilters + f][z][y][q]
     // (0 past K), while its sums read it from L2. (All of dy repacked up front, 34 MB on a 128x128
-    // stem, came from fresh pages on every call: its wgrad took 1.4x the time.)
+    // stem, came from fresh pages on every call: its wgrad took 1.5x the time.)
     const std::unique_ptr<float[]> plane_dy(new float[static_cast<std::size_t>(plane * kFilters)]);
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < items; ++item) {

@@ -204,8 +204,8 @@ TileAt tile_at(const Layout& s, int64_t tile) {
 
 // A share of the 64 transformed positions: groups [first, last) of 4 (group g = the positions
 // (i, j, l) with i * 4 + j = g). wgrad's threads each transform every tile for their own share,
-// so that no thread reads what another wrote (on a VM whose two vCPUs sat on different CCDs the
-// shared transforms took 2.5x their time, layer1's wgrad 2.3x).
+// so that no thread reads what another wrote (shared between them, the transforms took 2.5x their
+// time, layer1's wgrad 2.3x, whenever the VM's two vCPUs talked at twice the latency).
 struct Groups {
   int first = 0, last = 16;
   int z_first() const { return first / 4; }
