@@ -1292,9 +1292,9 @@ void conv3d_direct_wgrad(const Conv3dParams& p, const float* x, const float* dy,
   const int64_t panels = (p.K + kWgradFilters - 1) / kWgradFilters, c_blocks = (p.C + kWgradChannels - 1) / kWgradChannels;
   // dyp[panel][n][v][f] = dy[n][panel * F + f][v], 0 past K: every element written below, so not
   // value-initialised first.
-  // Both loops share out whole panels alike (for_costed_items' runs of equal cost), so that each
-  // thread sums over the dyp it packed.
   const std::unique_ptr<float[]> dyp(new float[static_cast<std::size_t>(panels * p.N * V * kWgradFilters)]);
+  // This loop and the sums below share out whole panels alike (for_costed_items' runs of equal
+  // cost), so that each thread sums over the dyp it packed.
   const auto same_cost = [](int64_t) { return int64_t(1); };
   for_costed_items(panels * p.N, p.N, panels * p.N * V * kWgradFilters, same_cost, [&](int64_t item) {
     const int64_t panel = item / p.N, n = item % p.N;

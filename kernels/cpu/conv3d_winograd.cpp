@@ -15,6 +15,7 @@ namespace {
 
 constexpr int kLanes = kLoopLanes;  // channels per vector
 constexpr int kPositions = 64;  // 4 x 4 x 4 per tile
+constexpr int kGroups = kPositions / 4;  // rows (i, j) of 4 positions: the unit of a thread's share
 // The products' register block: 6 tiles x up to 4 filter vectors (AVX-512: 64 filters, 24
 // accumulators, 10 loads per 24 multiply-adds) or 2 (AVX2: 16 filters, 12 accumulators).
 constexpr int kTileRows = 6;
@@ -207,7 +208,7 @@ TileAt tile_at(const Layout& s, int64_t tile) {
 // so that no thread reads what another wrote (shared between them, the transforms took 2.5x their
 // time, layer1's wgrad 2.3x, whenever the VM's two vCPUs talked at twice the latency).
 struct Groups {
-  int first = 0, last = 16;
+  int first = 0, last = kGroups;
   int z_first() const { return first / 4; }
   int z_last() const { return (last + 3) / 4; }
 };
@@ -522,7 +523,7 @@ void run_winograd_wgrad(const Run& r, const float* x, const float* dy, float* dw
     to_channels_last(r.N, r.in, s.in_pad, V, x, xl);
     to_channels_last(r.N, r.out, out_vec, V, dy, dyl);
     const int team = omp_get_num_threads(), id = omp_get_thread_num();
-    const Groups mine{id * 16 / team, (id + 1) * 16 / team};
+    const Groups mine{id * kGroups / team, (id + 1) * kGroups / team};
     for (int64_t block = 0; mine.first < mine.last && block < s.blocks; ++block) {
       for (int64_t t = 0; t < bt; ++t) {
         transform_input_tile(r, s, xl, block * bt + t, t, mine, v);
