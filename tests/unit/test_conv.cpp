@@ -368,7 +368,8 @@ TEST_CASE("conv3d: the direct kernels of same convs match the f64 kernels", "[co
   // blocks per tap; input channels copied apart from their 4 KiB strides), and filter counts
   // that leave AVX2's line tiles tail panels of 16 (32 = 16 + 16 in fprop, 40 = 24 + 16 in dgrad),
   // and weights of over 2^20 elements, which the line tiles pack per thread and panel (fprop: 6
-  // panels of 24 + one of 16; dgrad: 10 + 1), and a dw of over 4 MiB, which wgrad writes with
+  // panels of 24 + one of 16; dgrad: 10 + 1; AVX-512 dgrad: 8 panels on 8 threads, per thread as
+  // its input is smaller than its weights), and a dw of over 4 MiB, which wgrad writes with
   // streaming stores, 2 channel blocks per item on 8 threads (the last ending past C). Then
   // width dilations 1-7 on 16-voxel lines: every range of an 8-voxel line that a tap cuts on one
   // side ([d, 8) in its first tile, [0, 8 - d) in its second), each unrolled on its own.
