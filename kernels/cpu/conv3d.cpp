@@ -4,6 +4,7 @@
 #include <Eigen/Core>
 #include <omp.h>
 #include <algorithm>
+#include <exception>
 #include <bit>
 #include <optional>
 #include <type_traits>
@@ -624,6 +625,8 @@ void for_each_sample(int64_t samples, Fn&& fn) {
 // in 8 items, not 4; 0.92x the time of one GEMM per sample and thread, DenseASPP d18/d24 fprop
 // 0.84x/0.89x).
 constexpr int64_t kPointwiseColumns = 64;
+// Rows per unit of pointwise_gemms' bands of A: whole register panels of every build (8, 6, 4).
+constexpr int64_t kPointwiseBandRows = 48;
 
 // c[n] (m x voxels, row pitch voxels) = a (m x k) b[n] (k x voxels, row pitch voxels) for the
 // samples n (b[n] at b + n * b_sample, c[n] at c + n * c_sample): a 1x1x1 conv's GEMMs. A packed
@@ -636,6 +639,32 @@ void pointwise_gemms(const GemmView& a, int64_t m, int64_t k, const float* b, in
     for_each_sample(samples, [&](int64_t n, int) {
       gemm_f32(a, gemm_rows(b + n * b_sample, voxels), c + n * c_sample, voxels, m, voxels, k, false);
     });
+    return;
+  }
+  // A larger than all of B (the 1x1x1 bottleneck's dgrad: W^T 1 MiB, dy 2 x 256 KiB): a band of A's
+  // rows per thread, packed and run over every sample by the thread that takes it, so that no
+  // thread reads A packed by another (packed once and shared, every item read all of it, half from
+  // the other core: 1.2x the time in the host's SLOW state; banded 0.98-1.0x the time, 0.81x in
+  // that state). Two bands per thread packed each sample's B twice as often: 1.05x.)
+  const int threads = omp_get_max_threads();
+  if (m > samples * voxels && !omp_in_parallel() && threads > 1 && m * k * voxels * samples > kGemmParallelMacs) {
+    const int64_t granules = (m + kPointwiseBandRows - 1) / kPointwiseBandRows;
+    const int64_t bands = std::min<int64_t>(threads, granules);
+    std::exception_ptr failure;  // a failed allocation, rethrown to the caller after the region
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t band = 0; band < bands; ++band) {
+      try {
+        const int64_t i0 = std::min(m, granules * band / bands * kPointwiseBandRows);
+        const int64_t i1 = std::min(m, granules * (band + 1) / bands * kPointwiseBandRows);
+        const GemmPackedA packed({a.data + i0 * a.row_stride, a.row_stride, a.col_stride}, i1 - i0, k);
+        for (int64_t n = 0; n < samples; ++n)
+          gemm_f32(packed, gemm_rows(b + n * b_sample, voxels), c + n * c_sample + i0 * voxels, voxels, voxels, false);
+      } catch (...) {
+#pragma omp critical(med3d_pointwise_failure)
+        if (!failure) failure = std::current_exception();
+      }
+    }
+    if (failure) std::rethrow_exception(failure);
     return;
   }
   const GemmPackedA packed(a, m, k);

@@ -742,6 +742,42 @@ TEST_CASE("conv3d: pointwise convs with few filters match the f64 kernels, on an
   }
 }
 
+TEST_CASE("conv3d: pointwise convs with more weights than inputs run in bands of rows, on any thread count",
+          "[conv]") {
+  // Where A (the weights: dgrad's C x K, fprop's K x C) is larger than every sample's B, each
+  // thread packs a band of A's rows (multiples of 48, the last short) and runs it over all
+  // samples. fprop's 300 filters and dgrad's 200 channels over 2 x 24 voxels; 1, 2 and 3 threads
+  // (1: A packed whole, column blocks) give the same bits and match the f64 kernels.
+  Context context(Device::cpu(), 3);
+  const Conv3dParams cases[] = {
+      kernels::conv3d_params("test", {2, 200, 2, 3, 4}, {40, 200, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 40, 2, 3, 4}, {300, 40, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
+  };
+  for (const Conv3dParams& p : cases) {
+    INFO("C " << p.C << " K " << p.K);
+    const ConvCase c = conv_case(context, p);
+    const int64_t n_scratch = kernels::cpu::conv3d_scratch_elements(p);
+    std::vector<float> scratch(static_cast<std::size_t>(std::max<int64_t>(n_scratch, 1)));
+    std::vector<std::vector<float>> runs;
+    for (const int threads : {1, 2, 3}) {
+      const int previous = omp_get_max_threads();
+      omp_set_num_threads(threads);
+      Tensor y = context.full(c.dy.shape(), 7.0, DType::f32), dx = context.full(c.x.shape(), 7.0, DType::f32);
+      kernels::cpu::conv3d_fprop(p, c.xf.data<float>(), c.wf.data<float>(), static_cast<const float*>(nullptr),
+                                 y.data<float>(), scratch.data(), n_scratch);
+      kernels::cpu::conv3d_dgrad(p, c.dyf.data<float>(), c.wf.data<float>(), dx.data<float>(), scratch.data(), n_scratch);
+      omp_set_num_threads(previous);
+      test::require_close(y.to(DType::f64), c.ref[0], 1e-5, "banded y");
+      test::require_close(dx.to(DType::f64), c.ref[1], 1e-5, "banded dx");
+      std::vector<float> all = y.to_vector<float>(), more = dx.to_vector<float>();
+      all.insert(all.end(), more.begin(), more.end());
+      runs.push_back(all);
+    }
+    CHECK(runs[0] == runs[1]);
+    CHECK(runs[0] == runs[2]);
+  }
+}
+
 TEST_CASE("conv3d: repeated runs are bitwise identical", "[conv]") {
   // Large enough that vol2col, col2vol and the GEMMs run on several threads.
   Context context(Device::cpu(), 5);
