@@ -4,8 +4,8 @@
 #include <Eigen/Core>
 #include <omp.h>
 #include <algorithm>
-#include <exception>
 #include <bit>
+#include <exception>
 #include <optional>
 #include <type_traits>
 #include <vector>
@@ -646,8 +646,9 @@ void pointwise_gemms(const GemmView& a, int64_t m, int64_t k, const float* b, in
   // thread reads A packed by another (packed once and shared, every item read all of it, half from
   // the other core: 1.2x the time in the host's SLOW state; banded 0.98-1.0x the time, 0.81x in
   // that state). Two bands per thread packed each sample's B twice as often: 1.05x.)
+  const bool parallel = !omp_in_parallel() && m * k * voxels * samples > kGemmParallelMacs;
   const int threads = omp_get_max_threads();
-  if (m > samples * voxels && !omp_in_parallel() && threads > 1 && m * k * voxels * samples > kGemmParallelMacs) {
+  if (parallel && threads > 1 && m > samples * voxels) {
     const int64_t granules = (m + kPointwiseBandRows - 1) / kPointwiseBandRows;
     const int64_t bands = std::min<int64_t>(threads, granules);
     std::exception_ptr failure;  // a failed allocation, rethrown to the caller after the region
@@ -669,7 +670,6 @@ void pointwise_gemms(const GemmView& a, int64_t m, int64_t k, const float* b, in
   }
   const GemmPackedA packed(a, m, k);
   const int64_t blocks = (voxels + kPointwiseColumns - 1) / kPointwiseColumns;
-  const bool parallel = !omp_in_parallel() && m * k * voxels * samples > kGemmParallelMacs;
   // The last block per thread is split in two: a thread that finishes early then waits at most
   // half a block for the others (whole 64-voxel blocks to the end: the 1x1x1 bottleneck fprop
   // took 1.03-1.04x the time, 1.025x at large scale; DenseASPP's 64 blocks level).
@@ -677,7 +677,7 @@ void pointwise_gemms(const GemmView& a, int64_t m, int64_t k, const float* b, in
     int64_t n, j0, cols;
   };
   std::vector<Item> items;
-  const int64_t split_from = samples * blocks - (parallel ? omp_get_max_threads() : 0);
+  const int64_t split_from = samples * blocks - (parallel ? threads : 0);
   for (int64_t item = 0; item < samples * blocks; ++item) {
     const int64_t n = item / blocks, j0 = item % blocks * kPointwiseColumns;
     const int64_t cols = std::min(kPointwiseColumns, voxels - j0);

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <catch2/catch.hpp>
+#include <omp.h>
 #include <cmath>
 #include <cstring>
 #include <cstdlib>
@@ -14,6 +15,18 @@
 #include "med3d/med3d.h"
 
 namespace med3d::test {
+
+// fn() run with OpenMP's team size set to `threads`, the previous size restored after it, also
+// when fn throws (a failed REQUIRE), so that later tests run on the usual team.
+template <class Fn>
+auto with_threads(int threads, Fn&& fn) {
+  struct Restore {
+    int previous = omp_get_max_threads();
+    ~Restore() { omp_set_num_threads(previous); }
+  } restore;
+  omp_set_num_threads(threads);
+  return fn();
+}
 
 // Norm-relative error |a - b| / |b| (|b| floored so an all-zero reference still compares).
 inline double relative_error(const Tensor& actual, const Tensor& expected) {

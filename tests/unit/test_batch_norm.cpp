@@ -1,5 +1,3 @@
-#include <omp.h>
-
 #include <algorithm>
 
 #include "test_util.h"
@@ -203,14 +201,14 @@ TEST_CASE("batch_norm: results do not depend on the thread count", "[batch_norm]
   Tensor bias = random_leaf(context, {5}, DType::f32);
   Tensor seed = context.randn(x.shape());
   auto run = [&](int threads) {
-    const int previous = omp_get_max_threads();
-    omp_set_num_threads(threads);
     x.zero_grad();
     weight.zero_grad();
     bias.zero_grad();
-    Tensor y = batch_norm3d(x, weight, bias, {}, {}, true);
-    backward(y, seed);
-    omp_set_num_threads(previous);
+    Tensor y = test::with_threads(threads, [&] {
+      Tensor out = batch_norm3d(x, weight, bias, {}, {}, true);
+      backward(out, seed);
+      return out;
+    });
     return std::vector<std::vector<float>>{y.to_vector<float>(), x.grad().to_vector<float>(),
                                            weight.grad().to_vector<float>(),
                                            bias.grad().to_vector<float>()};

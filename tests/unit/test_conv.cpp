@@ -1,5 +1,3 @@
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <random>
@@ -460,12 +458,11 @@ TEST_CASE("conv3d: the Winograd kernels of 3x3x3 same convs match the f64 kernel
     std::vector<std::vector<float>> runs;
     for (const int threads : {1, 3, 20}) {
       INFO(threads << " threads");
-      const int previous = omp_get_max_threads();
-      omp_set_num_threads(threads);
       Tensor dw = context.full(c.w.shape(), 7.0, DType::f32);
-      kernels::cpu::conv3d_winograd_wgrad(p, c.xf.data<float>(), c.dyf.data<float>(), dw.data<float>(), scratch.data(),
-                                          n_scratch);
-      omp_set_num_threads(previous);
+      test::with_threads(threads, [&] {
+        kernels::cpu::conv3d_winograd_wgrad(p, c.xf.data<float>(), c.dyf.data<float>(), dw.data<float>(),
+                                            scratch.data(), n_scratch);
+      });
       test::require_close(dw.to(DType::f64), c.ref[2], 1e-5, "Winograd dw");
       runs.push_back(dw.to_vector<float>());
     }
@@ -719,15 +716,16 @@ TEST_CASE("conv3d: pointwise convs with few filters match the f64 kernels, on an
     const ConvCase c = conv_case(context, p);
     std::vector<std::vector<float>> runs;
     for (const int threads : {1, 2}) {
-      const int previous = omp_get_max_threads();
-      omp_set_num_threads(threads);
       Tensor y = context.full(c.dy.shape(), 7.0, DType::f32), dx = context.full(c.x.shape(), 7.0, DType::f32);
       Tensor dw = context.full(c.w.shape(), 7.0, DType::f32);
-      kernels::cpu::conv3d_fprop(p, c.xf.data<float>(), c.wf.data<float>(), static_cast<const float*>(nullptr),
-                                 y.data<float>(), static_cast<float*>(nullptr), 0);
-      kernels::cpu::conv3d_dgrad(p, c.dyf.data<float>(), c.wf.data<float>(), dx.data<float>(), static_cast<float*>(nullptr), 0);
-      kernels::cpu::conv3d_wgrad(p, c.xf.data<float>(), c.dyf.data<float>(), dw.data<float>(), static_cast<float*>(nullptr), 0);
-      omp_set_num_threads(previous);
+      test::with_threads(threads, [&] {
+        kernels::cpu::conv3d_fprop(p, c.xf.data<float>(), c.wf.data<float>(), static_cast<const float*>(nullptr),
+                                   y.data<float>(), static_cast<float*>(nullptr), 0);
+        kernels::cpu::conv3d_dgrad(p, c.dyf.data<float>(), c.wf.data<float>(), dx.data<float>(),
+                                   static_cast<float*>(nullptr), 0);
+        kernels::cpu::conv3d_wgrad(p, c.xf.data<float>(), c.dyf.data<float>(), dw.data<float>(),
+                                   static_cast<float*>(nullptr), 0);
+      });
       test::require_close(y.to(DType::f64), c.ref[0], 1e-5, "pointwise y");
       test::require_close(dx.to(DType::f64), c.ref[1], 1e-5, "pointwise dx");
       test::require_close(dw.to(DType::f64), c.ref[2], 1e-5, "pointwise dw");
@@ -760,13 +758,13 @@ TEST_CASE("conv3d: pointwise convs with more weights than inputs run in bands of
     std::vector<float> scratch(static_cast<std::size_t>(std::max<int64_t>(n_scratch, 1)));
     std::vector<std::vector<float>> runs;
     for (const int threads : {1, 2, 3}) {
-      const int previous = omp_get_max_threads();
-      omp_set_num_threads(threads);
       Tensor y = context.full(c.dy.shape(), 7.0, DType::f32), dx = context.full(c.x.shape(), 7.0, DType::f32);
-      kernels::cpu::conv3d_fprop(p, c.xf.data<float>(), c.wf.data<float>(), static_cast<const float*>(nullptr),
-                                 y.data<float>(), scratch.data(), n_scratch);
-      kernels::cpu::conv3d_dgrad(p, c.dyf.data<float>(), c.wf.data<float>(), dx.data<float>(), scratch.data(), n_scratch);
-      omp_set_num_threads(previous);
+      test::with_threads(threads, [&] {
+        kernels::cpu::conv3d_fprop(p, c.xf.data<float>(), c.wf.data<float>(), static_cast<const float*>(nullptr),
+                                   y.data<float>(), scratch.data(), n_scratch);
+        kernels::cpu::conv3d_dgrad(p, c.dyf.data<float>(), c.wf.data<float>(), dx.data<float>(), scratch.data(),
+                                   n_scratch);
+      });
       test::require_close(y.to(DType::f64), c.ref[0], 1e-5, "banded y");
       test::require_close(dx.to(DType::f64), c.ref[1], 1e-5, "banded dx");
       std::vector<float> all = y.to_vector<float>(), more = dx.to_vector<float>();

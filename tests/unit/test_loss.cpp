@@ -1,5 +1,3 @@
-#include <omp.h>
-
 #include <cmath>
 #include <limits>
 
@@ -174,12 +172,12 @@ TEST_CASE("loss: results do not depend on the number of threads", "[loss]") {
   Tensor labels = random_labels(context, {1, 40, 40, 40}, 3, 0.1);
   Tensor dice_labels = random_labels(context, {1, 40, 40, 40}, 3);
   auto run = [&](int threads) {
-    const int previous = omp_get_max_threads();
-    omp_set_num_threads(threads);
     x.zero_grad();
-    Tensor loss = add(cross_entropy(x, labels), soft_dice_loss(x, dice_labels));
-    backward(loss);
-    omp_set_num_threads(previous);
+    Tensor loss = test::with_threads(threads, [&] {
+      Tensor total = add(cross_entropy(x, labels), soft_dice_loss(x, dice_labels));
+      backward(total);
+      return total;
+    });
     return std::make_pair(loss.item<float>(), x.grad().to_vector<float>());
   };
   const auto one = run(1);

@@ -1,14 +1,10 @@
 #!/bin/bash
-# ab3.sh "ENVA" "ENVB" rounds reps args: binary wg-$W with two env settings, per regime
-W=${W:-bf}; EA=$1; EB=$2; R=$3; N=$4; shift 4
-export OMP_NUM_THREADS=${THREADS:-2}
-for i in $(seq $R); do
-  p=$(/tmp/mb/probe | awk '{print $1}')
-  a=$(env $EA /tmp/mb/wg-$W "$@" $N | awk '{print $2}'); b=$(env $EB /tmp/mb/wg-$W "$@" $N | awk '{print $2}')
-  echo "$p $a $b"
-done | python3 -c "
-import sys,statistics as s
-p=[l.split() for l in sys.stdin]
-for reg in ('fast','SLOW'):
-  q=[(float(a),float(b)) for r,a,b in p if r==reg]
-  if q: print(reg, len(q), 'minA %.3f minB %.3f  B/A median %.3f  B wins %d/%d' % (min(a for a,_ in q), min(b for _,b in q), s.median(b/a for a,b in q), sum(b<a for a,b in q), len(q)))"
+# ab3.sh "ENVA" "ENVB" rounds reps args...: one build, /tmp/mb/wg-$W (W=bf unless set), under two
+# environment settings (an experiment's switch; "" for none), through ../2026-12-06c-cpu-2core-avx512/ab2.sh
+# (each round tagged by the host state barrier_probe finds). The "envab" runs of the results file
+# are ab3.sh "" "SWITCH=1".
+W=${W:-bf}; EA=$1; EB=$2; shift 2
+printf '#!/bin/bash\nexec env %s /tmp/mb/wg-%s "$@"\n' "$EA" "$W" > /tmp/mb/wg-envA
+printf '#!/bin/bash\nexec env %s /tmp/mb/wg-%s "$@"\n' "$EB" "$W" > /tmp/mb/wg-envB
+chmod +x /tmp/mb/wg-envA /tmp/mb/wg-envB
+exec bash "$(dirname "$0")/../2026-12-06c-cpu-2core-avx512/ab2.sh" envA envB "$@"
