@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "flops.h"
 #include "med3d/kernels/cpu/conv3d.h"
+#include "med3d/kernels/cpu/conv3d_direct.h"
 #include "onednn_ref.h"
 
 namespace med3d::bench {
@@ -40,7 +41,10 @@ int run_conv(const CommonOptions& options) {
   std::printf("scale %s, %d timed runs after %d warm-up (ours and the reference alternating), times in ms; "
               "speed_vs_ref = the median over the runs of the reference's time / ours in the same pair (> 1: we are "
               "faster); ref_plain: oneDNN with NCDHW in and out, its reorders timed (as a plain-layout caller such as "
-              "PyTorch runs it), paired with ours in runs of its own\n\n",
+              "PyTorch runs it), paired with ours in runs of its own; packed: ours with the weights packed in advance "
+              "(conv3d_packed_weights_elements: where the direct kernels run fprop or dgrad), as oneDNN's weights are "
+              "in its format before its timing starts, paired with the reference in runs of their own (elsewhere "
+              "nothing is packed in advance: the ours / speed_vs_ref pair)\n\n",
               options.scale.c_str(), options.runs, options.warmup);
   const double nan = std::numeric_limits<double>::quiet_NaN();
   Report report({{"layer"},
@@ -55,7 +59,9 @@ int run_conv(const CommonOptions& options) {
                  {"ref_min_ms", 3},
                  {"speed_vs_ref", 2},
                  {"ref_plain_ms", 3},
-                 {"speed_vs_ref_plain", 2}});
+                 {"speed_vs_ref_plain", 2},
+                 {"ours_packed_ms", 3},
+                 {"speed_vs_ref_packed", 2}});
   nlohmann::json geometry = nlohmann::json::array();
   for (const ConvLayer& layer : med3d_conv_table(options.scale, options.quick)) {
     if (!selected(options, layer.name)) continue;
@@ -76,10 +82,25 @@ int run_conv(const CommonOptions& options) {
         else
           k::conv3d_wgrad<float>(p, x.data(), y.data(), w.data(), scratch.data(), scratch_n);
       };
+      // The same pass with the weights packed once, before the timing (fprop and dgrad on the direct kernels).
+      const kernels::PackFor pack_for = kp == Pass::fprop ? kernels::PackFor::fprop : kernels::PackFor::dgrad;
+      const int64_t packed_n =
+          kp == Pass::wgrad ? 0 : kernels::cpu::conv3d_packed_weights_elements(p, pack_for, scratch_n);
+      std::vector<float> packed(static_cast<std::size_t>(packed_n));
+      if (packed_n > 0) kernels::cpu::conv3d_direct_pack_weights(p, pack_for, w.data(), packed.data());
+      auto ours_packed = [&] {
+        namespace k = kernels::cpu;
+        if (kp == Pass::fprop)
+          k::conv3d_fprop<float>(p, x.data(), w.data(), nullptr, y.data(), scratch.data(), scratch_n, packed.data());
+        else
+          k::conv3d_dgrad<float>(p, y.data(), w.data(), x.data(), scratch.data(), scratch_n, packed.data());
+      };
       Timing t;
       double ref_ms = nan, ref_min_ms = nan, speed = nan, plain_ms = nan, plain_speed = nan;
+      double packed_ms = nan, packed_speed = nan;
       if (reference.empty()) {
         t = time_runs(ours, options.warmup, options.runs);
+        packed_ms = 1e3 * (packed_n > 0 ? time_runs(ours_packed, options.warmup, options.runs) : t).median_s;
       } else {
         const Alternating both = time_alternating(ours, onednn_conv(p, kp, OnednnLayout::blocked), options.warmup,
                                                   options.runs);
@@ -88,10 +109,17 @@ int run_conv(const CommonOptions& options) {
         const Alternating plain = time_alternating(ours, onednn_conv(p, kp, OnednnLayout::plain), options.warmup,
                                                    options.runs);
         plain_ms = 1e3 * plain.b.median_s, plain_speed = plain.b_over_a;
+        packed_ms = 1e3 * t.median_s, packed_speed = speed;
+        if (packed_n > 0) {
+          const Alternating with_packed = time_alternating(ours_packed, onednn_conv(p, kp, OnednnLayout::blocked),
+                                                           options.warmup, options.runs);
+          packed_ms = 1e3 * with_packed.a.median_s, packed_speed = with_packed.b_over_a;
+        }
       }
       report.add({layer.name, std::string(pass_name(pass, layer.transposed)), describe(layer), 1e3 * t.median_s,
                   1e3 * t.min_s, nominal / t.median_s / 1e9, effective / t.median_s / 1e9,
-                  effective / t.median_s / 1e9 / machine.fma_gflops, ref_ms, ref_min_ms, speed, plain_ms, plain_speed});
+                  effective / t.median_s / 1e9 / machine.fma_gflops, ref_ms, ref_min_ms, speed, plain_ms, plain_speed,
+                  packed_ms, packed_speed});
       geometry.push_back({{"N", layer.N}, {"C", layer.C}, {"D", layer.D}, {"H", layer.H}, {"W", layer.W},
                           {"K", layer.K}, {"kernel", layer.kernel}, {"stride", layer.stride},
                           {"pad", layer.pad}, {"dilation", layer.dilation}, {"transposed", layer.transposed},

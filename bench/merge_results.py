@@ -60,14 +60,17 @@ def main():
                   '"paired" is the median over rounds of the median over runs of oneDNN ms / ours ms in the same '
                   'pair of back-to-back runs (one moment\'s host load: the steadiest of the three); '
                   'effective GFLOP/s and % of peak are from our minimum.', '',
-                  '"plain paired" is the same against oneDNN on NCDHW in and out, its reorders timed.', '',
+                  '"plain paired" is the same against oneDNN on NCDHW in and out, its reorders timed; '
+                  '"packed paired" against oneDNN in its formats with our weights packed in advance too '
+                  '(where the direct kernels run fprop or dgrad; elsewhere the "paired" value).', '',
                   '| layer | pass | shape | ours ms | oneDNN ms | PyTorch ms | ours eff GFLOP/s | % FMA peak '
-                  '| vs oneDNN | paired | plain paired | vs PyTorch |', '|' + '---|' * 12]
+                  '| vs oneDNN | paired | plain paired | packed paired | vs PyTorch |', '|' + '---|' * 13]
         o_ms, o_min = best(ours, 'ours_ms'), best(ours, 'ours_min_ms')
         r_ms, r_min = best(ours, 'ref_ms'), best(ours, 'ref_min_ms')
         t_ms, t_min = best(torch, 'torch_ms'), best(torch, 'torch_min_ms')
         r_paired = best(ours, 'speed_vs_ref', statistics.median)
         plain = best(ours, 'speed_vs_ref_plain', statistics.median)  # None in results from before it
+        packed = best(ours, 'speed_vs_ref_packed', statistics.median)  # likewise
         ratio = lambda a, b: a / b if a is not None and b else None
         rows, vs_ref, vs_torch, vs_ref_min, vs_torch_min = [], [], [], [], []
         for i, row in enumerate(ours[0]['rows']):
@@ -79,12 +82,13 @@ def main():
             lines.append(f"| {row['layer']} | {row['pass']} | {row['shape']} | {fmt(o_ms[i], 2)} / {fmt(o_min[i], 2)} | "
                          f"{fmt(r_ms[i], 2)} / {fmt(r_min[i], 2)} | {fmt(t_ms[i], 2)} / {fmt(t_min[i], 2)} | {eff:.1f} | "
                          f"{100 * eff / m['fma_peak_gflops']:.0f}% | {fmt(rr)} / {fmt(rm)} | {fmt(r_paired[i])} | "
-                         f"{fmt(plain[i])} | {fmt(tr)} / {fmt(tm)} |")
+                         f"{fmt(plain[i])} | {fmt(packed[i])} | {fmt(tr)} / {fmt(tm)} |")
             rows.append({'layer': row['layer'], 'pass': row['pass'], 'shape': row['shape'], 'ours_ms': o_ms[i],
                          'ours_min_ms': o_min[i], 'ours_effective_gflops_at_min': eff, 'onednn_ms': r_ms[i],
                          'onednn_min_ms': r_min[i], 'torch_ms': t_ms[i], 'torch_min_ms': t_min[i],
                          'speed_vs_onednn': rr, 'speed_vs_onednn_min': rm,
                          'speed_vs_onednn_paired': r_paired[i], 'speed_vs_onednn_plain_paired': plain[i],
+                         'speed_vs_onednn_packed_paired': packed[i],
                          'speed_vs_torch': tr,
                          'speed_vs_torch_min': tm})
         lines += ['', f"Geometric mean speed (medians / minima): vs oneDNN {fmt(geomean(vs_ref))} / "
@@ -93,7 +97,8 @@ def main():
                   f"> 10%: {sum(1 for v in vs_ref_min if v is not None and v < 0.9)} of {len(vs_ref_min)} by minima, "
                   f"{sum(1 for v in r_paired if v is not None and v < 0.9)} paired, "
                   f"{sum(1 for v in plain if v is not None and v < 0.9)} paired against plain-layout oneDNN "
-                  f"(geometric mean {fmt(geomean(plain))}).", '']
+                  f"(geometric mean {fmt(geomean(plain))}), {sum(1 for v in packed if v is not None and v < 0.9)} "
+                  f"paired with our weights packed in advance (geometric mean {fmt(geomean(packed))}).", '']
         merged['conv'] = {'machine': m, 'rows': rows}
     if have('ops-ours') and have('ops-torch'):
         ours = [load(f'{a.dir}/ops-ours-{r}.json') for r in rounds]

@@ -34,7 +34,7 @@ function(run_bench name)
 endfunction()
 
 run_bench(conv conv --plot ${WORK_DIR}/conv.png)
-check_rows(${WORK_DIR}/conv.json "ours_ms;ours_min_ms;nominal_gflops;effective_gflops;eff_of_peak")
+check_rows(${WORK_DIR}/conv.json "ours_ms;ours_min_ms;nominal_gflops;effective_gflops;eff_of_peak;ours_packed_ms")
 if(NOT EXISTS ${WORK_DIR}/conv.png)
   message(FATAL_ERROR "conv --plot wrote no ${WORK_DIR}/conv.png")
 endif()

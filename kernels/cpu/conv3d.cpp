@@ -903,10 +903,32 @@ int64_t conv3d_scratch_elements(const Conv3dParams& p, int64_t budget) {
   return direct ? std::max(planned, conv3d_direct_scratch_elements(p)) : planned;
 }
 
+// Whether pass `pass` of p runs on the direct kernels with this scratch (the order of
+// conv3d_fprop's and conv3d_dgrad's dispatch), and the packed weights of conv3d_direct_pack_weights
+// apply; checks that `packed` is null otherwise.
+bool direct_takes(const Conv3dParams& p, PackFor pass, int64_t scratch_elements, const Plan& plan) {
+  if (winograd_fits(p, scratch_elements) || plan.pointwise) return false;
+  return pass == PackFor::fprop ? conv3d_direct_fprop_applies(p) : conv3d_direct_dgrad_applies(p);
+}
+template <class T>
+void check_packed_taken(const char* op, const Conv3dParams& p, PackFor pass, int64_t scratch_elements, const Plan& plan,
+                        const T* packed) {
+  if (packed == nullptr) return;
+  MED3D_CHECK((std::is_same_v<T, float> && direct_takes(p, pass, scratch_elements, plan)), op,
+              ": packed weights were passed, but this conv's pass does not run on the direct kernels (",
+              std::is_same_v<T, float> ? "conv3d_packed_weights_elements is 0 for it" : "f64", "); pass null");
+}
+
+int64_t conv3d_packed_weights_elements(const Conv3dParams& p, PackFor pass, int64_t scratch_elements) {
+  const bool direct = direct_takes(p, pass, scratch_elements, make_plan(p, scratch_elements));
+  return direct ? conv3d_direct_packed_elements(p, pass) : 0;
+}
+
 template <class T>
 void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, T* y, T* scratch,
-                  int64_t scratch_elements) {
+                  int64_t scratch_elements, const T* packed) {
   const Plan plan = checked_plan(p, scratch_elements);
+  check_packed_taken("conv3d_fprop", p, PackFor::fprop, scratch_elements, plan, packed);
   const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
   const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
   if constexpr (std::is_same_v<T, float>) {
@@ -915,8 +937,8 @@ void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, 
       if (bias) add_channel_bias(p.N, p.K, out_sp, bias, y);
       return;
     }
-    if (conv3d_direct_fprop_applies(p) && !plan.pointwise) {
-      conv3d_direct_fprop(p, x, w, y, scratch, scratch_elements);
+    if (direct_takes(p, PackFor::fprop, scratch_elements, plan)) {
+      conv3d_direct_fprop(p, x, w, y, scratch, scratch_elements, packed);
       if (bias) add_channel_bias(p.N, p.K, out_sp, bias, y);
       return;
     }
@@ -985,9 +1007,10 @@ void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, 
 }
 
 template <class T>
-void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scratch,
-                  int64_t scratch_elements) {
+void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scratch, int64_t scratch_elements,
+                  const T* packed) {
   const Plan plan = checked_plan(p, scratch_elements);
+  check_packed_taken("conv3d_dgrad", p, PackFor::dgrad, scratch_elements, plan, packed);
   const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
   const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
   if constexpr (std::is_same_v<T, float>) {
@@ -995,8 +1018,8 @@ void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scra
       conv3d_winograd_dgrad(p, dy, w, dx, scratch, scratch_elements);
       return;
     }
-    if (conv3d_direct_dgrad_applies(p) && !plan.pointwise) {
-      conv3d_direct_dgrad(p, dy, w, dx, scratch, scratch_elements);
+    if (direct_takes(p, PackFor::dgrad, scratch_elements, plan)) {
+      conv3d_direct_dgrad(p, dy, w, dx, scratch, scratch_elements, packed);
       return;
     }
     if (kPaddedKernels && conv3d_padded_applies(p)) {
@@ -1158,8 +1181,9 @@ void channel_bias_grad(int64_t N, int64_t channels, int64_t spatial, const T* dy
 
 #define MED3D_INSTANTIATE(T)                                                               \
   template void conv3d_fprop<T>(const Conv3dParams&, const T*, const T*, const T*, T*, T*, \
-                                int64_t);                                                  \
-  template void conv3d_dgrad<T>(const Conv3dParams&, const T*, const T*, T*, T*, int64_t); \
+                                int64_t, const T*);                                        \
+  template void conv3d_dgrad<T>(const Conv3dParams&, const T*, const T*, T*, T*, int64_t,  \
+                                const T*);                                                 \
   template void conv3d_wgrad<T>(const Conv3dParams&, const T*, const T*, T*, T*, int64_t); \
   template void add_channel_bias<T>(int64_t, int64_t, int64_t, const T*, T*);              \
   template void channel_bias_grad<T>(int64_t, int64_t, int64_t, const T*, T*);

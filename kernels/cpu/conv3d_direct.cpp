@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -953,10 +954,31 @@ void line_kernel(const float* x, int64_t C, int64_t group_pitch, int64_t V, cons
 }
 #endif
 
+// Panel `panel` of the line tiles' packed weights of conv f (wl) into dst.
+void pack_line_panel(const Conv3dParams& f, const Lines& lines, const WeightLayout& wl, int64_t panel, float* dst) {
+  const LinePanels plan = line_panels(f.K);
+  const int64_t k0 = plan.k0(panel);
+  const int width = plan.width(panel);
+  pack_panel(k0, std::min<int64_t>(width, f.K - k0), f.C, lines.live, width, LinePanels::tap_pitch(f.C, width), width,
+             wl, dst);
+}
+
+// All of them, panel p at plan.offset(p): the layout run_lines reads where the weights are small
+// or packed in advance.
+void pack_lines(const Conv3dParams& f, const Lines& lines, const WeightLayout& wl, float* wp) {
+  const LinePanels plan = line_panels(f.K);
+  const auto live = static_cast<int64_t>(lines.live.size());
+  const bool parallel = !omp_in_parallel() && plan.packed_filters() * live * f.C > (int64_t(1) << 16);
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t panel = 0; panel < plan.count(); ++panel)
+    pack_line_panel(f, lines, wl, panel, wp + plan.offset(panel, f.C, live));
+}
+
 // y = the direct conv f of x with weights wl on the line tiles `lines` (f's, or a strided dgrad's),
-// wp room for their packing, grouped for the grouped input (or null: a buffer of its own).
+// wp room for their packing, grouped for the grouped input (or null: a buffer of its own); or
+// with the weights packed in advance (`packed`, pack_lines' layout: wl and wp are not read).
 void run_lines(const Conv3dParams& f, const Lines& lines, const float* x, float* y, const WeightLayout& wl, float* wp,
-               float* grouped) {
+               float* grouped, const float* packed) {
   const int64_t V = f.output_spatial();
   const LinePanels plan = line_panels(f.K);
   const int64_t panels = plan.count(), live = static_cast<int64_t>(lines.live.size()), tiles = static_cast<int64_t>(lines.v0.size());
@@ -977,25 +999,17 @@ void run_lines(const Conv3dParams& f, const Lines& lines, const float* x, float*
   const bool per_thread = !omp_in_parallel() && weights > kLinePackPerThread &&
                           (panels >= 2 * threads || (panels >= threads && f.N * f.C * f.input_spatial() < weights));
   const int64_t panel_elements = live * LinePanels::tap_pitch(f.C, kLineFilters);
-  std::vector<int64_t> packed(static_cast<std::size_t>(threads), -1);  // per thread: the panel in its buffer
-  auto pack_line_panel = [&](int64_t panel, float* dst) {
-    const int64_t k0 = plan.k0(panel);
-    const int width = plan.width(panel);
-    pack_panel(k0, std::min<int64_t>(width, f.K - k0), f.C, lines.live, width, LinePanels::tap_pitch(f.C, width), width,
-               wl, dst);
-  };
-  if (!per_thread) {
-#pragma omp parallel for schedule(static) if (plan.packed_filters() * live * f.C > (int64_t(1) << 16))
-    for (int64_t panel = 0; panel < panels; ++panel) pack_line_panel(panel, wp + plan.offset(panel, f.C, live));
-  }
+  std::vector<int64_t> held(static_cast<std::size_t>(threads), -1);  // per thread: the panel in its buffer
+  if (packed == nullptr && !per_thread) pack_lines(f, lines, wl, wp);
   // Where panel p's packed weights are, packing them first if this thread holds another panel.
   auto panel_weights = [&](int64_t panel) -> const float* {
+    if (packed != nullptr) return packed + plan.offset(panel, f.C, live);
     if (!per_thread) return wp + plan.offset(panel, f.C, live);
     const int id = omp_get_thread_num();
     float* own = wp + id * panel_elements;
-    if (packed[static_cast<std::size_t>(id)] != panel) {
-      pack_line_panel(panel, own);
-      packed[static_cast<std::size_t>(id)] = panel;
+    if (held[static_cast<std::size_t>(id)] != panel) {
+      pack_line_panel(f, lines, wl, panel, own);
+      held[static_cast<std::size_t>(id)] = panel;
     }
     return own;
   };
@@ -1069,19 +1083,22 @@ int64_t packed_elements(const Conv3dParams& f, int64_t live) {
   return plan.offset(plan.count(), f.C, live);
 }
 
-// y = the direct conv f of x with weights wl, wp room for their packing.
+// y = the direct conv f of x with weights wl, wp room for their packing; or with the weights packed
+// in advance (`packed`, pack_weights' layout for `tiles`: wl and wp are not read).
 template <int MR, int NV>
-void run_tiles(const Conv3dParams& f, const float* x, float* y, const WeightLayout& wl, float* wp) {
-  const Tiles tiles = make_tiles(f, NV);
+void run_tiles(const Conv3dParams& f, const Tiles& tiles, const float* x, float* y, const WeightLayout& wl, float* wp,
+               const float* packed) {
   const int64_t V = f.output_spatial(), panels = (f.K + MR - 1) / MR, live = static_cast<int64_t>(tiles.live.size());
-  pack_weights(f.K, f.C, tiles.live, MR, wl, wp);
+  if (packed == nullptr) pack_weights(f.K, f.C, tiles.live, MR, wl, wp);
+  const float* weights = packed != nullptr ? packed : wp;
   const int64_t per_panel = f.N * tiles.count, items = panels * per_panel;
   const int64_t block = sum_block(live);
   auto body = [&](int64_t item) {
     const int64_t panel = item / per_panel, n = item % per_panel / tiles.count, tile = item % tiles.count;
     const int64_t first = tiles.first[static_cast<std::size_t>(tile)];
+    const float* a = weights + panel * live * f.C * MR;
     tile_kernel<MR, NV>(x + n * f.C * V, f.C, V, tile * NV * kLanes, tiles.taps.data() + first,
-                        tiles.first[static_cast<std::size_t>(tile + 1)] - first, wp + panel * live * f.C * MR, live, block,
+                        tiles.first[static_cast<std::size_t>(tile + 1)] - first, a, live, block,
                         y + (n * f.K + panel * MR) * V, static_cast<int>(std::min<int64_t>(MR, f.K - panel * MR)),
                         tiles.store[static_cast<std::size_t>(tile)]);
   };
@@ -1114,16 +1131,11 @@ int64_t direct_scratch_elements(const Conv3dParams& f, int64_t live_bound) {
 // run_lines with the grouped input where grouped_in_scratch puts it: after room for the packed
 // weights of `live_bound` taps (direct_scratch_elements).
 void run_lines_in_scratch(const Conv3dParams& f, const Lines& lines, int64_t live_bound, const float* x, float* y,
-                          const WeightLayout& wl, float* wp) {
-  if (!grouped_in_scratch(f)) return run_lines(f, lines, x, y, wl, wp, nullptr);
+                          const WeightLayout& wl, float* wp, const float* packed) {
+  if (!grouped_in_scratch(f)) return run_lines(f, lines, x, y, wl, wp, nullptr, packed);
   // From the first cache line after the packed weights: a tile's 4 voxels x 8 channels are 2 lines.
   const auto after_weights = reinterpret_cast<uintptr_t>(wp + packed_elements(f, live_bound));
-  run_lines(f, lines, x, y, wl, wp, reinterpret_cast<float*>((after_weights + 63) / 64 * 64));
-}
-
-void run_direct(const Conv3dParams& f, const float* x, float* y, const WeightLayout& wl, float* wp) {
-  if (!line_tiles(f)) return run_tiles<kTileFilters, kTileVectors>(f, x, y, wl, wp);
-  run_lines_in_scratch(f, make_lines(f), live_tap_count(f), x, y, wl, wp);
+  run_lines(f, lines, x, y, wl, wp, reinterpret_cast<float*>((after_weights + 63) / 64 * 64), packed);
 }
 
 // --- strided dgrad on the line tiles -----------------------------------------------------
@@ -1153,6 +1165,83 @@ Lines strided_dgrad_lines(const Conv3dParams& p) {
 bool strided_dgrad_applies(const Conv3dParams& p) {
   return p.groups == 1 && p.stride != Dims3{1, 1, 1} && p.taps() > 1 && p.K >= kLineMinChannels &&
          p.C >= kLineMinChannels && taps_overlap(p) && line_tiles(strided_dgrad_conv(p));
+}
+
+// --- the passes: which conv the kernels run, with which weights --------------------------
+// fprop runs p itself; a "same" conv's dgrad the transposed conv (channel roles swapped) with the
+// kernel flipped; a strided conv's dgrad its classes (strided_dgrad_conv on strided_dgrad_lines,
+// each tap at its own offsets, no flip).
+struct DirectRun {
+  Conv3dParams f;
+  WeightLayout wl;
+  bool on_lines = false;  // else the voxel-lane tiles
+  Lines lines;            // on the line tiles
+  Tiles tiles;            // on the voxel-lane tiles
+  int64_t live_bound = 0; // the scratch's room for live taps (direct_scratch_elements)
+  int64_t live() const { return static_cast<int64_t>(on_lines ? lines.live.size() : tiles.live.size()); }
+};
+
+DirectRun direct_run(const Conv3dParams& p, PackFor pass, const float* w) {
+  const int64_t C = p.C, T = p.taps();
+  DirectRun r;
+  if (pass == PackFor::dgrad && !conv3d_direct_applies(p)) {
+    // The run conv's filter k is p's channel c and its channel p's filter: w[c_f, k_f, tap].
+    r.f = strided_dgrad_conv(p);
+    r.wl = {w, T, C * T, T, false};
+    r.on_lines = true;
+    r.lines = strided_dgrad_lines(p);
+    r.live_bound = T;  // (its class taps' live count is not live_tap_count's: room for every tap)
+    return r;
+  }
+  // dgrad: the run conv's filter k is p's channel c and its channel p's filter: w[c_f, k_f, taps - 1 - tap].
+  r.f = pass == PackFor::fprop ? p : transposed(p);
+  r.wl = pass == PackFor::fprop ? WeightLayout{w, C * T, T, T, false} : WeightLayout{w, T, C * T, T, true};
+  r.on_lines = line_tiles(r.f);
+  if (r.on_lines)
+    r.lines = make_lines(r.f);
+  else
+    r.tiles = make_tiles(r.f, kTileVectors);
+  r.live_bound = live_tap_count(r.f);
+  return r;
+}
+
+void run_direct(const DirectRun& r, const float* x, float* y, float* scratch, const float* packed) {
+  if (!r.on_lines) return run_tiles<kTileFilters, kTileVectors>(r.f, r.tiles, x, y, r.wl, scratch, packed);
+  run_lines_in_scratch(r.f, r.lines, r.live_bound, x, y, r.wl, scratch, packed);
+}
+
+// Packed weights in advance: a header of kPackedHeader floats (kPackedMagic, the pass, and a
+// fingerprint of the conv's shape, so that a buffer packed for another conv or pass is refused,
+// not read as garbage), then the layout run_direct reads. The batch size is not in the
+// fingerprint: the packing does not depend on it.
+constexpr int64_t kPackedHeader = 16;
+constexpr uint32_t kPackedMagic = 0x4d335057;  // "M3PW"
+
+std::array<uint32_t, 4> packed_header(const Conv3dParams& p, PackFor pass) {
+  uint64_t hash = 1469598103934665603ull;  // FNV-1a over the shape's fields
+  const int64_t fields[] = {p.C, p.D, p.H, p.W, p.K, p.T, p.R, p.S, p.Z, p.P, p.Q, p.groups};
+  auto mix = [&](int64_t v) {
+    for (int b = 0; b < 8; ++b) hash = (hash ^ (static_cast<uint64_t>(v) >> (8 * b) & 0xff)) * 1099511628211ull;
+  };
+  for (int64_t v : fields) mix(v);
+  for (const Dims3* d : {&p.pad, &p.stride, &p.dilation, &p.output_padding})
+    for (int64_t v : *d) mix(v);
+  return {kPackedMagic, static_cast<uint32_t>(pass), static_cast<uint32_t>(hash), static_cast<uint32_t>(hash >> 32)};
+}
+
+// The layout after the header, checked against p and pass.
+const float* checked_packed(const char* op, const Conv3dParams& p, PackFor pass, const float* packed) {
+  if (packed == nullptr) return nullptr;
+  std::array<uint32_t, 4> got;
+  std::memcpy(got.data(), packed, sizeof(got));
+  const std::array<uint32_t, 4> want = packed_header(p, pass);
+  MED3D_CHECK(got == want, op, ": the packed weights were made for ",
+              got[0] != kPackedMagic ? std::string("nothing (no packed-weights header)")
+              : got[1] != want[1]    ? std::string(got[1] == 0 ? "fprop" : "dgrad")
+                                     : std::string("a conv of another shape"),
+              ", not for this conv's ", pass == PackFor::fprop ? "fprop" : "dgrad",
+              "; pack them with conv3d_direct_pack_weights for the same params and pass");
+  return packed + kPackedHeader;
 }
 
 // --- wgrad -------------------------------------------------------------------------------
@@ -1272,6 +1361,17 @@ void wgrad_block(const float* dyp, const float* const* xs, int64_t samples, int6
 }
 #endif
 
+void check_applies(const Conv3dParams& p, PackFor pass) {
+  if (pass == PackFor::fprop)
+    MED3D_CHECK(conv3d_direct_fprop_applies(p), "conv3d_direct_fprop: needs a single-group conv whose output ",
+                "extent equals its input extent, or one with a width stride of at most 2 on the line tiles; ",
+                "dispatch through conv3d_fprop instead");
+  else
+    MED3D_CHECK(conv3d_direct_dgrad_applies(p), "conv3d_direct_dgrad: needs a unit-stride single-group conv whose ",
+                "output extent equals its input extent, or a strided one with at least ", kLineMinChannels,
+                " channels and filters on the line tiles; dispatch through conv3d_dgrad instead");
+}
+
 void check_scratch(const char* op, const Conv3dParams& p, int64_t scratch_elements) {
   MED3D_CHECK(scratch_elements >= conv3d_direct_scratch_elements(p), op, ": the scratch buffer holds ",
               scratch_elements, " elements but this conv needs at least ", conv3d_direct_scratch_elements(p),
@@ -1303,6 +1403,24 @@ bool conv3d_direct_dgrad_applies(const Conv3dParams& p) {
   return conv3d_direct_applies(p) || strided_dgrad_applies(p);
 }
 
+int64_t conv3d_direct_packed_elements(const Conv3dParams& p, PackFor pass) {
+  check_applies(p, pass);
+  const DirectRun r = direct_run(p, pass, nullptr);
+  return kPackedHeader + packed_elements(r.f, r.live());
+}
+
+void conv3d_direct_pack_weights(const Conv3dParams& p, PackFor pass, const float* w, float* packed) {
+  check_applies(p, pass);
+  const DirectRun r = direct_run(p, pass, w);
+  const std::array<uint32_t, 4> header = packed_header(p, pass);
+  std::fill_n(packed, kPackedHeader, 0.0f);
+  std::memcpy(packed, header.data(), sizeof(header));
+  if (r.on_lines)
+    pack_lines(r.f, r.lines, r.wl, packed + kPackedHeader);
+  else
+    pack_weights(r.f.K, r.f.C, r.tiles.live, kTileFilters, r.wl, packed + kPackedHeader);
+}
+
 int64_t conv3d_direct_scratch_elements(const Conv3dParams& p) {
   int64_t most = direct_scratch_elements(p, live_tap_count(p));
   if (conv3d_direct_applies(p)) {
@@ -1315,13 +1433,11 @@ int64_t conv3d_direct_scratch_elements(const Conv3dParams& p) {
 }
 
 void conv3d_direct_fprop(const Conv3dParams& p, const float* x, const float* w, float* y, float* scratch,
-                         int64_t scratch_elements) {
-  MED3D_CHECK(conv3d_direct_fprop_applies(p), "conv3d_direct_fprop: needs a single-group conv whose output ",
-              "extent equals its input extent, or one with a width stride of at most 2 on the line tiles; ",
-              "dispatch through conv3d_fprop instead");
+                         int64_t scratch_elements, const float* packed) {
+  check_applies(p, PackFor::fprop);
   check_scratch("conv3d_direct_fprop", p, scratch_elements);
-  const int64_t C = p.C, T = p.taps();
-  run_direct(p, x, y, {w, C * T, T, T, false}, scratch);
+  const float* layout = checked_packed("conv3d_direct_fprop", p, PackFor::fprop, packed);
+  run_direct(direct_run(p, PackFor::fprop, w), x, y, scratch, layout);
 }
 
 void conv3d_direct_wgrad(const Conv3dParams& p, const float* x, const float* dy, float* dw) {
@@ -1410,20 +1526,11 @@ void conv3d_direct_wgrad(const Conv3dParams& p, const float* x, const float* dy,
 }
 
 void conv3d_direct_dgrad(const Conv3dParams& p, const float* dy, const float* w, float* dx, float* scratch,
-                         int64_t scratch_elements) {
-  MED3D_CHECK(conv3d_direct_dgrad_applies(p), "conv3d_direct_dgrad: needs a unit-stride single-group conv whose ",
-              "output extent equals its input extent, or a strided one with at least ", kLineMinChannels,
-              " channels and filters on the line tiles; dispatch through conv3d_dgrad instead");
+                         int64_t scratch_elements, const float* packed) {
+  check_applies(p, PackFor::dgrad);
   check_scratch("conv3d_direct_dgrad", p, scratch_elements);
-  const int64_t C = p.C, T = p.taps();
-  if (!conv3d_direct_applies(p)) {
-    // The run conv's filter k is p's channel c and its channel p's filter: w[c_f, k_f, tap], with
-    // each tap's own offsets (no flip).
-    return run_lines_in_scratch(strided_dgrad_conv(p), strided_dgrad_lines(p), T, dy, dx, {w, T, C * T, T, false},
-                                scratch);
-  }
-  // The run conv's filter k is p's channel c and its channel p's filter: w[c_f, k_f, taps - 1 - tap].
-  run_direct(transposed(p), dy, dx, {w, T, C * T, T, true}, scratch);
+  const float* layout = checked_packed("conv3d_direct_dgrad", p, PackFor::dgrad, packed);
+  run_direct(direct_run(p, PackFor::dgrad, w), dy, dx, scratch, layout);
 }
 
 }  // namespace med3d::kernels::cpu

@@ -776,6 +776,126 @@ TEST_CASE("conv3d: pointwise convs with more weights than inputs run in bands of
   }
 }
 
+TEST_CASE("conv3d: weights packed in advance give the bits of weights packed per call", "[conv]") {
+  // conv3d_direct_pack_weights makes once the layout fprop and dgrad otherwise make at every call;
+  // given it they must give the same bits. Cases: the line tiles' same conv with a tail panel
+  // (dgrad: 9 dx channels), weights that each thread would pack per panel (2^17 of them and more:
+  // fprop 6 panels of 32 over 256 channels; dgrad, the roles swapped), some taps dead (dilation 2
+  // on a depth of 2), the strided fprop and the strided dgrad's classes, and a transposed conv
+  // with an output padding (its fprop is this dgrad), and planes of 90 voxels (the portable
+  // loops' voxel-lane tiles). Through the dispatcher too, on a batch of another size, and on 1
+  // and 3 threads.
+  Context context(Device::cpu(), 3);
+  const Conv3dParams cases[] = {
+      kernels::conv3d_params("test", {2, 6, 2, 9, 10}, {7, 6, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 9, 3, 4, 10}, {40, 9, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {1, 256, 2, 4, 6}, {192, 256, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 24, 2, 6, 6}, {20, 24, 3, 3, 3}, {1, 1, 1}, {2, 2, 2}, {2, 2, 2}, 1),
+      kernels::conv3d_params("test", {2, 40, 8, 8, 8}, {48, 40, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv_transpose3d_params("test", {2, 20, 2, 3, 3}, {20, 16, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1},
+                                       {1, 1, 1}, 1),
+  };
+  namespace k = kernels::cpu;
+  for (const Conv3dParams& p : cases) {
+    INFO("C " << p.C << " K " << p.K << " input " << p.D << "x" << p.H << "x" << p.W);
+    const ConvCase c = conv_case(context, p);
+    const int64_t n_scratch = k::conv3d_direct_scratch_elements(p);
+    std::vector<float> scratch(static_cast<std::size_t>(n_scratch), -1.0f);
+    for (const kernels::PackFor pass : {kernels::PackFor::fprop, kernels::PackFor::dgrad}) {
+      const bool fprop = pass == kernels::PackFor::fprop;
+      INFO((fprop ? "fprop" : "dgrad"));
+      if (!(fprop ? k::conv3d_direct_fprop_applies(p) : k::conv3d_direct_dgrad_applies(p))) {
+        REQUIRE((fprop && p.output_padding != Dims3{0, 0, 0}));  // the transposed conv's dgrad (its fprop) only
+        continue;
+      }
+      std::vector<float> packed(static_cast<std::size_t>(k::conv3d_direct_packed_elements(p, pass)), -1.0f);
+      k::conv3d_direct_pack_weights(p, pass, c.wf.data<float>(), packed.data());
+      // The weights are not read when packed ones are given: NaNs there would show.
+      const Tensor nan_w = context.full(c.w.shape(), std::nan(""), DType::f32);
+      const Tensor& in = fprop ? c.xf : c.dyf;
+      auto run = [&](const Tensor& w, const float* with, int threads) {
+        Tensor out = context.full((fprop ? c.dy : c.x).shape(), 7.0, DType::f32);
+        test::with_threads(threads, [&] {
+          if (fprop)
+            k::conv3d_direct_fprop(p, in.data<float>(), w.data<float>(), out.data<float>(), scratch.data(), n_scratch,
+                                   with);
+          else
+            k::conv3d_direct_dgrad(p, in.data<float>(), w.data<float>(), out.data<float>(), scratch.data(), n_scratch,
+                                   with);
+        });
+        return out;
+      };
+      const Tensor per_call = run(c.wf, nullptr, 3);
+      test::require_close(per_call.to(DType::f64), c.ref[fprop ? 0 : 1], 1e-5, "per call");
+      for (const int threads : {1, 3})
+        CHECK(run(nan_w, packed.data(), threads).to_vector<float>() == per_call.to_vector<float>());
+      // The dispatcher takes them where it runs the direct kernels (not where the Winograd ones
+      // take a 3x3x3 same conv, in AVX-512 builds).
+      const int64_t n_conv = k::conv3d_scratch_elements(p);
+      std::vector<float> conv_scratch(static_cast<std::size_t>(n_conv));
+      const int64_t n_packed = k::conv3d_packed_weights_elements(p, pass, n_conv);
+      if (n_packed == 0)
+        REQUIRE(k::conv3d_winograd_applies(p));
+      else
+        REQUIRE(n_packed == static_cast<int64_t>(packed.size()));
+      Tensor out = context.full(per_call.shape(), 7.0, DType::f32);
+      if (n_packed > 0) {
+        if (fprop)
+          k::conv3d_fprop(p, in.data<float>(), nan_w.data<float>(), static_cast<const float*>(nullptr),
+                          out.data<float>(), conv_scratch.data(), n_conv, static_cast<const float*>(packed.data()));
+        else
+          k::conv3d_dgrad(p, in.data<float>(), nan_w.data<float>(), out.data<float>(), conv_scratch.data(), n_conv,
+                          static_cast<const float*>(packed.data()));
+        CHECK(out.to_vector<float>() == per_call.to_vector<float>());
+      }
+      // A batch of another size reads the same packed weights.
+      Conv3dParams one = p;
+      one.N = 1;
+      const std::vector<float> all = per_call.to_vector<float>();
+      const std::vector<float> first(all.begin(), all.begin() + static_cast<std::ptrdiff_t>(all.size()) / p.N);
+      std::vector<float> out1(first.size(), 7.0f);
+      if (fprop)
+        k::conv3d_direct_fprop(one, in.data<float>(), nan_w.data<float>(), out1.data(), scratch.data(), n_scratch,
+                               packed.data());
+      else
+        k::conv3d_direct_dgrad(one, in.data<float>(), nan_w.data<float>(), out1.data(), scratch.data(), n_scratch,
+                               packed.data());
+      CHECK(out1 == first);
+    }
+  }
+  // Misuse is refused: packed for the other pass, for another shape, no header, or where the
+  // dispatcher runs another kernel (a pointwise conv's GEMM).
+  const Conv3dParams p = cases[1];
+  const ConvCase c = conv_case(context, p);
+  const int64_t n_scratch = k::conv3d_direct_scratch_elements(p);
+  std::vector<float> scratch(static_cast<std::size_t>(n_scratch));
+  std::vector<float> for_dgrad(static_cast<std::size_t>(k::conv3d_direct_packed_elements(p, kernels::PackFor::dgrad)));
+  k::conv3d_direct_pack_weights(p, kernels::PackFor::dgrad, c.wf.data<float>(), for_dgrad.data());
+  Tensor y = context.full(c.dy.shape(), 7.0, DType::f32);
+  auto fprop_with = [&](const Conv3dParams& q, const float* packed) {
+    k::conv3d_direct_fprop(q, c.xf.data<float>(), c.wf.data<float>(), y.data<float>(), scratch.data(), n_scratch,
+                           packed);
+  };
+  REQUIRE_THROWS_WITH(fprop_with(p, for_dgrad.data()), Catch::Contains("made for dgrad, not for this conv's fprop"));
+  Conv3dParams other = kernels::conv3d_params("test", {2, 9, 3, 4, 10}, {40, 9, 3, 3, 3}, {1, 1, 1}, {2, 2, 2},
+                                              {2, 2, 2}, 1);
+  const int64_t n_other = k::conv3d_direct_packed_elements(other, kernels::PackFor::fprop);
+  std::vector<float> for_other(static_cast<std::size_t>(n_other));
+  k::conv3d_direct_pack_weights(other, kernels::PackFor::fprop, c.wf.data<float>(), for_other.data());
+  REQUIRE_THROWS_WITH(fprop_with(p, for_other.data()), Catch::Contains("a conv of another shape"));
+  REQUIRE_THROWS_WITH(fprop_with(p, c.wf.data<float>()), Catch::Contains("no packed-weights header"));
+  REQUIRE(y.to_vector<float>() == context.full(c.dy.shape(), 7.0, DType::f32).to_vector<float>());
+  const Conv3dParams pointwise =
+      kernels::conv3d_params("test", {1, 8, 2, 2, 2}, {4, 8, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1);
+  const int64_t n_pointwise = k::conv3d_scratch_elements(pointwise);
+  REQUIRE(k::conv3d_packed_weights_elements(pointwise, kernels::PackFor::fprop, n_pointwise) == 0);
+  std::vector<float> pointwise_scratch(static_cast<std::size_t>(std::max<int64_t>(n_pointwise, 1)));
+  REQUIRE_THROWS_WITH(k::conv3d_fprop(pointwise, c.xf.data<float>(), c.wf.data<float>(),
+                                      static_cast<const float*>(nullptr), y.data<float>(), pointwise_scratch.data(),
+                                      n_pointwise, static_cast<const float*>(for_dgrad.data())),
+                      Catch::Contains("does not run on the direct kernels"));
+}
+
 TEST_CASE("conv3d: repeated runs are bitwise identical", "[conv]") {
   // Large enough that vol2col, col2vol and the GEMMs run on several threads.
   Context context(Device::cpu(), 5);

@@ -44,6 +44,10 @@ struct Conv3dParams {
   Dims3 output_extent() const { return {Z, P, Q}; }
 };
 
+// The pass that reads a conv's weights in a packed layout made in advance (conv3d_pack_weights):
+// fprop (x to y) or dgrad (dy to dx).
+enum class PackFor { fprop, dgrad };
+
 // Output extent of a forward conv along one axis (PyTorch's formula, floor division).
 MED3D_HD constexpr int64_t conv_output_size(int64_t in, int64_t kernel, int64_t pad, int64_t stride,
                                             int64_t dilation) {

@@ -53,15 +53,25 @@ inline constexpr int64_t kConvScratchBudget = int64_t(1) << 23;
 // `budget` (AVX-512 builds).
 int64_t conv3d_scratch_elements(const Conv3dParams& p, int64_t budget = kConvScratchBudget);
 
-// y = conv(x, w) + bias (bias may be null). Overwrites y.
+// Weights packed once for a pass run many times with the same weights (inference over many
+// windows; a benchmark timing the kernel alone): where pass `pass` of p runs on the direct kernels
+// with this scratch, the floats of conv3d_direct_pack_weights' buffer (conv3d_direct.h), which
+// fprop or dgrad then reads instead of packing w at every call; else 0 (that pass's kernel reads
+// w as it is, or packs it in a way not kept between calls: pass null).
+int64_t conv3d_packed_weights_elements(const Conv3dParams& p, PackFor pass, int64_t scratch_elements);
+
+// y = conv(x, w) + bias (bias may be null). Overwrites y. `packed`: null, or w packed for fprop
+// (see conv3d_packed_weights_elements; packed for another shape or pass, or passed where the
+// direct kernels do not run, throws).
 template <class T>
 void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, T* y, T* scratch,
-                  int64_t scratch_elements);
+                  int64_t scratch_elements, const T* packed = nullptr);
 
-// dx = d(sum(y * dy)) / dx for the conv above. Overwrites dx [N, C, D, H, W].
+// dx = d(sum(y * dy)) / dx for the conv above. Overwrites dx [N, C, D, H, W]. `packed` as for
+// fprop, packed for dgrad.
 template <class T>
 void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scratch,
-                  int64_t scratch_elements);
+                  int64_t scratch_elements, const T* packed = nullptr);
 
 // dw = d(sum(y * dy)) / dw, summed over samples in order. Overwrites dw [K, C/groups, T, R, S].
 template <class T>

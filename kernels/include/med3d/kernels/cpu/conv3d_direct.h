@@ -27,7 +27,9 @@
 // input into groups of 8 channels interleaved voxel by voxel (the input's size rounded up to
 // whole groups: from 32 MiB into the scratch after the weights, else into a buffer of their
 // own); wgrad only dy (into its own buffer,
-// N * K * V floats rounded up to a panel). Work items go to whichever thread is free;
+// N * K * V floats rounded up to a panel). A caller that runs fprop or dgrad many times with the
+// same weights can pack them once (conv3d_direct_pack_weights) and pass them in: then the pass
+// reads them as they are, as oneDNN reads weights already in its own format. Work items go to whichever thread is free;
 // each output element is summed by one thread in a fixed order, so results are deterministic
 // and do not depend on the thread count.
 #pragma once
@@ -63,16 +65,27 @@ bool conv3d_direct_wgrad_applies(const Conv3dParams& p);
 // grouped input).
 int64_t conv3d_direct_scratch_elements(const Conv3dParams& p);
 
+// Floats of the weights packed for pass `pass` of p (the layout the pass otherwise makes in its
+// scratch at every call, plus a header that ties them to p's shape and the pass; the batch size
+// may differ). Requires that the pass applies (conv3d_direct_fprop_applies / _dgrad_applies).
+int64_t conv3d_direct_packed_elements(const Conv3dParams& p, PackFor pass);
+
+// Overwrites `packed` (conv3d_direct_packed_elements(p, pass) floats) with w [K, C, T, R, S]
+// packed for that pass. The packed copy does not follow later changes to w: pack again.
+void conv3d_direct_pack_weights(const Conv3dParams& p, PackFor pass, const float* w, float* packed);
+
 // y = conv(x, w) without bias. Overwrites y [N, K, Z, P, Q] and the scratch. Requires
-// conv3d_direct_fprop_applies(p).
+// conv3d_direct_fprop_applies(p). With `packed` (conv3d_direct_pack_weights for p and fprop) the
+// weights are read from it and w is not read; a buffer packed for another shape or pass throws.
 void conv3d_direct_fprop(const Conv3dParams& p, const float* x, const float* w, float* y, float* scratch,
-                         int64_t scratch_elements);
+                         int64_t scratch_elements, const float* packed = nullptr);
 
 // dx = dgrad of the conv above: the direct conv of dy with the kernel flipped and the channel
 // roles swapped (a "same" conv again; a strided conv's per class of dx positions). Overwrites dx
-// [N, C, D, H, W] and the scratch. Requires conv3d_direct_dgrad_applies(p).
+// [N, C, D, H, W] and the scratch. Requires conv3d_direct_dgrad_applies(p). `packed` as for
+// fprop, packed for dgrad.
 void conv3d_direct_dgrad(const Conv3dParams& p, const float* dy, const float* w, float* dx, float* scratch,
-                         int64_t scratch_elements);
+                         int64_t scratch_elements, const float* packed = nullptr);
 
 // dw = wgrad of the conv above, summed over samples: per tap, filter and channel the products of
 // dy and the shifted x over the voxels where the tap reads inside. Overwrites dw [K, C, T, R, S]
