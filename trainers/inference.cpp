@@ -128,6 +128,7 @@ Tensor sliding_window_predict(const LogitsFn& logits_fn, const Tensor& image,
 
   Context context = image.context();
   NoGrad no_grad(context);
+  FrozenWeights frozen(context);  // every window runs the same weights: their packing is done once
   const int64_t channels = image.dim(1);
 
   // Pad axes smaller than the patch (centred; the odd voxel goes after).

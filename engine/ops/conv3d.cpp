@@ -4,10 +4,16 @@
 #include "med3d/kernels/cpu/conv3d.h"
 
 #include <algorithm>
+#include <mutex>
+#include <type_traits>
+#include <vector>
 
 #include "engine/ops/conv_cuda.h"
+#include "engine/ops/frozen_weights.h"
+#include "engine/src/internal.h"
 #include "engine/src/op_util.h"
 #include "med3d/kernels/conv_params.h"
+#include "med3d/kernels/cpu/conv3d_direct.h"
 #include "med3d/ops/conv.h"
 #include "med3d/tape.h"
 
@@ -41,6 +47,35 @@ Tensor scratch_for(const Tensor& like, const kernels::Conv3dParams& p) {
 
 }  // namespace
 
+namespace detail {
+
+const float* frozen_packed_weights(const Tensor& w, const kernels::Conv3dParams& p, kernels::PackFor pass,
+                                   int64_t scratch_elements) {
+  const std::shared_ptr<PackedWeightCache> cache = w.context().state()->frozen_weights;
+  if (!cache || w.dtype() != DType::f32 || !w.device().is_cpu()) return nullptr;
+  const int64_t elements = kernels::cpu::conv3d_packed_weights_elements(p, pass, scratch_elements);
+  if (elements == 0) return nullptr;
+  // By tensor and shape (the batch size aside: the packing does not depend on it).
+  std::vector<int64_t> key{static_cast<int64_t>(w.id()), static_cast<int64_t>(pass), p.C, p.D, p.H, p.W, p.K, p.T,
+                           p.R, p.S, p.Z, p.P, p.Q, p.groups};
+  for (const kernels::Dims3* d : {&p.pad, &p.stride, &p.dilation, &p.output_padding})
+    key.insert(key.end(), d->begin(), d->end());
+  const std::lock_guard<std::mutex> lock(cache->mutex);
+  auto [entry, added] = cache->entries.try_emplace(std::move(key));
+  if (added) {
+    try {
+      entry->second.resize(static_cast<std::size_t>(elements));
+      kernels::cpu::conv3d_direct_pack_weights(p, pass, w.data<float>(), entry->second.data());
+    } catch (...) {
+      cache->entries.erase(entry);  // no half-made entry for the next call
+      throw;
+    }
+  }
+  return entry->second.data();
+}
+
+}  // namespace detail
+
 Tensor conv3d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv3dOptions& options) {
   check_inputs(x, w, b);
   const kernels::Conv3dParams p = kernels::conv3d_params(
@@ -53,9 +88,12 @@ Tensor conv3d(const Tensor& x, const Tensor& w, const Tensor& b, const Conv3dOpt
     y = detail::empty_like(x, y_shape, x.dtype());
     detail::dispatch_floating(x.dtype(), kOp, [&]<class T>() {
       Tensor scratch = scratch_for(x, p);
+      const T* packed = nullptr;
+      if constexpr (std::is_same_v<T, float>)
+        packed = detail::frozen_packed_weights(w, p, kernels::PackFor::fprop, scratch.numel());
       kernels::cpu::conv3d_fprop<T>(p, x.data<T>(), w.data<T>(),
                                     b.defined() ? b.data<T>() : nullptr, y.data<T>(),
-                                    scratch.data<T>(), scratch.numel());
+                                    scratch.data<T>(), scratch.numel(), packed);
     });
   }
 

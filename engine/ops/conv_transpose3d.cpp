@@ -9,8 +9,10 @@
 // There are no separate transposed kernels; CUDA tensors (f32) take the same passes through
 // engine/ops/conv_cuda.h.
 #include <algorithm>
+#include <type_traits>
 
 #include "engine/ops/conv_cuda.h"
+#include "engine/ops/frozen_weights.h"
 #include "engine/src/op_util.h"
 #include "med3d/kernels/conv_params.h"
 #include "med3d/kernels/cpu/conv3d.h"
@@ -61,8 +63,11 @@ Tensor conv_transpose3d(const Tensor& x, const Tensor& w, const Tensor& b,
     y = detail::empty_like(x, y_shape, x.dtype());
     detail::dispatch_floating(x.dtype(), kOp, [&]<class T>() {
       Tensor scratch = scratch_for(x, p);
+      const T* packed = nullptr;
+      if constexpr (std::is_same_v<T, float>)
+        packed = detail::frozen_packed_weights(w, p, kernels::PackFor::dgrad, scratch.numel());
       kernels::cpu::conv3d_dgrad<T>(p, x.data<T>(), w.data<T>(), y.data<T>(), scratch.data<T>(),
-                                    scratch.numel());
+                                    scratch.numel(), packed);
       if (b.defined())
         kernels::cpu::add_channel_bias<T>(p.N, p.C, p.input_spatial(), b.data<T>(), y.data<T>());
     });

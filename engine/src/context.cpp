@@ -286,4 +286,13 @@ NoGrad::NoGrad(Context context) : context_(std::move(context)), previous_(contex
 
 NoGrad::~NoGrad() { context_.set_grad_enabled(previous_); }
 
+FrozenWeights::FrozenWeights(Context context)
+    : context_(std::move(context)), outermost_(context_.state()->frozen_weights == nullptr) {
+  if (outermost_) context_.state()->frozen_weights = std::make_shared<detail::PackedWeightCache>();
+}
+
+FrozenWeights::~FrozenWeights() {
+  if (outermost_) context_.state()->frozen_weights.reset();
+}
+
 }  // namespace med3d

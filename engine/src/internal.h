@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "med3d/context.h"
 #include "med3d/kernels/cuda/blas.h"
@@ -72,6 +73,13 @@ struct TensorImpl {
   Tensor grad;
 };
 
+// The conv weights packed for the direct kernels while a FrozenWeights scope is alive
+// (engine/ops/frozen_weights.h), by weight tensor id, pass and shape.
+struct PackedWeightCache {
+  std::mutex mutex;
+  std::map<std::vector<int64_t>, std::vector<float>> entries;
+};
+
 struct ContextState {
   Device device;
   uint64_t seed = 0;
@@ -82,6 +90,7 @@ struct ContextState {
   std::shared_ptr<CpuPool> cpu_pool = std::make_shared<CpuPool>();
   std::shared_ptr<CudaStreamState> cuda;  // made on first use of a CUDA device
   std::mutex mutex;  // guards ids and the random offset (loaders may allocate from threads)
+  std::shared_ptr<PackedWeightCache> frozen_weights;  // while a FrozenWeights scope is alive
 };
 
 // Makes a tensor of `shape` on `device` with uninitialised storage.

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <random>
 #include <string>
 
@@ -894,6 +895,50 @@ TEST_CASE("conv3d: weights packed in advance give the bits of weights packed per
                                       static_cast<const float*>(nullptr), y.data<float>(), pointwise_scratch.data(),
                                       n_pointwise, static_cast<const float*>(for_dgrad.data())),
                       Catch::Contains("does not run on the direct kernels"));
+}
+
+TEST_CASE("conv3d: inside FrozenWeights each weight is packed once and that copy runs", "[conv]") {
+  // A dilated conv (the direct line tiles' fprop) and a k3 s2 transposed conv (whose forward is
+  // the direct kernels' strided dgrad). Inside the scope the outputs keep their bits; the packed
+  // copy is what runs, so a change to w inside the scope shows only once the scope has ended.
+  Context context(Device::cpu(), 12);
+  struct Case {
+    Tensor x, w, b;
+    std::function<Tensor(const Tensor&, const Tensor&, const Tensor&)> run;
+  };
+  const Case cases[] = {
+      {random_leaf(context, {2, 24, 4, 8, 8}, DType::f32), random_leaf(context, {40, 24, 3, 3, 3}, DType::f32),
+       random_leaf(context, {40}, DType::f32),
+       [](const Tensor& x, const Tensor& w, const Tensor& b) {
+         return conv3d(x, w, b, Conv3dOptions::uniform(1, 2, 2));
+       }},
+      {random_leaf(context, {1, 20, 3, 3, 3}, DType::f32), random_leaf(context, {20, 16, 3, 3, 3}, DType::f32),
+       random_leaf(context, {16}, DType::f32),
+       [](const Tensor& x, const Tensor& w, const Tensor& b) {
+         return conv_transpose3d(x, w, b, ConvTranspose3dOptions::uniform(2, 1, 1));
+       }},
+  };
+  for (const Case& c : cases) {
+    NoGrad no_grad(context);
+    const std::vector<float> before = c.run(c.x, c.w, c.b).to_vector<float>();
+    Tensor w = c.w.clone();
+    {
+      FrozenWeights frozen(context);
+      CHECK(c.run(c.x, w, c.b).to_vector<float>() == before);
+      std::fill_n(w.data<float>(), w.numel(), 0.0f);
+      {
+        FrozenWeights nested(context);  // the outer scope's copies stay
+        CHECK(c.run(c.x, w, c.b).to_vector<float>() == before);
+      }
+      CHECK(c.run(c.x, w, c.b).to_vector<float>() == before);
+    }
+    // Packed again now: zero weights leave the bias.
+    const Tensor after = c.run(c.x, w, c.b);
+    const std::vector<float> bias = c.b.to_vector<float>(), out = after.to_vector<float>();
+    const int64_t spatial = after.numel() / (after.dim(0) * after.dim(1));
+    for (int64_t i = 0; i < after.numel(); ++i)
+      REQUIRE(out[static_cast<std::size_t>(i)] == bias[static_cast<std::size_t>(i / spatial % after.dim(1))]);
+  }
 }
 
 TEST_CASE("conv3d: repeated runs are bitwise identical", "[conv]") {
