@@ -4,6 +4,7 @@
 #include "med3d/kernels/cpu/conv3d.h"
 
 #include <algorithm>
+#include <array>
 #include <mutex>
 #include <type_traits>
 #include <vector>
@@ -53,25 +54,24 @@ const float* frozen_packed_weights(const Tensor& w, const kernels::Conv3dParams&
                                    int64_t scratch_elements) {
   const std::shared_ptr<PackedWeightCache> cache = w.context().state()->frozen_weights;
   if (!cache || w.dtype() != DType::f32 || !w.device().is_cpu()) return nullptr;
-  const int64_t elements = kernels::cpu::conv3d_packed_weights_elements(p, pass, scratch_elements);
-  if (elements == 0) return nullptr;
-  // By tensor and shape (the batch size aside: the packing does not depend on it).
-  std::vector<int64_t> key{static_cast<int64_t>(w.id()), static_cast<int64_t>(pass), p.C, p.D, p.H, p.W, p.K, p.T,
-                           p.R, p.S, p.Z, p.P, p.Q, p.groups};
-  for (const kernels::Dims3* d : {&p.pad, &p.stride, &p.dilation, &p.output_padding})
-    key.insert(key.end(), d->begin(), d->end());
+  // By tensor and shape (the batch size aside: the packing does not depend on it). Whether the
+  // direct kernels run the pass is decided on the first call only; an empty entry records "not".
+  const std::array<int64_t, 24> fields = kernels::fields_but_batch(p);
+  std::vector<int64_t> key{static_cast<int64_t>(w.id()), static_cast<int64_t>(pass)};
+  key.insert(key.end(), fields.begin(), fields.end());
   const std::lock_guard<std::mutex> lock(cache->mutex);
   auto [entry, added] = cache->entries.try_emplace(std::move(key));
   if (added) {
     try {
+      const int64_t elements = kernels::cpu::conv3d_packed_weights_elements(p, pass, scratch_elements);
       entry->second.resize(static_cast<std::size_t>(elements));
-      kernels::cpu::conv3d_direct_pack_weights(p, pass, w.data<float>(), entry->second.data());
+      if (elements > 0) kernels::cpu::conv3d_direct_pack_weights(p, pass, w.data<float>(), entry->second.data());
     } catch (...) {
       cache->entries.erase(entry);  // no half-made entry for the next call
       throw;
     }
   }
-  return entry->second.data();
+  return entry->second.empty() ? nullptr : entry->second.data();
 }
 
 }  // namespace detail

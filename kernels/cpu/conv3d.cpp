@@ -904,23 +904,22 @@ int64_t conv3d_scratch_elements(const Conv3dParams& p, int64_t budget) {
 }
 
 // Whether pass `pass` of p runs on the direct kernels with this scratch (the order of
-// conv3d_fprop's and conv3d_dgrad's dispatch), and the packed weights of conv3d_direct_pack_weights
-// apply; checks that `packed` is null otherwise.
-bool direct_takes(const Conv3dParams& p, PackFor pass, int64_t scratch_elements, const Plan& plan) {
-  if (winograd_fits(p, scratch_elements) || plan.pointwise) return false;
-  return pass == PackFor::fprop ? conv3d_direct_fprop_applies(p) : conv3d_direct_dgrad_applies(p);
-}
+// conv3d_fprop's and conv3d_dgrad's dispatch), so that the packed weights of
+// conv3d_direct_pack_weights apply; f64 never does. Checks that `packed` is null otherwise.
 template <class T>
-void check_packed_taken(const char* op, const Conv3dParams& p, PackFor pass, int64_t scratch_elements, const Plan& plan,
-                        const T* packed) {
-  if (packed == nullptr) return;
-  MED3D_CHECK((std::is_same_v<T, float> && direct_takes(p, pass, scratch_elements, plan)), op,
+bool direct_takes(const char* op, const Conv3dParams& p, PackFor pass, int64_t scratch_elements, const Plan& plan,
+                  const T* packed) {
+  const bool direct = std::is_same_v<T, float> && !winograd_fits(p, scratch_elements) && !plan.pointwise &&
+                      (pass == PackFor::fprop ? conv3d_direct_fprop_applies(p) : conv3d_direct_dgrad_applies(p));
+  MED3D_CHECK(packed == nullptr || direct, op,
               ": packed weights were passed, but this conv's pass does not run on the direct kernels (",
               std::is_same_v<T, float> ? "conv3d_packed_weights_elements is 0 for it" : "f64", "); pass null");
+  return direct;
 }
 
 int64_t conv3d_packed_weights_elements(const Conv3dParams& p, PackFor pass, int64_t scratch_elements) {
-  const bool direct = direct_takes(p, pass, scratch_elements, make_plan(p, scratch_elements));
+  const bool direct = direct_takes<float>("conv3d_packed_weights_elements", p, pass, scratch_elements,
+                                          make_plan(p, scratch_elements), nullptr);
   return direct ? conv3d_direct_packed_elements(p, pass) : 0;
 }
 
@@ -928,7 +927,7 @@ template <class T>
 void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, T* y, T* scratch,
                   int64_t scratch_elements, const T* packed) {
   const Plan plan = checked_plan(p, scratch_elements);
-  check_packed_taken("conv3d_fprop", p, PackFor::fprop, scratch_elements, plan, packed);
+  const bool direct = direct_takes("conv3d_fprop", p, PackFor::fprop, scratch_elements, plan, packed);
   const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
   const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
   if constexpr (std::is_same_v<T, float>) {
@@ -937,7 +936,7 @@ void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, 
       if (bias) add_channel_bias(p.N, p.K, out_sp, bias, y);
       return;
     }
-    if (direct_takes(p, PackFor::fprop, scratch_elements, plan)) {
+    if (direct) {
       conv3d_direct_fprop(p, x, w, y, scratch, scratch_elements, packed);
       if (bias) add_channel_bias(p.N, p.K, out_sp, bias, y);
       return;
@@ -1010,7 +1009,7 @@ template <class T>
 void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scratch, int64_t scratch_elements,
                   const T* packed) {
   const Plan plan = checked_plan(p, scratch_elements);
-  check_packed_taken("conv3d_dgrad", p, PackFor::dgrad, scratch_elements, plan, packed);
+  const bool direct = direct_takes("conv3d_dgrad", p, PackFor::dgrad, scratch_elements, plan, packed);
   const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
   const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
   if constexpr (std::is_same_v<T, float>) {
@@ -1018,7 +1017,7 @@ void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scra
       conv3d_winograd_dgrad(p, dy, w, dx, scratch, scratch_elements);
       return;
     }
-    if (direct_takes(p, PackFor::dgrad, scratch_elements, plan)) {
+    if (direct) {
       conv3d_direct_dgrad(p, dy, w, dx, scratch, scratch_elements, packed);
       return;
     }

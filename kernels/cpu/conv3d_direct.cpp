@@ -1219,13 +1219,8 @@ constexpr uint32_t kPackedMagic = 0x4d335057;  // "M3PW"
 
 std::array<uint32_t, 4> packed_header(const Conv3dParams& p, PackFor pass) {
   uint64_t hash = 1469598103934665603ull;  // FNV-1a over the shape's fields
-  const int64_t fields[] = {p.C, p.D, p.H, p.W, p.K, p.T, p.R, p.S, p.Z, p.P, p.Q, p.groups};
-  auto mix = [&](int64_t v) {
+  for (int64_t v : fields_but_batch(p))
     for (int b = 0; b < 8; ++b) hash = (hash ^ (static_cast<uint64_t>(v) >> (8 * b) & 0xff)) * 1099511628211ull;
-  };
-  for (int64_t v : fields) mix(v);
-  for (const Dims3* d : {&p.pad, &p.stride, &p.dilation, &p.output_padding})
-    for (int64_t v : *d) mix(v);
   return {kPackedMagic, static_cast<uint32_t>(pass), static_cast<uint32_t>(hash), static_cast<uint32_t>(hash >> 32)};
 }
 

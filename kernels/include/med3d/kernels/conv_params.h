@@ -44,6 +44,16 @@ struct Conv3dParams {
   Dims3 output_extent() const { return {Z, P, Q}; }
 };
 
+// Every field of p but the batch size N: what a conv's packed weights depend on (their header's
+// fingerprint, the engine's cache of them).
+inline std::array<int64_t, 24> fields_but_batch(const Conv3dParams& p) {
+  return {p.C,         p.D,         p.H,         p.W,           p.K,           p.T,
+          p.R,         p.S,         p.Z,         p.P,           p.Q,           p.groups,
+          p.pad[0],    p.pad[1],    p.pad[2],    p.stride[0],   p.stride[1],   p.stride[2],
+          p.dilation[0], p.dilation[1], p.dilation[2], p.output_padding[0], p.output_padding[1],
+          p.output_padding[2]};
+}
+
 // The pass that reads a conv's weights in a packed layout made in advance (conv3d_pack_weights):
 // fprop (x to y) or dgrad (dy to dx).
 enum class PackFor { fprop, dgrad };
