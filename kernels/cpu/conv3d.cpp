@@ -621,10 +621,17 @@ void for_each_sample(int64_t samples, Fn&& fn) {
   for (int64_t n = 0; n < samples; ++n) fn(n, omp_get_thread_num());
 }
 
-// Output voxels per item of the pointwise f32 GEMMs (64, not 128: the bottleneck's 2 x 256 voxels
-// in 8 items, not 4; 0.92x the time of one GEMM per sample and thread, DenseASPP d18/d24 fprop
-// 0.84x/0.89x).
-constexpr int64_t kPointwiseColumns = 64;
+// Output voxels per item of the pointwise f32 GEMMs: a quarter of each thread's share, in whole
+// 64-voxel blocks, at most 512. Few items keep each thread's runs of B and C long (1-2 KiB of
+// DenseASPP d18/d24's 8 KiB channel rows instead of 256 B) and its atomics few. With 64-voxel
+// items at every size, d18/d24 dgrad took 1.06x the time, d24 fprop 1.03x, ResNet-50's 64 -> 256
+// expansion 1.08x, and its 256 -> 64 dgrad 1.5x in the host's SLOW state. The bottleneck's
+// 2 x 256 voxels still make 8 items of 64 (0.92x the time of one GEMM per sample and thread).
+int64_t pointwise_columns(int64_t samples, int64_t voxels, int64_t threads) {
+  constexpr int64_t block = 64, most = 512;
+  const int64_t share = samples * voxels / (4 * std::max<int64_t>(threads, 1));
+  return std::clamp(share / block * block, block, most);
+}
 // Rows per unit of pointwise_gemms' bands of A: whole register panels of every build (8, 6, 4).
 constexpr int64_t kPointwiseBandRows = 48;
 
@@ -669,7 +676,8 @@ void pointwise_gemms(const GemmView& a, int64_t m, int64_t k, const float* b, in
     return;
   }
   const GemmPackedA packed(a, m, k);
-  const int64_t blocks = (voxels + kPointwiseColumns - 1) / kPointwiseColumns;
+  const int64_t columns = pointwise_columns(samples, voxels, parallel ? threads : 1);
+  const int64_t blocks = (voxels + columns - 1) / columns;
   // The last block per thread is split in two: a thread that finishes early then waits at most
   // half a block for the others (whole 64-voxel blocks to the end: the 1x1x1 bottleneck fprop
   // took 1.03-1.04x the time, 1.025x at large scale; DenseASPP's 64 blocks level).
@@ -679,14 +687,14 @@ void pointwise_gemms(const GemmView& a, int64_t m, int64_t k, const float* b, in
   std::vector<Item> items;
   const int64_t split_from = samples * blocks - (parallel ? threads : 0);
   for (int64_t item = 0; item < samples * blocks; ++item) {
-    const int64_t n = item / blocks, j0 = item % blocks * kPointwiseColumns;
-    const int64_t cols = std::min(kPointwiseColumns, voxels - j0);
-    if (item < split_from || cols <= kPointwiseColumns / 2) {
+    const int64_t n = item / blocks, j0 = item % blocks * columns;
+    const int64_t cols = std::min(columns, voxels - j0);
+    if (item < split_from || cols <= columns / 2) {
       items.push_back({n, j0, cols});
       continue;
     }
-    items.push_back({n, j0, kPointwiseColumns / 2});
-    items.push_back({n, j0 + kPointwiseColumns / 2, cols - kPointwiseColumns / 2});
+    items.push_back({n, j0, columns / 2});
+    items.push_back({n, j0 + columns / 2, cols - columns / 2});
   }
 #pragma omp parallel for schedule(dynamic, 1) if (parallel)
   for (std::size_t i = 0; i < items.size(); ++i) {
