@@ -201,6 +201,50 @@ double measure_copy(int threads, bool quick) {
 
 }  // namespace
 
+std::string HostRegime::name() const {
+  if (own_line_ns <= 0) return "-";
+  return handoff_line_ns > 4 * own_line_ns ? "slow" : "fast";
+}
+
+// Thread 1 reads 256 KiB (L2-resident) right after it wrote it, or right after thread 0 wrote it;
+// the median of the repetitions (the best one could be a moment when the host ran both threads on
+// one vCPU). Eight independent sums so that the loads overlap (one chain of adds would time the
+// adds).
+HostRegime measure_host_regime(int threads, bool quick) {
+  if (threads < 2) return {};
+  constexpr std::size_t kFloats = (std::size_t(256) << 10) / sizeof(float), kLineFloats = 16, kChains = 8;
+  std::vector<float> buffers[2] = {std::vector<float>(kFloats), std::vector<float>(kFloats)};
+  std::vector<double> seconds[2];
+  volatile float sink = 0;
+  for (int rep = 0; rep < (quick ? 11 : 61); ++rep)
+    for (int from_other = 0; from_other < 2; ++from_other) {
+      double s = 0;
+#pragma omp parallel num_threads(2)
+      {
+        const int id = omp_get_thread_num();
+        std::fill(buffers[id].begin(), buffers[id].end(), static_cast<float>(rep));
+#pragma omp barrier
+        if (id == 1) {
+          const float* src = buffers[from_other ? 0 : 1].data();
+          const auto start = Clock::now();
+          float sums[kChains] = {};
+          for (std::size_t i = 0; i < kFloats; i += kChains * kLineFloats)
+            for (std::size_t j = 0; j < kChains; ++j) sums[j] += src[i + j * kLineFloats];
+          s = std::chrono::duration<double>(Clock::now() - start).count();
+          for (float v : sums) sink = sink + v;
+        }
+      }
+      seconds[from_other].push_back(s);
+    }
+  const double lines = static_cast<double>(kFloats / kLineFloats);
+  return {summarize(seconds[0]).median_s / lines * 1e9, summarize(seconds[1]).median_s / lines * 1e9};
+}
+
+nlohmann::json to_json(const HostRegime& r) {
+  return {{"regime", r.name()}, {"own_line_ns", r.own_line_ns}, {"handoff_line_ns", r.handoff_line_ns}};
+}
+
+
 Machine measure_machine(int threads, bool quick) {
   Machine m;
   m.threads = threads;
@@ -209,6 +253,7 @@ Machine measure_machine(int threads, bool quick) {
   m.fma_gflops = measure_fma(threads, quick);
   m.sgemm_gflops = measure_sgemm(quick);
   m.copy_gbs = measure_copy(threads, quick);
+  m.regime = measure_host_regime(threads, quick);
   return m;
 }
 
@@ -218,13 +263,22 @@ nlohmann::json to_json(const Machine& m) {
           {"fma_peak_gflops", m.fma_gflops},
           {"sgemm_gflops", m.sgemm_gflops},
           {"copy_gbs", m.copy_gbs},
+          {"host_regime", to_json(m.regime)},
           {"load_average_before", m.load_before}};
+}
+
+void print_host_regime(const char* when, const HostRegime& r) {
+  if (r.own_line_ns > 0)
+    std::printf("host regime%s %s: a 64-byte line another thread has just written is read in %.2f ns, one's own "
+                "in %.2f ns (slow above 4x: hand-offs of data between threads cost that much more)\n",
+                when, r.name().c_str(), r.handoff_line_ns, r.own_line_ns);
 }
 
 void print_machine(const Machine& m) {
   std::printf("machine: %s, %d threads; FMA peak %.0f GFLOP/s, Eigen sgemm %.0f GFLOP/s, copy %.1f GB/s "
               "(read+write); load average %s (cores shared with other jobs)\n",
               m.cpu.c_str(), m.threads, m.fma_gflops, m.sgemm_gflops, m.copy_gbs, m.load_before.c_str());
+  print_host_regime("", m.regime);
 }
 
 std::string Report::cell_text(const Cell& cell, int precision) const {

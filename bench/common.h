@@ -55,14 +55,30 @@ bool selected(const CommonOptions& options, const std::string& name);
 // This machine's ceilings with the bench's thread count: the FMA peak of a register-resident
 // f32 multiply-add loop (-march=native), Eigen's sgemm on 2048^2 (1024^2 with --quick), and
 // the bandwidth of a parallel copy of 256 MiB (read + write bytes per second).
+// ns per 64-byte line for one thread to read 256 KiB it has just written (own) and that another
+// thread has just written (handoff); 0 with one thread. Their ratio names the host's regime: on
+// the Zen 4 VM 1.8-2.2 where the two vCPUs share a last-level cache, 7-9 where they sit on two
+// core complexes ("slow": every hand-off of data between our threads then costs that much more;
+// the regime changes every few minutes, so the benches record it before and after their timing).
+struct HostRegime {
+  double own_line_ns = 0, handoff_line_ns = 0;
+  // "fast", or "slow" where a hand-off costs more than 4x one's own; "-" with one thread.
+  std::string name() const;
+};
+HostRegime measure_host_regime(int threads, bool quick);
+nlohmann::json to_json(const HostRegime& regime);
+
 struct Machine {
   double fma_gflops = 0, sgemm_gflops = 0, copy_gbs = 0;
+  HostRegime regime;
   int threads = 0;
   std::string cpu, load_before;
 };
 Machine measure_machine(int threads, bool quick);
 nlohmann::json to_json(const Machine& machine);
 void print_machine(const Machine& machine);
+// "host regime<when> fast: ..." (nothing with one thread).
+void print_host_regime(const char* when, const HostRegime& regime);
 
 // "2x1x32x64x64".
 std::string join_shape(const std::vector<int64_t>& shape);

@@ -128,9 +128,12 @@ int run_conv(const CommonOptions& options) {
       std::fflush(stdout);
     }
   }
+  const HostRegime regime_after = measure_host_regime(options.threads, options.quick);
+  print_host_regime(" after", regime_after);
   nlohmann::json document = {{"bench", "conv"},       {"scale", options.scale},
                              {"quick", options.quick}, {"runs", options.runs},
                              {"warmup", options.warmup}, {"machine", to_json(machine)},
+                             {"host_regime_after", to_json(regime_after)},
                              {"reference", reference.empty() ? "unavailable" : reference},
                              {"geometry", geometry}};
   emit(report, options, document, "med3d conv speed vs " + (reference.empty() ? std::string("reference") : reference) +

@@ -37,6 +37,22 @@ def fmt(v, digits=2):
     return '-' if v is None else f'{v:.{digits}f}'
 
 
+def host_regimes(directory, rounds):
+    """'conv 1 fast -> slow', ... for our runs that recorded the host's regime (bench/common.h)."""
+    out = []
+    for bench in ('conv', 'ops', 'step'):
+        for r in rounds:
+            path = f'{directory}/{bench}-ours-{r}.json'
+            if not os.path.exists(path):
+                continue
+            d = load(path)
+            start = d.get('machine', {}).get('host_regime') or d.get('host_regime', {}).get('before')
+            end = d.get('host_regime_after') or d.get('host_regime', {}).get('after')
+            if start and end:
+                out.append(f"{bench} {r} {start['regime']} -> {end['regime']}")
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument('dir')
@@ -137,6 +153,12 @@ def main():
                   f"loss ours {o['loss']:.4f}, PyTorch {t['loss']:.4f} (different random init).", '']
         merged['step'] = {key: {'ours': v[0], 'torch': v[1]} for key, v in k.items()}
         merged['step'].update({'arch': o['arch'], 'head': o['head'], 'input': o['input']})
+    regimes = host_regimes(a.dir, rounds)
+    if regimes:
+        lines += ['Host regime at the start and end of each of our runs ("slow": a line another thread has just '
+                  'written costs more than 4x one\'s own to read, and every hand-off between our threads that much '
+                  'more; bench/README.md): ' + '; '.join(regimes) + '.', '']
+        merged['host_regimes'] = regimes
     with open(f'{a.dir}/merged.json', 'w') as f:
         json.dump(merged, f, indent=2)
     print('\n'.join(lines))

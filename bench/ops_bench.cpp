@@ -104,8 +104,11 @@ int run_ops(const CommonOptions& options) {
     }
     std::fflush(stdout);
   }
+  const HostRegime regime_after = measure_host_regime(options.threads, options.quick);
+  print_host_regime(" after", regime_after);
   nlohmann::json document = {{"bench", "ops"},   {"scale", options.scale},     {"quick", options.quick},
                              {"runs", options.runs}, {"warmup", options.warmup}, {"machine", to_json(machine)},
+                             {"host_regime_after", to_json(regime_after)},
                              {"geometry", geometry}};
   emit(report, options, document, "med3d ops: fraction of copy bandwidth", "frac_of_copy", {"op", "pass"});
   return 0;

@@ -66,6 +66,8 @@ int run_step(const CommonOptions& options, const StepOptions& step) {
   if (options.quick) input = {1, input[1], 16, 32, 32};
   const int depth = depth_of(step.arch);
   std::printf("load average before: %s (cores shared with other jobs)\n", load_average().c_str());
+  const HostRegime regime_before = measure_host_regime(options.threads, options.quick);
+  print_host_regime(" before", regime_before);
   const Device device = step.device == "cuda" ? Device::cuda(0) : Device::cpu();
   if (device.is_cuda()) std::printf("device: %s\n", cuda_device_description(0).c_str());
   Context context(device, 1);
@@ -105,6 +107,8 @@ int run_step(const CommonOptions& options, const StepOptions& step) {
     backward_s.push_back(s(t1, t2));
     update_s.push_back(s(t2, t3));
   }
+  const HostRegime regime_after = measure_host_regime(options.threads, options.quick);
+  print_host_regime(" after", regime_after);
   const Timing t = summarize(total);
   const double peak_tensors = static_cast<double>(context.memory_stats().peak_bytes_in_use) / (1 << 20);
   std::printf("%s + %s head, input %s, SGD momentum 0.9, f32, on %s, %d threads, %d timed steps after %d "
@@ -117,7 +121,8 @@ int run_step(const CommonOptions& options, const StepOptions& step) {
               1e3 * summarize(backward_s).median_s, 1e3 * summarize(update_s).median_s, peak_rss_mib(), peak_tensors,
               loss_value});
   nlohmann::json document = {{"bench", "step"}, {"device", device.str()}, {"threads", options.threads}, {"runs", options.runs},
-                             {"warmup", options.warmup}, {"quick", options.quick}};
+                             {"warmup", options.warmup}, {"quick", options.quick},
+                             {"host_regime", {{"before", to_json(regime_before)}, {"after", to_json(regime_after)}}}};
   emit(report, options, document, "", "", {});
   return 0;
 }
