@@ -22,9 +22,6 @@ constexpr int kLanes = kLoopLanes;  // voxels per vector
 constexpr int kMaxVectors = 4;
 // Products summed in registers before they are added into the output (fprop and dgrad).
 constexpr int64_t kSumDepth = 256;
-// From this size an output that a pass writes once (wgrad's dw, the line tiles' y) goes out with
-// non-temporal stores: no read for ownership of lines that the kernel overwrites whole.
-constexpr int64_t kStreamedBytes = int64_t(4) << 20;
 // Below this many multiply-adds one thread is faster than waking a team.
 constexpr int64_t kParallelMacs = int64_t(1) << 20;
 // Runs body(item) for every item: across the threads, each taking the next item when done (a

@@ -183,7 +183,8 @@ void pack_b(const GemmView& b, int64_t p0, int64_t kc, int64_t j0, int64_t nc, f
 // a_at(i, p) is the panel's A(i, p): packed (a_at reads ap[p * kMR + i]) or read in place.
 #if defined(MED3D_SIMD)
 template <class AAt>
-void microkernel(int64_t kc, AAt a_at, const float* __restrict bp, float* c, int64_t ldc, bool add) {
+void microkernel(int64_t kc, AAt a_at, const float* __restrict bp, float* c, int64_t ldc, bool add,
+                 bool stream = false) {
   using namespace simd;
   constexpr int kV = kNR / kLanes;
   Vec acc[kMR][kV];
@@ -203,6 +204,14 @@ void microkernel(int64_t kc, AAt a_at, const float* __restrict bp, float* c, int
     }
     bp += kNR;
   }
+  // Streamed where every row of the tile starts on a vector boundary (the caller's C never adds).
+  if (stream && reinterpret_cast<uintptr_t>(c) % sizeof(Vec) == 0 && ldc % kLanes == 0) {
+#pragma GCC unroll 16
+    for (int i = 0; i < kMR; ++i)
+#pragma GCC unroll 4
+      for (int v = 0; v < kV; ++v) store_streaming(c + i * ldc + kLanes * v, acc[i][v]);
+    return;
+  }
 #pragma GCC unroll 16
   for (int i = 0; i < kMR; ++i)
 #pragma GCC unroll 4
@@ -213,7 +222,7 @@ void microkernel(int64_t kc, AAt a_at, const float* __restrict bp, float* c, int
 }
 #else
 template <class AAt>
-void microkernel(int64_t kc, AAt a_at, const float* __restrict bp, float* c, int64_t ldc, bool add) {
+void microkernel(int64_t kc, AAt a_at, const float* __restrict bp, float* c, int64_t ldc, bool add, bool = false) {
   float acc[kMR][kNR] = {};
   for (int64_t p = 0; p < kc; ++p) {
     for (int64_t i = 0; i < kMR; ++i) {
@@ -227,17 +236,18 @@ void microkernel(int64_t kc, AAt a_at, const float* __restrict bp, float* c, int
 }
 #endif
 
-void packed_microkernel(int64_t kc, const float* __restrict ap, const float* bp, float* c, int64_t ldc, bool add) {
-  microkernel(kc, [ap](int i, int64_t p) { return ap[p * kMR + i]; }, bp, c, ldc, add);
+void packed_microkernel(int64_t kc, const float* __restrict ap, const float* bp, float* c, int64_t ldc, bool add,
+                        bool stream = false) {
+  microkernel(kc, [ap](int i, int64_t p) { return ap[p * kMR + i]; }, bp, c, ldc, add, stream);
 }
 // The microkernel over A's panel of rows [i, i + kMR) at depth block pc (its packed panels of the
 // block start at apanels, row i0): packed, or read in place where a packed A keeps them there.
 void panel_microkernel(const GemmView&, const float* apanels, int64_t i0, int64_t i, int64_t, int64_t kc,
-                       const float* bp, float* c, int64_t ldc, bool add) {
-  packed_microkernel(kc, apanels + (i - i0) * kc, bp, c, ldc, add);
+                       const float* bp, float* c, int64_t ldc, bool add, bool stream) {
+  packed_microkernel(kc, apanels + (i - i0) * kc, bp, c, ldc, add, stream);
 }
 void panel_microkernel(const GemmPackedA& a, const float*, int64_t, int64_t i, int64_t pc, int64_t kc, const float* bp,
-                       float* c, int64_t ldc, bool add) {
+                       float* c, int64_t ldc, bool add, bool stream) {
   // A deeper block (Packs::depth) runs through blocks of kKC depths in turn, each added into C: a
   // packed A is stored in such blocks, and rows read in place are summed the same way so that they
   // give the bits of a stored A's blocks (which path runs depends on the thread count).
@@ -245,10 +255,12 @@ void panel_microkernel(const GemmPackedA& a, const float*, int64_t, int64_t i, i
   for (int64_t p = 0; p < kc; p += kKC) {
     const int64_t depth = std::min(kKC, kc - p);
     const bool add_block = add || p > 0;
+    const bool last = p + depth == kc;  // (a streamed C has one block: it is only ever stored)
     if (const float* __restrict rows = a.rows_in_place(i, pc + p))
-      microkernel(depth, [rows, lda](int r, int64_t q) { return rows[r * lda + q]; }, bp + p * kNR, c, ldc, add_block);
+      microkernel(depth, [rows, lda](int r, int64_t q) { return rows[r * lda + q]; }, bp + p * kNR, c, ldc, add_block,
+                  stream && last);
     else
-      packed_microkernel(depth, a.panels(i, pc + p), bp + p * kNR, c, ldc, add_block);
+      packed_microkernel(depth, a.panels(i, pc + p), bp + p * kNR, c, ldc, add_block, stream && last);
   }
 }
 
@@ -276,6 +288,7 @@ struct Packs {
   // build); 512 deep: 0.95x / 0.96x. (kKC = 512 everywhere made DenseASPP d12's per-tap GEMMs,
   // whose A is packed per block, 1.045x.)
   int64_t depth;
+  bool stream = false;  // C streamed (gemm_block decides per call whether it applies)
   Buffer a, b, tile;
   // B's columns per packed block (gemm_block's column step) for a band of `rows` rows of C.
   static int64_t column_block(int64_t rows, int64_t k, bool b_rows_contiguous) {
@@ -330,6 +343,8 @@ void gemm_block(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int
   alignas(64) float tile[kMR * kNR];
   const bool panel_by_panel = packs.panel_by_panel;  // (packs was sized for a band at least this large)
   const int64_t depth = packs.depth;
+  // C streamed only where each element is stored once, whole: no accumulation, one depth block.
+  const bool stream = packs.stream && !accumulate && k <= std::min(depth, kKC);
   for (int64_t jc = n0; jc < n1; jc += packs.columns) {
     const int64_t nc = std::min(packs.columns, n1 - jc);
     for (int64_t pc = 0; pc < k; pc += depth) {
@@ -343,11 +358,11 @@ void gemm_block(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int
           const int64_t mr = std::min(kMR, mc - ir), nr = std::min(kNR, nc - jr);
           float* cij = c + (ic + ir) * ldc + jc + jr;
           if (mr == kMR && nr == kNR) {
-            panel_microkernel(a, apanels, ic, ic + ir, pc, kc, bp, cij, ldc, add);
+            panel_microkernel(a, apanels, ic, ic + ir, pc, kc, bp, cij, ldc, add, stream);
             return;
           }
           // Edge tile: the same kernel into a local tile, then the same single add per element.
-          panel_microkernel(a, apanels, ic, ic + ir, pc, kc, bp, tile, kNR, false);
+          panel_microkernel(a, apanels, ic, ic + ir, pc, kc, bp, tile, kNR, false, false);
           for (int64_t i = 0; i < mr; ++i)
             for (int64_t j = 0; j < nr; ++j)
               cij[i * ldc + j] = add ? cij[i * ldc + j] + tile[i * kNR + j] : tile[i * kNR + j];
@@ -365,6 +380,9 @@ void gemm_block(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int
       }
     }
   }
+#if defined(MED3D_SIMD)
+  if (stream) _mm_sfence();  // the streamed stores ordered before the caller's next synchronisation
+#endif
 }
 
 // C with m <= kFewRows rows, or a depth k <= kFewRows, from a B with contiguous rows (a
@@ -482,7 +500,7 @@ void gemm_few_rows(const GemmView& a, const GemmView& b, float* c, int64_t ldc, 
 
 template <class AOperand, class BOperand>
 void gemm_any(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
-              bool accumulate) {
+              bool accumulate, GemmStore store = GemmStore::cached) {
   MED3D_CHECK(m >= 0 && n >= 0 && k >= 0, "gemm_f32: expected non-negative sizes, got m=", m, " n=", n,
               " k=", k);
   MED3D_CHECK(ldc >= n, "gemm_f32: expected ldc >= n=", n, ", got ", ldc, "; pass the row pitch of C");
@@ -519,16 +537,18 @@ void gemm_any(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int64
   if constexpr (std::is_same_v<AOperand, GemmView>) {
     if ((split_n && parts > 1) || band_cols > Packs::column_block(band_rows, k, b_rows_contiguous)) {
       const GemmPackedA packed(a, m, k);
-      gemm_any(packed, b, c, ldc, m, n, k, accumulate);
+      gemm_any(packed, b, c, ldc, m, n, k, accumulate, store);
       return;
     }
   }
   // Allocated before the parallel region so that a failed allocation throws to the caller.
   std::vector<Packs> packs;
   packs.reserve(static_cast<std::size_t>(parts));
-  for (int64_t part = 0; part < parts; ++part)
+  for (int64_t part = 0; part < parts; ++part) {
     packs.emplace_back(band_rows, band_cols, k, std::is_same_v<AOperand, GemmView>,
                        std::is_same_v<BOperand, GemmSource>, b_rows_contiguous);
+    packs.back().stream = store == GemmStore::streamed;
+  }
   if (parts == 1) {
     gemm_block(a, b, c, ldc, 0, m, 0, n, k, accumulate, packs[0]);
     return;
@@ -566,8 +586,9 @@ void gemm_f32(const GemmPackedA& a, const GemmSource& b, float* c, int64_t ldc, 
   gemm_any(a, b, c, ldc, a.rows(), n, a.depth(), accumulate);
 }
 
-void gemm_f32(const GemmPackedA& a, const GemmView& b, float* c, int64_t ldc, int64_t n, bool accumulate) {
-  gemm_any(a, b, c, ldc, a.rows(), n, a.depth(), accumulate);
+void gemm_f32(const GemmPackedA& a, const GemmView& b, float* c, int64_t ldc, int64_t n, bool accumulate,
+              GemmStore store) {
+  gemm_any(a, b, c, ldc, a.rows(), n, a.depth(), accumulate, store);
 }
 
 // Rows [0, in_place_) are read in place; depth block pc holds the panels of the other rows, each

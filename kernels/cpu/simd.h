@@ -124,6 +124,16 @@ inline void transpose_block(const float* src, int64_t lds, float* dst, int64_t l
   for (int j = 0; j < kLanes; ++j) store(dst + j * ldd, r[j]);
 }
 
+// *p = v with a non-temporal store (no read for ownership, not kept in the caches); p aligned to
+// the vector. The caller fences (_mm_sfence) before its next synchronisation.
+inline void store_streaming(float* p, Vec v) {
+#if defined(__AVX512F__)
+  _mm512_stream_ps(p, v);
+#else
+  _mm256_stream_ps(p, v);
+#endif
+}
+
 // dst[0, n) = src[0, n): the whole 64-byte lines of dst with non-temporal stores (no read for
 // ownership, and not kept in the caches), the partial lines at its ends with ordinary stores;
 // then a store fence, so that the copy is ordered before the caller's next synchronisation. For
@@ -147,6 +157,11 @@ inline void copy_streaming(const float* src, int64_t n, float* dst) {
 #endif
 
 namespace med3d::kernels::cpu {
+// From this size an output that a pass writes once (wgrad's dw, the line tiles' y, a pointwise
+// conv's GEMM output) goes out with non-temporal stores: no read for ownership of lines that the
+// kernel overwrites whole, and nothing evicted for data that the next op reads from memory anyway.
+inline constexpr int64_t kStreamedBytes = int64_t(4) << 20;
+
 // The lanes of the kernels' loops over vectors: the vector's, and AVX-512's 16 in the portable
 // loops (so that their tiles keep one shape).
 #if defined(MED3D_SIMD)

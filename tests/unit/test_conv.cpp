@@ -298,7 +298,8 @@ TEST_CASE("conv3d: f32 kernels (gemm_f32) match the f64 kernels (Eigen) on every
   // depth of 16 * 27 rows (two GEMM depth blocks, several panels, both threads), and lines
   // longer than 16 voxels that blocks of 64 start in the middle of, pointwise convs over 2 and
   // 3 samples (a sample per thread, or in turn with the GEMM split), grouped or not, over 2 x 780
-  // voxels (items wider than 64 voxels, a short last one per sample, halves), and stride
+  // voxels (items wider than 64 voxels, a short last one per sample, halves), y and dx of 4 MiB
+  // (streamed past the caches), and stride
   // 2 on output lines of 11 (the AVX2 gather's chunks of 8 and their tails).
   Context context(Device::cpu(), 7);
   const Conv3dParams cases[] = {
@@ -314,6 +315,7 @@ TEST_CASE("conv3d: f32 kernels (gemm_f32) match the f64 kernels (Eigen) on every
       kernels::conv3d_params("test", {2, 40, 3, 9, 11}, {24, 40, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {3, 24, 3, 9, 11}, {30, 12, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 2),
       kernels::conv3d_params("test", {2, 16, 5, 12, 13}, {24, 16, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {1, 64, 16, 32, 32}, {64, 64, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {2, 6, 4, 6, 21}, {8, 6, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1),
   };
   for (const Conv3dParams& p : cases) {

@@ -79,7 +79,12 @@ void gemm_f32(const GemmView& a, const GemmView& b, float* c, int64_t ldc, int64
 void gemm_f32(const GemmView& a, const GemmSource& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
               bool accumulate);
 void gemm_f32(const GemmPackedA& a, const GemmSource& b, float* c, int64_t ldc, int64_t n, bool accumulate);
-void gemm_f32(const GemmPackedA& a, const GemmView& b, float* c, int64_t ldc, int64_t n, bool accumulate);
+// How C is written: kept in the caches, or streamed past them (non-temporal stores on the tiles
+// whose rows are aligned to the vector): for a large C written once (not accumulated, its depth
+// within one block of the packed A, kKC = 256) that nothing reads again soon.
+enum class GemmStore { cached, streamed };
+void gemm_f32(const GemmPackedA& a, const GemmView& b, float* c, int64_t ldc, int64_t n, bool accumulate,
+              GemmStore store = GemmStore::cached);
 
 // "avx512 8x32" or "portable 4x16": the microkernel this build uses (for benchmarks).
 const char* gemm_f32_kernel();
