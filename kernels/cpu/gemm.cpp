@@ -255,12 +255,12 @@ void panel_microkernel(const GemmPackedA& a, const float*, int64_t, int64_t i, i
   for (int64_t p = 0; p < kc; p += kKC) {
     const int64_t depth = std::min(kKC, kc - p);
     const bool add_block = add || p > 0;
-    const bool last = p + depth == kc;  // (a streamed C has one block: it is only ever stored)
+    // (gemm_block streams C only where its depth is one such block)
     if (const float* __restrict rows = a.rows_in_place(i, pc + p))
       microkernel(depth, [rows, lda](int r, int64_t q) { return rows[r * lda + q]; }, bp + p * kNR, c, ldc, add_block,
-                  stream && last);
+                  stream);
     else
-      packed_microkernel(depth, a.panels(i, pc + p), bp + p * kNR, c, ldc, add_block, stream && last);
+      packed_microkernel(depth, a.panels(i, pc + p), bp + p * kNR, c, ldc, add_block, stream);
   }
 }
 
