@@ -244,7 +244,6 @@ nlohmann::json to_json(const HostRegime& r) {
   return {{"regime", r.name()}, {"own_line_ns", r.own_line_ns}, {"handoff_line_ns", r.handoff_line_ns}};
 }
 
-
 Machine measure_machine(int threads, bool quick) {
   Machine m;
   m.threads = threads;

@@ -52,9 +52,6 @@ struct CommonOptions {
 // Whether `name` is selected by --only (everything when the list is empty).
 bool selected(const CommonOptions& options, const std::string& name);
 
-// This machine's ceilings with the bench's thread count: the FMA peak of a register-resident
-// f32 multiply-add loop (-march=native), Eigen's sgemm on 2048^2 (1024^2 with --quick), and
-// the bandwidth of a parallel copy of 256 MiB (read + write bytes per second).
 // ns per 64-byte line for one thread to read 256 KiB it has just written (own) and that another
 // thread has just written (handoff); 0 with one thread. Their ratio names the host's regime: on
 // the Zen 4 VM 1.8-2.2 where the two vCPUs share a last-level cache, 7-9 where they sit on two
@@ -68,6 +65,10 @@ struct HostRegime {
 HostRegime measure_host_regime(int threads, bool quick);
 nlohmann::json to_json(const HostRegime& regime);
 
+// This machine's ceilings with the bench's thread count: the FMA peak of a register-resident
+// f32 multiply-add loop (-march=native), Eigen's sgemm on 2048^2 (1024^2 with --quick), and
+// the bandwidth of a parallel copy of 256 MiB (read + write bytes per second); and the host's
+// regime at that moment.
 struct Machine {
   double fma_gflops = 0, sgemm_gflops = 0, copy_gbs = 0;
   HostRegime regime;

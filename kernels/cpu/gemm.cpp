@@ -288,7 +288,6 @@ struct Packs {
   // build); 512 deep: 0.95x / 0.96x. (kKC = 512 everywhere made DenseASPP d12's per-tap GEMMs,
   // whose A is packed per block, 1.045x.)
   int64_t depth;
-  bool stream = false;  // C streamed (gemm_block decides per call whether it applies)
   Buffer a, b, tile;
   // B's columns per packed block (gemm_block's column step) for a band of `rows` rows of C.
   static int64_t column_block(int64_t rows, int64_t k, bool b_rows_contiguous) {
@@ -338,13 +337,13 @@ void pack_b(const GemmSource& b, int64_t p0, int64_t kc, int64_t j0, int64_t nc,
 // C rows [m0, m1) x columns [n0, n1), all of k; one thread, its own packing buffers.
 template <class AOperand, class BOperand>
 void gemm_block(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int64_t m0, int64_t m1, int64_t n0,
-                int64_t n1, int64_t k, bool accumulate, Packs& packs) {
+                int64_t n1, int64_t k, bool accumulate, Packs& packs, GemmStore store) {
   Buffer& bpack = packs.b;
   alignas(64) float tile[kMR * kNR];
   const bool panel_by_panel = packs.panel_by_panel;  // (packs was sized for a band at least this large)
   const int64_t depth = packs.depth;
   // C streamed only where each element is stored once, whole: no accumulation, one depth block.
-  const bool stream = packs.stream && !accumulate && k <= std::min(depth, kKC);
+  const bool stream = store == GemmStore::streamed && !accumulate && k <= std::min(depth, kKC);
   for (int64_t jc = n0; jc < n1; jc += packs.columns) {
     const int64_t nc = std::min(packs.columns, n1 - jc);
     for (int64_t pc = 0; pc < k; pc += depth) {
@@ -544,13 +543,11 @@ void gemm_any(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int64
   // Allocated before the parallel region so that a failed allocation throws to the caller.
   std::vector<Packs> packs;
   packs.reserve(static_cast<std::size_t>(parts));
-  for (int64_t part = 0; part < parts; ++part) {
+  for (int64_t part = 0; part < parts; ++part)
     packs.emplace_back(band_rows, band_cols, k, std::is_same_v<AOperand, GemmView>,
                        std::is_same_v<BOperand, GemmSource>, b_rows_contiguous);
-    packs.back().stream = store == GemmStore::streamed;
-  }
   if (parts == 1) {
-    gemm_block(a, b, c, ldc, 0, m, 0, n, k, accumulate, packs[0]);
+    gemm_block(a, b, c, ldc, 0, m, 0, n, k, accumulate, packs[0], store);
     return;
   }
 #pragma omp parallel num_threads(static_cast<int>(parts))
@@ -561,9 +558,9 @@ void gemm_any(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int64
       const int64_t hi = std::min(tiles * (part + 1) / parts * tile, extent);
       Packs& own = packs[static_cast<std::size_t>(part)];
       if (split_n)
-        gemm_block(a, b, c, ldc, 0, m, lo, hi, k, accumulate, own);
+        gemm_block(a, b, c, ldc, 0, m, lo, hi, k, accumulate, own, store);
       else
-        gemm_block(a, b, c, ldc, lo, hi, 0, n, k, accumulate, own);
+        gemm_block(a, b, c, ldc, lo, hi, 0, n, k, accumulate, own, store);
     }
   }
 }

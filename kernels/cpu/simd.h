@@ -141,14 +141,8 @@ inline void store_streaming(float* p, Vec v) {
 inline void copy_streaming(const float* src, int64_t n, float* dst) {
   int64_t i = 0;
   for (; i < n && reinterpret_cast<uintptr_t>(dst + i) % 64 != 0; ++i) dst[i] = src[i];
-  for (; i + 16 <= n; i += 16) {
-#if defined(__AVX512F__)
-    _mm512_stream_ps(dst + i, _mm512_loadu_ps(src + i));
-#else
-    _mm256_stream_ps(dst + i, _mm256_loadu_ps(src + i));
-    _mm256_stream_ps(dst + i + 8, _mm256_loadu_ps(src + i + 8));
-#endif
-  }
+  for (; i + 16 <= n; i += 16)
+    for (int v = 0; v < 16; v += kLanes) store_streaming(dst + i + v, load(src + i + v));
   for (; i < n; ++i) dst[i] = src[i];
   _mm_sfence();
 }
