@@ -59,36 +59,42 @@ struct PaddedInput {
   }
 };
 
-// `volumes` volumes of extent `in` at src, each placed at `lo` inside zeros of extent `extent`
-// ([volumes, Dp, Hp, Wp]). Plane by plane on all threads, each element written once: zeros or
+// `volumes` volumes of extent `in` at src, each placed at `lo` inside zeros of extent `extent`,
+// written to out [volumes, Dp, Hp, Wp]. Plane by plane on all threads, each element written once: zeros or
 // the input. (Zero-filled whole on one thread, then copied into on one thread below
-// kParallelMacs: ~2% of the stem's fprop, the other thread waiting.)
+// kParallelMacs: ~2% of the stem's fprop, the other thread waiting.) Inside a parallel region, on
+// the calling thread. lo may be negative: the volumes' parts from -lo on.
+void pad_volumes_into(const float* src, int64_t volumes, const Dims3& in, const Dims3& lo, const Dims3& extent,
+                      float* out) {
+  const int64_t plane = extent[1] * extent[2], planes = volumes * extent[0];
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && planes * plane >= kParallelGrain)
+  for (int64_t i = 0; i < planes; ++i) {
+    const int64_t v = i / extent[0], d = i % extent[0] - lo[0];
+    float* dst = out + i * plane;
+    if (d < 0 || d >= in[0]) {
+      std::fill(dst, dst + plane, 0.0f);
+      continue;
+    }
+    std::fill(dst, dst + lo[1] * extent[2], 0.0f);
+    for (int64_t h = 0; h < in[1]; ++h) {
+      float* row = dst + (h + lo[1]) * extent[2];
+      const float* from = src + ((v * in[0] + d) * in[1] + h) * in[2];
+      std::fill(row, row + lo[2], 0.0f);
+      std::copy(from, from + in[2], row + lo[2]);
+      std::fill(row + lo[2] + in[2], row + extent[2], 0.0f);
+    }
+    std::fill(dst + (lo[1] + in[1]) * extent[2], dst + plane, 0.0f);
+  }
+}
+
 PaddedInput pad_volumes(const float* src, int64_t volumes, const Dims3& in, const Dims3& lo, const Dims3& extent) {
   PaddedInput out;
   out.C = volumes;  // row(0, v, d, h) is volume v's row; pad_input sets C for row(n, c, d, h)
   out.Dp = extent[0];
   out.Hp = extent[1];
   out.Wp = extent[2];
-  const int64_t plane = out.Hp * out.Wp, planes = volumes * out.Dp;
-  out.data.reset(new float[static_cast<std::size_t>(planes * plane)]);
-#pragma omp parallel for schedule(static) if (!omp_in_parallel() && planes * plane >= kParallelGrain)
-  for (int64_t i = 0; i < planes; ++i) {
-    const int64_t v = i / out.Dp, d = i % out.Dp - lo[0];
-    float* dst = out.data.get() + i * plane;
-    if (d < 0 || d >= in[0]) {
-      std::fill(dst, dst + plane, 0.0f);
-      continue;
-    }
-    std::fill(dst, dst + lo[1] * out.Wp, 0.0f);
-    for (int64_t h = 0; h < in[1]; ++h) {
-      float* row = dst + (h + lo[1]) * out.Wp;
-      const float* from = src + ((v * in[0] + d) * in[1] + h) * in[2];
-      std::fill(row, row + lo[2], 0.0f);
-      std::copy(from, from + in[2], row + lo[2]);
-      std::fill(row + lo[2] + in[2], row + out.Wp, 0.0f);
-    }
-    std::fill(dst + (lo[1] + in[1]) * out.Wp, dst + plane, 0.0f);
-  }
+  out.data.reset(new float[static_cast<std::size_t>(volumes * extent[0] * extent[1] * extent[2])]);
+  pad_volumes_into(src, volumes, in, lo, extent, out.data.get());
   return out;
 }
 
@@ -409,8 +415,14 @@ void store_plane(const Conv3dParams& p, const PlaneItem& it, const float* plane_
 // column matrix back into dx; this runs it in 0.59x the time (large scale 0.93x: dy's copy no
 // longer fits L3).
 // 4 rows x 2 vectors: 8 accumulators, up to 4 height taps' weights and a row's 2 vectors of dy
-// in AVX2's 16 registers.
+// in AVX2's 16 registers. AVX-512's 32 take 8 rows: each row of dy loaded feeds up to 4 rows of
+// sums, so that 8 rows load 11 rows per 4 taps where 4 load 7 (the stem's dgrad on one thread in
+// 0.93x the time).
+#if defined(__AVX512F__)
+constexpr int kDgradRows = 8, kDgradVectors = 2;
+#else
 constexpr int kDgradRows = 4, kDgradVectors = 2;
+#endif
 constexpr int64_t kDgradVoxels = kDgradVectors * kLanes;
 
 // One axis' phases: phase r covers input indices r, r + stride, ... (`count` of them) and reads
@@ -452,46 +464,47 @@ PaddedAxis padded_axis(const std::vector<AxisPhase>& phases, int64_t out, int64_
   return a;
 }
 
-// Filters per block: a block's dy rows (4 filters x ~4.6 KiB on the stem) stay in L1 while every
-// phase of the tile sums them.
+// Filters per block: a block's dy rows (4 filters x ~4.6 KiB on the stem, ~8.4 KiB with AVX-512's
+// 8 rows) stay in L1 or near it while every phase of the tile sums them (AVX-512: 2 filters took
+// 1.03x the time).
 constexpr int64_t kDgradFilterBlock = 4;
 
 #if defined(MED3D_SIMD)
 // A tile's accumulators, loaded from and stored to its sums [kDgradRows][kDgradVoxels].
 using DgradAcc = Vec[kDgradRows][kDgradVectors];
 [[gnu::always_inline]] inline void load_tile(const float* sums, DgradAcc& acc) {
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int j = 0; j < kDgradRows; ++j)
 #pragma GCC unroll 4
     for (int v = 0; v < kDgradVectors; ++v) acc[j][v] = simd::load(sums + j * kDgradVoxels + v * kLanes);
 }
 [[gnu::always_inline]] inline void store_tile(const DgradAcc& acc, float* sums) {
-#pragma GCC unroll 8
+#pragma GCC unroll 16
   for (int j = 0; j < kDgradRows; ++j)
 #pragma GCC unroll 4
     for (int v = 0; v < kDgradVectors; ++v) simd::store(sums + j * kDgradVoxels + v * kLanes, acc[j][v]);
 }
 #endif
 
-// sums[j][m] += sum over `filters` filters k and the phase's taps i of wk[k][i] * dy0[k * k_pitch +
-// offsets[i] + j * row_pitch + m]: one phase's tile over a block of filters.
-void dgrad_tile(const float* dy0, int64_t k_pitch, int64_t filters, const float* wk, const int64_t* offsets,
-                int64_t taps, int64_t row_pitch, float* sums) {
+// sums[j][m] += sum over `filters` filters k and `taps` of the phase's taps i of wk[k * w_pitch + i] *
+// dy0[k * k_pitch + offsets[i] + j * row_pitch + m]: one phase's tile over a block of filters.
+void dgrad_tile(const float* dy0, int64_t k_pitch, int64_t filters, const float* wk, int64_t w_pitch,
+                const int64_t* offsets, int64_t taps, int64_t row_pitch, float* sums) {
 #if defined(MED3D_SIMD)
   DgradAcc acc;
   load_tile(sums, acc);
-  for (int64_t k = 0; k < filters; ++k, dy0 += k_pitch, wk += taps)
+  for (int64_t k = 0; k < filters; ++k, dy0 += k_pitch, wk += w_pitch)
     for (int64_t i = 0; i < taps; ++i) {
       const Vec w = simd::broadcast(wk[i]);
       const float* src = dy0 + offsets[i];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
       for (int j = 0; j < kDgradRows; ++j)
 #pragma GCC unroll 4
         for (int v = 0; v < kDgradVectors; ++v) acc[j][v] = simd::fma(w, simd::load(src + j * row_pitch + v * kLanes), acc[j][v]);
     }
   store_tile(acc, sums);
 #else
-  for (int64_t k = 0; k < filters; ++k, dy0 += k_pitch, wk += taps)
+  for (int64_t k = 0; k < filters; ++k, dy0 += k_pitch, wk += w_pitch)
     for (int64_t i = 0; i < taps; ++i)
       for (int j = 0; j < kDgradRows; ++j)
         for (int64_t m = 0; m < kDgradVoxels; ++m) sums[j * kDgradVoxels + m] += wk[i] * dy0[offsets[i] + j * row_pitch + m];
@@ -499,27 +512,28 @@ void dgrad_tile(const float* dy0, int64_t k_pitch, int64_t filters, const float*
 }
 
 // dgrad_tile where the phase's height taps read consecutive rows of dy (dilation 1, the stem), TY
-// of them (offsets[i] for each (depth, width) tap pair i, at its lowest row; wk [k][i][TY]): each
+// of them (offsets[i] for each (depth, width) tap pair i, at its lowest row; wk [k * w_pitch + i * TY + t]): each
 // row of dy is loaded once for the TY output rows that read it through some height tap, not once
 // per product (the tile above, one unaligned load per multiply-add, about half of them crossing a
 // cache line, ran the stem at 0.4 of the FMA peak; on this Zen 3, 12 multiply-adds with 13 loads
 // run at 0.84 of the peak aligned and 0.56 with every other load crossing a line:
 // bench/results/2026-12-05c-cpu-2core-avx2/fma_check.cpp).
 template <int TY>
-void dgrad_tile_rows(const float* dy0, int64_t k_pitch, int64_t filters, const float* wk, const int64_t* offsets,
-                     int64_t pairs, int64_t row_pitch, float* sums) {
+void dgrad_tile_rows(const float* dy0, int64_t k_pitch, int64_t filters, const float* wk, int64_t w_pitch,
+                     const int64_t* offsets, int64_t pairs, int64_t row_pitch, float* sums) {
 #if defined(MED3D_SIMD)
   DgradAcc acc;
   load_tile(sums, acc);
   for (int64_t k = 0; k < filters; ++k, dy0 += k_pitch)
-    for (int64_t i = 0; i < pairs; ++i, wk += TY) {
+    for (int64_t i = 0; i < pairs; ++i) {
+      const float* wt = wk + k * w_pitch + i * TY;
       Vec w[TY];
 #pragma GCC unroll 4
-      for (int t = 0; t < TY; ++t) w[t] = simd::broadcast(wk[t]);
+      for (int t = 0; t < TY; ++t) w[t] = simd::broadcast(wt[t]);
       const float* src = dy0 + offsets[i];
       // Row r of dy feeds output row j through height tap t where j = r - (TY - 1 - t): tap t's
       // rows lie TY - 1 - t below the lowest.
-#pragma GCC unroll 8
+#pragma GCC unroll 16
       for (int r = 0; r < kDgradRows + TY - 1; ++r) {
         Vec d[kDgradVectors];
 #pragma GCC unroll 4
@@ -536,11 +550,11 @@ void dgrad_tile_rows(const float* dy0, int64_t k_pitch, int64_t filters, const f
   store_tile(acc, sums);
 #else
   for (int64_t k = 0; k < filters; ++k, dy0 += k_pitch)
-    for (int64_t i = 0; i < pairs; ++i, wk += TY)
+    for (int64_t i = 0; i < pairs; ++i)
       for (int t = 0; t < TY; ++t)
         for (int j = 0; j < kDgradRows; ++j)
           for (int64_t m = 0; m < kDgradVoxels; ++m)
-            sums[j * kDgradVoxels + m] += wk[t] * dy0[offsets[i] + (j + TY - 1 - t) * row_pitch + m];
+            sums[j * kDgradVoxels + m] += wk[k * w_pitch + i * TY + t] * dy0[offsets[i] + (j + TY - 1 - t) * row_pitch + m];
 #endif
 }
 
@@ -582,16 +596,15 @@ void conv3d_padded_dgrad(const Conv3dParams& p, const float* dy, const float* w,
   const std::vector<AxisPhase> px = axis_phases(p.W, p.S, p.stride[2], p.pad[2], p.dilation[2]);
   const PaddedAxis az = padded_axis(pz, p.Z, 1), ay = padded_axis(py, p.P, kDgradRows),
                    ax = padded_axis(px, p.Q, kDgradVoxels);
-  // dyp [N][K][Zp][Pp][Qp]: dy inside its zero borders.
-  const PaddedInput dyp = pad_volumes(dy, p.N * p.K, p.output_extent(), {az.lo, ay.lo, ax.lo},
-                                      {az.extent, ay.extent, ax.extent});
-  const int64_t row_pitch = ax.extent, plane = ay.extent * row_pitch, k_pitch = az.extent * plane;
+  // dyp [K][Zp][Pp][Qp] of one sample: dy inside its zero borders (a slab of its planes per thread, below).
+  const int64_t row_pitch = ax.extent, plane = ay.extent * row_pitch;
   // Per phase (rz, ry, rx): its taps in (depth, width, height) order, their offsets in dyp and
   // weights [c][k][tap]; where the height taps read consecutive rows (up to 4 of them), `rows`
   // counts them and pair_offsets holds each (depth, width) pair's offset at its lowest row.
   struct Phase {
     int64_t rz, ry, rx, taps, rows;
     Dims3 count;  // its input indices along each axis
+    int64_t per_depth_tap;  // consecutive taps (or pairs where `rows`) of one depth tap
     std::vector<int64_t> offsets, pair_offsets;
     std::vector<float> weights;
   };
@@ -604,7 +617,8 @@ void conv3d_padded_dgrad(const Conv3dParams& p, const float* dy, const float* w,
         bool consecutive = !oy.empty() && oy.size() <= 4;
         for (std::size_t j = 1; j < oy.size(); ++j) consecutive = consecutive && oy[j] == oy[j - 1] - 1;
         Phase ph{static_cast<int64_t>(a), static_cast<int64_t>(b), static_cast<int64_t>(e), 0,
-                 consecutive ? static_cast<int64_t>(oy.size()) : 0, {pz[a].count, py[b].count, px[e].count}, {}, {}, {}};
+                 consecutive ? static_cast<int64_t>(oy.size()) : 0, {pz[a].count, py[b].count, px[e].count},
+                 static_cast<int64_t>(px[e].taps.size() * (consecutive ? 1 : oy.size())), {}, {}, {}};
         std::vector<int64_t> kernel_taps;
         for (std::size_t i = 0; i < pz[a].taps.size(); ++i)
           for (std::size_t l = 0; l < px[e].taps.size(); ++l) {
@@ -630,24 +644,17 @@ void conv3d_padded_dgrad(const Conv3dParams& p, const float* dy, const float* w,
       }
   std::sort(lines.begin(), lines.end());
   lines.erase(std::unique(lines.begin(), lines.end()), lines.end());
-  // Items: (sample, channel, phase plane mz, block of rows, block of voxels), each summing all
+  // Items: (sample, phase plane mz, channel, block of rows, block of voxels), each summing all
   // phases' tiles filter block by filter block: a block's dy serves every phase from L1 (a phase
   // at a time over all filters read each filter's rows from L2 or L3: 0.4 of the FMA peak).
   const auto phase_count = static_cast<int64_t>(phases.size());
   const int64_t row_blocks = (py.front().count + kDgradRows - 1) / kDgradRows;
   const int64_t voxel_blocks = (px.front().count + kDgradVoxels - 1) / kDgradVoxels;
-  const int64_t per_channel = pz.front().count * row_blocks * voxel_blocks, items = p.N * p.C * per_channel;
   const int64_t tile = kDgradRows * kDgradVoxels;
-  std::vector<float> thread_sums(static_cast<std::size_t>(omp_get_max_threads() * phase_count * tile));
-  const int64_t macs = p.N * p.K * p.output_spatial() * p.C * p.taps();
-#pragma omp parallel for schedule(dynamic, 1) if (!omp_in_parallel() && macs > kParallelMacs)
-  for (int64_t item = 0; item < items; ++item) {
-    const int64_t n = item / (p.C * per_channel), c = item / per_channel % p.C, block = item % per_channel;
-    const int64_t mz = block / (row_blocks * voxel_blocks), my0 = block / voxel_blocks % row_blocks * kDgradRows;
-    const int64_t mx0 = block % voxel_blocks * kDgradVoxels;
-    float* sums = thread_sums.data() + omp_get_thread_num() * phase_count * tile;
+  auto sum_item = [&](const float* dyp, int64_t k_pitch, int64_t n, int64_t mz, int64_t c, int64_t my0, int64_t mx0,
+                      float* sums) {
     std::fill(sums, sums + phase_count * tile, 0.0f);
-    const float* dy0 = dyp.data.get() + n * p.K * k_pitch + mz * plane + my0 * row_pitch + mx0;
+    const float* dy0 = dyp + my0 * row_pitch + mx0;
     for (int64_t k0 = 0; k0 < p.K; k0 += kDgradFilterBlock) {
       const int64_t filters = std::min(kDgradFilterBlock, p.K - k0);
       if (k0 + filters < p.K)  // the next block's rows, fetched while this block sums
@@ -657,16 +664,28 @@ void conv3d_padded_dgrad(const Conv3dParams& p, const float* dy, const float* w,
         const Phase& ph = phases[static_cast<std::size_t>(f)];
         // (Later phases may hold one index fewer.)
         if (ph.taps == 0 || mz >= ph.count[0] || my0 >= ph.count[1] || mx0 >= ph.count[2]) continue;
+        // Depth taps [t0, t1) read planes of dy inside it for plane mz; the others read only its
+        // zero borders (the stem: 5% of the products).
+        const std::vector<int64_t>& dz = pz[static_cast<std::size_t>(ph.rz)].offs;
+        int64_t t0 = 0, t1 = 0;
+        for (std::size_t i = 0; i < dz.size(); ++i)
+          if (mz + dz[i] >= 0 && mz + dz[i] < p.Z) {
+            if (t1 == t0) t0 = static_cast<int64_t>(i);
+            t1 = static_cast<int64_t>(i) + 1;
+          }
+        if (t1 == t0) continue;
         const float* dyk = dy0 + k0 * k_pitch;
-        const float* wk = ph.weights.data() + (c * p.K + k0) * ph.taps;
+        const int64_t first = t0 * ph.per_depth_tap, count = (t1 - t0) * ph.per_depth_tap;
+        const float* wk = ph.weights.data() + (c * p.K + k0) * ph.taps + first * std::max<int64_t>(ph.rows, 1);
+        const int64_t* po = ph.pair_offsets.data() + first;
         float* phase_sums = sums + f * tile;
-        const auto pairs = static_cast<int64_t>(ph.pair_offsets.size());
         switch (ph.rows) {
-          case 1: dgrad_tile_rows<1>(dyk, k_pitch, filters, wk, ph.pair_offsets.data(), pairs, row_pitch, phase_sums); break;
-          case 2: dgrad_tile_rows<2>(dyk, k_pitch, filters, wk, ph.pair_offsets.data(), pairs, row_pitch, phase_sums); break;
-          case 3: dgrad_tile_rows<3>(dyk, k_pitch, filters, wk, ph.pair_offsets.data(), pairs, row_pitch, phase_sums); break;
-          case 4: dgrad_tile_rows<4>(dyk, k_pitch, filters, wk, ph.pair_offsets.data(), pairs, row_pitch, phase_sums); break;
-          default: dgrad_tile(dyk, k_pitch, filters, wk, ph.offsets.data(), ph.taps, row_pitch, phase_sums);
+          case 1: dgrad_tile_rows<1>(dyk, k_pitch, filters, wk, ph.taps, po, count, row_pitch, phase_sums); break;
+          case 2: dgrad_tile_rows<2>(dyk, k_pitch, filters, wk, ph.taps, po, count, row_pitch, phase_sums); break;
+          case 3: dgrad_tile_rows<3>(dyk, k_pitch, filters, wk, ph.taps, po, count, row_pitch, phase_sums); break;
+          case 4: dgrad_tile_rows<4>(dyk, k_pitch, filters, wk, ph.taps, po, count, row_pitch, phase_sums); break;
+          default:
+            dgrad_tile(dyk, k_pitch, filters, wk, ph.taps, ph.offsets.data() + first, count, row_pitch, phase_sums);
         }
       }
     }
@@ -679,6 +698,40 @@ void conv3d_padded_dgrad(const Conv3dParams& p, const float* dy, const float* w,
         const float* src = sums + f * tile + j * kDgradVoxels;
         for (int64_t m = mx0; m < std::min(ph.count[2], mx0 + kDgradVoxels); ++m) dst[m * p.stride[2]] = src[m - mx0];
       }
+    }
+  };
+  // Each thread takes an equal share of the (sample, phase plane) units in order and pads, for each
+  // sample in it, the planes of dy its units read into a slab of its own: every thread reads only
+  // what it wrote (each share's few edge planes are padded by both). Items of one padded dy on
+  // whichever thread was free took 1.10x the time on the stem with the host in its fast regime,
+  // about 1.5x in its slow one, where reading what the other thread wrote costs 7-9x more.
+  const int64_t Zc = pz.front().count, units = p.N * Zc;
+  // The planes a slab of phase planes [a, b) reads past b - a: phase plane m reads dyp's planes up to
+  // m + az.lo + the largest depth offset of any phase (one with a plane fewer may have it).
+  int64_t extra = 0;
+  for (const AxisPhase& ph : pz)
+    for (const int64_t off : ph.offs) extra = std::max(extra, az.lo + off);
+  const int64_t macs = p.N * p.K * p.output_spatial() * p.C * p.taps();
+  const int threads = !omp_in_parallel() && macs > kParallelMacs ? omp_get_max_threads() : 1;
+  const int64_t slab_planes = extra + std::min(Zc, (units + threads - 1) / threads);
+  // Uninitialized: each thread's padding writes all of what its items read (and touches its own pages first).
+  const std::unique_ptr<float[]> slabs(new float[static_cast<std::size_t>(threads * p.K * slab_planes * plane)]);
+  std::vector<float> thread_sums(static_cast<std::size_t>(threads * phase_count * tile));
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num(), T = omp_get_num_threads();
+    float* slab = slabs.get() + t * p.K * slab_planes * plane;
+    float* sums = thread_sums.data() + t * phase_count * tile;
+    for (int64_t u = units * t / T, end = units * (t + 1) / T; u < end;) {
+      const int64_t n = u / Zc, a = u % Zc, b = std::min(Zc, a + end - u), k_pitch = (extra + b - a) * plane;
+      u += b - a;
+      pad_volumes_into(dy + n * p.K * p.output_spatial(), p.K, p.output_extent(), {az.lo - a, ay.lo, ax.lo},
+                       {extra + b - a, ay.extent, ax.extent}, slab);
+      for (int64_t mz = a; mz < b; ++mz)
+        for (int64_t c = 0; c < p.C; ++c)
+          for (int64_t my0 = 0; my0 < row_blocks * kDgradRows; my0 += kDgradRows)
+            for (int64_t mx0 = 0; mx0 < voxel_blocks * kDgradVoxels; mx0 += kDgradVoxels)
+              sum_item(slab + (mz - a) * plane, k_pitch, n, mz, c, my0, mx0, sums);
     }
   }
 }

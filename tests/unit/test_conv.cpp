@@ -669,6 +669,10 @@ TEST_CASE("conv3d: the padded kernels of few-channel convs match the f64 kernels
   const Conv3dParams cases[] = {
       kernels::conv3d_params("test", {2, 1, 9, 12, 14}, {30, 1, 7, 7, 7}, {2, 2, 2}, {3, 3, 3}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {2, 1, 16, 20, 22}, {48, 1, 7, 7, 7}, {2, 2, 2}, {3, 3, 3}, {1, 1, 1}, 1),
+      // 3 samples of 5 phase planes: dgrad's two threads split the 15 (sample, plane) units inside
+      // sample 1, each padding a slab of dy that starts or ends inside a sample; the odd phase has
+      // 4 planes and reads one plane further.
+      kernels::conv3d_params("test", {3, 1, 9, 12, 14}, {30, 1, 7, 7, 7}, {2, 2, 2}, {3, 3, 3}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {1, 3, 5, 6, 7}, {8, 3, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {1, 4, 6, 7, 11}, {50, 4, 3, 3, 6}, {1, 2, 3}, {2, 1, 0}, {2, 1, 1}, 1),
       // Stride 2, dilation 2: dgrad's odd phases get no tap on any axis (their dx is 0).
