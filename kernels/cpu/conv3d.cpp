@@ -1036,7 +1036,7 @@ void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scra
       return;
     }
     if (kPaddedKernels && conv3d_padded_applies(p)) {
-      conv3d_padded_dgrad(p, dy, w, dx);
+      conv3d_padded_dgrad(p, dy, w, dx, scratch, scratch_elements);
       return;
     }
     if (plan.per_tap) {

@@ -697,6 +697,18 @@ TEST_CASE("conv3d: the padded kernels of few-channel convs match the f64 kernels
     test::require_close(y.to(DType::f64), ref[0], 1e-5, "padded y");
     test::require_close(dx.to(DType::f64), ref[1], 1e-5, "padded dx");
     test::require_close(dw.to(DType::f64), ref[2], 1e-5, "padded dw");
+    // dgrad with dy padded into the caller's scratch: from too small (its own buffer) through
+    // slabs of one or a few phase planes per chunk (the share padded and summed chunk by chunk)
+    // to room for whole shares.
+    for (const int64_t elements : {int64_t(1) << 10, int64_t(1) << 13, int64_t(1) << 15, int64_t(1) << 16,
+                                   int64_t(1) << 17, int64_t(1) << 18, int64_t(1) << 20}) {
+      INFO("scratch elements " << elements);
+      std::vector<float> scratch(static_cast<std::size_t>(elements), 7.0f);
+      Tensor dx_scratch = context.full(c.x.shape(), 7.0, DType::f32);
+      kernels::cpu::conv3d_padded_dgrad(p, c.dyf.data<float>(), c.wf.data<float>(), dx_scratch.data<float>(),
+                                        scratch.data(), elements);
+      test::require_close(dx_scratch.to(DType::f64), ref[1], 1e-5, "padded dx, dy padded in the scratch");
+    }
   }
   const Conv3dParams many_channels =
       kernels::conv3d_params("test", {1, 5, 4, 4, 4}, {3, 5, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1);

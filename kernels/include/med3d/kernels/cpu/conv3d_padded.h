@@ -13,8 +13,9 @@
 // unit-stride correlation of dy, zero-padded once, with that phase's taps.
 // x [N, C, D, H, W], w [K, C, T, R, S], y and dy [N, K, Z, P, Q] contiguous, any strides,
 // paddings and dilations, one group. fprop overwrites y, dgrad dx, wgrad dw. Each allocates its
-// own buffers (the padded input or dy, packed weights or dy, partial sums); each output element
-// is summed in a fixed order, so results are deterministic.
+// own buffers (the padded input or dy, packed weights or dy, partial sums), but dgrad's padded dy
+// goes into the caller's scratch where it fits; each output element is summed in a fixed order,
+// so results are deterministic.
 #pragma once
 
 #include "med3d/kernels/conv_params.h"
@@ -29,7 +30,10 @@ bool conv3d_padded_applies(const Conv3dParams& p);
 void conv3d_padded_fprop(const Conv3dParams& p, const float* x, const float* w, float* y);
 
 // dx = dgrad of the conv above. Overwrites dx [N, C, D, H, W]. Requires conv3d_padded_applies(p).
-void conv3d_padded_dgrad(const Conv3dParams& p, const float* dy, const float* w, float* dx);
+// Pads dy into `scratch` (overwritten) where its scratch_elements hold a thread's slab of at
+// least one plane each, else into a buffer of its own.
+void conv3d_padded_dgrad(const Conv3dParams& p, const float* dy, const float* w, float* dx, float* scratch = nullptr,
+                         int64_t scratch_elements = 0);
 
 // dw = wgrad of the conv above, summed over samples. Overwrites dw [K, C, T, R, S]. Requires
 // conv3d_padded_applies(p).
