@@ -407,8 +407,9 @@ void store_plane(const Conv3dParams& p, const PlaneItem& it, const float* plane_
 // axis input index i = stride * m + r (phase r < stride) receives output index m + off through
 // every tap t with (r + pad - t * dilation) divisible by the stride, off being the quotient: per
 // phase (rz, ry, rx) dgrad is a unit-stride correlation of dy with that phase's taps (the stem's
-// 7 taps split 4 / 3 per axis). dy is copied once with zero borders so that every tap of every
-// tile reads inside (the borders' products are wasted: 10% more than land inside on the stem); a
+// 7 taps split 4 / 3 per axis). dy is copied with zero borders (each thread the planes it reads)
+// so that every tap of every tile reads inside (the borders' products are wasted: 10% more than
+// land inside on the stem, 5% with the depth taps that read only borders skipped per plane); a
 // tile is kDgradRows rows of kDgradVoxels phase voxels, summed over filters and the phase's taps
 // in registers, then scattered into dx at the stride (a few stores per ~2700 products). The
 // vol2col GEMM it replaces ran the stem's dgrad at 0.35 of the FMA peak, scattering a 343-row

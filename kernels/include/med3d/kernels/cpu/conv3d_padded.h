@@ -10,7 +10,8 @@
 // wgrad puts the filters in the lanes as well: dy is repacked with the filters innermost, and a
 // block of consecutive width taps sums over each output plane; planes are then added up.
 // dgrad (few output channels) puts input voxels in the lanes: per stride phase of dx it is a
-// unit-stride correlation of dy, zero-padded once, with that phase's taps.
+// unit-stride correlation of dy, zero-padded (each thread the planes its share of dx reads), with
+// that phase's taps.
 // x [N, C, D, H, W], w [K, C, T, R, S], y and dy [N, K, Z, P, Q] contiguous, any strides,
 // paddings and dilations, one group. fprop overwrites y, dgrad dx, wgrad dw. Each allocates its
 // own buffers (the padded input or dy, packed weights or dy, partial sums), but dgrad's padded dy
