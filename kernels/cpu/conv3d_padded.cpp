@@ -2,6 +2,7 @@
 #include "med3d/kernels/cpu/conv3d_padded.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -50,7 +51,7 @@ constexpr int64_t kMaxChannels = 4;
 // Below this many multiply-adds one thread is faster than waking a team.
 constexpr int64_t kParallelMacs = int64_t(1) << 20;
 
-// A volume with zero borders, [N, C, Dp, Hp, Wp] (pad_volumes).
+// A volume with zero borders, [N, C, Dp, Hp, Wp] (pad_input).
 struct PaddedInput {
   std::unique_ptr<float[]> data;
   int64_t C = 0, Dp = 0, Hp = 0, Wp = 0;
@@ -60,8 +61,8 @@ struct PaddedInput {
 };
 
 // `volumes` volumes of extent `in` at src, each placed at `lo` inside zeros of extent `extent`,
-// written to out [volumes, Dp, Hp, Wp]. Plane by plane on all threads, each element written once: zeros or
-// the input. (Zero-filled whole on one thread, then copied into on one thread below
+// written to out [volumes, Dp, Hp, Wp]. Plane by plane on all threads, each element written
+// once: zeros or the input. (Zero-filled whole on one thread, then copied into on one thread below
 // kParallelMacs: ~2% of the stem's fprop, the other thread waiting.) Inside a parallel region, on
 // the calling thread. lo may be negative: the volumes' parts from -lo on.
 void pad_volumes_into(const float* src, int64_t volumes, const Dims3& in, const Dims3& lo, const Dims3& extent,
@@ -87,23 +88,16 @@ void pad_volumes_into(const float* src, int64_t volumes, const Dims3& in, const 
   }
 }
 
-PaddedInput pad_volumes(const float* src, int64_t volumes, const Dims3& in, const Dims3& lo, const Dims3& extent) {
-  PaddedInput out;
-  out.C = volumes;  // row(0, v, d, h) is volume v's row; pad_input sets C for row(n, c, d, h)
-  out.Dp = extent[0];
-  out.Hp = extent[1];
-  out.Wp = extent[2];
-  out.data.reset(new float[static_cast<std::size_t>(volumes * extent[0] * extent[1] * extent[2])]);
-  pad_volumes_into(src, volumes, in, lo, extent, out.data.get());
-  return out;
-}
-
 // The input with its padding as zeros, [N, C, Dp, Hp, Wp].
 PaddedInput pad_input(const Conv3dParams& p, const float* x) {
   const Dims3 in = p.input_extent();
-  PaddedInput padded = pad_volumes(x, p.N * p.C, in, p.pad,
-                                   {in[0] + 2 * p.pad[0], in[1] + 2 * p.pad[1], in[2] + 2 * p.pad[2]});
+  PaddedInput padded;
   padded.C = p.C;
+  padded.Dp = in[0] + 2 * p.pad[0];
+  padded.Hp = in[1] + 2 * p.pad[1];
+  padded.Wp = in[2] + 2 * p.pad[2];
+  padded.data.reset(new float[static_cast<std::size_t>(p.N * p.C * padded.Dp * padded.Hp * padded.Wp)]);
+  pad_volumes_into(x, p.N * p.C, in, p.pad, {padded.Dp, padded.Hp, padded.Wp}, padded.data.get());
   return padded;
 }
 
@@ -513,11 +507,12 @@ void dgrad_tile(const float* dy0, int64_t k_pitch, int64_t filters, const float*
 }
 
 // dgrad_tile where the phase's height taps read consecutive rows of dy (dilation 1, the stem), TY
-// of them (offsets[i] for each (depth, width) tap pair i, at its lowest row; wk [k * w_pitch + i * TY + t]): each
-// row of dy is loaded once for the TY output rows that read it through some height tap, not once
-// per product (the tile above, one unaligned load per multiply-add, about half of them crossing a
-// cache line, ran the stem at 0.4 of the FMA peak; on this Zen 3, 12 multiply-adds with 13 loads
-// run at 0.84 of the peak aligned and 0.56 with every other load crossing a line:
+// of them (offsets[i] for each (depth, width) tap pair i, at its lowest row; filter k's weight of
+// pair i's height tap t at wk[k * w_pitch + i * TY + t]): each row of dy is loaded once for the
+// TY output rows that read it through some height tap, not once per product (the tile above, one
+// unaligned load per multiply-add, about half of them crossing a cache line, ran the stem at 0.4
+// of the FMA peak; on this Zen 3, 12 multiply-adds with 13 loads run at 0.84 of the peak aligned
+// and 0.56 with every other load crossing a line:
 // bench/results/2026-12-05c-cpu-2core-avx2/fma_check.cpp).
 template <int TY>
 void dgrad_tile_rows(const float* dy0, int64_t k_pitch, int64_t filters, const float* wk, int64_t w_pitch,
@@ -558,7 +553,8 @@ void dgrad_tile_rows(const float* dy0, int64_t k_pitch, int64_t filters, const f
       for (int t = 0; t < TY; ++t)
         for (int j = 0; j < kDgradRows; ++j)
           for (int64_t m = 0; m < kDgradVoxels; ++m)
-            sums[j * kDgradVoxels + m] += wk[k * w_pitch + i * TY + t] * dy0[offsets[i] + (j + TY - 1 - t) * row_pitch + m];
+            sums[j * kDgradVoxels + m] +=
+                wk[k * w_pitch + i * TY + t] * dy0[offsets[i] + (j + TY - 1 - t) * row_pitch + m];
 #endif
 }
 
@@ -656,8 +652,24 @@ void conv3d_padded_dgrad(const Conv3dParams& p, const float* dy, const float* w,
   const int64_t row_blocks = (py.front().count + kDgradRows - 1) / kDgradRows;
   const int64_t voxel_blocks = (px.front().count + kDgradVoxels - 1) / kDgradVoxels;
   const int64_t tile = kDgradRows * kDgradVoxels;
+  // Per phase, the depth taps [first, end) that read planes of dy inside it for phase plane mz;
+  // the others read only its zero borders (the stem: 5% of the products). The same for every
+  // filter block and item of the plane.
+  using TapRange = std::array<int64_t, 2>;
+  auto live_depth_taps = [&](int64_t mz, TapRange* live) {
+    for (int64_t f = 0; f < phase_count; ++f) {
+      const std::vector<int64_t>& dz = pz[static_cast<std::size_t>(phases[static_cast<std::size_t>(f)].rz)].offs;
+      TapRange& r = live[f];
+      r = {0, 0};
+      for (std::size_t i = 0; i < dz.size(); ++i)
+        if (mz + dz[i] >= 0 && mz + dz[i] < p.Z) {
+          if (r[1] == r[0]) r[0] = static_cast<int64_t>(i);
+          r[1] = static_cast<int64_t>(i) + 1;
+        }
+    }
+  };
   auto sum_item = [&](const float* dyp, int64_t k_pitch, int64_t n, int64_t mz, int64_t c, int64_t my0, int64_t mx0,
-                      float* sums) {
+                      const TapRange* live, float* sums) {
     std::fill(sums, sums + phase_count * tile, 0.0f);
     const float* dy0 = dyp + my0 * row_pitch + mx0;
     for (int64_t k0 = 0; k0 < p.K; k0 += kDgradFilterBlock) {
@@ -668,17 +680,8 @@ void conv3d_padded_dgrad(const Conv3dParams& p, const float* dy, const float* w,
       for (int64_t f = 0; f < phase_count; ++f) {
         const Phase& ph = phases[static_cast<std::size_t>(f)];
         // (Later phases may hold one index fewer.)
-        if (ph.taps == 0 || mz >= ph.count[0] || my0 >= ph.count[1] || mx0 >= ph.count[2]) continue;
-        // Depth taps [t0, t1) read planes of dy inside it for plane mz; the others read only its
-        // zero borders (the stem: 5% of the products).
-        const std::vector<int64_t>& dz = pz[static_cast<std::size_t>(ph.rz)].offs;
-        int64_t t0 = 0, t1 = 0;
-        for (std::size_t i = 0; i < dz.size(); ++i)
-          if (mz + dz[i] >= 0 && mz + dz[i] < p.Z) {
-            if (t1 == t0) t0 = static_cast<int64_t>(i);
-            t1 = static_cast<int64_t>(i) + 1;
-          }
-        if (t1 == t0) continue;
+        const auto [t0, t1] = live[f];
+        if (ph.taps == 0 || t1 == t0 || mz >= ph.count[0] || my0 >= ph.count[1] || mx0 >= ph.count[2]) continue;
         const float* dyk = dy0 + k0 * k_pitch;
         const int64_t first = t0 * ph.per_depth_tap, count = (t1 - t0) * ph.per_depth_tap;
         const float* wk = ph.weights.data() + (c * p.K + k0) * ph.taps + first * std::max<int64_t>(ph.rows, 1);
@@ -732,22 +735,26 @@ void conv3d_padded_dgrad(const Conv3dParams& p, const float* dy, const float* w,
   if (!in_scratch) own.reset(new float[static_cast<std::size_t>(threads * slab_elements)]);
   float* const slabs = in_scratch ? scratch : own.get();
   std::vector<float> thread_sums(static_cast<std::size_t>(threads * phase_count * tile));
+  std::vector<TapRange> thread_live(static_cast<std::size_t>(threads * phase_count));
 #pragma omp parallel num_threads(threads)
   {
     const int t = omp_get_thread_num(), T = omp_get_num_threads();
     float* slab = slabs + t * slab_elements;
     float* sums = thread_sums.data() + t * phase_count * tile;
+    TapRange* live = thread_live.data() + t * phase_count;
     for (int64_t u = units * t / T, end = units * (t + 1) / T; u < end;) {
       const int64_t n = u / Zc, a = u % Zc, b = std::min({Zc, a + end - u, a + chunk});
       const int64_t k_pitch = (extra + b - a) * plane;
       u += b - a;
       pad_volumes_into(dy + n * p.K * p.output_spatial(), p.K, p.output_extent(), {az.lo - a, ay.lo, ax.lo},
                        {extra + b - a, ay.extent, ax.extent}, slab);
-      for (int64_t mz = a; mz < b; ++mz)
+      for (int64_t mz = a; mz < b; ++mz) {
+        live_depth_taps(mz, live);
         for (int64_t c = 0; c < p.C; ++c)
           for (int64_t my0 = 0; my0 < row_blocks * kDgradRows; my0 += kDgradRows)
             for (int64_t mx0 = 0; mx0 < voxel_blocks * kDgradVoxels; mx0 += kDgradVoxels)
-              sum_item(slab + (mz - a) * plane, k_pitch, n, mz, c, my0, mx0, sums);
+              sum_item(slab + (mz - a) * plane, k_pitch, n, mz, c, my0, mx0, live, sums);
+      }
     }
   }
 }
