@@ -153,6 +153,9 @@ TEST_CASE("conv_transpose3d: gradient check of x, w and b", "[conv][gradcheck]")
     gradcheck_conv_transpose3d(context, {2, 3, 5, 7, 6}, {3, 2, 2, 2, 2}, false,
                                ConvTranspose3dOptions::uniform(2));
   }
+  SECTION("kernel 3 stride 3: each output voxel gets one tap's product, three taps interleaved per row") {
+    gradcheck_conv_transpose3d(context, {1, 2, 2, 3, 2}, {2, 3, 3, 3, 3}, true, ConvTranspose3dOptions::uniform(3));
+  }
   SECTION("1x1x1 fast path") {
     gradcheck_conv_transpose3d(context, {2, 3, 5, 7, 6}, {3, 4, 1, 1, 1}, true, {});
   }
@@ -230,6 +233,8 @@ TEST_CASE("conv3d: blocked column matrices match one block", "[conv]") {
       {kernels::conv3d_params("test", {2, 4, 13, 5, 4}, {6, 2, 3, 3, 3}, {1, 1, 1}, {12, 12, 12},
                               {12, 12, 12}, 2),
        3},
+      // Kernel 2 stride 2: the taps tile x, so dgrad writes each block's voxels once.
+      {kernels::conv3d_params("test", {2, 3, 6, 8, 10}, {4, 3, 2, 2, 2}, {2, 2, 2}, {0, 0, 0}, {1, 1, 1}, 1), 8},
   };
   for (const Case& c : cases) {
     const Conv3dParams& p = c.p;
@@ -299,8 +304,9 @@ TEST_CASE("conv3d: f32 kernels (gemm_f32) match the f64 kernels (Eigen) on every
   // longer than 16 voxels that blocks of 64 start in the middle of, pointwise convs over 2 and
   // 3 samples (a sample per thread, or in turn with the GEMM split), grouped or not, over 2 x 780
   // voxels (items wider than 64 voxels, a short last one per sample, halves), y and dx of 4 MiB
-  // (streamed past the caches), and stride
-  // 2 on output lines of 11 (the AVX2 gather's chunks of 8 and their tails).
+  // (streamed past the caches), stride
+  // 2 on output lines of 11 (the AVX2 gather's chunks of 8 and their tails), and kernel 2 stride 2
+  // with groups (dgrad's taps tile dx: written, interleaved in registers, on lines of 8 + 3).
   Context context(Device::cpu(), 7);
   const Conv3dParams cases[] = {
       kernels::conv3d_params("test", {2, 5, 6, 7, 9}, {13, 5, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
@@ -317,6 +323,7 @@ TEST_CASE("conv3d: f32 kernels (gemm_f32) match the f64 kernels (Eigen) on every
       kernels::conv3d_params("test", {2, 16, 5, 12, 13}, {24, 16, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {1, 64, 16, 32, 32}, {64, 64, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {2, 6, 4, 6, 21}, {8, 6, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 6, 4, 6, 22}, {8, 3, 2, 2, 2}, {2, 2, 2}, {0, 0, 0}, {1, 1, 1}, 2),
   };
   for (const Conv3dParams& p : cases) {
     Tensor x = context.randn({p.N, p.C, p.D, p.H, p.W}, DType::f64);
