@@ -42,8 +42,8 @@ int run_conv(const CommonOptions& options) {
               "speed_vs_ref = the median over the runs of the reference's time / ours in the same pair (> 1: we are "
               "faster); ref_plain: oneDNN with NCDHW in and out, its reorders timed (as a plain-layout caller such as "
               "PyTorch runs it), paired with ours in runs of its own; packed: ours with the weights packed in advance "
-              "(conv3d_packed_weights_elements: where the direct kernels run fprop or dgrad), as oneDNN's weights are "
-              "in its format before its timing starts, paired with the reference in runs of their own (elsewhere "
+              "(conv3d_packed_weights_elements: the direct kernels' fprop and dgrad, dgrad's GEMMs), as oneDNN's "
+              "weights are in its format before its timing starts, paired with the reference in runs of their own (elsewhere "
               "nothing is packed in advance: the ours / speed_vs_ref pair)\n\n",
               options.scale.c_str(), options.runs, options.warmup);
   const double nan = std::numeric_limits<double>::quiet_NaN();
@@ -82,12 +82,13 @@ int run_conv(const CommonOptions& options) {
         else
           k::conv3d_wgrad<float>(p, x.data(), y.data(), w.data(), scratch.data(), scratch_n);
       };
-      // The same pass with the weights packed once, before the timing (fprop and dgrad on the direct kernels).
+      // The same pass with the weights packed once, before the timing (where it reads them: the direct
+      // kernels' fprop and dgrad, dgrad's GEMMs; conv3d_packed_weights_elements).
       const kernels::PackFor pack_for = kp == Pass::fprop ? kernels::PackFor::fprop : kernels::PackFor::dgrad;
       const int64_t packed_n =
           kp == Pass::wgrad ? 0 : kernels::cpu::conv3d_packed_weights_elements(p, pack_for, scratch_n);
       std::vector<float> packed(static_cast<std::size_t>(packed_n));
-      if (packed_n > 0) kernels::cpu::conv3d_direct_pack_weights(p, pack_for, w.data(), packed.data());
+      if (packed_n > 0) kernels::cpu::conv3d_pack_weights(p, pack_for, scratch_n, w.data(), packed.data());
       auto ours_packed = [&] {
         namespace k = kernels::cpu;
         if (kp == Pass::fprop)

@@ -55,7 +55,7 @@ const float* frozen_packed_weights(const Tensor& w, const kernels::Conv3dParams&
   const std::shared_ptr<PackedWeightCache> cache = w.context().state()->frozen_weights;
   if (!cache || w.dtype() != DType::f32 || !w.device().is_cpu()) return nullptr;
   // By tensor and shape (the batch size aside: the packing does not depend on it). Whether the
-  // direct kernels run the pass is decided on the first call only; an empty entry records "not".
+  // pass reads packed weights is decided on the first call only; an empty entry records "not".
   const std::array<int64_t, 24> fields = kernels::fields_but_batch(p);
   std::vector<int64_t> key{static_cast<int64_t>(w.id()), static_cast<int64_t>(pass)};
   key.insert(key.end(), fields.begin(), fields.end());
@@ -65,7 +65,8 @@ const float* frozen_packed_weights(const Tensor& w, const kernels::Conv3dParams&
     try {
       const int64_t elements = kernels::cpu::conv3d_packed_weights_elements(p, pass, scratch_elements);
       entry->second.resize(static_cast<std::size_t>(elements));
-      if (elements > 0) kernels::cpu::conv3d_direct_pack_weights(p, pass, w.data<float>(), entry->second.data());
+      if (elements > 0)
+        kernels::cpu::conv3d_pack_weights(p, pass, scratch_elements, w.data<float>(), entry->second.data());
     } catch (...) {
       cache->entries.erase(entry);  // no half-made entry for the next call
       throw;

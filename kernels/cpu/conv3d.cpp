@@ -691,9 +691,11 @@ constexpr int64_t kPointwiseBandRows = 48;
 // streamed where its depth is one GEMM block: with the data from memory DenseASPP d18/d24's
 // dgrad (8 MiB of dx) take 0.87x/0.88x the time, ResNet-50's 64 -> 256 expansion (4 MiB of y)
 // 0.83x and its 256 -> 64 dgrad 0.85x; the ResNet-50 step's best of 5 runs 0.985x.
+// With `prepacked` (A packed in advance: conv3d_pack_weights) a is not read.
 void pointwise_gemms(const GemmView& a, int64_t m, int64_t k, const float* b, int64_t b_sample, float* c,
-                     int64_t c_sample, int64_t samples, int64_t voxels) {
+                     int64_t c_sample, int64_t samples, int64_t voxels, const GemmPackedA* prepacked = nullptr) {
   if (m <= kGemmFewRows || k <= kGemmFewRows) {
+    MED3D_CHECK(prepacked == nullptr, "pointwise_gemms: few-row GEMMs read A as it is; pass no packed A");
     for_each_sample(samples, [&](int64_t n, int) {
       gemm_f32(a, gemm_rows(b + n * b_sample, voxels), c + n * c_sample, voxels, m, voxels, k, false);
     });
@@ -703,7 +705,8 @@ void pointwise_gemms(const GemmView& a, int64_t m, int64_t k, const float* b, in
   // rows per thread, packed and run over every sample by the thread that takes it, so that no
   // thread reads A packed by another (packed once and shared, every item read all of it, half from
   // the other core: 1.2x the time in the host's SLOW state; banded 0.98-1.0x the time, 0.81x in
-  // that state). Two bands per thread packed each sample's B twice as often: 1.05x.)
+  // that state). Two bands per thread packed each sample's B twice as often: 1.05x.) Packed in
+  // advance, each band is read where it lies: 0.955x the time.
   const bool parallel = !omp_in_parallel() && m * k * voxels * samples > kGemmParallelMacs;
   const GemmStore store =
       samples * m * voxels * int64_t(sizeof(float)) >= kStreamedBytes ? GemmStore::streamed : GemmStore::cached;
@@ -717,7 +720,9 @@ void pointwise_gemms(const GemmView& a, int64_t m, int64_t k, const float* b, in
       try {
         const int64_t i0 = std::min(m, granules * band / bands * kPointwiseBandRows);
         const int64_t i1 = std::min(m, granules * (band + 1) / bands * kPointwiseBandRows);
-        const GemmPackedA packed({a.data + i0 * a.row_stride, a.row_stride, a.col_stride}, i1 - i0, k);
+        const GemmPackedA packed = prepacked ? prepacked->rows(i0, i1)
+                                             : GemmPackedA({a.data + i0 * a.row_stride, a.row_stride, a.col_stride},
+                                                           i1 - i0, k);
         for (int64_t n = 0; n < samples; ++n)
           gemm_f32(packed, gemm_rows(b + n * b_sample, voxels), c + n * c_sample + i0 * voxels, voxels, voxels, false,
                    store);
@@ -729,7 +734,7 @@ void pointwise_gemms(const GemmView& a, int64_t m, int64_t k, const float* b, in
     if (failure) std::rethrow_exception(failure);
     return;
   }
-  const GemmPackedA packed(a, m, k);
+  const GemmPackedA packed = prepacked ? prepacked->rows(0, m) : GemmPackedA(a, m, k);
   const int64_t columns = pointwise_columns(samples, voxels, parallel ? threads : 1);
   const int64_t blocks = (voxels + columns - 1) / columns;
   // The last block per thread is split in two: a thread that finishes early then waits at most
@@ -953,6 +958,30 @@ void per_tap_f32(const Conv3dParams& p, const Plan& plan, const float* src, cons
   }
 }
 
+// Whether dgrad of p runs as GEMMs whose A, the weights transposed (the live taps' rows), weights
+// packed in advance can hold (conv3d_dgrad's f32 order): a single-group conv's pointwise GEMMs (a
+// 1x1x1 conv, or one whose other taps read only padding; not the few-row GEMMs, which read A as
+// it is) or its col2vol path (strided convs the direct kernels leave: the head's k2 s2 transposed
+// conv, whose forward pass this dgrad is).
+bool gemm_dgrad_packs(const Conv3dParams& p, int64_t scratch_elements, const Plan& plan) {
+  if (p.groups != 1 || winograd_fits(p, scratch_elements) || plan.per_tap) return false;
+  if (!plan.pointwise && conv3d_direct_dgrad_applies(p)) return false;
+  if (kPaddedKernels && conv3d_padded_applies(p)) return false;
+  if (plan.pointwise) return p.C > kGemmFewRows && p.K > kGemmFewRows;
+  return !dgrad_as_fprop(p);
+}
+
+// The GEMM weights of gemm_dgrad_packs: A = weights^T (plan.rows x K), the weights gathered to the
+// live taps where some are dead.
+void pack_gemm_dgrad_weights(const Conv3dParams& p, const Plan& plan, const float* w, float* dst) {
+  std::vector<float> gathered;
+  if (plan.pruned) {
+    gathered.resize(static_cast<std::size_t>(p.K * plan.rows));
+    gather_weights(p, plan, w, gathered.data());
+  }
+  GemmPackedA::pack(gemm_transposed(plan.pruned ? gathered.data() : w, plan.rows), plan.rows, p.K, dst);
+}
+
 }  // namespace
 
 int64_t conv3d_scratch_elements(const Conv3dParams& p, int64_t budget) {
@@ -965,31 +994,58 @@ int64_t conv3d_scratch_elements(const Conv3dParams& p, int64_t budget) {
   return direct ? std::max(planned, conv3d_direct_scratch_elements(p)) : planned;
 }
 
-// Whether pass `pass` of p runs on the direct kernels with this scratch (the order of
-// conv3d_fprop's and conv3d_dgrad's dispatch), so that the packed weights of
-// conv3d_direct_pack_weights apply; f64 never does. Checks that `packed` is null otherwise.
+// Where weights packed in advance go for pass `pass` of p with this scratch (the order of
+// conv3d_fprop's and conv3d_dgrad's dispatch): the direct kernels (conv3d_direct_pack_weights'
+// layout), dgrad's GEMMs (gemm_dgrad_packs), or nowhere; f64 never. Checks that `packed` is null
+// where they go nowhere.
+enum class PackedRoute { none, direct, gemm };
 template <class T>
-bool direct_takes(const char* op, const Conv3dParams& p, PackFor pass, int64_t scratch_elements, const Plan& plan,
-                  const T* packed) {
-  const bool direct = std::is_same_v<T, float> && !winograd_fits(p, scratch_elements) && !plan.pointwise &&
-                      (pass == PackFor::fprop ? conv3d_direct_fprop_applies(p) : conv3d_direct_dgrad_applies(p));
-  MED3D_CHECK(packed == nullptr || direct, op,
-              ": packed weights were passed, but this conv's pass does not run on the direct kernels (",
+PackedRoute packed_route(const char* op, const Conv3dParams& p, PackFor pass, int64_t scratch_elements,
+                         const Plan& plan, const T* packed) {
+  PackedRoute route = PackedRoute::none;
+  if (std::is_same_v<T, float> && !winograd_fits(p, scratch_elements)) {
+    if (!plan.pointwise && (pass == PackFor::fprop ? conv3d_direct_fprop_applies(p) : conv3d_direct_dgrad_applies(p)))
+      route = PackedRoute::direct;
+    else if (pass == PackFor::dgrad && gemm_dgrad_packs(p, scratch_elements, plan))
+      route = PackedRoute::gemm;
+  }
+  MED3D_CHECK(packed == nullptr || route != PackedRoute::none, op,
+              ": packed weights were passed, but this conv's pass reads no weights packed in advance (",
               std::is_same_v<T, float> ? "conv3d_packed_weights_elements is 0 for it" : "f64", "); pass null");
-  return direct;
+  return route;
 }
 
 int64_t conv3d_packed_weights_elements(const Conv3dParams& p, PackFor pass, int64_t scratch_elements) {
-  const bool direct = direct_takes<float>("conv3d_packed_weights_elements", p, pass, scratch_elements,
-                                          make_plan(p, scratch_elements), nullptr);
-  return direct ? conv3d_direct_packed_elements(p, pass) : 0;
+  const Plan plan = make_plan(p, scratch_elements);
+  switch (packed_route<float>("conv3d_packed_weights_elements", p, pass, scratch_elements, plan, nullptr)) {
+    case PackedRoute::direct: return conv3d_direct_packed_elements(p, pass);
+    case PackedRoute::gemm: return kPackedWeightsHeader + GemmPackedA::packed_elements(plan.rows, p.K);
+    case PackedRoute::none: break;
+  }
+  return 0;
+}
+
+void conv3d_pack_weights(const Conv3dParams& p, PackFor pass, int64_t scratch_elements, const float* w,
+                         float* packed) {
+  const Plan plan = checked_plan(p, scratch_elements);
+  switch (packed_route<float>("conv3d_pack_weights", p, pass, scratch_elements, plan, nullptr)) {
+    case PackedRoute::direct: return conv3d_direct_pack_weights(p, pass, w, packed);
+    case PackedRoute::gemm:
+      write_packed_weights_header(p, pass, PackedLayout::gemm, packed);
+      return pack_gemm_dgrad_weights(p, plan, w, packed + kPackedWeightsHeader);
+    case PackedRoute::none: break;
+  }
+  MED3D_CHECK(false, "conv3d_pack_weights: this conv's ", pass == PackFor::fprop ? "fprop" : "dgrad",
+              " reads no weights packed in advance with this scratch (conv3d_packed_weights_elements is 0); pass its "
+              "weights as they are");
 }
 
 template <class T>
 void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, T* y, T* scratch,
                   int64_t scratch_elements, const T* packed) {
   const Plan plan = checked_plan(p, scratch_elements);
-  const bool direct = direct_takes("conv3d_fprop", p, PackFor::fprop, scratch_elements, plan, packed);
+  const bool direct =
+      packed_route("conv3d_fprop", p, PackFor::fprop, scratch_elements, plan, packed) == PackedRoute::direct;
   const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
   const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
   if constexpr (std::is_same_v<T, float>) {
@@ -1071,7 +1127,8 @@ template <class T>
 void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scratch, int64_t scratch_elements,
                   const T* packed) {
   const Plan plan = checked_plan(p, scratch_elements);
-  const bool direct = direct_takes("conv3d_dgrad", p, PackFor::dgrad, scratch_elements, plan, packed);
+  const PackedRoute route = packed_route("conv3d_dgrad", p, PackFor::dgrad, scratch_elements, plan, packed);
+  const bool direct = route == PackedRoute::direct;
   const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
   const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
   if constexpr (std::is_same_v<T, float>) {
@@ -1114,12 +1171,41 @@ void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scra
       implicit_dgrad(p, *f, dy, w, dx);
       return;
     }
+    // Weights packed in advance (gemm_dgrad_packs: one group) are A of the GEMMs below as they lie.
+    const float* layout = packed_weights_layout("conv3d_dgrad", p, PackFor::dgrad, PackedLayout::gemm,
+                                                route == PackedRoute::gemm ? packed : nullptr);
+    const std::optional<GemmPackedA> prepacked =
+        layout ? std::optional<GemmPackedA>(GemmPackedA::view(layout, rows, Kg)) : std::nullopt;
     if (plan.pointwise) {  // as fprop
-      if (plan.pruned) gather_weights(p, plan, w, scratch);
+      if (plan.pruned && !prepacked) gather_weights(p, plan, w, scratch);
       const T* weights = plan.pruned ? scratch : w;
       for (int64_t g = 0; g < p.groups; ++g)
         pointwise_gemms(gemm_transposed(weights + g * Kg * rows, rows), Cg, Kg, dy + g * Kg * out_sp, p.K * out_sp,
-                        dx + g * Cg * in_sp, p.C * in_sp, p.N, in_sp);
+                        dx + g * Cg * in_sp, p.C * in_sp, p.N, in_sp, prepacked ? &*prepacked : nullptr);
+      return;
+    }
+    // The col2vol path: each group's A packed once for every sample and block, or read as packed in
+    // advance (the head's transposed conv: 0.96x the time, 0.90x at large scale; packed per call
+    // here, level with gemm_f32 packing it per sample), but where the GEMMs have few rows or little
+    // depth (their path reads A as it is: below).
+    if (prepacked || (rows > kGemmFewRows && Kg > kGemmFewRows)) {
+      T* col = scratch + plan.weight_elements;
+      if (plan.pruned && !prepacked) gather_weights(p, plan, w, scratch);
+      const T* weights = plan.pruned ? scratch : w;
+      std::vector<GemmPackedA> a;
+      for (int64_t g = 0; g < p.groups; ++g)
+        a.push_back(prepacked ? prepacked->rows(0, rows)
+                              : GemmPackedA(gemm_transposed(weights + g * Kg * rows, rows), rows, Kg));
+      for (int64_t n = 0; n < p.N; ++n)
+        for (int64_t g = 0; g < p.groups; ++g) {
+          T* dxg = dx + (n * p.C + g * Cg) * in_sp;
+          const T* dyg = dy + (n * p.K + g * Kg) * out_sp;
+          for (int64_t l0 = 0; l0 < lines; l0 += plan.lines_per_block) {
+            const int64_t block = std::min(plan.lines_per_block, lines - l0), cols = block * p.Q;
+            gemm_f32(a[static_cast<std::size_t>(g)], gemm_rows(dyg + l0 * p.Q, out_sp), col, cols, cols, false);
+            col2vol(p, plan, col, l0, block, dxg);
+          }
+        }
       return;
     }
   }

@@ -1210,35 +1210,6 @@ void run_direct(const DirectRun& r, const float* x, float* y, float* scratch, co
   run_lines_in_scratch(r.f, r.lines, r.live_bound, x, y, r.wl, scratch, packed);
 }
 
-// Packed weights in advance: a header of kPackedHeader floats (kPackedMagic, the pass, and a
-// fingerprint of the conv's shape, so that a buffer packed for another conv or pass is refused,
-// not read as garbage), then the layout run_direct reads. The batch size is not in the
-// fingerprint: the packing does not depend on it.
-constexpr int64_t kPackedHeader = 16;
-constexpr uint32_t kPackedMagic = 0x4d335057;  // "M3PW"
-
-std::array<uint32_t, 4> packed_header(const Conv3dParams& p, PackFor pass) {
-  uint64_t hash = 1469598103934665603ull;  // FNV-1a over the shape's fields
-  for (int64_t v : fields_but_batch(p))
-    for (int b = 0; b < 8; ++b) hash = (hash ^ (static_cast<uint64_t>(v) >> (8 * b) & 0xff)) * 1099511628211ull;
-  return {kPackedMagic, static_cast<uint32_t>(pass), static_cast<uint32_t>(hash), static_cast<uint32_t>(hash >> 32)};
-}
-
-// The layout after the header, checked against p and pass.
-const float* checked_packed(const char* op, const Conv3dParams& p, PackFor pass, const float* packed) {
-  if (packed == nullptr) return nullptr;
-  std::array<uint32_t, 4> got;
-  std::memcpy(got.data(), packed, sizeof(got));
-  const std::array<uint32_t, 4> want = packed_header(p, pass);
-  MED3D_CHECK(got == want, op, ": the packed weights were made for ",
-              got[0] != kPackedMagic ? std::string("nothing (no packed-weights header)")
-              : got[1] != want[1]    ? std::string(got[1] == 0 ? "fprop" : "dgrad")
-                                     : std::string("a conv of another shape"),
-              ", not for this conv's ", pass == PackFor::fprop ? "fprop" : "dgrad",
-              "; pack them with conv3d_direct_pack_weights for the same params and pass");
-  return packed + kPackedHeader;
-}
-
 // --- wgrad -------------------------------------------------------------------------------
 // dw[k, c, tap] = sum over samples n and voxels v of dy[n, k, v] * x[n, c, v + shift(tap)] where
 // the tap reads inside. Filters in the lanes, as on the line tiles: dy is repacked once into
@@ -1398,22 +1369,59 @@ bool conv3d_direct_dgrad_applies(const Conv3dParams& p) {
   return conv3d_direct_applies(p) || strided_dgrad_applies(p);
 }
 
+// Packed weights in advance: a header of kPackedWeightsHeader floats (kPackedMagic, the pass and
+// the layout, and a fingerprint of the conv's shape, so that a buffer packed for another conv,
+// pass or kernel is refused, not read as garbage), then the layout the kernel reads. The batch
+// size is not in the fingerprint: the packing does not depend on it.
+namespace {
+constexpr uint32_t kPackedMagic = 0x4d335057;  // "M3PW"
+
+std::array<uint32_t, 4> packed_header(const Conv3dParams& p, PackFor pass, PackedLayout layout) {
+  uint64_t hash = 1469598103934665603ull;  // FNV-1a over the shape's fields
+  for (int64_t v : fields_but_batch(p))
+    for (int b = 0; b < 8; ++b) hash = (hash ^ (static_cast<uint64_t>(v) >> (8 * b) & 0xff)) * 1099511628211ull;
+  return {kPackedMagic, static_cast<uint32_t>(pass) | static_cast<uint32_t>(layout) << 8, static_cast<uint32_t>(hash),
+          static_cast<uint32_t>(hash >> 32)};
+}
+}  // namespace
+
+void write_packed_weights_header(const Conv3dParams& p, PackFor pass, PackedLayout layout, float* packed) {
+  const std::array<uint32_t, 4> header = packed_header(p, pass, layout);
+  std::fill_n(packed, kPackedWeightsHeader, 0.0f);
+  std::memcpy(packed, header.data(), sizeof(header));
+}
+
+const float* packed_weights_layout(const char* op, const Conv3dParams& p, PackFor pass, PackedLayout layout,
+                                   const float* packed) {
+  if (packed == nullptr) return nullptr;
+  std::array<uint32_t, 4> got;
+  std::memcpy(got.data(), packed, sizeof(got));
+  const std::array<uint32_t, 4> want = packed_header(p, pass, layout);
+  const auto got_pass = static_cast<PackFor>(got[1] & 0xff);
+  MED3D_CHECK(got == want, op, ": the packed weights were made for ",
+              got[0] != kPackedMagic               ? std::string("nothing (no packed-weights header)")
+              : got_pass != pass                   ? std::string(got_pass == PackFor::fprop ? "fprop" : "dgrad")
+              : (got[1] >> 8) != (want[1] >> 8)    ? std::string("another kernel (made with another scratch size?)")
+                                                   : std::string("a conv of another shape"),
+              ", not for this conv's ", pass == PackFor::fprop ? "fprop" : "dgrad",
+              "; pack them with conv3d_pack_weights for the same params, pass and scratch size");
+  return packed + kPackedWeightsHeader;
+}
+
 int64_t conv3d_direct_packed_elements(const Conv3dParams& p, PackFor pass) {
   check_applies(p, pass);
   const DirectRun r = direct_run(p, pass, nullptr);
-  return kPackedHeader + packed_elements(r.f, r.live());
+  return kPackedWeightsHeader + packed_elements(r.f, r.live());
 }
 
 void conv3d_direct_pack_weights(const Conv3dParams& p, PackFor pass, const float* w, float* packed) {
   check_applies(p, pass);
   const DirectRun r = direct_run(p, pass, w);
-  const std::array<uint32_t, 4> header = packed_header(p, pass);
-  std::fill_n(packed, kPackedHeader, 0.0f);
-  std::memcpy(packed, header.data(), sizeof(header));
+  write_packed_weights_header(p, pass, PackedLayout::direct, packed);
   if (r.on_lines)
-    pack_lines(r.f, r.lines, r.wl, packed + kPackedHeader);
+    pack_lines(r.f, r.lines, r.wl, packed + kPackedWeightsHeader);
   else
-    pack_weights(r.f.K, r.f.C, r.tiles.live, kTileFilters, r.wl, packed + kPackedHeader);
+    pack_weights(r.f.K, r.f.C, r.tiles.live, kTileFilters, r.wl, packed + kPackedWeightsHeader);
 }
 
 int64_t conv3d_direct_scratch_elements(const Conv3dParams& p) {
@@ -1431,7 +1439,7 @@ void conv3d_direct_fprop(const Conv3dParams& p, const float* x, const float* w, 
                          int64_t scratch_elements, const float* packed) {
   check_applies(p, PackFor::fprop);
   check_scratch("conv3d_direct_fprop", p, scratch_elements);
-  const float* layout = checked_packed("conv3d_direct_fprop", p, PackFor::fprop, packed);
+  const float* layout = packed_weights_layout("conv3d_direct_fprop", p, PackFor::fprop, PackedLayout::direct, packed);
   run_direct(direct_run(p, PackFor::fprop, w), x, y, scratch, layout);
 }
 
@@ -1538,7 +1546,7 @@ void conv3d_direct_dgrad(const Conv3dParams& p, const float* dy, const float* w,
                          int64_t scratch_elements, const float* packed) {
   check_applies(p, PackFor::dgrad);
   check_scratch("conv3d_direct_dgrad", p, scratch_elements);
-  const float* layout = checked_packed("conv3d_direct_dgrad", p, PackFor::dgrad, packed);
+  const float* layout = packed_weights_layout("conv3d_direct_dgrad", p, PackFor::dgrad, PackedLayout::direct, packed);
   run_direct(direct_run(p, PackFor::dgrad, w), dy, dx, scratch, layout);
 }
 

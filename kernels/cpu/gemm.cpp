@@ -591,27 +591,70 @@ void gemm_f32(const GemmPackedA& a, const GemmView& b, float* c, int64_t ldc, in
 // Rows [0, in_place_) are read in place; depth block pc holds the panels of the other rows, each
 // kc(pc) deep: block (i0, p0) starts at p0 * (packed rows) (the blocks before it are KC deep)
 // plus (i0 - in_place_) * kc.
-GemmPackedA::GemmPackedA(const GemmView& a, int64_t m, int64_t k)
-    : a_(a), m_(m), k_(k), m_padded_((m + kMR - 1) / kMR * kMR), in_place_(a.col_stride == 1 ? m / kMR * kMR : 0) {
-  MED3D_CHECK(m >= 0 && k >= 0, "GemmPackedA: expected non-negative sizes, got m=", m, " k=", k);
-  const int64_t packed_rows = m_padded_ - in_place_;
-  data_.reset(new float[static_cast<std::size_t>(std::max<int64_t>(packed_rows * k, 1))]);
+namespace {
+// Packs rows [first, padded(m)) of A into dst in that layout.
+void pack_rows(const GemmView& a, int64_t m, int64_t k, int64_t first, float* dst) {
+  const int64_t packed_rows = (m + kMR - 1) / kMR * kMR - first;
   const int64_t panels = packed_rows / kMR, blocks = (k + kKC - 1) / kKC;
 #pragma omp parallel for collapse(2) schedule(static) if (omp_get_level() == 0 && packed_rows * k > kPackParallelGrain)
   for (int64_t block = 0; block < blocks; ++block)
     for (int64_t panel = 0; panel < panels; ++panel) {
-      const int64_t p0 = block * kKC, kc = std::min(kKC, k - p0), i0 = in_place_ + panel * kMR;
-      pack_a(a, i0, std::min(kMR, m - i0), p0, kc, data_.get() + p0 * packed_rows + (i0 - in_place_) * kc);
+      const int64_t p0 = block * kKC, kc = std::min(kKC, k - p0), i0 = first + panel * kMR;
+      pack_a(a, i0, std::min(kMR, m - i0), p0, kc, dst + p0 * packed_rows + (i0 - first) * kc);
     }
+}
+}  // namespace
+
+int64_t GemmPackedA::padded(int64_t m) { return (m + kMR - 1) / kMR * kMR; }
+
+GemmPackedA::GemmPackedA(const GemmView& a, int64_t m, int64_t k) : GemmPackedA(m, k) {
+  MED3D_CHECK(m >= 0 && k >= 0, "GemmPackedA: expected non-negative sizes, got m=", m, " k=", k);
+  a_ = a;
+  in_place_ = a.col_stride == 1 ? m / kMR * kMR : 0;
+  block_rows_ = m_padded_ - in_place_;
+  data_.reset(new float[static_cast<std::size_t>(std::max<int64_t>(block_rows_ * k, 1))]);
+  packed_ = data_.get();
+  pack_rows(a, m, k, in_place_, data_.get());
+}
+
+int64_t GemmPackedA::packed_elements(int64_t m, int64_t k) {
+  MED3D_CHECK(m >= 0 && k >= 0, "GemmPackedA: expected non-negative sizes, got m=", m, " k=", k);
+  return padded(m) * k;
+}
+
+void GemmPackedA::pack(const GemmView& a, int64_t m, int64_t k, float* dst) {
+  MED3D_CHECK(m >= 0 && k >= 0, "GemmPackedA: expected non-negative sizes, got m=", m, " k=", k);
+  pack_rows(a, m, k, 0, dst);
+}
+
+GemmPackedA GemmPackedA::view(const float* packed, int64_t m, int64_t k) {
+  MED3D_CHECK(m >= 0 && k >= 0, "GemmPackedA: expected non-negative sizes, got m=", m, " k=", k);
+  GemmPackedA v(m, k);
+  v.packed_ = packed;
+  v.block_rows_ = v.m_padded_;
+  return v;
+}
+
+GemmPackedA GemmPackedA::rows(int64_t i0, int64_t i1) const {
+  MED3D_CHECK(in_place_ == 0 && i0 % kMR == 0 && 0 <= i0 && i0 <= i1 && i1 <= m_,
+              "GemmPackedA::rows: expected rows [i0, i1) of a packed-in-advance A with i0 a multiple of ", kMR,
+              " and 0 <= i0 <= i1 <= ", m_, ", got [", i0, ", ", i1, ")");
+  GemmPackedA v(i1 - i0, k_);
+  v.packed_ = packed_;
+  v.block_rows_ = block_rows_;
+  v.first_row_ = first_row_ + i0;
+  return v;
 }
 
 const float* GemmPackedA::panels(int64_t i0, int64_t p0) const {
-  return data_.get() + p0 * (m_padded_ - in_place_) + (i0 - in_place_) * std::min(kKC, k_ - p0);
+  return packed_ + p0 * block_rows_ + (first_row_ + i0 - in_place_) * std::min(kKC, k_ - p0);
 }
 
 const float* GemmPackedA::rows_in_place(int64_t i, int64_t p0) const {
   return i < in_place_ ? a_.data + i * a_.row_stride + p0 : nullptr;
 }
+
+int64_t gemm_f32_panel_rows() { return kMR; }
 
 const char* gemm_f32_kernel() {
 #if defined(__AVX512F__)

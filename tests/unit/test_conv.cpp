@@ -921,7 +921,78 @@ TEST_CASE("conv3d: weights packed in advance give the bits of weights packed per
   REQUIRE_THROWS_WITH(k::conv3d_fprop(pointwise, c.xf.data<float>(), c.wf.data<float>(),
                                       static_cast<const float*>(nullptr), y.data<float>(), pointwise_scratch.data(),
                                       n_pointwise, static_cast<const float*>(for_dgrad.data())),
-                      Catch::Contains("does not run on the direct kernels"));
+                      Catch::Contains("reads no weights packed in advance"));
+}
+
+TEST_CASE("conv3d: dgrad's GEMM weights packed in advance give the bits of weights packed per call", "[conv]") {
+  // conv3d_pack_weights packs dgrad's A (the weights transposed) where it runs as GEMMs: pointwise
+  // convs in bands of rows per thread (640 dx channels over 64 voxels) and in column items, one
+  // whose other taps read only padding (dilation 24: the centre tap's weights gathered first), and
+  // the col2vol path of a k2 s2 conv (the head's transposed conv) in blocks of lines. Same bits,
+  // the weights unread (NaN), on 1 and 3 threads, and on a batch of another size.
+  Context context(Device::cpu(), 5);
+  const Conv3dParams cases[] = {
+      kernels::conv3d_params("test", {1, 640, 4, 4, 4}, {48, 640, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 40, 3, 9, 11}, {24, 40, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 24, 3, 4, 5}, {16, 24, 3, 3, 3}, {1, 1, 1}, {24, 24, 24}, {24, 24, 24}, 1),
+      kernels::conv3d_params("test", {2, 20, 6, 8, 10}, {24, 20, 2, 2, 2}, {2, 2, 2}, {0, 0, 0}, {1, 1, 1}, 1),
+  };
+  namespace k = kernels::cpu;
+  for (const Conv3dParams& p : cases) {
+    INFO("C " << p.C << " K " << p.K << " kernel " << p.T << " stride " << p.stride[0]);
+    const ConvCase c = conv_case(context, p);
+    // The k2 s2 conv's col2vol path in blocks of 5 lines (a partial last one), the others whole.
+    const int64_t n_scratch = p.T == 2 ? p.C * p.taps() * p.Q * 5 : k::conv3d_scratch_elements(p);
+    std::vector<float> scratch(static_cast<std::size_t>(std::max<int64_t>(n_scratch, 1)), -1.0f);
+    const int64_t n_packed = k::conv3d_packed_weights_elements(p, kernels::PackFor::dgrad, n_scratch);
+    REQUIRE(n_packed > kernels::cpu::kPackedWeightsHeader);
+    REQUIRE(k::conv3d_packed_weights_elements(p, kernels::PackFor::fprop, n_scratch) == 0);
+    std::vector<float> packed(static_cast<std::size_t>(n_packed), -1.0f);
+    k::conv3d_pack_weights(p, kernels::PackFor::dgrad, n_scratch, c.wf.data<float>(), packed.data());
+    const Tensor nan_w = context.full(c.w.shape(), std::nan(""), DType::f32);
+    auto run = [&](const Conv3dParams& q, const Tensor& w, const float* with, int threads) {
+      Tensor dx = context.full({q.N, q.C, q.D, q.H, q.W}, 7.0, DType::f32);
+      test::with_threads(threads, [&] {
+        k::conv3d_dgrad(q, c.dyf.data<float>(), w.data<float>(), dx.data<float>(), scratch.data(), n_scratch, with);
+      });
+      return dx.to_vector<float>();
+    };
+    const std::vector<float> per_call = run(p, c.wf, nullptr, 3);
+    test::require_close(context.from_vector(c.x.shape(), per_call).to(DType::f64), c.ref[1], 1e-5, "per call");
+    for (const int threads : {1, 3}) CHECK(run(p, nan_w, packed.data(), threads) == per_call);
+    Conv3dParams one = p;
+    one.N = 1;
+    const std::vector<float> first(per_call.begin(), per_call.begin() + static_cast<std::ptrdiff_t>(per_call.size()) / p.N);
+    CHECK(run(one, nan_w, packed.data(), 3) == first);
+    // Packed for dgrad, the fprop refuses them.
+    Tensor y = context.full(c.dy.shape(), 7.0, DType::f32);
+    REQUIRE_THROWS_WITH(k::conv3d_fprop(p, c.xf.data<float>(), c.wf.data<float>(), static_cast<const float*>(nullptr),
+                                        y.data<float>(), scratch.data(), n_scratch,
+                                        static_cast<const float*>(packed.data())),
+                        Catch::Contains("reads no weights packed in advance"));
+  }
+  // The kernel depends on the scratch: a k2 s2 conv padded by 2 (most products read padding) runs
+  // per-tap GEMMs (which pack per tap) with room for them, and the col2vol path with a scratch of
+  // one line, where weights packed for it are read; a copy packed for one is refused by the other.
+  const Conv3dParams sparse =
+      kernels::conv3d_params("test", {1, 16, 5, 5, 5}, {16, 16, 2, 2, 2}, {2, 2, 2}, {2, 2, 2}, {1, 1, 1}, 1);
+  const int64_t n_full = k::conv3d_scratch_elements(sparse), n_line = k::conv3d_scratch_elements(sparse, 1);
+  REQUIRE(k::conv3d_packed_weights_elements(sparse, kernels::PackFor::dgrad, n_full) == 0);
+  const int64_t n_packed = k::conv3d_packed_weights_elements(sparse, kernels::PackFor::dgrad, n_line);
+  REQUIRE(n_packed > 0);
+  const ConvCase c = conv_case(context, sparse);
+  std::vector<float> packed(static_cast<std::size_t>(n_packed));
+  k::conv3d_pack_weights(sparse, kernels::PackFor::dgrad, n_line, c.wf.data<float>(), packed.data());
+  std::vector<float> scratch(static_cast<std::size_t>(n_full));
+  Tensor dx = context.full(c.x.shape(), 7.0, DType::f32);
+  auto dgrad = [&](int64_t n_scratch, const float* with) {
+    k::conv3d_dgrad(sparse, c.dyf.data<float>(), c.wf.data<float>(), dx.data<float>(), scratch.data(), n_scratch, with);
+  };
+  REQUIRE_THROWS_WITH(dgrad(n_full, packed.data()), Catch::Contains("reads no weights packed in advance"));
+  REQUIRE_THROWS_WITH(k::conv3d_pack_weights(sparse, kernels::PackFor::dgrad, n_full, c.wf.data<float>(), packed.data()),
+                      Catch::Contains("conv3d_pack_weights: this conv's dgrad reads no weights packed in advance"));
+  dgrad(n_line, packed.data());
+  test::require_close(dx.to(DType::f64), c.ref[1], 1e-5, "packed, one line of scratch");
 }
 
 TEST_CASE("conv3d: inside FrozenWeights each weight is packed once and that copy runs", "[conv]") {

@@ -175,13 +175,29 @@ TEST_CASE("gemm_f32: a B source and a packed A give the bits of the stored matri
         const GemmPackedA pa(a.view, s.m, s.k);
         gemm_f32(pa, source, packed.data(), s.n, s.n, false);
         gemm_f32(pa, b.view, packed_stored.data(), s.n, s.n, false);
+        // Packed in advance, read through a view, and in bands of rows (panel-aligned starts) from it.
+        std::vector<float> ahead(static_cast<std::size_t>(GemmPackedA::packed_elements(s.m, s.k)));
+        GemmPackedA::pack(a.view, s.m, s.k, ahead.data());
+        std::vector<float> viewed = stored, banded(stored.size(), -1.0f);
+        gemm_f32(GemmPackedA::view(ahead.data(), s.m, s.k), b.view, viewed.data(), s.n, s.n, false);
+        const int64_t panel = med3d::kernels::cpu::gemm_f32_panel_rows();
+        for (int64_t i0 = 0; i0 < s.m; i0 += 3 * panel) {
+          const int64_t i1 = std::min(s.m, i0 + 3 * panel);
+          gemm_f32(GemmPackedA::view(ahead.data(), s.m, s.k).rows(i0, i1), b.view, banded.data() + i0 * s.n, s.n, s.n,
+                   false);
+        }
         omp_set_num_threads(previous);
         INFO("m " << s.m << " n " << s.n << " k " << s.k << " transposed (A, the source) " << transposed << " threads " << threads);
         CHECK(sourced == stored);
         CHECK(packed == stored);
         CHECK(packed_stored == stored);
+        CHECK(viewed == stored);
+        CHECK(banded == stored);
       }
       CHECK(fills > 0);
     }
   }
+  // Bands must start on a panel.
+  std::vector<float> ahead(static_cast<std::size_t>(GemmPackedA::packed_elements(20, 5)));
+  REQUIRE_THROWS_WITH(GemmPackedA::view(ahead.data(), 20, 5).rows(1, 20), Catch::Contains("a multiple of"));
 }

@@ -86,8 +86,8 @@ class NoGrad {
 };
 
 // Promises that no weight changes for its lifetime, as in inference over many windows, where the
-// same weights run forward again and again: the CPU conv ops then pack each f32 weight once for
-// the direct kernels (kernels/cpu/conv3d.h, conv3d_packed_weights_elements) and reuse that copy,
+// same weights run forward again and again: the CPU conv ops then pack each f32 weight once where
+// their kernel reads it packed (kernels/cpu/conv3d.h, conv3d_packed_weights_elements) and reuse that copy,
 // where they otherwise pack it at every call. The copies are freed when the outermost scope ends.
 // A weight changed inside the scope keeps its old packed copy: change weights outside it.
 class FrozenWeights {

@@ -54,15 +54,24 @@ inline constexpr int64_t kConvScratchBudget = int64_t(1) << 23;
 int64_t conv3d_scratch_elements(const Conv3dParams& p, int64_t budget = kConvScratchBudget);
 
 // Weights packed once for a pass run many times with the same weights (inference over many
-// windows; a benchmark timing the kernel alone): where pass `pass` of p runs on the direct kernels
-// with this scratch, the floats of conv3d_direct_pack_weights' buffer (conv3d_direct.h), which
-// fprop or dgrad then reads instead of packing w at every call; else 0 (that pass's kernel reads
-// w as it is, or packs it in a way not kept between calls: pass null).
+// windows; a benchmark timing the kernel alone): where pass `pass` of p with this scratch reads
+// weights packed in advance, the floats of conv3d_pack_weights' buffer, which fprop or dgrad then
+// reads instead of packing w at every call; else 0 (that pass's kernel reads w as it is, or packs
+// it in a way not kept between calls: pass null). They are read by the direct kernels' fprop and
+// dgrad (conv3d_direct.h) and by the dgrad GEMMs of single-group pointwise convs (not those of 4
+// or fewer channels or filters) and of strided convs the direct kernels leave (the col2vol path:
+// the head's k2 s2 transposed conv, whose forward pass is this dgrad).
 int64_t conv3d_packed_weights_elements(const Conv3dParams& p, PackFor pass, int64_t scratch_elements);
 
+// Overwrites `packed` (conv3d_packed_weights_elements(p, pass, scratch_elements) floats, which
+// must not be 0) with w [K, C/groups, T, R, S] packed for pass `pass` of p with that scratch. The
+// packed copy does not follow later changes to w: pack again.
+void conv3d_pack_weights(const Conv3dParams& p, PackFor pass, int64_t scratch_elements, const float* w,
+                         float* packed);
+
 // y = conv(x, w) + bias (bias may be null). Overwrites y. `packed`: null, or w packed for fprop
-// (see conv3d_packed_weights_elements; packed for another shape or pass, or passed where the
-// direct kernels do not run, throws).
+// with this scratch size (conv3d_pack_weights; packed for another shape, pass or kernel, or passed
+// where the pass reads no packed weights, throws).
 template <class T>
 void conv3d_fprop(const Conv3dParams& p, const T* x, const T* w, const T* bias, T* y, T* scratch,
                   int64_t scratch_elements, const T* packed = nullptr);

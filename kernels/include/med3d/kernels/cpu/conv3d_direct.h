@@ -74,6 +74,18 @@ int64_t conv3d_direct_packed_elements(const Conv3dParams& p, PackFor pass);
 // packed for that pass. The packed copy does not follow later changes to w: pack again.
 void conv3d_direct_pack_weights(const Conv3dParams& p, PackFor pass, const float* w, float* packed);
 
+// Every buffer of weights packed in advance (conv3d_direct_pack_weights, conv3d_pack_weights of
+// conv3d.h) opens with this many floats: a tag of the conv's shape (not its batch size), the pass
+// and the kernel whose layout follows.
+inline constexpr int64_t kPackedWeightsHeader = 16;
+enum class PackedLayout : uint32_t { direct = 0, gemm = 1 };
+// Overwrites packed[0, kPackedWeightsHeader) with that tag.
+void write_packed_weights_header(const Conv3dParams& p, PackFor pass, PackedLayout layout, float* packed);
+// The layout after the header (null for null), or throws med3d::Error naming op where the tag is
+// not this conv's, pass's and layout's (or there is none).
+const float* packed_weights_layout(const char* op, const Conv3dParams& p, PackFor pass, PackedLayout layout,
+                                   const float* packed);
+
 // y = conv(x, w) without bias. Overwrites y [N, K, Z, P, Q] and the scratch. Requires
 // conv3d_direct_fprop_applies(p). With `packed` (conv3d_direct_pack_weights for p and fprop) the
 // weights are read from it and w is not read; a buffer packed for another shape or pass throws.

@@ -48,9 +48,20 @@ struct GemmSource {
 // from its rows as well as from a packed panel, and no thread waits for a packing (1x1x1
 // bottleneck fprop on 2 threads: 0.97x the time; level on one). It then refers to A's storage,
 // which must outlive it. Other A are packed into panels, the packing spread over the threads.
+// Or packed in advance (pack: every row, none read in place) into a buffer kept between calls
+// (conv weights packed once for many passes), which a view then reads where it lies.
 class GemmPackedA {
  public:
   GemmPackedA(const GemmView& a, int64_t m, int64_t k);
+  // Floats of pack's layout for an m x k A, and the packing into dst (that many floats).
+  static int64_t packed_elements(int64_t m, int64_t k);
+  static void pack(const GemmView& a, int64_t m, int64_t k, float* dst);
+  // A view of A as pack laid it out in `packed` (which must outlive it); gives the bits of
+  // GemmPackedA(a, m, k).
+  static GemmPackedA view(const float* packed, int64_t m, int64_t k);
+  // Rows [i0, i1) of a packed-in-advance A as an A of their own, i0 a multiple of
+  // gemm_f32_panel_rows() (a view: this A's storage must outlive it).
+  GemmPackedA rows(int64_t i0, int64_t i1) const;
   int64_t rows() const { return m_; }
   int64_t depth() const { return k_; }
   // The panels of rows [i0, ...) for depth block [p0, p0 + KC); i0 a multiple of the panel height.
@@ -60,10 +71,19 @@ class GemmPackedA {
   int64_t row_pitch() const { return a_.row_stride; }
 
  private:
+  GemmPackedA(int64_t m, int64_t k) : m_(m), k_(k), m_padded_(padded(m)) {}
+  static int64_t padded(int64_t m);
   GemmView a_;
-  int64_t m_, k_, m_padded_, in_place_;
-  std::unique_ptr<float[]> data_;  // not value-initialised: the packing writes every element
+  int64_t m_, k_, m_padded_, in_place_ = 0;
+  std::unique_ptr<float[]> data_;  // owned packing, not value-initialised: the packing writes every element
+  // The packed panels: depth block p0 of the packed rows at packed_ + p0 * block_rows_ (its panels
+  // kc(p0) deep), this A's first packed row first_row_ rows into it.
+  const float* packed_ = nullptr;
+  int64_t block_rows_ = 0, first_row_ = 0;
 };
+
+// Rows per packed panel of A in this build (8, 6 or 4): GemmPackedA::rows splits at multiples.
+int64_t gemm_f32_panel_rows();
 
 // gemm_f32 with at most kGemmFewRows rows of C, or that deep, and a stored B with contiguous rows
 // streams B without packing it (a packed A has no such path); below kGemmParallelMacs
