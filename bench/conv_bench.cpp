@@ -59,8 +59,8 @@ int run_conv(const CommonOptions& options) {
               "faster); ref_plain: oneDNN with NCDHW in and out, its reorders timed (as a plain-layout caller such as "
               "PyTorch runs it), paired with ours in runs of its own; packed: ours with the weights packed in advance "
               "(conv3d_packed_weights_elements: the direct kernels' fprop and dgrad, dgrad's GEMMs), as oneDNN's "
-              "weights are in its format before its timing starts, paired with the reference in runs of their own (elsewhere "
-              "nothing is packed in advance: the ours / speed_vs_ref pair)\n\n",
+              "weights are in its format before its timing starts, paired with the reference in runs of their own "
+              "(elsewhere nothing is packed in advance: the ours / speed_vs_ref pair)\n\n",
               options.scale.c_str(), options.runs, options.warmup);
   const double nan = std::numeric_limits<double>::quiet_NaN();
   Report report({{"layer"},

@@ -472,7 +472,8 @@ void write_tiled_line(const Conv3dParams& p, const T* rows, int64_t cols, int64_
           for (; q < p.Q; q += 8) {
             const int n = static_cast<int>(std::min<int64_t>(8, p.Q - q));
             const __mmask16 in_mask = static_cast<__mmask16>((1u << n) - 1);
-            const __m512 even = _mm512_maskz_loadu_ps(in_mask, src + q), odd = _mm512_maskz_loadu_ps(in_mask, src + cols + q);
+            const __m512 even = _mm512_maskz_loadu_ps(in_mask, src + q);
+            const __m512 odd = _mm512_maskz_loadu_ps(in_mask, src + cols + q);
             _mm512_mask_storeu_ps(dst + 2 * q, static_cast<__mmask16>((1u << (2 * n)) - 1),
                                   _mm512_permutex2var_ps(even, pairs, odd));
           }

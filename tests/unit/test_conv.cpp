@@ -962,7 +962,8 @@ TEST_CASE("conv3d: dgrad's GEMM weights packed in advance give the bits of weigh
     for (const int threads : {1, 3}) CHECK(run(p, nan_w, packed.data(), threads) == per_call);
     Conv3dParams one = p;
     one.N = 1;
-    const std::vector<float> first(per_call.begin(), per_call.begin() + static_cast<std::ptrdiff_t>(per_call.size()) / p.N);
+    const auto per_sample = static_cast<std::ptrdiff_t>(per_call.size()) / p.N;
+    const std::vector<float> first(per_call.begin(), per_call.begin() + per_sample);
     CHECK(run(one, nan_w, packed.data(), 3) == first);
     // Packed for dgrad, the fprop refuses them.
     Tensor y = context.full(c.dy.shape(), 7.0, DType::f32);
@@ -989,7 +990,8 @@ TEST_CASE("conv3d: dgrad's GEMM weights packed in advance give the bits of weigh
     k::conv3d_dgrad(sparse, c.dyf.data<float>(), c.wf.data<float>(), dx.data<float>(), scratch.data(), n_scratch, with);
   };
   REQUIRE_THROWS_WITH(dgrad(n_full, packed.data()), Catch::Contains("reads no weights packed in advance"));
-  REQUIRE_THROWS_WITH(k::conv3d_pack_weights(sparse, kernels::PackFor::dgrad, n_full, c.wf.data<float>(), packed.data()),
+  REQUIRE_THROWS_WITH(
+      k::conv3d_pack_weights(sparse, kernels::PackFor::dgrad, n_full, c.wf.data<float>(), packed.data()),
                       Catch::Contains("conv3d_pack_weights: this conv's dgrad reads no weights packed in advance"));
   dgrad(n_line, packed.data());
   test::require_close(dx.to(DType::f64), c.ref[1], 1e-5, "packed, one line of scratch");
