@@ -11,6 +11,7 @@
 
 #include "med3d/kernels/cpu_loops.h"
 #include "med3d/kernels/upsample.h"
+#include "simd.h"
 
 namespace med3d::kernels::cpu {
 
@@ -139,6 +140,10 @@ void upsample_trilinear3d_forward(const UpsampleGeometry& g, const T* x, T* y, T
   const int64_t dout = g.out[0], ho = g.out[1], wo = g.out[2];
   const int64_t in_rows = di * hi, out_rows = dout * ho;  // per plane
   const bool w_doubles = doubles(taps[2], wi);
+  // A y of kStreamedBytes or more (x2 upsampling of a 2x32x16x32x32 map: 32 MiB) is written with
+  // non-temporal stores: no read for ownership of lines it overwrites whole (med3d-bench ops: 0.83x
+  // the time, 6 of 8 rounds).
+  [[maybe_unused]] const bool stream = g.planes * out_rows * wo * int64_t(sizeof(T)) >= kStreamedBytes;
   for_each_plane(g, g.planes * out_rows * wo, [&](int64_t p) {
     const T* xp = x + p * in_rows * wi;
     T* ws = workspace + p * in_rows * wo;
@@ -162,17 +167,40 @@ void upsample_trilinear3d_forward(const UpsampleGeometry& g, const T* x, T* y, T
         wr[ow] = linear_blend(tw, xr[tw.i0], xr[tw.i1]);
       }
     }
-#pragma omp parallel for if (rows_in_parallel(out_rows * wo)) schedule(static)
-    for (int64_t r = 0; r < out_rows; ++r) {  // one row = one (od, oh)
-      const LinearTap<T>& td = taps[0][r / ho];
-      const LinearTap<T>& th = taps[1][r % ho];
-      const T* r00 = ws + (td.i0 * hi + th.i0) * wo;
-      const T* r01 = ws + (td.i0 * hi + th.i1) * wo;
-      const T* r10 = ws + (td.i1 * hi + th.i0) * wo;
-      const T* r11 = ws + (td.i1 * hi + th.i1) * wo;
-      T* yr = yp + r * wo;
+#pragma omp parallel if (rows_in_parallel(out_rows * wo))
+    {
+#pragma omp for schedule(static) nowait
+      for (int64_t r = 0; r < out_rows; ++r) {  // one row = one (od, oh)
+        const LinearTap<T>& td = taps[0][r / ho];
+        const LinearTap<T>& th = taps[1][r % ho];
+        const T* r00 = ws + (td.i0 * hi + th.i0) * wo;
+        const T* r01 = ws + (td.i0 * hi + th.i1) * wo;
+        const T* r10 = ws + (td.i1 * hi + th.i0) * wo;
+        const T* r11 = ws + (td.i1 * hi + th.i1) * wo;
+        T* yr = yp + r * wo;
+        int64_t ow = 0;
+#if defined(MED3D_SIMD)
+        if constexpr (std::is_same_v<T, float>) {
+          if (stream) {
+            // The same products and sums as bilinear_blend, in its order.
+            for (; ow < wo && reinterpret_cast<uintptr_t>(yr + ow) % 64 != 0; ++ow)
+              yr[ow] = bilinear_blend(td, th, r00[ow], r01[ow], r10[ow], r11[ow]);
+            const simd::Vec d0 = simd::broadcast(td.w0), d1 = simd::broadcast(td.w1);
+            const simd::Vec h0 = simd::broadcast(th.w0), h1 = simd::broadcast(th.w1);
+            for (; ow + simd::kLanes <= wo; ow += simd::kLanes) {
+              const simd::Vec near = simd::add(simd::mul(h0, simd::load(r00 + ow)), simd::mul(h1, simd::load(r01 + ow)));
+              const simd::Vec far = simd::add(simd::mul(h0, simd::load(r10 + ow)), simd::mul(h1, simd::load(r11 + ow)));
+              simd::store_streaming(yr + ow, simd::add(simd::mul(d0, near), simd::mul(d1, far)));
+            }
+          }
+        }
+#endif
 #pragma omp simd
-      for (int64_t ow = 0; ow < wo; ++ow) yr[ow] = bilinear_blend(td, th, r00[ow], r01[ow], r10[ow], r11[ow]);
+        for (int64_t i = ow; i < wo; ++i) yr[i] = bilinear_blend(td, th, r00[i], r01[i], r10[i], r11[i]);
+      }
+#if defined(MED3D_SIMD)
+      if (stream) _mm_sfence();  // this thread's streamed rows visible before the region ends
+#endif
     }
   });
 }

@@ -1,6 +1,10 @@
 #include <omp.h>
 
+#include <random>
 #include <string>
+#include <vector>
+
+#include "med3d/kernels/cpu/upsample.h"
 
 #include "test_util.h"
 
@@ -173,6 +177,45 @@ TEST_CASE("upsample: results do not depend on the thread count", "[upsample]") {
     };
     REQUIRE(run(1) == run(2));
   }
+}
+
+TEST_CASE("upsample: outputs of 4 MiB and more, streamed past the caches, are exact", "[upsample]") {
+  // The trilinear forward writes a y of 4 MiB or more with non-temporal stores (vector builds), in
+  // the order of the scalar blend: 32 planes of 8x16x32 doubled (4 MiB, planes across the threads)
+  // must give the bits of each plane alone (128 KiB, cached stores), with y one float past a 64-byte
+  // line (rows start mid-line); one plane of 32x64x35 to 64x128x70 (4.4 MiB, its rows across the
+  // threads, rows of 70 with a vector tail) the same bits on 1 and 3 threads, close to f64.
+  namespace k = kernels::cpu;
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  auto run = [](const k::UpsampleGeometry& g, const std::vector<float>& x, int threads, int64_t skew) {
+    std::vector<float> y(static_cast<std::size_t>(g.planes * g.out[0] * g.out[1] * g.out[2] + 16));
+    float* at = y.data() + (16 - reinterpret_cast<uintptr_t>(y.data()) % 64 / 4) % 16 + skew;
+    std::vector<float> workspace(static_cast<std::size_t>(k::upsample_trilinear3d_workspace(g)));
+    test::with_threads(threads, [&] { k::upsample_trilinear3d_forward(g, x.data(), at, workspace.data()); });
+    return std::vector<float>(at, at + g.planes * g.out[0] * g.out[1] * g.out[2]);
+  };
+  k::UpsampleGeometry many{32, {8, 16, 32}, {16, 32, 64}, {2, 2, 2}, false};
+  std::vector<float> x(static_cast<std::size_t>(32 * 8 * 16 * 32));
+  for (float& v : x) v = uniform(rng);
+  const std::vector<float> all = run(many, x, 2, 1);
+  k::UpsampleGeometry one = many;
+  one.planes = 1;
+  const int64_t in_plane = 8 * 16 * 32, out_plane = 16 * 32 * 64;
+  for (int64_t p = 0; p < many.planes; ++p) {
+    const std::vector<float> plane(x.begin() + p * in_plane, x.begin() + (p + 1) * in_plane);
+    INFO("plane " << p);
+    REQUIRE(run(one, plane, 2, 0) == std::vector<float>(all.begin() + p * out_plane, all.begin() + (p + 1) * out_plane));
+  }
+  const k::UpsampleGeometry wide{1, {32, 64, 35}, {64, 128, 70}, {2, 2, 2}, false};
+  std::vector<float> xw(static_cast<std::size_t>(32 * 64 * 35));
+  for (float& v : xw) v = uniform(rng);
+  const std::vector<float> three = run(wide, xw, 3, 0);
+  REQUIRE(run(wide, xw, 1, 3) == three);
+  const std::vector<double> xd(xw.begin(), xw.end());
+  std::vector<double> yd(three.size()), wd(static_cast<std::size_t>(k::upsample_trilinear3d_workspace(wide)));
+  k::upsample_trilinear3d_forward(wide, xd.data(), yd.data(), wd.data());
+  for (std::size_t i = 0; i < yd.size(); i += 97) REQUIRE(std::abs(three[i] - yd[i]) < 1e-5);
 }
 
 TEST_CASE("upsample: bad arguments give clear errors", "[upsample]") {
