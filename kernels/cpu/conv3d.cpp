@@ -1186,9 +1186,10 @@ void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scra
       return;
     }
     // The col2vol path: each group's A packed once for every sample and block, or read as packed in
-    // advance (the head's transposed conv: 0.96x the time, 0.90x at large scale; packed per call
-    // here, level with gemm_f32 packing it per sample), but where the GEMMs have few rows or little
-    // depth (their path reads A as it is: below).
+    // advance (the head's transposed conv: 0.96x the time, 0.90x at large scale). Packed per call
+    // here, it is level with gemm_f32 packing it per sample, but in a process whose allocator maps
+    // large blocks afresh (a bare C++ caller) 0.64x the time: fewer fresh pages. Not where the
+    // GEMMs have few rows or little depth (their path reads A as it is: below).
     if (prepacked || (rows > kGemmFewRows && Kg > kGemmFewRows)) {
       T* col = scratch + plan.weight_elements;
       if (plan.pruned && !prepacked) gather_weights(p, plan, w, scratch);
