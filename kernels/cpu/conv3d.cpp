@@ -959,17 +959,28 @@ void per_tap_f32(const Conv3dParams& p, const Plan& plan, const float* src, cons
   }
 }
 
+// The kernel conv3d_dgrad runs in f32 with this scratch, in its order: the Winograd kernels, the
+// direct kernels, the padded kernels, the per-tap GEMMs, the implicit fprop of dy (unit strides),
+// the pointwise GEMMs, or GEMMs into the column matrix and col2vol.
+enum class DgradPath { winograd, direct, padded, per_tap, implicit, pointwise, col };
+DgradPath f32_dgrad_path(const Conv3dParams& p, int64_t scratch_elements, const Plan& plan) {
+  if (winograd_fits(p, scratch_elements)) return DgradPath::winograd;
+  if (!plan.pointwise && conv3d_direct_dgrad_applies(p)) return DgradPath::direct;
+  if (kPaddedKernels && conv3d_padded_applies(p)) return DgradPath::padded;
+  if (plan.per_tap) return DgradPath::per_tap;
+  if (plan.pointwise) return DgradPath::pointwise;
+  return dgrad_as_fprop(p) ? DgradPath::implicit : DgradPath::col;
+}
+
 // Whether dgrad of p runs as GEMMs whose A, the weights transposed (the live taps' rows), weights
-// packed in advance can hold (conv3d_dgrad's f32 order): a single-group conv's pointwise GEMMs (a
-// 1x1x1 conv, or one whose other taps read only padding; not the few-row GEMMs, which read A as
-// it is) or its col2vol path (strided convs the direct kernels leave: the head's k2 s2 transposed
-// conv, whose forward pass this dgrad is).
-bool gemm_dgrad_packs(const Conv3dParams& p, int64_t scratch_elements, const Plan& plan) {
-  if (p.groups != 1 || winograd_fits(p, scratch_elements) || plan.per_tap) return false;
-  if (!plan.pointwise && conv3d_direct_dgrad_applies(p)) return false;
-  if (kPaddedKernels && conv3d_padded_applies(p)) return false;
-  if (plan.pointwise) return p.C > kGemmFewRows && p.K > kGemmFewRows;
-  return !dgrad_as_fprop(p);
+// packed in advance can hold: a single-group conv's pointwise GEMMs (a 1x1x1 conv, or one whose
+// other taps read only padding; not the few-row GEMMs, which read A as it is) or its col2vol path
+// (strided convs the direct kernels leave: the head's k2 s2 transposed conv, whose forward pass
+// this dgrad is).
+bool gemm_dgrad_packs(const Conv3dParams& p, DgradPath path) {
+  if (p.groups != 1) return false;
+  if (path == DgradPath::pointwise) return p.C > kGemmFewRows && p.K > kGemmFewRows;
+  return path == DgradPath::col;
 }
 
 // The GEMM weights of gemm_dgrad_packs: A = weights^T (plan.rows x K), the weights gathered to the
@@ -1004,11 +1015,13 @@ template <class T>
 PackedRoute packed_route(const char* op, const Conv3dParams& p, PackFor pass, int64_t scratch_elements,
                          const Plan& plan, const T* packed) {
   PackedRoute route = PackedRoute::none;
-  if (std::is_same_v<T, float> && !winograd_fits(p, scratch_elements)) {
-    if (!plan.pointwise && (pass == PackFor::fprop ? conv3d_direct_fprop_applies(p) : conv3d_direct_dgrad_applies(p)))
+  if (std::is_same_v<T, float> && pass == PackFor::fprop) {
+    if (!winograd_fits(p, scratch_elements) && !plan.pointwise && conv3d_direct_fprop_applies(p))
       route = PackedRoute::direct;
-    else if (pass == PackFor::dgrad && gemm_dgrad_packs(p, scratch_elements, plan))
-      route = PackedRoute::gemm;
+  } else if (std::is_same_v<T, float>) {
+    const DgradPath path = f32_dgrad_path(p, scratch_elements, plan);
+    if (path == DgradPath::direct) route = PackedRoute::direct;
+    if (gemm_dgrad_packs(p, path)) route = PackedRoute::gemm;
   }
   MED3D_CHECK(packed == nullptr || route != PackedRoute::none, op,
               ": packed weights were passed, but this conv's pass reads no weights packed in advance (",
@@ -1129,47 +1142,28 @@ void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scra
                   const T* packed) {
   const Plan plan = checked_plan(p, scratch_elements);
   const PackedRoute route = packed_route("conv3d_dgrad", p, PackFor::dgrad, scratch_elements, plan, packed);
-  const bool direct = route == PackedRoute::direct;
   const int64_t Cg = p.channels_per_group(), Kg = p.filters_per_group(), rows = plan.rows;
   const int64_t in_sp = p.input_spatial(), out_sp = p.output_spatial(), lines = p.Z * p.P;
   if constexpr (std::is_same_v<T, float>) {
-    if (winograd_fits(p, scratch_elements)) {
+    const DgradPath path = f32_dgrad_path(p, scratch_elements, plan);
+    if (path == DgradPath::winograd) {
       conv3d_winograd_dgrad(p, dy, w, dx, scratch, scratch_elements);
       return;
     }
-    if (direct) {
+    if (path == DgradPath::direct) {
       conv3d_direct_dgrad(p, dy, w, dx, scratch, scratch_elements, packed);
       return;
     }
-    if (kPaddedKernels && conv3d_padded_applies(p)) {
+    if (path == DgradPath::padded) {
       conv3d_padded_dgrad(p, dy, w, dx, scratch, scratch_elements);
       return;
     }
-    if (plan.per_tap) {
+    if (path == DgradPath::per_tap) {
       per_tap_f32(p, plan, dy, w, dx, per_tap_buffers(p, plan, scratch), true);
       return;
     }
-  }
-  if (plan.per_tap) {
-    const PerTapBuffers<T> b = per_tap_buffers(p, plan, scratch);
-    gather_tap_weights(p, plan, w, b.weights);
-    for (int64_t n = 0; n < p.N; ++n) {
-      const T* dyn = dy + n * p.K * out_sp;
-      T* dxn = dx + n * p.C * in_sp;
-      std::fill(dxn, dxn + p.C * in_sp, T(0));
-      for_box_chunks(plan, [&](std::size_t l, int64_t z0, int64_t z1) {
-        const TapBox& box = plan.boxes[l];
-        const int64_t voxels = (z1 - z0) * box.plane_voxels();
-        gather_output_box(p, box, z0, z1, p.K, dyn, b.in);
-        gemm({b.tap_weights(l), p.C, true}, {b.in, voxels}, b.out, voxels, p.C, voxels, p.K, false);
-        add_input_box(p, box, z0, z1, p.C, b.out, dxn);
-      });
-    }
-    return;
-  }
-  if constexpr (std::is_same_v<T, float>) {
-    if (const std::optional<Conv3dParams> f = dgrad_as_fprop(p); f && !plan.pointwise) {
-      implicit_dgrad(p, *f, dy, w, dx);
+    if (path == DgradPath::implicit) {
+      implicit_dgrad(p, *dgrad_as_fprop(p), dy, w, dx);
       return;
     }
     // Weights packed in advance (gemm_dgrad_packs: one group) are A of the GEMMs below as they lie.
@@ -1177,7 +1171,7 @@ void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scra
                                                 route == PackedRoute::gemm ? packed : nullptr);
     const std::optional<GemmPackedA> prepacked =
         layout ? std::optional<GemmPackedA>(GemmPackedA::view(layout, rows, Kg)) : std::nullopt;
-    if (plan.pointwise) {  // as fprop
+    if (path == DgradPath::pointwise) {  // as fprop
       if (plan.pruned && !prepacked) gather_weights(p, plan, w, scratch);
       const T* weights = plan.pruned ? scratch : w;
       for (int64_t g = 0; g < p.groups; ++g)
@@ -1210,6 +1204,23 @@ void conv3d_dgrad(const Conv3dParams& p, const T* dy, const T* w, T* dx, T* scra
         }
       return;
     }
+  }
+  if (plan.per_tap) {
+    const PerTapBuffers<T> b = per_tap_buffers(p, plan, scratch);
+    gather_tap_weights(p, plan, w, b.weights);
+    for (int64_t n = 0; n < p.N; ++n) {
+      const T* dyn = dy + n * p.K * out_sp;
+      T* dxn = dx + n * p.C * in_sp;
+      std::fill(dxn, dxn + p.C * in_sp, T(0));
+      for_box_chunks(plan, [&](std::size_t l, int64_t z0, int64_t z1) {
+        const TapBox& box = plan.boxes[l];
+        const int64_t voxels = (z1 - z0) * box.plane_voxels();
+        gather_output_box(p, box, z0, z1, p.K, dyn, b.in);
+        gemm({b.tap_weights(l), p.C, true}, {b.in, voxels}, b.out, voxels, p.C, voxels, p.K, false);
+        add_input_box(p, box, z0, z1, p.C, b.out, dxn);
+      });
+    }
+    return;
   }
   T* col = scratch + plan.weight_elements;
   if (plan.pruned) gather_weights(p, plan, w, scratch);

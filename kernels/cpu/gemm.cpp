@@ -592,9 +592,15 @@ void gemm_f32(const GemmPackedA& a, const GemmView& b, float* c, int64_t ldc, in
 // kc(pc) deep: block (i0, p0) starts at p0 * (packed rows) (the blocks before it are KC deep)
 // plus (i0 - in_place_) * kc.
 namespace {
-// Packs rows [first, padded(m)) of A into dst in that layout.
+int64_t padded_rows(int64_t m) { return (m + kMR - 1) / kMR * kMR; }
+
+void check_sizes(int64_t m, int64_t k) {
+  MED3D_CHECK(m >= 0 && k >= 0, "GemmPackedA: expected non-negative sizes, got m=", m, " k=", k);
+}
+
+// Packs rows [first, padded_rows(m)) of A into dst in that layout.
 void pack_rows(const GemmView& a, int64_t m, int64_t k, int64_t first, float* dst) {
-  const int64_t packed_rows = (m + kMR - 1) / kMR * kMR - first;
+  const int64_t packed_rows = padded_rows(m) - first;
   const int64_t panels = packed_rows / kMR, blocks = (k + kKC - 1) / kKC;
 #pragma omp parallel for collapse(2) schedule(static) if (omp_get_level() == 0 && packed_rows * k > kPackParallelGrain)
   for (int64_t block = 0; block < blocks; ++block)
@@ -605,10 +611,9 @@ void pack_rows(const GemmView& a, int64_t m, int64_t k, int64_t first, float* ds
 }
 }  // namespace
 
-int64_t GemmPackedA::padded(int64_t m) { return (m + kMR - 1) / kMR * kMR; }
+GemmPackedA::GemmPackedA(int64_t m, int64_t k) : m_(m), k_(k), m_padded_(padded_rows(m)) { check_sizes(m, k); }
 
 GemmPackedA::GemmPackedA(const GemmView& a, int64_t m, int64_t k) : GemmPackedA(m, k) {
-  MED3D_CHECK(m >= 0 && k >= 0, "GemmPackedA: expected non-negative sizes, got m=", m, " k=", k);
   a_ = a;
   in_place_ = a.col_stride == 1 ? m / kMR * kMR : 0;
   block_rows_ = m_padded_ - in_place_;
@@ -618,17 +623,16 @@ GemmPackedA::GemmPackedA(const GemmView& a, int64_t m, int64_t k) : GemmPackedA(
 }
 
 int64_t GemmPackedA::packed_elements(int64_t m, int64_t k) {
-  MED3D_CHECK(m >= 0 && k >= 0, "GemmPackedA: expected non-negative sizes, got m=", m, " k=", k);
-  return padded(m) * k;
+  check_sizes(m, k);
+  return padded_rows(m) * k;
 }
 
 void GemmPackedA::pack(const GemmView& a, int64_t m, int64_t k, float* dst) {
-  MED3D_CHECK(m >= 0 && k >= 0, "GemmPackedA: expected non-negative sizes, got m=", m, " k=", k);
+  check_sizes(m, k);
   pack_rows(a, m, k, 0, dst);
 }
 
 GemmPackedA GemmPackedA::view(const float* packed, int64_t m, int64_t k) {
-  MED3D_CHECK(m >= 0 && k >= 0, "GemmPackedA: expected non-negative sizes, got m=", m, " k=", k);
   GemmPackedA v(m, k);
   v.packed_ = packed;
   v.block_rows_ = v.m_padded_;

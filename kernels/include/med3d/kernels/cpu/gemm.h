@@ -71,8 +71,7 @@ class GemmPackedA {
   int64_t row_pitch() const { return a_.row_stride; }
 
  private:
-  GemmPackedA(int64_t m, int64_t k) : m_(m), k_(k), m_padded_(padded(m)) {}
-  static int64_t padded(int64_t m);
+  GemmPackedA(int64_t m, int64_t k);  // checks the sizes; no rows yet
   GemmView a_;
   int64_t m_, k_, m_padded_, in_place_ = 0;
   std::unique_ptr<float[]> data_;  // owned packing, not value-initialised: the packing writes every element
