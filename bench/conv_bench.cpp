@@ -11,6 +11,7 @@
 #include "flops.h"
 #include "med3d/kernels/cpu/conv3d.h"
 #include "med3d/kernels/cpu/conv3d_direct.h"
+#include "med3d/kernels/cpu/conv3d_padded.h"
 #include "onednn_ref.h"
 
 namespace med3d::bench {
@@ -60,7 +61,10 @@ int run_conv(const CommonOptions& options) {
               "PyTorch runs it), paired with ours in runs of its own; packed: ours with the weights packed in advance "
               "(conv3d_packed_weights_elements: the direct kernels' fprop and dgrad, dgrad's GEMMs), as oneDNN's "
               "weights are in its format before its timing starts, paired with the reference in runs of their own "
-              "(elsewhere nothing is packed in advance: the ours / speed_vs_ref pair)\n\n",
+              "(elsewhere nothing is packed in advance: the ours / speed_vs_ref pair); native: ours in our own "
+              "formats as oneDNN runs in its own, the weights packed and, where the line tiles run the pass "
+              "(conv3d_direct_grouped_applies), the activations in channel groups of 8 (elsewhere the packed "
+              "pair)\n\n",
               options.scale.c_str(), options.runs, options.warmup);
   const double nan = std::numeric_limits<double>::quiet_NaN();
   Report report({{"layer"},
@@ -77,7 +81,9 @@ int run_conv(const CommonOptions& options) {
                  {"ref_plain_ms", 3},
                  {"speed_vs_ref_plain", 2},
                  {"ours_packed_ms", 3},
-                 {"speed_vs_ref_packed", 2}});
+                 {"speed_vs_ref_packed", 2},
+                 {"ours_native_ms", 3},
+                 {"speed_vs_ref_native", 2}});
   nlohmann::json geometry = nlohmann::json::array();
   for (const ConvLayer& layer : med3d_conv_table(options.scale, options.quick)) {
     if (!selected(options, layer.name)) continue;
@@ -112,12 +118,43 @@ int run_conv(const CommonOptions& options) {
         else
           k::conv3d_dgrad<float>(p, y.data(), w.data(), x.data(), scratch.data(), scratch_n, packed.data());
       };
+      // The same pass in our own activation layout (as oneDNN's blocked formats, no conversion timed): the input
+      // and output in channel groups, with the weights packed for the direct kernels. Only where the
+      // dispatcher runs the direct kernels on the line tiles (not Winograd's 3x3x3 same convs), and the padded
+      // kernels' fprop.
+      namespace k = kernels::cpu;
+      // The padded kernels (the stem's fprop) write their output in the groups too; their input stays NCDHW, as
+      // oneDNN keeps a single channel's.
+      const bool padded = kp == Pass::fprop && k::conv3d_padded_applies(p);
+      const bool grouped = padded || (packed_n > 0 && k::conv3d_direct_grouped_applies(p, pack_for));
+      const int64_t in_c = kp == Pass::fprop ? p.C : p.K, out_c = kp == Pass::fprop ? p.K : p.C;
+      const int64_t in_v = kp == Pass::fprop ? p.input_spatial() : p.output_spatial();
+      const int64_t out_v = kp == Pass::fprop ? p.output_spatial() : p.input_spatial();
+      Floats grouped_in, grouped_out, direct_packed;
+      if (grouped) {
+        grouped_in = padded ? x : pattern(k::conv3d_grouped_elements(p.N, in_c, in_v));
+        grouped_out = pattern(k::conv3d_grouped_elements(p.N, out_c, out_v));
+        if (!padded) {
+          direct_packed.resize(static_cast<std::size_t>(k::conv3d_direct_packed_elements(p, pack_for)));
+          k::conv3d_direct_pack_weights(p, pack_for, w.data(), direct_packed.data());
+        }
+      }
+      auto ours_grouped = [&] {
+        if (padded)
+          k::conv3d_padded_fprop_grouped(p, grouped_in.data(), w.data(), grouped_out.data());
+        else if (kp == Pass::fprop)
+          k::conv3d_direct_fprop_grouped(p, grouped_in.data(), direct_packed.data(), grouped_out.data());
+        else
+          k::conv3d_direct_dgrad_grouped(p, grouped_in.data(), direct_packed.data(), grouped_out.data());
+      };
       Timing t;
+      double native_ms = nan, native_speed = nan;
       double ref_ms = nan, ref_min_ms = nan, speed = nan, plain_ms = nan, plain_speed = nan;
       double packed_ms = nan, packed_speed = nan;
       if (reference.empty()) {
         t = time_runs(ours, options.warmup, options.runs);
         packed_ms = 1e3 * (packed_n > 0 ? time_runs(ours_packed, options.warmup, options.runs) : t).median_s;
+        native_ms = grouped ? 1e3 * time_runs(ours_grouped, options.warmup, options.runs).median_s : packed_ms;
       } else {
         const Alternating both = time_alternating(ours, onednn_conv(p, kp, OnednnLayout::blocked), options.warmup,
                                                   options.runs);
@@ -132,11 +169,17 @@ int run_conv(const CommonOptions& options) {
                                                            options.warmup, options.runs);
           packed_ms = 1e3 * with_packed.a.median_s, packed_speed = with_packed.b_over_a;
         }
+        native_ms = packed_ms, native_speed = packed_speed;
+        if (grouped) {
+          const Alternating native = time_alternating(ours_grouped, onednn_conv(p, kp, OnednnLayout::blocked),
+                                                      options.warmup, options.runs);
+          native_ms = 1e3 * native.a.median_s, native_speed = native.b_over_a;
+        }
       }
       report.add({layer.name, std::string(pass_name(pass, layer.transposed)), describe(layer), 1e3 * t.median_s,
                   1e3 * t.min_s, nominal / t.median_s / 1e9, effective / t.median_s / 1e9,
                   effective / t.median_s / 1e9 / machine.fma_gflops, ref_ms, ref_min_ms, speed, plain_ms, plain_speed,
-                  packed_ms, packed_speed});
+                  packed_ms, packed_speed, native_ms, native_speed});
       geometry.push_back({{"N", layer.N}, {"C", layer.C}, {"D", layer.D}, {"H", layer.H}, {"W", layer.W},
                           {"K", layer.K}, {"kernel", layer.kernel}, {"stride", layer.stride},
                           {"pad", layer.pad}, {"dilation", layer.dilation}, {"transposed", layer.transposed},

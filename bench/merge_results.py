@@ -78,15 +78,20 @@ def main():
                   'effective GFLOP/s and % of peak are from our minimum.', '',
                   '"plain paired" is the same against oneDNN on NCDHW in and out, its reorders timed; '
                   '"packed paired" against oneDNN in its formats with our weights packed in advance too '
-                  '(where the direct kernels run fprop or dgrad; elsewhere the "paired" value).', '',
+                  '(where the direct kernels run fprop or dgrad; elsewhere the "paired" value); "native paired" with '
+                  'ours in our own formats as well: the weights packed and, where the line tiles run the pass, the '
+                  'activations in channel groups of 8, no conversion timed on either side (elsewhere the "packed '
+                  'paired" value).', '',
                   '| layer | pass | shape | ours ms | oneDNN ms | PyTorch ms | ours eff GFLOP/s | % FMA peak '
-                  '| vs oneDNN | paired | plain paired | packed paired | vs PyTorch |', '|' + '---|' * 13]
+                  '| vs oneDNN | paired | plain paired | packed paired | native paired | vs PyTorch |',
+                  '|' + '---|' * 14]
         o_ms, o_min = best(ours, 'ours_ms'), best(ours, 'ours_min_ms')
         r_ms, r_min = best(ours, 'ref_ms'), best(ours, 'ref_min_ms')
         t_ms, t_min = best(torch, 'torch_ms'), best(torch, 'torch_min_ms')
         r_paired = best(ours, 'speed_vs_ref', statistics.median)
         plain = best(ours, 'speed_vs_ref_plain', statistics.median)  # None in results from before it
         packed = best(ours, 'speed_vs_ref_packed', statistics.median)  # likewise
+        native = best(ours, 'speed_vs_ref_native', statistics.median)  # likewise
         ratio = lambda a, b: a / b if a is not None and b else None
         rows, vs_ref, vs_torch, vs_ref_min, vs_torch_min = [], [], [], [], []
         for i, row in enumerate(ours[0]['rows']):
@@ -98,13 +103,13 @@ def main():
             lines.append(f"| {row['layer']} | {row['pass']} | {row['shape']} | {fmt(o_ms[i], 2)} / {fmt(o_min[i], 2)} | "
                          f"{fmt(r_ms[i], 2)} / {fmt(r_min[i], 2)} | {fmt(t_ms[i], 2)} / {fmt(t_min[i], 2)} | {eff:.1f} | "
                          f"{100 * eff / m['fma_peak_gflops']:.0f}% | {fmt(rr)} / {fmt(rm)} | {fmt(r_paired[i])} | "
-                         f"{fmt(plain[i])} | {fmt(packed[i])} | {fmt(tr)} / {fmt(tm)} |")
+                         f"{fmt(plain[i])} | {fmt(packed[i])} | {fmt(native[i])} | {fmt(tr)} / {fmt(tm)} |")
             rows.append({'layer': row['layer'], 'pass': row['pass'], 'shape': row['shape'], 'ours_ms': o_ms[i],
                          'ours_min_ms': o_min[i], 'ours_effective_gflops_at_min': eff, 'onednn_ms': r_ms[i],
                          'onednn_min_ms': r_min[i], 'torch_ms': t_ms[i], 'torch_min_ms': t_min[i],
                          'speed_vs_onednn': rr, 'speed_vs_onednn_min': rm,
                          'speed_vs_onednn_paired': r_paired[i], 'speed_vs_onednn_plain_paired': plain[i],
-                         'speed_vs_onednn_packed_paired': packed[i],
+                         'speed_vs_onednn_packed_paired': packed[i], 'speed_vs_onednn_native_paired': native[i],
                          'speed_vs_torch': tr,
                          'speed_vs_torch_min': tm})
         lines += ['', f"Geometric mean speed (medians / minima): vs oneDNN {fmt(geomean(vs_ref))} / "
@@ -114,7 +119,9 @@ def main():
                   f"{sum(1 for v in r_paired if v is not None and v < 0.9)} paired, "
                   f"{sum(1 for v in plain if v is not None and v < 0.9)} paired against plain-layout oneDNN "
                   f"(geometric mean {fmt(geomean(plain))}), {sum(1 for v in packed if v is not None and v < 0.9)} "
-                  f"paired with our weights packed in advance (geometric mean {fmt(geomean(packed))}).", '']
+                  f"paired with our weights packed in advance (geometric mean {fmt(geomean(packed))}), "
+                  f"{sum(1 for v in native if v is not None and v < 0.9)} paired with ours in our own formats "
+                  f"(geometric mean {fmt(geomean(native))}).", '']
         merged['conv'] = {'machine': m, 'rows': rows}
     if have('ops-ours') and have('ops-torch'):
         ours = [load(f'{a.dir}/ops-ours-{r}.json') for r in rounds]

@@ -462,7 +462,8 @@ constexpr int64_t kLinePackPerThread = int64_t(1) << 17;
 // faster, the 16 x 4 tail panel 55%). Paired against one channel per line: layer1 fprop/dgrad
 // 0.95x/0.94x the time, DenseASPP d3 0.94x/0.96x (large-scale fprop 0.89x), layer2 fprop 0.98x,
 // the 8-voxel lines of layers 3-4 level.
-constexpr int64_t kChannelGroup = 8;
+constexpr int64_t kChannelGroup = kConv3dChannelGroup;
+static_assert(kChannelGroup == 8, "the copies transpose 8 x 8 blocks");
 
 // Channels per register sum: 128, not kSumDepth, so that a tile's input lines for a block
 // (128 x 64 bytes) and the tap's weights (128 x 64) stay in L1 together (layers 3-4 and the
@@ -481,6 +482,7 @@ bool row_sums(int64_t S, int64_t channels) {
 // odd number of 64-byte lines between groups (at 4 KiB strides the groups the kernel reads in
 // turn all fall into one L1 set), and the copy's floats.
 int64_t grouped_pitch(const Conv3dParams& f) { return odd_lines_pitch(f.input_spatial() * kChannelGroup); }
+int64_t output_group_pitch(const Conv3dParams& f) { return odd_lines_pitch(f.output_spatial() * kChannelGroup); }
 // (Plus 16 floats of room to start it on a cache line.)
 int64_t grouped_elements(const Conv3dParams& f) {
   return f.N * ((f.C + kChannelGroup - 1) / kChannelGroup) * grouped_pitch(f) + 16;
@@ -492,6 +494,47 @@ int64_t grouped_elements(const Conv3dParams& f) {
 // the data from memory (layer1 at 1x64x16x32x32, 4 MiB: 1.03-1.05x).
 bool grouped_in_scratch(const Conv3dParams& f) {
   return line_tiles(f) && grouped_elements(f) * int64_t(sizeof(float)) >= (int64_t(32) << 20);
+}
+
+// x [N, C, V] into channel groups `pitch` floats apart (channels past C in the last group and the
+// floats past V * 8 set to 0), on all threads from kParallelGrain floats (on one thread the copy
+// left the others waiting: layer1's 1 MiB input, ~2% of its fprop).
+void group_channels(int64_t N, int64_t C, int64_t V, int64_t pitch, const float* x, float* grouped) {
+  const int64_t groups = (C + kChannelGroup - 1) / kChannelGroup, rows = N * groups;
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && rows * pitch >= kParallelGrain)
+  for (int64_t row = 0; row < rows; ++row) {
+    const int64_t n = row / groups, c0 = row % groups * kChannelGroup, channels = std::min(kChannelGroup, C - c0);
+    const float* src = x + (n * C + c0) * V;
+    float* dst = grouped + row * pitch;
+    int64_t v = 0;
+#if defined(MED3D_SIMD)
+    if (channels == kChannelGroup)
+      for (; v + kChannelGroup <= V; v += kChannelGroup)
+        simd::transpose8_block(src + v, V, dst + v * kChannelGroup, kChannelGroup);
+#endif
+    for (; v < V; ++v)
+      for (int64_t c = 0; c < kChannelGroup; ++c) dst[v * kChannelGroup + c] = c < channels ? src[c * V + v] : 0.0f;
+    std::fill(dst + V * kChannelGroup, dst + pitch, 0.0f);
+  }
+}
+
+// The inverse: x [N, C, V] from the groups.
+void ungroup_channels(int64_t N, int64_t C, int64_t V, int64_t pitch, const float* grouped, float* x) {
+  const int64_t groups = (C + kChannelGroup - 1) / kChannelGroup, rows = N * groups;
+#pragma omp parallel for schedule(static) if (!omp_in_parallel() && rows * pitch >= kParallelGrain)
+  for (int64_t row = 0; row < rows; ++row) {
+    const int64_t n = row / groups, c0 = row % groups * kChannelGroup, channels = std::min(kChannelGroup, C - c0);
+    const float* src = grouped + row * pitch;
+    float* dst = x + (n * C + c0) * V;
+    int64_t v = 0;
+#if defined(MED3D_SIMD)
+    if (channels == kChannelGroup)
+      for (; v + kChannelGroup <= V; v += kChannelGroup)
+        simd::transpose8_block(src + v * kChannelGroup, kChannelGroup, dst + v, V);
+#endif
+    for (; v < V; ++v)
+      for (int64_t c = 0; c < channels; ++c) dst[c * V + v] = src[v * kChannelGroup + c];
+  }
 }
 
 struct Lines {
@@ -629,6 +672,44 @@ Lines make_lines(const Conv3dParams& p) {
                             conv_axis(p.P, p.H, p.R, p.stride[1], p.pad[1], p.dilation[1]),
                             conv_axis(p.Q, p.W, p.S, p.stride[2], p.pad[2], p.dilation[2])};
   return make_lines(axes, p.C);
+}
+
+// The sums [tile][voxel][filter] of tiles [t0, t1) into y in channel groups (y at the panel's
+// first group, groups out_pitch apart): filter k of voxel v at y[k / 8 * out_pitch + v * 8 + k % 8],
+// a tile's voxels out_step apart; the panel's filters past `rows` in its last group written as 0.
+// A group's 8 voxels of a tile are 4 whole cache lines at step 1 (streamed from 4 MiB of y, as the
+// NCDHW stores): no transpose.
+void store_grouped(const Lines& lines, const float (*sums)[kLineVoxels][kLineFilters], int64_t t0, int64_t t1,
+                   float* y, int rows, int64_t out_pitch, [[maybe_unused]] bool stream) {
+  const int groups = (rows + kChannelGroup - 1) / kChannelGroup, full = rows / kChannelGroup;
+#if defined(MED3D_SIMD)
+  const bool streamed = stream && reinterpret_cast<uintptr_t>(y) % 32 == 0;
+#endif
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t v0 = lines.v0[static_cast<std::size_t>(t)];
+    const int n = lines.voxels[static_cast<std::size_t>(t)];
+    for (int g = 0; g < groups; ++g)
+      for (int j = 0; j < n; ++j) {
+        const float* src = sums[t - t0][j] + g * kChannelGroup;
+        float* dst = y + g * out_pitch + (v0 + j * lines.out_step) * kChannelGroup;
+        if (g == full) {  // the last group, partly past `rows`
+          for (int c = 0; c < kChannelGroup; ++c) dst[c] = g * kChannelGroup + c < rows ? src[c] : 0.0f;
+          continue;
+        }
+#if defined(MED3D_SIMD)
+        const __m256 value = _mm256_load_ps(src);
+        if (streamed)
+          _mm256_stream_ps(dst, value);
+        else
+          _mm256_storeu_ps(dst, value);
+#else
+        std::copy_n(src, kChannelGroup, dst);
+#endif
+      }
+  }
+#if defined(MED3D_SIMD)
+  if (streamed) _mm_sfence();
+#endif
 }
 
 // One tile: y[k, v0 + j] = sum over channels and the tile's taps of wp[c, tap, k] * x[c, v0 + j +
@@ -789,7 +870,7 @@ inline __mmask16 every_other_lane(unsigned bits) {
 template <int NV, int SX>
 void line_kernel(const float* x, int64_t C, int64_t group_pitch, int64_t V, const Lines& lines, int64_t t0, int64_t t1,
                  const float* wp, int mr, int64_t tap_pitch, int64_t live, int64_t block, float* y, int rows,
-                 [[maybe_unused]] bool stream) {
+                 [[maybe_unused]] bool stream, int64_t out_pitch) {
   using namespace simd;
   alignas(64) float sums[kLineChunk][kLineVoxels][kLineFilters];
   std::fill_n(&sums[0][0][0], (t1 - t0) * kLineVoxels * kLineFilters, 0.0f);
@@ -846,6 +927,7 @@ void line_kernel(const float* x, int64_t C, int64_t group_pitch, int64_t V, cons
       }
     }
   }
+  if (out_pitch > 0) return store_grouped(lines, sums, t0, t1, y, rows, out_pitch, stream);
   // sums [voxel][filter] -> y [filter][voxel], the tile's voxels out_step apart (a strided
   // dgrad's width classes).
   const int64_t step = lines.out_step;
@@ -899,30 +981,33 @@ void line_kernel(const float* x, int64_t C, int64_t group_pitch, int64_t V, cons
 template <int SX>
 void line_kernel_rows(const float* x, int64_t C, int64_t group_pitch, int64_t V, const Lines& lines, int64_t t0,
                       int64_t t1, const float* wp, int mr, int64_t tap_pitch, int64_t live, int64_t block, float* y,
-                      int rows, bool stream) {
+                      int rows, bool stream, int64_t out_pitch) {
   switch ((rows + simd::kLanes - 1) / simd::kLanes) {
     case 1:
-      return line_kernel<1, SX>(x, C, group_pitch, V, lines, t0, t1, wp, mr, tap_pitch, live, block, y, rows, stream);
+      return line_kernel<1, SX>(x, C, group_pitch, V, lines, t0, t1, wp, mr, tap_pitch, live, block, y, rows, stream,
+                                out_pitch);
 #if !defined(__AVX512F__)
     case 2:
-      return line_kernel<2, SX>(x, C, group_pitch, V, lines, t0, t1, wp, mr, tap_pitch, live, block, y, rows, stream);
+      return line_kernel<2, SX>(x, C, group_pitch, V, lines, t0, t1, wp, mr, tap_pitch, live, block, y, rows, stream,
+                                out_pitch);
 #endif
     default:
       return line_kernel<kLineVectors, SX>(x, C, group_pitch, V, lines, t0, t1, wp, mr, tap_pitch, live, block, y, rows,
-                                           stream);
+                                           stream, out_pitch);
   }
 }
 void line_kernel(const float* x, int64_t C, int64_t group_pitch, int64_t V, const Lines& lines, int64_t t0, int64_t t1,
                  const float* wp, int mr, int64_t tap_pitch, int64_t live, int64_t block, float* y, int rows,
-                 int64_t sx, bool stream) {
+                 int64_t sx, bool stream, int64_t out_pitch) {
   if (sx == 2)
-    return line_kernel_rows<2>(x, C, group_pitch, V, lines, t0, t1, wp, mr, tap_pitch, live, block, y, rows, stream);
-  line_kernel_rows<1>(x, C, group_pitch, V, lines, t0, t1, wp, mr, tap_pitch, live, block, y, rows, stream);
+    return line_kernel_rows<2>(x, C, group_pitch, V, lines, t0, t1, wp, mr, tap_pitch, live, block, y, rows, stream,
+                               out_pitch);
+  line_kernel_rows<1>(x, C, group_pitch, V, lines, t0, t1, wp, mr, tap_pitch, live, block, y, rows, stream, out_pitch);
 }
 #else
 void line_kernel(const float* x, int64_t C, int64_t group_pitch, int64_t V, const Lines& lines, int64_t t0, int64_t t1,
                  const float* wp, int mr, int64_t tap_pitch, int64_t live, int64_t block, float* y, int rows,
-                 int64_t sx, [[maybe_unused]] bool stream) {
+                 int64_t sx, bool stream, int64_t out_pitch) {
   float sums[kLineChunk][kLineVoxels][kLineFilters];
   std::fill_n(&sums[0][0][0], (t1 - t0) * kLineVoxels * kLineFilters, 0.0f);
   for (int64_t l = 0; l < live; ++l)
@@ -944,6 +1029,7 @@ void line_kernel(const float* x, int64_t C, int64_t group_pitch, int64_t V, cons
           for (int k = 0; k < kLineFilters; ++k) sums[t - t0][j][k] += acc[j][k];
       }
     }
+  if (out_pitch > 0) return store_grouped(lines, sums, t0, t1, y, rows, out_pitch, stream);
   for (int64_t t = t0; t < t1; ++t)
     for (int k = 0; k < rows; ++k)
       for (int j = 0; j < lines.voxels[static_cast<std::size_t>(t)]; ++j)
@@ -971,11 +1057,17 @@ void pack_lines(const Conv3dParams& f, const Lines& lines, const WeightLayout& w
     pack_line_panel(f, lines, wl, panel, wp + plan.offset(panel, f.C, live));
 }
 
+// Whether run_lines' input is already in channel groups (then not copied) and its output is to be
+// written in them (then not transposed into NCDHW).
+struct LineIo {
+  bool input_grouped = false, output_grouped = false;
+};
+
 // y = the direct conv f of x with weights wl on the line tiles `lines` (f's, or a strided dgrad's),
 // wp room for their packing, grouped for the grouped input (or null: a buffer of its own); or
 // with the weights packed in advance (`packed`, pack_lines' layout: wl and wp are not read).
 void run_lines(const Conv3dParams& f, const Lines& lines, const float* x, float* y, const WeightLayout& wl, float* wp,
-               float* grouped, const float* packed) {
+               float* grouped, const float* packed, LineIo io) {
   const int64_t V = f.output_spatial();
   const LinePanels plan = line_panels(f.K);
   const int64_t panels = plan.count(), live = static_cast<int64_t>(lines.live.size()), tiles = static_cast<int64_t>(lines.v0.size());
@@ -1021,37 +1113,22 @@ void run_lines(const Conv3dParams& f, const Lines& lines, const float* x, float*
     chunk /= 2;
   const int64_t chunks = (tiles + chunk - 1) / chunk, per_panel = f.N * chunks, items = panels * per_panel;
   // The input copied into channel groups (into `grouped`, or a buffer of our own: see
-  // grouped_in_scratch). Channels past C in the last group are never read and not written.
+  // grouped_in_scratch) unless it comes in them. Channels past C in the last group are never read.
   const int64_t x_volume = f.input_spatial(), groups = (f.C + kChannelGroup - 1) / kChannelGroup;
   const int64_t group_pitch = grouped_pitch(f);
+  // The output's groups where it is written in them (panels start at multiples of 8 filters).
+  static_assert(kLineFilters % kChannelGroup == 0 && kLineTailFilters % kChannelGroup == 0);
+  const int64_t out_groups = (f.K + kChannelGroup - 1) / kChannelGroup;
+  const int64_t out_pitch = io.output_grouped ? output_group_pitch(f) : 0;
   std::unique_ptr<float[]> own;
-  if (grouped == nullptr) {
+  if (grouped == nullptr && !io.input_grouped) {
     own.reset(new float[static_cast<std::size_t>(grouped_elements(f))]);
     grouped = own.get();
   }
-  {
-    const float* x_in = x;
-    const int64_t rows = f.N * groups;
-    // On all threads from kParallelGrain floats, far below for_items' threshold for products: on
-    // one thread the copy left the others waiting (layer1's 1 MiB input, ~2% of its fprop).
-#pragma omp parallel for schedule(static) if (!omp_in_parallel() && rows * group_pitch >= kParallelGrain)
-    for (int64_t row = 0; row < rows; ++row) {
-      const int64_t n = row / groups, c0 = row % groups * kChannelGroup, channels = std::min(kChannelGroup, f.C - c0);
-      const float* src = x_in + (n * f.C + c0) * x_volume;
-      float* dst = grouped + row * group_pitch;
-      int64_t v = 0;
-#if defined(MED3D_SIMD)
-      static_assert(kChannelGroup == 8);
-      if (channels == kChannelGroup)
-        for (; v + kChannelGroup <= x_volume; v += kChannelGroup)
-          simd::transpose8_block(src + v, x_volume, dst + v * kChannelGroup, kChannelGroup);
-#endif
-      for (; v < x_volume; ++v)
-        for (int64_t c = 0; c < channels; ++c) dst[v * kChannelGroup + c] = src[c * x_volume + v];
-      std::fill(dst + x_volume * kChannelGroup, dst + group_pitch, 0.0f);
-    }
+  if (!io.input_grouped) {
+    group_channels(f.N, f.C, x_volume, group_pitch, x, grouped);
+    x = grouped;
   }
-  x = grouped;
   // Items panel by panel where each thread packs its own panels (per_thread); else sample by
   // sample, so that a thread's run of items reads the samples whose input it copied.
   const auto item_at = [&](int64_t item) -> std::array<int64_t, 3> {
@@ -1062,9 +1139,11 @@ void run_lines(const Conv3dParams& f, const Lines& lines, const float* x, float*
     const auto [panel, n, t0] = item_at(item);
     const int64_t k0 = plan.k0(panel);
     const int width = plan.width(panel);
+    float* y_panel =
+        io.output_grouped ? y + (n * out_groups + k0 / kChannelGroup) * out_pitch : y + (n * f.K + k0) * V;
     line_kernel(x + n * groups * group_pitch, f.C, group_pitch, V, lines, t0, std::min(tiles, t0 + chunk),
-                panel_weights(panel), width, LinePanels::tap_pitch(f.C, width), live, block, y + (n * f.K + k0) * V,
-                static_cast<int>(std::min<int64_t>(width, f.K - k0)), f.stride[2], stream);
+                panel_weights(panel), width, LinePanels::tap_pitch(f.C, width), live, block, y_panel,
+                static_cast<int>(std::min<int64_t>(width, f.K - k0)), f.stride[2], stream, out_pitch);
   };
   const int64_t macs = lines.pairs * f.N * plan.packed_filters() * kLineVoxels * f.C;
   for_costed_items(items, per_thread ? per_panel : chunks, macs, [&](int64_t item) { return plan.cost(item_at(item)[0]); },
@@ -1132,10 +1211,10 @@ int64_t direct_scratch_elements(const Conv3dParams& f, int64_t live_bound) {
 // weights of `live_bound` taps (direct_scratch_elements).
 void run_lines_in_scratch(const Conv3dParams& f, const Lines& lines, int64_t live_bound, const float* x, float* y,
                           const WeightLayout& wl, float* wp, const float* packed) {
-  if (!grouped_in_scratch(f)) return run_lines(f, lines, x, y, wl, wp, nullptr, packed);
+  if (!grouped_in_scratch(f)) return run_lines(f, lines, x, y, wl, wp, nullptr, packed, {});
   // From the first cache line after the packed weights: a tile's 4 voxels x 8 channels are 2 lines.
   const auto after_weights = reinterpret_cast<uintptr_t>(wp + packed_elements(f, live_bound));
-  run_lines(f, lines, x, y, wl, wp, reinterpret_cast<float*>((after_weights + 63) / 64 * 64), packed);
+  run_lines(f, lines, x, y, wl, wp, reinterpret_cast<float*>((after_weights + 63) / 64 * 64), packed, {});
 }
 
 // --- strided dgrad on the line tiles -----------------------------------------------------
@@ -1548,6 +1627,56 @@ void conv3d_direct_dgrad(const Conv3dParams& p, const float* dy, const float* w,
   check_scratch("conv3d_direct_dgrad", p, scratch_elements);
   const float* layout = packed_weights_layout("conv3d_direct_dgrad", p, PackFor::dgrad, PackedLayout::direct, packed);
   run_direct(direct_run(p, PackFor::dgrad, w), dy, dx, scratch, layout);
+}
+
+
+int64_t conv3d_group_pitch(int64_t voxels) {
+  MED3D_CHECK(voxels >= 0, "conv3d_group_pitch: needs a voxel count of at least 0, got ", voxels);
+  return odd_lines_pitch(voxels * kChannelGroup);
+}
+
+int64_t conv3d_grouped_elements(int64_t N, int64_t C, int64_t voxels) {
+  MED3D_CHECK(N >= 0 && C >= 0, "conv3d_grouped_elements: needs sizes of at least 0, got N ", N, " and C ", C);
+  return N * ((C + kChannelGroup - 1) / kChannelGroup) * conv3d_group_pitch(voxels);
+}
+
+void to_channel_groups(int64_t N, int64_t C, int64_t voxels, const float* x, float* grouped) {
+  group_channels(N, C, voxels, conv3d_group_pitch(voxels), x, grouped);
+}
+
+void from_channel_groups(int64_t N, int64_t C, int64_t voxels, const float* grouped, float* x) {
+  ungroup_channels(N, C, voxels, conv3d_group_pitch(voxels), grouped, x);
+}
+
+bool conv3d_direct_grouped_applies(const Conv3dParams& p, PackFor pass) {
+  if (pass == PackFor::fprop) return conv3d_direct_fprop_applies(p) && line_tiles(p);
+  if (!conv3d_direct_dgrad_applies(p)) return false;
+  return !conv3d_direct_applies(p) || line_tiles(transposed(p));  // (a strided dgrad always runs on the lines)
+}
+
+namespace {
+
+void run_grouped(const char* op, const Conv3dParams& p, PackFor pass, const float* in, const float* packed,
+                 float* out) {
+  MED3D_CHECK(conv3d_direct_grouped_applies(p, pass), op, ": needs a conv whose ",
+              pass == PackFor::fprop ? "fprop" : "dgrad", " runs on the line tiles (conv3d_direct_grouped_applies); ",
+              "convert to NCDHW (from_channel_groups) and dispatch through conv3d_",
+              pass == PackFor::fprop ? "fprop" : "dgrad", " instead");
+  MED3D_CHECK(packed != nullptr, op, ": needs the weights packed in advance (conv3d_direct_pack_weights for this ",
+              "conv and pass), got none");
+  const float* layout = packed_weights_layout(op, p, pass, PackedLayout::direct, packed);
+  const DirectRun r = direct_run(p, pass, nullptr);
+  run_lines(r.f, r.lines, in, out, r.wl, nullptr, nullptr, layout, {true, true});
+}
+
+}  // namespace
+
+void conv3d_direct_fprop_grouped(const Conv3dParams& p, const float* x, const float* packed, float* y) {
+  run_grouped("conv3d_direct_fprop_grouped", p, PackFor::fprop, x, packed, y);
+}
+
+void conv3d_direct_dgrad_grouped(const Conv3dParams& p, const float* dy, const float* packed, float* dx) {
+  run_grouped("conv3d_direct_dgrad_grouped", p, PackFor::dgrad, dy, packed, dx);
 }
 
 }  // namespace med3d::kernels::cpu

@@ -9,6 +9,7 @@
 
 #include <omp.h>
 
+#include "med3d/kernels/cpu/conv3d_direct.h"
 #include "med3d/kernels/cpu_loops.h"
 #include "simd.h"
 
@@ -396,6 +397,30 @@ void store_plane(const Conv3dParams& p, const PlaneItem& it, const float* plane_
     for (int64_t k = 0; k < rows; ++k) dst[k * V + v] = plane_sums[v * kFpropFilters + k];
 }
 
+// The item's filters into y in channel groups (conv3d_direct.h's layout: filter k of output voxel
+// v at [(n * ceil(K / 8) + k / 8) * pitch + v * 8 + k % 8]): each voxel's 8 filters of a group one
+// copy from plane_sums, no transpose; the filters past K in the last group written as 0.
+void store_plane_grouped(const Conv3dParams& p, const PlaneItem& it, const float* plane_sums, float* y) {
+  constexpr int64_t G = kConv3dChannelGroup;
+  static_assert(kFpropFilters % G == 0, "a panel starts a channel group");
+  const int64_t k0 = it.panel * kFpropFilters, rows = std::min<int64_t>(kFpropFilters, p.K - k0);
+  const int64_t V = p.output_spatial(), plane = p.P * p.Q, pitch = conv3d_group_pitch(V);
+  float* first = y + (it.n * ((p.K + G - 1) / G) + k0 / G) * pitch + it.z * plane * G;
+  for (int64_t g = 0; g * G < rows; ++g) {
+    const int64_t filters = std::min(G, rows - g * G);
+    float* dst = first + g * pitch;
+    for (int64_t v = 0; v < plane; ++v, dst += G) {
+      const float* src = plane_sums + v * kFpropFilters + g * G;
+      if (filters == G) {
+        std::copy_n(src, G, dst);
+      } else {
+        std::copy_n(src, filters, dst);
+        std::fill(dst + filters, dst + G, 0.0f);
+      }
+    }
+  }
+}
+
 // --- dgrad: voxels in the lanes --------------------------------------------------------
 // dx has few channels (the stem's one), so the lanes hold consecutive input voxels. Along each
 // axis input index i = stride * m + r (phase r < stride) receives output index m + off through
@@ -564,8 +589,10 @@ bool conv3d_padded_applies(const Conv3dParams& p) {
   return p.groups == 1 && p.C <= kMaxChannels && p.taps() >= 27 && p.output_padding == Dims3{0, 0, 0};
 }
 
-void conv3d_padded_fprop(const Conv3dParams& p, const float* x, const float* w, float* y) {
-  MED3D_CHECK(conv3d_padded_applies(p), "conv3d_padded_fprop: needs one group, at most ", kMaxChannels,
+namespace {
+
+void padded_fprop(const char* op, const Conv3dParams& p, const float* x, const float* w, float* y, bool grouped) {
+  MED3D_CHECK(conv3d_padded_applies(p), op, ": needs one group, at most ", kMaxChannels,
               " input channels and at least 27 taps, got ", p.groups, " groups, ", p.C, " channels, ", p.taps(),
               " taps; dispatch through conv3d_fprop instead");
   const PaddedInput in = pad_input(p, x);
@@ -583,8 +610,21 @@ void conv3d_padded_fprop(const Conv3dParams& p, const float* x, const float* w, 
     const PlaneItem it = plane_item(panels, p.Z, item);
     float* sums = plane_sums.data() + omp_get_thread_num() * per_thread;
     fprop_item(p, in, offsets, wp.data() + it.panel * p.C * p.taps() * kFpropFilters, it, sums);
-    store_plane(p, it, sums, y);
+    if (grouped)
+      store_plane_grouped(p, it, sums, y);
+    else
+      store_plane(p, it, sums, y);
   }
+}
+
+}  // namespace
+
+void conv3d_padded_fprop(const Conv3dParams& p, const float* x, const float* w, float* y) {
+  padded_fprop("conv3d_padded_fprop", p, x, w, y, false);
+}
+
+void conv3d_padded_fprop_grouped(const Conv3dParams& p, const float* x, const float* w, float* y) {
+  padded_fprop("conv3d_padded_fprop_grouped", p, x, w, y, true);
 }
 
 void conv3d_padded_dgrad(const Conv3dParams& p, const float* dy, const float* w, float* dx, float* scratch,

@@ -924,6 +924,176 @@ TEST_CASE("conv3d: weights packed in advance give the bits of weights packed per
                       Catch::Contains("reads no weights packed in advance"));
 }
 
+TEST_CASE("conv3d: the line tiles in channel groups give the bits of NCDHW", "[conv]") {
+  // conv3d_direct_fprop_grouped / _dgrad_grouped read and write the activations in channel groups
+  // (no copy in, no transpose out) and must give the bits of the NCDHW passes with the same packed
+  // weights, on 1 and 3 threads. Cases (output planes of up to 64 voxels, which every build runs
+  // on the line tiles): channels and filters that leave partial groups (6 -> 7; dgrad 40 -> 9), some
+  // taps dead (dilation 2 on a depth of 2), the strided fprop and the strided dgrad's classes (dx
+  // voxels written every other one), a transposed conv with an output padding; and in vector builds
+  // a same conv on 16 x 32 x 32 voxels whose 4 MiB output is streamed. The groups' pitch tails are
+  // neither read (NaN there changes nothing) nor written, and the output's channels past its last
+  // one are 0.
+  Context context(Device::cpu(), 3);
+  const Conv3dParams cases[] = {
+      kernels::conv3d_params("test", {2, 6, 3, 4, 10}, {7, 6, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 9, 3, 4, 10}, {40, 9, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 24, 2, 6, 6}, {20, 24, 3, 3, 3}, {1, 1, 1}, {2, 2, 2}, {2, 2, 2}, 1),
+      kernels::conv3d_params("test", {2, 40, 8, 8, 8}, {48, 40, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv_transpose3d_params("test", {2, 20, 2, 3, 3}, {20, 16, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1},
+                                       {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {1, 16, 16, 32, 32}, {64, 16, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
+  };
+  namespace k = kernels::cpu;
+  constexpr int64_t G = k::kConv3dChannelGroup;
+  const float nan = std::nanf("");
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  auto random_floats = [&](int64_t n) {
+    std::vector<float> v(static_cast<std::size_t>(n));
+    for (float& e : v) e = uniform(rng);
+    return v;
+  };
+  int grouped_runs = 0;
+  for (const Conv3dParams& p : cases) {
+    INFO("C " << p.C << " K " << p.K << " input " << p.D << "x" << p.H << "x" << p.W << " stride " << p.stride[0]);
+    const std::vector<float> w = random_floats(p.K * p.C * p.taps());
+    const int64_t n_scratch = k::conv3d_direct_scratch_elements(p);
+    std::vector<float> scratch(static_cast<std::size_t>(n_scratch));
+    for (const kernels::PackFor pass : {kernels::PackFor::fprop, kernels::PackFor::dgrad}) {
+      const bool fprop = pass == kernels::PackFor::fprop;
+      INFO((fprop ? "fprop" : "dgrad"));
+      if (!k::conv3d_direct_grouped_applies(p, pass)) {
+        // Not on the line tiles: the transposed conv's dgrad (its fprop, which the GEMM runs), or
+        // the portable loops' 32 x 32 planes.
+        REQUIRE(((fprop && p.output_padding != Dims3{0, 0, 0}) || p.P * p.Q > 64));
+        continue;
+      }
+      ++grouped_runs;
+      const int64_t in_c = fprop ? p.C : p.K, out_c = fprop ? p.K : p.C;
+      const int64_t in_v = fprop ? p.input_spatial() : p.output_spatial();
+      const int64_t out_v = fprop ? p.output_spatial() : p.input_spatial();
+      std::vector<float> packed(static_cast<std::size_t>(k::conv3d_direct_packed_elements(p, pass)));
+      k::conv3d_direct_pack_weights(p, pass, w.data(), packed.data());
+      const std::vector<float> in = random_floats(p.N * in_c * in_v);
+      std::vector<float> expected(static_cast<std::size_t>(p.N * out_c * out_v), 7.0f);
+      if (fprop)
+        k::conv3d_direct_fprop(p, in.data(), w.data(), expected.data(), scratch.data(), n_scratch, packed.data());
+      else
+        k::conv3d_direct_dgrad(p, in.data(), w.data(), expected.data(), scratch.data(), n_scratch, packed.data());
+      // The input in groups, then NaN in what must not be read: the pitch tails and the channels
+      // past the last one.
+      const int64_t in_pitch = k::conv3d_group_pitch(in_v), out_pitch = k::conv3d_group_pitch(out_v);
+      REQUIRE(in_pitch >= in_v * G);
+      REQUIRE(in_pitch % 16 == 0);
+      REQUIRE(in_pitch / 16 % 2 == 1);
+      std::vector<float> grouped_in(static_cast<std::size_t>(k::conv3d_grouped_elements(p.N, in_c, in_v)), 7.0f);
+      k::to_channel_groups(p.N, in_c, in_v, in.data(), grouped_in.data());
+      std::vector<float> round_trip(in.size(), 7.0f);
+      k::from_channel_groups(p.N, in_c, in_v, grouped_in.data(), round_trip.data());
+      const bool round_trip_exact = round_trip == in;  // (a bool: Catch would print every element)
+      CHECK(round_trip_exact);
+      const int64_t in_groups = (in_c + G - 1) / G, out_groups = (out_c + G - 1) / G;
+      for (int64_t row = 0; row < p.N * in_groups; ++row) {
+        float* group = grouped_in.data() + row * in_pitch;
+        CHECK(std::all_of(group + in_v * G, group + in_pitch, [](float e) { return e == 0.0f; }));
+        std::fill(group + in_v * G, group + in_pitch, nan);
+        const int64_t channels = std::min(G, in_c - row % in_groups * G);
+        for (int64_t v = 0; v < in_v; ++v) std::fill(group + v * G + channels, group + (v + 1) * G, nan);
+      }
+      for (const int threads : {1, 3}) {
+        INFO(threads << " threads");
+        std::vector<float> grouped_out(static_cast<std::size_t>(k::conv3d_grouped_elements(p.N, out_c, out_v)), 7.0f);
+        test::with_threads(threads, [&] {
+          if (fprop)
+            k::conv3d_direct_fprop_grouped(p, grouped_in.data(), packed.data(), grouped_out.data());
+          else
+            k::conv3d_direct_dgrad_grouped(p, grouped_in.data(), packed.data(), grouped_out.data());
+        });
+        std::vector<float> out(expected.size(), 7.0f);
+        k::from_channel_groups(p.N, out_c, out_v, grouped_out.data(), out.data());
+        const bool same_bits = out == expected;
+        CHECK(same_bits);
+        bool tails_untouched = true, past_last_zero = true;
+        for (int64_t row = 0; row < p.N * out_groups; ++row) {
+          const float* group = grouped_out.data() + row * out_pitch;
+          tails_untouched &= std::all_of(group + out_v * G, group + out_pitch, [](float e) { return e == 7.0f; });
+          const int64_t channels = std::min(G, out_c - row % out_groups * G);
+          for (int64_t v = 0; v < out_v; ++v)
+            past_last_zero &=
+                std::all_of(group + v * G + channels, group + (v + 1) * G, [](float e) { return e == 0.0f; });
+        }
+        CHECK(tails_untouched);
+        CHECK(past_last_zero);
+      }
+    }
+  }
+  CHECK(grouped_runs >= 9);
+  // Misuse is refused: no packed weights, weights packed for the other pass, a conv off the line
+  // tiles (a pointwise one, the GEMM's).
+  const Conv3dParams p = cases[0];
+  std::vector<float> w = random_floats(p.K * p.C * p.taps());
+  std::vector<float> for_dgrad(static_cast<std::size_t>(k::conv3d_direct_packed_elements(p, kernels::PackFor::dgrad)));
+  k::conv3d_direct_pack_weights(p, kernels::PackFor::dgrad, w.data(), for_dgrad.data());
+  std::vector<float> x(static_cast<std::size_t>(k::conv3d_grouped_elements(p.N, p.C, p.input_spatial())));
+  std::vector<float> y(static_cast<std::size_t>(k::conv3d_grouped_elements(p.N, p.K, p.output_spatial())), 7.0f);
+  REQUIRE_THROWS_WITH(k::conv3d_direct_fprop_grouped(p, x.data(), nullptr, y.data()),
+                      Catch::Contains("needs the weights packed in advance"));
+  REQUIRE_THROWS_WITH(k::conv3d_direct_fprop_grouped(p, x.data(), for_dgrad.data(), y.data()),
+                      Catch::Contains("made for dgrad, not for this conv's fprop"));
+  const Conv3dParams pointwise =
+      kernels::conv3d_params("test", {1, 8, 2, 2, 2}, {4, 8, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1);
+  REQUIRE_FALSE(k::conv3d_direct_grouped_applies(pointwise, kernels::PackFor::fprop));
+  REQUIRE_THROWS_WITH(k::conv3d_direct_fprop_grouped(pointwise, x.data(), for_dgrad.data(), y.data()),
+                      Catch::Contains("runs on the line tiles"));
+  CHECK(std::all_of(y.begin(), y.end(), [](float e) { return e == 7.0f; }));
+}
+
+TEST_CASE("conv3d: the padded kernels' fprop in channel groups gives the bits of NCDHW", "[conv]") {
+  // conv3d_padded_fprop_grouped writes the stem's y in channel groups: the bits of
+  // conv3d_padded_fprop regrouped, on 1 and 3 threads; the pitch tails untouched and the filters
+  // past K in the last group 0. Cases: the stem's k7 s2 p3 on one channel with 20 filters (a
+  // partial group) over 70 filters' 3 panels (the last of 6), and 3 channels k3 d2 with 8 filters.
+  Context context(Device::cpu(), 3);
+  const Conv3dParams cases[] = {
+      kernels::conv3d_params("test", {2, 1, 9, 12, 14}, {20, 1, 7, 7, 7}, {2, 2, 2}, {3, 3, 3}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {1, 1, 6, 8, 10}, {70, 1, 7, 7, 7}, {2, 2, 2}, {3, 3, 3}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 3, 5, 6, 7}, {8, 3, 3, 3, 3}, {1, 1, 1}, {2, 2, 2}, {2, 2, 2}, 1),
+  };
+  namespace k = kernels::cpu;
+  constexpr int64_t G = k::kConv3dChannelGroup;
+  for (const Conv3dParams& p : cases) {
+    INFO("C " << p.C << " K " << p.K);
+    REQUIRE(k::conv3d_padded_applies(p));
+    const Tensor x = context.randn({p.N, p.C, p.D, p.H, p.W}, DType::f32);
+    const Tensor w = context.randn({p.K, p.C, p.T, p.R, p.S}, DType::f32);
+    const int64_t V = p.output_spatial(), pitch = k::conv3d_group_pitch(V), groups = (p.K + G - 1) / G;
+    std::vector<float> expected(static_cast<std::size_t>(p.N * p.K * V), 7.0f);
+    k::conv3d_padded_fprop(p, x.data<float>(), w.data<float>(), expected.data());
+    for (const int threads : {1, 3}) {
+      INFO(threads << " threads");
+      std::vector<float> grouped(static_cast<std::size_t>(k::conv3d_grouped_elements(p.N, p.K, V)), 7.0f);
+      test::with_threads(threads,
+                         [&] { k::conv3d_padded_fprop_grouped(p, x.data<float>(), w.data<float>(), grouped.data()); });
+      std::vector<float> out(expected.size(), 7.0f);
+      k::from_channel_groups(p.N, p.K, V, grouped.data(), out.data());
+      const bool same_bits = out == expected;
+      CHECK(same_bits);
+      bool tails_untouched = true, past_last_zero = true;
+      for (int64_t row = 0; row < p.N * groups; ++row) {
+        const float* group = grouped.data() + row * pitch;
+        tails_untouched &= std::all_of(group + V * G, group + pitch, [](float e) { return e == 7.0f; });
+        const int64_t filters = std::min(G, p.K - row % groups * G);
+        for (int64_t v = 0; v < V; ++v)
+          past_last_zero &=
+              std::all_of(group + v * G + filters, group + (v + 1) * G, [](float e) { return e == 0.0f; });
+      }
+      CHECK(tails_untouched);
+      CHECK(past_last_zero);
+    }
+  }
+}
+
 TEST_CASE("conv3d: dgrad's GEMM weights packed in advance give the bits of weights packed per call", "[conv]") {
   // conv3d_pack_weights packs dgrad's A (the weights transposed) where it runs as GEMMs: pointwise
   // convs in bands of rows per thread (640 dx channels over 64 voxels) and in column items, one

@@ -99,6 +99,41 @@ void conv3d_direct_fprop(const Conv3dParams& p, const float* x, const float* w, 
 void conv3d_direct_dgrad(const Conv3dParams& p, const float* dy, const float* w, float* dx, float* scratch,
                          int64_t scratch_elements, const float* packed = nullptr);
 
+// --- activations in channel groups: the line tiles' own layout ---------------------------
+// The line tiles read their input in groups of 8 channels interleaved voxel by voxel, and copy an
+// NCDHW input into that layout at every call; their sums come out 32 filters per voxel and are
+// transposed back into NCDHW. A caller that chains such convs (or benchmarks them as oneDNN runs
+// its blocked formats) can keep the activations in the groups: no copy in, no transpose out.
+// Sample n's channel c at voxel v (of `voxels` per sample) lies at
+// [(n * groups + c / 8) * pitch + v * 8 + c % 8], groups = ceil(C / 8), pitch =
+// conv3d_group_pitch(voxels): voxels * 8 floats rounded up to an odd number of 64-byte lines, so
+// that groups read in turn fall into different L1 sets. The floats past voxels * 8 in a group are
+// neither read nor written; channels past C in the last group are not read as input and are
+// written as 0 as output.
+inline constexpr int64_t kConv3dChannelGroup = 8;
+int64_t conv3d_group_pitch(int64_t voxels);
+// Floats of N samples of C channels in groups (conv3d_group_pitch(voxels) per group).
+int64_t conv3d_grouped_elements(int64_t N, int64_t C, int64_t voxels);
+// x [N, C, voxels] into `grouped` (conv3d_grouped_elements floats; the pitch tails untouched).
+void to_channel_groups(int64_t N, int64_t C, int64_t voxels, const float* x, float* grouped);
+// The inverse: overwrites x [N, C, voxels].
+void from_channel_groups(int64_t N, int64_t C, int64_t voxels, const float* grouped, float* x);
+
+// Whether the pass runs on the line tiles, and so takes channel-grouped activations
+// (conv3d_direct_fprop_grouped / _dgrad_grouped): every conv conv3d_direct_fprop_applies /
+// _dgrad_applies takes in vector builds; in the portable build those on planes of up to 64 voxels.
+bool conv3d_direct_grouped_applies(const Conv3dParams& p, PackFor pass);
+
+// y = conv(x, w) with x [N, C, D, H, W] and y [N, K, Z, P, Q] in channel groups and the weights
+// packed in advance (conv3d_direct_pack_weights for p and fprop): the bits of conv3d_direct_fprop
+// in that layout. Overwrites y's groups (not their pitch tails). Requires
+// conv3d_direct_grouped_applies(p, fprop); needs no scratch.
+void conv3d_direct_fprop_grouped(const Conv3dParams& p, const float* x, const float* packed, float* y);
+
+// dx = dgrad of the conv above, dy and dx in channel groups, the weights packed for dgrad: the bits
+// of conv3d_direct_dgrad. Requires conv3d_direct_grouped_applies(p, dgrad).
+void conv3d_direct_dgrad_grouped(const Conv3dParams& p, const float* dy, const float* packed, float* dx);
+
 // dw = wgrad of the conv above, summed over samples: per tap, filter and channel the products of
 // dy and the shifted x over the voxels where the tap reads inside. Overwrites dw [K, C, T, R, S]
 // (dead taps get 0). Requires conv3d_direct_wgrad_applies(p).

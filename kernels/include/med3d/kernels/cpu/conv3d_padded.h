@@ -30,6 +30,11 @@ bool conv3d_padded_applies(const Conv3dParams& p);
 // y = conv(x, w) without bias. Overwrites y. Requires conv3d_padded_applies(p).
 void conv3d_padded_fprop(const Conv3dParams& p, const float* x, const float* w, float* y);
 
+// The same y in channel groups (conv3d_direct.h's layout, as the line tiles read and write it):
+// the bits of conv3d_padded_fprop, written without the transpose into NCDHW. Overwrites y's groups
+// (not their pitch tails; the filters past K in the last group as 0).
+void conv3d_padded_fprop_grouped(const Conv3dParams& p, const float* x, const float* w, float* y);
+
 // dx = dgrad of the conv above. Overwrites dx [N, C, D, H, W]. Requires conv3d_padded_applies(p).
 // Pads dy into `scratch` (overwritten) where its scratch_elements hold a thread's slab of at
 // least one plane each, else into a buffer of its own.
