@@ -216,10 +216,14 @@ void fprop_plane(const Conv3dParams& p, const PaddedInput& in, const std::vector
     for (int j = 0; j < kVoxels; ++j)
 #pragma GCC unroll 4
       for (int h = 0; h < NV; ++h) acc[j][h] = simd::zero();
+    // With every height tap live (all but the border lines) a channel's live depth taps are one
+    // run of consecutive taps: one call.
+    const bool whole_rows = r0 == 0 && r1 == p.R;
     for (int64_t c = 0; c < p.C; ++c)
-      for (int64_t t = ts.lo; t < ts.hi && r0 < r1; ++t) {
+      for (int64_t t = ts.lo; t < ts.hi && r0 < r1; t = whole_rows ? ts.hi : t + 1) {
         const int64_t tap = ((c * p.T + t) * p.R + r0) * p.S;
-        fprop_taps<kVoxels, NV>(first, offsets.data() + tap, (r1 - r0) * p.S, wp + tap * kFpropFilters, acc);
+        const int64_t taps = whole_rows ? (ts.hi - ts.lo) * p.R * p.S : (r1 - r0) * p.S;
+        fprop_taps<kVoxels, NV>(first, offsets.data() + tap, taps, wp + tap * kFpropFilters, acc);
       }
 #pragma GCC unroll 12
     for (int j = 0; j < kVoxels; ++j)
