@@ -106,10 +106,11 @@ void conv3d_direct_dgrad(const Conv3dParams& p, const float* dy, const float* w,
 // its blocked formats) can keep the activations in the groups: no copy in, no transpose out.
 // Sample n's channel c at voxel v (of `voxels` per sample) lies at
 // [(n * groups + c / 8) * pitch + v * 8 + c % 8], groups = ceil(C / 8), pitch =
-// conv3d_group_pitch(voxels): voxels * 8 floats rounded up to an odd number of 64-byte lines, so
-// that groups read in turn fall into different L1 sets. The floats past voxels * 8 in a group are
-// neither read nor written; channels past C in the last group are not read as input and are
-// written as 0 as output.
+// conv3d_group_pitch(voxels): voxels * 8 floats, 16 more where that would span an even number of
+// 64-byte lines, so that groups read in turn fall into different L1 sets (a multiple of 8 floats:
+// every voxel's 8 channels start on 32 bytes when the buffer does). The floats past voxels * 8 in
+// a group are neither read nor written by the passes (to_channel_groups sets them to 0); channels
+// past C in the last group are not read as input and are written as 0 as output.
 inline constexpr int64_t kConv3dChannelGroup = 8;
 int64_t conv3d_group_pitch(int64_t voxels);
 // Floats of N samples of C channels in groups (conv3d_group_pitch(voxels) per group).
