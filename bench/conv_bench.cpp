@@ -119,12 +119,10 @@ int run_conv(const CommonOptions& options) {
           k::conv3d_dgrad<float>(p, y.data(), w.data(), x.data(), scratch.data(), scratch_n, packed.data());
       };
       // The same pass in our own activation layout (as oneDNN's blocked formats, no conversion timed): the input
-      // and output in channel groups, with the weights packed for the direct kernels. Only where the
-      // dispatcher runs the direct kernels on the line tiles (not Winograd's 3x3x3 same convs), and the padded
-      // kernels' fprop.
+      // and output in channel groups, with the weights packed for the direct kernels, where the dispatcher runs
+      // them on the line tiles (not Winograd's 3x3x3 same convs); the padded kernels' fprop (the stem's) writes
+      // its output in the groups and keeps its input NCDHW, as oneDNN keeps a single channel's.
       namespace k = kernels::cpu;
-      // The padded kernels (the stem's fprop) write their output in the groups too; their input stays NCDHW, as
-      // oneDNN keeps a single channel's.
       const bool padded = kp == Pass::fprop && k::conv3d_padded_applies(p);
       const bool grouped = padded || (packed_n > 0 && k::conv3d_direct_grouped_applies(p, pack_for));
       const int64_t in_c = kp == Pass::fprop ? p.C : p.K, out_c = kp == Pass::fprop ? p.K : p.C;
@@ -132,7 +130,7 @@ int run_conv(const CommonOptions& options) {
       const int64_t out_v = kp == Pass::fprop ? p.output_spatial() : p.input_spatial();
       Floats grouped_in, grouped_out, direct_packed;
       if (grouped) {
-        grouped_in = padded ? x : pattern(k::conv3d_grouped_elements(p.N, in_c, in_v));
+        if (!padded) grouped_in = pattern(k::conv3d_grouped_elements(p.N, in_c, in_v));
         grouped_out = pattern(k::conv3d_grouped_elements(p.N, out_c, out_v));
         if (!padded) {
           direct_packed.resize(static_cast<std::size_t>(k::conv3d_direct_packed_elements(p, pack_for)));
@@ -141,7 +139,7 @@ int run_conv(const CommonOptions& options) {
       }
       auto ours_grouped = [&] {
         if (padded)
-          k::conv3d_padded_fprop_grouped(p, grouped_in.data(), w.data(), grouped_out.data());
+          k::conv3d_padded_fprop_grouped(p, x.data(), w.data(), grouped_out.data());
         else if (kp == Pass::fprop)
           k::conv3d_direct_fprop_grouped(p, grouped_in.data(), direct_packed.data(), grouped_out.data());
         else

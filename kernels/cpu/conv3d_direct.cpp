@@ -1260,10 +1260,17 @@ struct DirectRun {
   int64_t live() const { return static_cast<int64_t>(on_lines ? lines.live.size() : tiles.live.size()); }
 };
 
+// Whether the pass runs a strided conv's dgrad classes (always on the line tiles); else it runs
+// run_conv(p, pass), on the line tiles where line_tiles says so.
+bool runs_dgrad_classes(const Conv3dParams& p, PackFor pass) {
+  return pass == PackFor::dgrad && !conv3d_direct_applies(p);
+}
+Conv3dParams run_conv(const Conv3dParams& p, PackFor pass) { return pass == PackFor::fprop ? p : transposed(p); }
+
 DirectRun direct_run(const Conv3dParams& p, PackFor pass, const float* w) {
   const int64_t C = p.C, T = p.taps();
   DirectRun r;
-  if (pass == PackFor::dgrad && !conv3d_direct_applies(p)) {
+  if (runs_dgrad_classes(p, pass)) {
     // The run conv's filter k is p's channel c and its channel p's filter: w[c_f, k_f, tap].
     r.f = strided_dgrad_conv(p);
     r.wl = {w, T, C * T, T, false};
@@ -1273,7 +1280,7 @@ DirectRun direct_run(const Conv3dParams& p, PackFor pass, const float* w) {
     return r;
   }
   // dgrad: the run conv's filter k is p's channel c and its channel p's filter: w[c_f, k_f, taps - 1 - tap].
-  r.f = pass == PackFor::fprop ? p : transposed(p);
+  r.f = run_conv(p, pass);
   r.wl = pass == PackFor::fprop ? WeightLayout{w, C * T, T, T, false} : WeightLayout{w, T, C * T, T, true};
   r.on_lines = line_tiles(r.f);
   if (r.on_lines)
@@ -1649,9 +1656,8 @@ void from_channel_groups(int64_t N, int64_t C, int64_t voxels, const float* grou
 }
 
 bool conv3d_direct_grouped_applies(const Conv3dParams& p, PackFor pass) {
-  if (pass == PackFor::fprop) return conv3d_direct_fprop_applies(p) && line_tiles(p);
-  if (!conv3d_direct_dgrad_applies(p)) return false;
-  return !conv3d_direct_applies(p) || line_tiles(transposed(p));  // (a strided dgrad always runs on the lines)
+  const bool applies = pass == PackFor::fprop ? conv3d_direct_fprop_applies(p) : conv3d_direct_dgrad_applies(p);
+  return applies && (runs_dgrad_classes(p, pass) || line_tiles(run_conv(p, pass)));
 }
 
 namespace {
