@@ -144,6 +144,56 @@ struct PlaneItem {
 PlaneItem plane_item(int64_t panels, int64_t Z, int64_t item) { return {item % panels, item / panels / Z, item / panels % Z}; }
 
 #if defined(MED3D_SIMD)
+// An fprop tile: `count` output voxels of a plane (fprop_tile_voxels of them but in the last tile),
+// each with its index in the plane and the offset of its first tap from the plane's first (in a
+// padded input channel), and the hull of the height and width taps that read inside the input for
+// its voxels (those dead for some of its voxels read the padding's zeros).
+struct PlaneTile {
+  int64_t count = 0;
+  std::array<int64_t, kMaxTileVoxels> voxel{}, offset{};
+  AxisRange rows{0, 0}, cols{0, 0};
+};
+
+// The tiles of `voxels` voxels that cover a plane, the same for every plane: first the columns
+// whose width taps all read inside, line by line, then the other columns one column at a time, so
+// that no tile holds voxels of a border column with others (their hull read padding through 3% of
+// the stem's products, a tile of 8 voxels per line's start and end).
+std::vector<PlaneTile> plane_tiles(const Conv3dParams& p, const PaddedInput& in, int voxels) {
+  auto height_taps = [&](int64_t y) { return inside_range(p.R, p.H, p.dilation[1], y * p.stride[1] - p.pad[1]); };
+  auto width_taps = [&](int64_t x) { return inside_range(p.S, p.W, p.dilation[2], x * p.stride[2] - p.pad[2]); };
+  std::vector<int64_t> order;
+  order.reserve(static_cast<std::size_t>(p.P * p.Q));
+  auto whole = [&](int64_t x) { return width_taps(x).lo == 0 && width_taps(x).hi == p.S; };
+  for (int64_t y = 0; y < p.P; ++y)
+    for (int64_t x = 0; x < p.Q; ++x)
+      if (whole(x)) order.push_back(y * p.Q + x);
+  for (int64_t x = 0; x < p.Q; ++x)
+    if (!whole(x))
+      for (int64_t y = 0; y < p.P; ++y) order.push_back(y * p.Q + x);
+  std::vector<PlaneTile> tiles;
+  for (std::size_t i = 0; i < order.size(); i += static_cast<std::size_t>(voxels)) {
+    PlaneTile tile;
+    tile.count = std::min<int64_t>(voxels, static_cast<int64_t>(order.size() - i));
+    tile.rows = {p.R, 0};
+    tile.cols = {p.S, 0};
+    for (int64_t j = 0; j < tile.count; ++j) {
+      const int64_t v = order[i + static_cast<std::size_t>(j)], y = v / p.Q, x = v % p.Q;
+      tile.voxel[j] = v;
+      tile.offset[j] = y * p.stride[1] * in.Wp + x * p.stride[2];
+      const AxisRange r = height_taps(y), s = width_taps(x);
+      tile.rows = {std::min(tile.rows.lo, r.lo), std::max(tile.rows.hi, r.hi)};
+      tile.cols = {std::min(tile.cols.lo, s.lo), std::max(tile.cols.hi, s.hi)};
+    }
+    // The missing voxels of the last tile repeat its last one; their sums land in the slack.
+    for (int64_t j = tile.count; j < voxels; ++j) {
+      tile.voxel[j] = p.P * p.Q + j;
+      tile.offset[j] = tile.offset[tile.count - 1];
+    }
+    tiles.push_back(tile);
+  }
+  return tiles;
+}
+
 using simd::Vec;
 // Width taps per wgrad block (kTapBlock x kVectors accumulators).
 #if defined(__AVX512F__)
@@ -192,43 +242,40 @@ void fprop_taps(const float* const (&first)[VOXELS], const int64_t* offsets, int
   }
 }
 
-// One output plane for one panel of NV vectors into plane_sums [voxel][kFpropFilters], in tiles
-// of fprop_tile_voxels(NV) consecutive voxels of the plane (a tile may span lines: each voxel has its own first tap). A
-// tile sums the depth taps that read inside the input for this plane and the hull of the height
-// taps that do for its lines (those dead for some of its voxels read the padding's zeros): the
-// stem skips 8% of its products this way. The last tile's missing voxels repeat the plane's last
-// voxel; their sums land in plane_sums' slack.
+// One output plane for one panel of NV vectors into plane_sums [voxel][kFpropFilters], tile by tile
+// (plane_tiles of fprop_tile_voxels(NV) voxels). A tile sums the depth taps that read inside the
+// input for this plane and, of its hull of height and width taps, each row's run of width taps:
+// the stem skips a tenth of its products this way (8% with every width tap summed).
 template <int NV>
 void fprop_plane(const Conv3dParams& p, const PaddedInput& in, const std::vector<int64_t>& offsets, const float* wp,
-                 const PlaneItem& it, float* plane_sums) {
+                 const std::vector<PlaneTile>& tiles, const PlaneItem& it, float* plane_sums) {
   constexpr int kVoxels = fprop_tile_voxels(NV);
-  const int64_t plane = p.P * p.Q;
   const AxisRange ts = inside_range(p.T, p.D, p.dilation[0], it.z * p.stride[0] - p.pad[0]);
-  auto height_taps = [&](int64_t v) { return inside_range(p.R, p.H, p.dilation[1], v / p.Q * p.stride[1] - p.pad[1]); };
-  for (int64_t v0 = 0; v0 < plane; v0 += kVoxels) {
+  const float* plane_first = first_tap(p, in, it.n, it.z, 0);
+  for (const PlaneTile& tile : tiles) {
     const float* first[kVoxels];
 #pragma GCC unroll 12
-    for (int j = 0; j < kVoxels; ++j) first[j] = first_tap(p, in, it.n, it.z, std::min(v0 + j, plane - 1));
-    // Live height taps start earliest on the tile's last line and end latest on its first.
-    const int64_t r0 = height_taps(std::min(v0 + kVoxels, plane) - 1).lo, r1 = height_taps(v0).hi;
+    for (int j = 0; j < kVoxels; ++j) first[j] = plane_first + tile.offset[j];
+    const int64_t r0 = tile.rows.lo, r1 = tile.rows.hi, s0 = tile.cols.lo, s1 = tile.cols.hi;
     Vec acc[kVoxels][NV];
 #pragma GCC unroll 12
     for (int j = 0; j < kVoxels; ++j)
 #pragma GCC unroll 4
       for (int h = 0; h < NV; ++h) acc[j][h] = simd::zero();
-    // With every height tap live (all but the border lines) a channel's live depth taps are one
-    // run of consecutive taps: one call.
-    const bool whole_rows = r0 == 0 && r1 == p.R;
+    // Runs of consecutive taps, one call each: with every width tap live a channel's live rows of a
+    // depth tap, and with every height tap live too (all but the border lines) its live depth taps.
+    const bool whole_lines = s0 == 0 && s1 == p.S, whole_rows = whole_lines && r0 == 0 && r1 == p.R;
     for (int64_t c = 0; c < p.C; ++c)
-      for (int64_t t = ts.lo; t < ts.hi && r0 < r1; t = whole_rows ? ts.hi : t + 1) {
-        const int64_t tap = ((c * p.T + t) * p.R + r0) * p.S;
-        const int64_t taps = whole_rows ? (ts.hi - ts.lo) * p.R * p.S : (r1 - r0) * p.S;
-        fprop_taps<kVoxels, NV>(first, offsets.data() + tap, taps, wp + tap * kFpropFilters, acc);
-      }
+      for (int64_t t = ts.lo; t < ts.hi && r0 < r1 && s0 < s1; t = whole_rows ? ts.hi : t + 1)
+        for (int64_t r = r0; r < r1; r = whole_lines ? r1 : r + 1) {
+          const int64_t tap = ((c * p.T + t) * p.R + r) * p.S + s0;
+          const int64_t taps = whole_rows ? (ts.hi - ts.lo) * p.R * p.S : whole_lines ? (r1 - r0) * p.S : s1 - s0;
+          fprop_taps<kVoxels, NV>(first, offsets.data() + tap, taps, wp + tap * kFpropFilters, acc);
+        }
 #pragma GCC unroll 12
     for (int j = 0; j < kVoxels; ++j)
 #pragma GCC unroll 4
-      for (int h = 0; h < NV; ++h) simd::store(plane_sums + (v0 + j) * kFpropFilters + h * kLanes, acc[j][h]);
+      for (int h = 0; h < NV; ++h) simd::store(plane_sums + tile.voxel[j] * kFpropFilters + h * kLanes, acc[j][h]);
   }
 }
 
@@ -320,15 +367,26 @@ int panel_vectors(const Conv3dParams& p, int64_t panel, int64_t filters) {
   return static_cast<int>((std::min<int64_t>(filters, p.K - panel * filters) + kLanes - 1) / kLanes);
 }
 
+// The tiles of the panels' loops, by their vector count (only those K's panels run are filled).
+using FpropTiles = std::array<std::vector<PlaneTile>, kFpropVectors + 1>;
+FpropTiles fprop_tiles(const Conv3dParams& p, const PaddedInput& in) {
+  FpropTiles tiles;
+  for (const int64_t panel : {int64_t(0), panel_count(p, kFpropFilters) - 1}) {
+    const int vectors = panel_vectors(p, panel, kFpropFilters);
+    if (tiles[vectors].empty()) tiles[vectors] = plane_tiles(p, in, fprop_tile_voxels(vectors));
+  }
+  return tiles;
+}
+
 void fprop_item(const Conv3dParams& p, const PaddedInput& in, const std::vector<int64_t>& offsets, const float* wp,
-                const PlaneItem& it, float* plane_sums) {
+                const FpropTiles& tiles, const PlaneItem& it, float* plane_sums) {
   switch (panel_vectors(p, it.panel, kFpropFilters)) {
-    case 1: return fprop_plane<1>(p, in, offsets, wp, it, plane_sums);
+    case 1: return fprop_plane<1>(p, in, offsets, wp, tiles[1], it, plane_sums);
 #if !defined(__AVX512F__)
-    case 2: return fprop_plane<2>(p, in, offsets, wp, it, plane_sums);
-    case 3: return fprop_plane<3>(p, in, offsets, wp, it, plane_sums);
+    case 2: return fprop_plane<2>(p, in, offsets, wp, tiles[2], it, plane_sums);
+    case 3: return fprop_plane<3>(p, in, offsets, wp, tiles[3], it, plane_sums);
 #endif
-    default: return fprop_plane<kFpropVectors>(p, in, offsets, wp, it, plane_sums);
+    default: return fprop_plane<kFpropVectors>(p, in, offsets, wp, tiles[kFpropVectors], it, plane_sums);
   }
 }
 
@@ -344,8 +402,11 @@ void wgrad_item(const Conv3dParams& p, const PaddedInput& in, const float* dyp, 
 #else
 // The portable loops: the same sums in the same order, one voxel and filter at a time.
 // (All taps: those the vector loops skip add exact zeros.)
+struct FpropTiles {};
+FpropTiles fprop_tiles(const Conv3dParams&, const PaddedInput&) { return {}; }
+
 void fprop_item(const Conv3dParams& p, const PaddedInput& in, const std::vector<int64_t>& offsets, const float* wp,
-                const PlaneItem& it, float* plane_sums) {
+                const FpropTiles&, const PlaneItem& it, float* plane_sums) {
   for (int64_t v = 0; v < p.P * p.Q; ++v) {
     const float* first = first_tap(p, in, it.n, it.z, v);
     float* acc = plane_sums + v * kFpropFilters;
@@ -602,6 +663,7 @@ void padded_fprop(const char* op, const Conv3dParams& p, const float* x, const f
   const PaddedInput in = pad_input(p, x);
   const std::vector<float> wp = pack_filters_inner(p, w);
   const std::vector<int64_t> offsets = tap_offsets(p, in);
+  const FpropTiles tiles = fprop_tiles(p, in);
   const int64_t panels = panel_count(p, kFpropFilters), items = panels * p.N * p.Z;
   const int64_t macs = p.N * p.K * p.output_spatial() * p.C * p.taps();
   // Each thread's plane sums, with slack for the last tile's repeated voxels.
@@ -613,7 +675,7 @@ void padded_fprop(const char* op, const Conv3dParams& p, const float* x, const f
   for (int64_t item = 0; item < items; ++item) {
     const PlaneItem it = plane_item(panels, p.Z, item);
     float* sums = plane_sums.data() + omp_get_thread_num() * per_thread;
-    fprop_item(p, in, offsets, wp.data() + it.panel * p.C * p.taps() * kFpropFilters, it, sums);
+    fprop_item(p, in, offsets, wp.data() + it.panel * p.C * p.taps() * kFpropFilters, tiles, it, sums);
     if (grouped)
       store_plane_grouped(p, it, sums, y);
     else
