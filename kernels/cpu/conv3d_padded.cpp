@@ -51,11 +51,6 @@ static_assert(fprop_tile_voxels(1) <= kMaxTileVoxels && fprop_tile_voxels(2) <= 
 constexpr int64_t kMaxChannels = 4;
 // Below this many multiply-adds one thread is faster than waking a team.
 constexpr int64_t kParallelMacs = int64_t(1) << 20;
-#if defined(MED3D_SIMD)
-constexpr bool kVectorLoops = true;
-#else
-constexpr bool kVectorLoops = false;
-#endif
 
 // A volume with zero borders, [N, C, Dp, Hp, Wp] (pad_input).
 struct PaddedInput {
@@ -148,7 +143,7 @@ struct PlaneItem {
 // narrower) and the weights of all panels stay in L2.
 PlaneItem plane_item(int64_t panels, int64_t Z, int64_t item) { return {item % panels, item / panels / Z, item / panels % Z}; }
 
-// Where the vector loops store an item's sums straight into y's channel groups: its plane in the
+// Where fprop_item stores an item's sums straight into y's channel groups: its plane in the
 // panel's first group, the groups `pitch` apart (first null: into the plane sums, then y).
 struct GroupedPlane {
   float* first = nullptr;
@@ -179,11 +174,17 @@ struct PlaneTile {
 // that no tile holds voxels of a border column with others (their hull read padding through 3% of
 // the stem's products, a tile of 8 voxels per line's start and end).
 std::vector<PlaneTile> plane_tiles(const Conv3dParams& p, const PaddedInput& in, int voxels) {
-  auto height_taps = [&](int64_t y) { return inside_range(p.R, p.H, p.dilation[1], y * p.stride[1] - p.pad[1]); };
-  auto width_taps = [&](int64_t x) { return inside_range(p.S, p.W, p.dilation[2], x * p.stride[2] - p.pad[2]); };
+  std::vector<AxisRange> height_taps, width_taps;  // per output line, per output column
+  for (int64_t y = 0; y < p.P; ++y)
+    height_taps.push_back(inside_range(p.R, p.H, p.dilation[1], y * p.stride[1] - p.pad[1]));
+  for (int64_t x = 0; x < p.Q; ++x)
+    width_taps.push_back(inside_range(p.S, p.W, p.dilation[2], x * p.stride[2] - p.pad[2]));
+  auto whole = [&](int64_t x) {
+    const AxisRange s = width_taps[static_cast<std::size_t>(x)];
+    return s.lo == 0 && s.hi == p.S;
+  };
   std::vector<int64_t> order;
   order.reserve(static_cast<std::size_t>(p.P * p.Q));
-  auto whole = [&](int64_t x) { return width_taps(x).lo == 0 && width_taps(x).hi == p.S; };
   for (int64_t y = 0; y < p.P; ++y)
     for (int64_t x = 0; x < p.Q; ++x)
       if (whole(x)) order.push_back(y * p.Q + x);
@@ -200,7 +201,7 @@ std::vector<PlaneTile> plane_tiles(const Conv3dParams& p, const PaddedInput& in,
       const int64_t v = order[i + static_cast<std::size_t>(j)], y = v / p.Q, x = v % p.Q;
       tile.voxel[j] = v;
       tile.offset[j] = y * p.stride[1] * in.Wp + x * p.stride[2];
-      const AxisRange r = height_taps(y), s = width_taps(x);
+      const AxisRange r = height_taps[static_cast<std::size_t>(y)], s = width_taps[static_cast<std::size_t>(x)];
       tile.rows = {std::min(tile.rows.lo, r.lo), std::max(tile.rows.hi, r.hi)};
       tile.cols = {std::min(tile.cols.lo, s.lo), std::max(tile.cols.hi, s.hi)};
     }
@@ -447,13 +448,16 @@ struct FpropTiles {};
 FpropTiles fprop_tiles(const Conv3dParams&, const PaddedInput&) { return {}; }
 
 void fprop_item(const Conv3dParams& p, const PaddedInput& in, const std::vector<int64_t>& offsets, const float* wp,
-                const FpropTiles&, const PlaneItem& it, float* plane_sums, const GroupedPlane&) {
+                const FpropTiles&, const PlaneItem& it, float* plane_sums, const GroupedPlane& out) {
+  constexpr int64_t G = kConv3dChannelGroup;
   for (int64_t v = 0; v < p.P * p.Q; ++v) {
     const float* first = first_tap(p, in, it.n, it.z, v);
     float* acc = plane_sums + v * kFpropFilters;
     std::fill(acc, acc + kFpropFilters, 0.0f);
     for (std::size_t i = 0; i < offsets.size(); ++i)
       for (int k = 0; k < kFpropFilters; ++k) acc[k] += first[offsets[i]] * wp[i * kFpropFilters + k];
+    if (out.first != nullptr)
+      for (int64_t k = 0; k < kFpropFilters; ++k) out.first[k / G * out.pitch + v * G + k % G] = acc[k];
   }
 }
 
@@ -503,9 +507,8 @@ void store_plane(const Conv3dParams& p, const PlaneItem& it, const float* plane_
     for (int64_t k = 0; k < rows; ++k) dst[k * V + v] = plane_sums[v * kFpropFilters + k];
 }
 
-// The item's filters into y in channel groups (conv3d_direct.h's layout: filter k of output voxel
-// v at [(n * ceil(K / 8) + k / 8) * pitch + v * 8 + k % 8]): each voxel's 8 filters of a group one
-// copy from plane_sums, no transpose; the filters past K in the last group written as 0.
+// The item's filters into y in channel groups (grouped_plane): each voxel's 8 filters of a group
+// one copy from plane_sums, no transpose; the filters past K in the last group written as 0.
 void store_plane_grouped(const Conv3dParams& p, const PlaneItem& it, const float* plane_sums, float* y) {
   constexpr int64_t G = kConv3dChannelGroup;
   const int64_t rows = std::min<int64_t>(kFpropFilters, p.K - it.panel * kFpropFilters), plane = p.P * p.Q;
@@ -714,10 +717,10 @@ void padded_fprop(const char* op, const Conv3dParams& p, const float* x, const f
   for (int64_t item = 0; item < items; ++item) {
     const PlaneItem it = plane_item(panels, p.Z, item);
     float* sums = plane_sums.data() + omp_get_thread_num() * per_thread;
-    // A whole panel in channel groups goes straight from the registers into y, not through the
+    // A whole panel in channel groups goes straight into y as fprop_item sums it, not through the
     // plane sums (the stem's fprop against oneDNN's formats: 0.93 paired, median of 6 runs, where
     // it was 0.905); a partial one goes through them, which write 0 past K.
-    const bool direct = kVectorLoops && grouped && p.K - it.panel * kFpropFilters >= kFpropFilters;
+    const bool direct = grouped && p.K - it.panel * kFpropFilters >= kFpropFilters;
     fprop_item(p, in, offsets, wp.data() + it.panel * p.C * p.taps() * kFpropFilters, tiles, it, sums,
                direct ? grouped_plane(p, it, y) : GroupedPlane{});
     if (direct) continue;
