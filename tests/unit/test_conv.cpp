@@ -931,8 +931,10 @@ TEST_CASE("conv3d: the line tiles in channel groups give the bits of NCDHW", "[c
   // on the line tiles): channels and filters that leave partial groups (6 -> 7; dgrad 40 -> 9), an
   // odd volume (105 voxels: groups 840 floats apart, 52.5 cache lines), some
   // taps dead (dilation 2 on a depth of 2), the strided fprop and the strided dgrad's classes (dx
-  // voxels written every other one), a transposed conv with an output padding; and in vector builds
-  // a same conv on 16 x 32 x 32 voxels whose 4 MiB output is streamed. The groups' pitch tails are
+  // voxels written every other one: the two classes' tiles of a stretch stored together, on an odd
+  // width one voxel shorter in the second), a transposed conv with an output padding; and in vector
+  // builds a same conv on 16 x 32 x 32 voxels and a strided dgrad into 16 x 32 x 32, whose 4 MiB
+  // outputs are streamed. The groups' pitch tails are
   // neither read (NaN there changes nothing) nor written, and the output's channels past its last
   // one are 0.
   Context context(Device::cpu(), 3);
@@ -945,6 +947,8 @@ TEST_CASE("conv3d: the line tiles in channel groups give the bits of NCDHW", "[c
       kernels::conv_transpose3d_params("test", {2, 20, 2, 3, 3}, {20, 16, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1},
                                        {1, 1, 1}, 1),
       kernels::conv3d_params("test", {1, 16, 16, 32, 32}, {64, 16, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 24, 5, 5, 7}, {16, 24, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {1, 64, 16, 32, 32}, {16, 64, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1),
   };
   namespace k = kernels::cpu;
   constexpr int64_t G = k::kConv3dChannelGroup;
