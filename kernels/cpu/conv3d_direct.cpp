@@ -781,10 +781,14 @@ template <int LO, int HI, int NV, int SX>
   int64_t c = 0;
   for (; c + kChannelGroup <= run.channels; c += kChannelGroup, group += run.x_step) {
     // Prefetched 4 groups ahead (the groups lie x_step apart): with it DenseASPP d3's fprop on
-    // its 32 MiB large-scale input takes 0.97x the time, the small-scale rows 1.00-1.02x.
+    // its 32 MiB large-scale input takes 0.97x the time, the small-scale rows 1.00-1.02x. Not past
+    // the run's channels: at C = 64 half of layer2's prefetches went past x's last group (its
+    // large-scale fprop/dgrad in channel groups 0.985x/0.982x the time without them).
+    if (c + 4 * kChannelGroup < run.channels) {
 #pragma GCC unroll 8
-    for (int line = 0; line < kLineVoxels * SX * kChannelGroup; line += 16)
-      __builtin_prefetch(group + 4 * run.x_step + line);
+      for (int line = 0; line < kLineVoxels * SX * kChannelGroup; line += 16)
+        __builtin_prefetch(group + 4 * run.x_step + line);
+    }
     // Two channels per iteration (AVX2: DenseASPP d3 fprop 0.92x the time, layer1 fprop 0.94-0.96x,
     // layer3_d2 and layer4_d4 dgrad 0.97-0.98x, layer2 fprop 0.97-1.01x); 4 and 8 were no better,
     // and fully unrolled GCC interleaved the channels' loads and spilled accumulators.
