@@ -63,8 +63,8 @@ int run_conv(const CommonOptions& options) {
               "weights are in its format before its timing starts, paired with the reference in runs of their own "
               "(elsewhere nothing is packed in advance: the ours / speed_vs_ref pair); native: ours in our own "
               "formats as oneDNN runs in its own, the weights packed and, where the line tiles run the pass "
-              "(conv3d_direct_grouped_applies), the activations in channel groups of 8 (elsewhere the packed "
-              "pair)\n\n",
+              "(conv3d_direct_grouped_applies; of the 1x1x1 convs, their fprop), the activations in channel groups of "
+              "8 (elsewhere the packed pair)\n\n",
               options.scale.c_str(), options.runs, options.warmup);
   const double nan = std::numeric_limits<double>::quiet_NaN();
   Report report({{"layer"},
@@ -121,10 +121,15 @@ int run_conv(const CommonOptions& options) {
       // The same pass in our own activation layout (as oneDNN's blocked formats, no conversion timed): the input
       // and output in channel groups, with the weights packed for the direct kernels, where the dispatcher runs
       // them on the line tiles (not Winograd's 3x3x3 same convs); the padded kernels' fprop (the stem's) writes
-      // its output in the groups and keeps its input NCDHW, as oneDNN keeps a single channel's.
+      // its output in the groups and keeps its input NCDHW, as oneDNN keeps a single channel's. A 1x1x1 conv's
+      // fprop runs on the line tiles too, which need no packing of x in the groups (the dispatcher's GEMM packs
+      // it at every call); its dgrad stays on the GEMM, which they do not beat (the bottleneck's, large scale:
+      // 5.06-5.29 ms against 4.81-5.06).
       namespace k = kernels::cpu;
       const bool padded = kp == Pass::fprop && k::conv3d_padded_applies(p);
-      const bool grouped = padded || (packed_n > 0 && k::conv3d_direct_grouped_applies(p, pack_for));
+      const bool pointwise = p.taps() == 1;
+      const bool grouped = padded || (k::conv3d_direct_grouped_applies(p, pack_for) &&
+                                      (pointwise ? kp == Pass::fprop : packed_n > 0));
       const int64_t in_c = kp == Pass::fprop ? p.C : p.K, out_c = kp == Pass::fprop ? p.K : p.C;
       const int64_t in_v = kp == Pass::fprop ? p.input_spatial() : p.output_spatial();
       const int64_t out_v = kp == Pass::fprop ? p.output_spatial() : p.input_spatial();

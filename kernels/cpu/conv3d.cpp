@@ -997,12 +997,14 @@ void pack_gemm_dgrad_weights(const Conv3dParams& p, const Plan& plan, const floa
 }  // namespace
 
 int64_t conv3d_scratch_elements(const Conv3dParams& p, int64_t budget) {
-  int64_t planned = scratch_needed(p, make_plan(p, budget));
+  const Plan plan = make_plan(p, budget);
+  int64_t planned = scratch_needed(p, plan);
   // The Winograd kernels within the budget (their scratch grows with the volume; over it, the
   // direct kernels run).
   if (const int64_t winograd = conv3d_winograd_scratch_elements(p); kWinogradKernels && winograd <= budget)
     planned = std::max(planned, winograd);
-  const bool direct = conv3d_direct_fprop_applies(p) || conv3d_direct_dgrad_applies(p);
+  // (Pointwise convs go to the GEMMs, never to the direct kernels: see packed_route.)
+  const bool direct = !plan.pointwise && (conv3d_direct_fprop_applies(p) || conv3d_direct_dgrad_applies(p));
   return direct ? std::max(planned, conv3d_direct_scratch_elements(p)) : planned;
 }
 

@@ -1251,6 +1251,15 @@ Lines strided_dgrad_lines(const Conv3dParams& p) {
   return make_lines(axes, p.K);
 }
 
+// A 1x1x1 conv (ResNet-50's bottlenecks) on the line tiles: the dispatcher gives it to the GEMM
+// (conv3d.cpp's plan.pointwise), which reads NCDHW rows but packs x at every call (a tenth of the
+// large-scale bottleneck's fprop); with its activations in channel groups the line tiles need no
+// packing (conv3d_direct_fprop_grouped: 0.92x the GEMM's time at 1024 -> 256 channels on 8x16x16).
+bool pointwise_on_lines(const Conv3dParams& p) {
+  return p.groups == 1 && p.taps() == 1 && p.stride == Dims3{1, 1, 1} && p.pad == Dims3{0, 0, 0} &&
+         p.output_padding == Dims3{0, 0, 0} && p.C >= kLineMinChannels && p.K >= kLineMinChannels && line_tiles(p);
+}
+
 // Where no two taps reach one dx voxel (the head's k2 s2 transposed conv: 1.25x the time of the
 // GEMM and col2vol), each class is a 1x1x1 conv, which the GEMM runs better.
 bool strided_dgrad_applies(const Conv3dParams& p) {
@@ -1275,7 +1284,7 @@ struct DirectRun {
 // Whether the pass runs a strided conv's dgrad classes (always on the line tiles); else it runs
 // run_conv(p, pass), on the line tiles where line_tiles says so.
 bool runs_dgrad_classes(const Conv3dParams& p, PackFor pass) {
-  return pass == PackFor::dgrad && !conv3d_direct_applies(p);
+  return pass == PackFor::dgrad && !conv3d_direct_applies(p) && !pointwise_on_lines(p);
 }
 Conv3dParams run_conv(const Conv3dParams& p, PackFor pass) { return pass == PackFor::fprop ? p : transposed(p); }
 
@@ -1428,12 +1437,13 @@ void wgrad_block(const float* dyp, const float* const* xs, int64_t samples, int6
 void check_applies(const Conv3dParams& p, PackFor pass) {
   if (pass == PackFor::fprop)
     MED3D_CHECK(conv3d_direct_fprop_applies(p), "conv3d_direct_fprop: needs a single-group conv whose output ",
-                "extent equals its input extent, or one with a width stride of at most 2 on the line tiles; ",
-                "dispatch through conv3d_fprop instead");
+                "extent equals its input extent, or one with a width stride of at most 2 on the line tiles, or ",
+                "a 1x1x1 one with at least ", kLineMinChannels, " channels and filters on them; dispatch ",
+                "through conv3d_fprop instead");
   else
     MED3D_CHECK(conv3d_direct_dgrad_applies(p), "conv3d_direct_dgrad: needs a unit-stride single-group conv whose ",
-                "output extent equals its input extent, or a strided one with at least ", kLineMinChannels,
-                " channels and filters on the line tiles; dispatch through conv3d_dgrad instead");
+                "output extent equals its input extent, or a strided one or a 1x1x1 one with at least ",
+                kLineMinChannels, " channels and filters on the line tiles; dispatch through conv3d_dgrad instead");
 }
 
 void check_scratch(const char* op, const Conv3dParams& p, int64_t scratch_elements) {
@@ -1452,7 +1462,7 @@ bool conv3d_direct_applies(const Conv3dParams& p) {
 }
 
 bool conv3d_direct_fprop_applies(const Conv3dParams& p) {
-  if (conv3d_direct_applies(p)) return true;
+  if (conv3d_direct_applies(p) || pointwise_on_lines(p)) return true;
   return p.groups == 1 && p.taps() > 1 && p.C >= kLineMinChannels && p.output_padding == Dims3{0, 0, 0} &&
          p.stride[2] <= 2 && taps_overlap(p) && line_tiles(p);
 }
@@ -1464,7 +1474,7 @@ bool conv3d_direct_wgrad_applies(const Conv3dParams& p) {
 }
 
 bool conv3d_direct_dgrad_applies(const Conv3dParams& p) {
-  return conv3d_direct_applies(p) || strided_dgrad_applies(p);
+  return conv3d_direct_applies(p) || strided_dgrad_applies(p) || pointwise_on_lines(p);
 }
 
 // Packed weights in advance: a header of kPackedWeightsHeader floats (kPackedMagic, the pass and
@@ -1524,7 +1534,7 @@ void conv3d_direct_pack_weights(const Conv3dParams& p, PackFor pass, const float
 
 int64_t conv3d_direct_scratch_elements(const Conv3dParams& p) {
   int64_t most = direct_scratch_elements(p, live_tap_count(p));
-  if (conv3d_direct_applies(p)) {
+  if (conv3d_direct_applies(p) || pointwise_on_lines(p)) {
     const Conv3dParams f = transposed(p);
     most = std::max(most, direct_scratch_elements(f, live_tap_count(f)));
   }

@@ -924,19 +924,66 @@ TEST_CASE("conv3d: weights packed in advance give the bits of weights packed per
                       Catch::Contains("reads no weights packed in advance"));
 }
 
+TEST_CASE("conv3d: the line tiles' 1x1x1 fprop and dgrad match the f64 kernels", "[conv]") {
+  // A 1x1x1 conv runs on the line tiles when called directly (conv3d_direct_*, and in channel
+  // groups: ResNet-50's bottlenecks without packing x), while the dispatcher keeps it on the GEMMs
+  // (no direct packing, no direct scratch). Cases (planes of at most 64 voxels, where every build
+  // runs the line tiles): channels and filters that leave partial groups and panels (20 -> 36, its
+  // dgrad 36 -> 20), and 64 -> 16 over two samples. Not taken: fewer than 16 filters (the
+  // classifier's 2) or channels, a stride, a padding.
+  Context context(Device::cpu(), 11);
+  const Conv3dParams cases[] = {
+      kernels::conv3d_params("test", {1, 20, 3, 4, 10}, {36, 20, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 64, 2, 8, 8}, {16, 64, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
+  };
+  for (const Conv3dParams& p : cases) {
+    INFO("C " << p.C << " K " << p.K);
+    REQUIRE(p.P * p.Q <= 64);
+    REQUIRE(kernels::cpu::conv3d_direct_fprop_applies(p));
+    REQUIRE(kernels::cpu::conv3d_direct_dgrad_applies(p));
+    const ConvCase c = conv_case(context, p);
+    const int64_t n_scratch = kernels::cpu::conv3d_direct_scratch_elements(p);
+    std::vector<float> scratch(static_cast<std::size_t>(n_scratch), -1.0f);
+    Tensor y = context.full(c.ref[0].shape(), 7.0, DType::f32);
+    kernels::cpu::conv3d_direct_fprop(p, c.xf.data<float>(), c.wf.data<float>(), y.data<float>(), scratch.data(),
+                                      n_scratch);
+    test::require_close(y.to(DType::f64), c.ref[0], 1e-5, "pointwise direct y");
+    Tensor dx = context.full(c.ref[1].shape(), 7.0, DType::f32);
+    kernels::cpu::conv3d_direct_dgrad(p, c.dyf.data<float>(), c.wf.data<float>(), dx.data<float>(), scratch.data(),
+                                      n_scratch);
+    test::require_close(dx.to(DType::f64), c.ref[1], 1e-5, "pointwise direct dx");
+    // The dispatcher's weights packed in advance are the GEMM's (dgrad) or none (fprop), never the
+    // direct kernels'.
+    const int64_t n_conv = kernels::cpu::conv3d_scratch_elements(p);
+    CHECK(kernels::cpu::conv3d_packed_weights_elements(p, kernels::PackFor::fprop, n_conv) == 0);
+    CHECK(kernels::cpu::conv3d_packed_weights_elements(p, kernels::PackFor::dgrad, n_conv) !=
+          kernels::cpu::conv3d_direct_packed_elements(p, kernels::PackFor::dgrad));
+  }
+  const auto applies = [](const Conv3dParams& p) {
+    return kernels::cpu::conv3d_direct_fprop_applies(p) || kernels::cpu::conv3d_direct_dgrad_applies(p);
+  };
+  CHECK_FALSE(applies(kernels::conv3d_params("test", {1, 32, 4, 8, 8}, {2, 32, 1, 1, 1}, {1, 1, 1}, {0, 0, 0},
+                                             {1, 1, 1}, 1)));
+  CHECK_FALSE(applies(kernels::conv3d_params("test", {1, 8, 4, 8, 8}, {32, 8, 1, 1, 1}, {1, 1, 1}, {0, 0, 0},
+                                             {1, 1, 1}, 1)));
+  CHECK_FALSE(applies(kernels::conv3d_params("test", {1, 32, 4, 8, 8}, {32, 32, 1, 1, 1}, {2, 2, 2}, {0, 0, 0},
+                                             {1, 1, 1}, 1)));
+  CHECK_FALSE(applies(kernels::conv3d_params("test", {1, 32, 4, 8, 8}, {32, 32, 1, 1, 1}, {1, 1, 1}, {1, 1, 1},
+                                             {1, 1, 1}, 1)));
+}
+
 TEST_CASE("conv3d: the line tiles in channel groups give the bits of NCDHW", "[conv]") {
   // conv3d_direct_fprop_grouped / _dgrad_grouped read and write the activations in channel groups
   // (no copy in, no transpose out) and must give the bits of the NCDHW passes with the same packed
   // weights, on 1 and 3 threads. Cases (output planes of up to 64 voxels, which every build runs
   // on the line tiles): channels and filters that leave partial groups (6 -> 7; dgrad 40 -> 9), an
-  // odd volume (105 voxels: groups 840 floats apart, 52.5 cache lines), some
-  // taps dead (dilation 2 on a depth of 2), the strided fprop and the strided dgrad's classes (dx
-  // voxels written every other one: the two classes' tiles of a stretch stored together, on an odd
-  // width one voxel shorter in the second), a transposed conv with an output padding; and in vector
-  // builds a same conv on 16 x 32 x 32 voxels and a strided dgrad into 16 x 32 x 32, whose 4 MiB
-  // outputs are streamed. The groups' pitch tails are
-  // neither read (NaN there changes nothing) nor written, and the output's channels past its last
-  // one are 0.
+  // odd volume (105 voxels: groups 840 floats apart, 52.5 cache lines), some taps dead (dilation 2
+  // on a depth of 2), the strided fprop and the strided dgrad's classes (dx voxels written every
+  // other one: the two classes' tiles of a stretch stored together, on an odd width one voxel
+  // shorter in the second), a transposed conv with an output padding, a 1x1x1 conv (partial groups
+  // in and out); and in vector builds a same conv on 16 x 32 x 32 voxels and a strided dgrad into
+  // 16 x 32 x 32, whose 4 MiB outputs are streamed. The groups' pitch tails are neither read (NaN
+  // there changes nothing) nor written, and the output's channels past its last one are 0.
   Context context(Device::cpu(), 3);
   const Conv3dParams cases[] = {
       kernels::conv3d_params("test", {2, 6, 3, 4, 10}, {7, 6, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
@@ -949,6 +996,7 @@ TEST_CASE("conv3d: the line tiles in channel groups give the bits of NCDHW", "[c
       kernels::conv3d_params("test", {1, 16, 16, 32, 32}, {64, 16, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {2, 24, 5, 5, 7}, {16, 24, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {1, 64, 16, 32, 32}, {16, 64, 3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 20, 3, 4, 10}, {36, 20, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
   };
   namespace k = kernels::cpu;
   constexpr int64_t G = k::kConv3dChannelGroup;

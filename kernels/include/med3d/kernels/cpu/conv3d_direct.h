@@ -45,7 +45,9 @@ bool conv3d_direct_applies(const Conv3dParams& p);
 // Whether conv3d_direct_fprop takes this conv: the convs above, and on the line tiles (vector
 // builds: every plane; portable: output planes of up to 64 voxels) also single-group convs with
 // other paddings, any depth and height strides and a width stride of at most 2 (layer 2's
-// stride-2 3x3x3 conv), from 16 input channels, whose taps overlap (not k2 s2: the GEMM's).
+// stride-2 3x3x3 conv), from 16 input channels, whose taps overlap (not k2 s2: the GEMM's); and
+// on the line tiles 1x1x1 convs from 16 channels and 16 filters (the dispatcher, conv3d_fprop,
+// still gives those to the GEMM on NCDHW; in channel groups the line tiles need no packing of x).
 bool conv3d_direct_fprop_applies(const Conv3dParams& p);
 
 // Whether conv3d_direct_dgrad takes this conv: the convs above, and on the line tiles (vector
@@ -53,7 +55,7 @@ bool conv3d_direct_fprop_applies(const Conv3dParams& p);
 // any paddings, dilations and output paddings, from 16 channels and 16 filters, whose taps overlap
 // (layer 2's stride-2 conv, k3 s2 transposed convs; not k2 s2: the GEMM's): dx's positions split
 // into classes by their residues modulo the strides, each a direct conv of dy with its own taps at
-// unit stride.
+// unit stride; and the 1x1x1 convs fprop takes.
 bool conv3d_direct_dgrad_applies(const Conv3dParams& p);
 
 // Whether conv3d_direct_wgrad takes this conv: the convs above, and single-group strided convs
