@@ -447,6 +447,13 @@ bool taps_overlap(const Conv3dParams& p) {
 }
 // Tiles per work item: their sums stay in L1/L2 while each tap's weights for a channel block (in
 // L1) serve all of them, where a tile at a time would read the panel's weights from L2 for each.
+// Halved first while the item's input rows for a channel block exceed kLineWindowBytes, so that
+// they stay in L2 beside the panel's weights: a strided conv's item reads twice the rows (layer2's
+// fprop, 16 output lines at C = 64: 768 KiB; 4 lines: 216 KiB). With its data from memory, as in
+// med3d-bench, layer2's fprop takes 0.98x the time at large scale (8 of 8 paired rounds), 0.97x at
+// small; DenseASPP d3 and d6 (large scale: 42 rows of 16 KiB per block, then 8 tiles of 24 rows),
+// layer3_d2 and layer4_d4 level.
+constexpr int64_t kLineWindowBytes = int64_t(256) << 10;
 // Halved (down to kLineMinChunk) while the threads would get fewer than kLineItemsPerThread items
 // each: on 8x8 output planes (64 tiles per sample) layer 2's fprop and layer 3's dgrad had 24
 // items of 24 or 19 units, and one thread did 288 units while the other did 248.
@@ -1069,6 +1076,21 @@ void pack_lines(const Conv3dParams& f, const Lines& lines, const WeightLayout& w
     pack_line_panel(f, lines, wl, panel, wp + plan.offset(panel, f.C, live));
 }
 
+// Bytes of input a work item of `chunk` tiles reads per channel block: its tiles' input rows (the
+// first chunk's, every live tap's) x the row's voxels x the block's channels.
+int64_t input_window_bytes(const Conv3dParams& f, const Lines& lines, int64_t chunk, int64_t block) {
+  const auto live = static_cast<int64_t>(lines.live.size());
+  std::vector<int64_t> rows;
+  for (int64_t t = 0; t < std::min<int64_t>(chunk, static_cast<int64_t>(lines.v0.size())); ++t)
+    for (int64_t l = 0; l < live; ++l)
+      if (const int key = lines.range[static_cast<std::size_t>(t * live + l)]; key != 0)
+        rows.push_back((lines.x0[static_cast<std::size_t>(t)] + lines.shift[static_cast<std::size_t>(l)] +
+                        (key >> 4) * f.stride[2]) / f.W);
+  std::sort(rows.begin(), rows.end());
+  const auto distinct = std::unique(rows.begin(), rows.end()) - rows.begin();
+  return distinct * f.W * std::min(block, f.C) * int64_t(sizeof(float));
+}
+
 // Whether run_lines' input is already in channel groups (then not copied) and its output is to be
 // written in them (then not transposed into NCDHW).
 struct LineIo {
@@ -1121,6 +1143,7 @@ void run_lines(const Conv3dParams& f, const Lines& lines, const float* x, float*
   const bool stream = f.N * f.K * V * int64_t(sizeof(float)) >= kStreamedBytes;
   const int64_t block = kLineBlock;
   int64_t chunk = kLineChunk;
+  while (chunk > kLineMinChunk && input_window_bytes(f, lines, chunk, block) > kLineWindowBytes) chunk /= 2;
   while (chunk > kLineMinChunk && panels * f.N * ((tiles + chunk - 1) / chunk) < kLineItemsPerThread * threads)
     chunk /= 2;
   const int64_t chunks = (tiles + chunk - 1) / chunk, per_panel = f.N * chunks, items = panels * per_panel;
