@@ -1,0 +1,14 @@
+#!/bin/bash
+# abenv.sh "ENV_A" "ENV_B" rounds bin args... : per round the probe's regime, then A and B medians
+A=$1; B=$2; R=$3; BIN=$4; shift 4
+export OMP_NUM_THREADS=${THREADS:-2}
+for i in $(seq $R); do
+  p=$(/tmp/mb/probe | awk '{print $1}')
+  a=$(env $A $BIN "$@" | awk '{print $3}'); b=$(env $B $BIN "$@" | awk '{print $3}')
+  echo "$p $a $b"
+done | /usr/bin/python3 -c "
+import sys,statistics as s
+p=[l.split() for l in sys.stdin]
+for reg in ('fast','SLOW'):
+  q=[(float(a),float(b)) for r,a,b in p if r==reg]
+  if q: print(reg, len(q), 'minA %.3f minB %.3f  B/A median %.3f  B wins %d/%d' % (min(a for a,_ in q), min(b for _,b in q), s.median(b/a for a,b in q), sum(b<a for a,b in q), len(q)))"
