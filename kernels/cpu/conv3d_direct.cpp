@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "med3d/kernels/cpu_loops.h"
+#include "parallel_items.h"
 #include "simd.h"
 
 namespace med3d::kernels::cpu {
@@ -36,56 +37,6 @@ void for_items(int64_t items, int64_t macs, Body&& body) {
   }
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t item = 0; item < items; ++item) body(item);
-}
-
-// for_items where each thread should keep to a run of consecutive items (the line tiles'
-// per-thread weight panels), item i costing cost(i) work units: each thread owns a run of about
-// equal total cost (equal counts left one thread up to a fifth more work: layer1's panels of 24,
-// 24 and 16 filters), its end rounded to the nearest multiple of `granule` items (a panel's: a
-// run ending inside a panel had both threads pack it; rounded, layer3_d2 dgrad takes 0.97-0.985x
-// the time, layer2 fprop 0.95-0.98x), and takes its items from the front; done, it takes the
-// others' remaining items from their backs, so that a thread slowed by the host's other work
-// does less (static runs left the other waiting). Each item runs exactly once, on one thread.
-template <class Cost, class Body>
-void for_costed_items(int64_t items, int64_t granule, int64_t macs, Cost&& cost, Body&& body) {
-  const int threads = omp_get_max_threads();
-  if (omp_in_parallel() || threads == 1 || macs < kParallelMacs) {
-    for (int64_t item = 0; item < items; ++item) body(item);
-    return;
-  }
-  // Run t: its unclaimed items [front, back), packed in one word (front << 32 | back) so that
-  // one compare-and-swap claims from either end.
-  struct alignas(64) Run {
-    std::atomic<uint64_t> bounds{0};
-  };
-  std::vector<Run> runs(static_cast<std::size_t>(threads));
-  int64_t total = 0;
-  for (int64_t item = 0; item < items; ++item) total += cost(item);
-  for (int64_t item = 0, start = 0, first = 0, t = 0; t < threads; ++t) {
-    for (; item < items && start < total * (t + 1) / threads; ++item) start += cost(item);
-    const int64_t rounded = std::min(items, (item + granule / 2) / granule * granule);
-    const int64_t end = t + 1 == threads ? items : std::max(first, rounded);
-    runs[static_cast<std::size_t>(t)].bounds = static_cast<uint64_t>(first) << 32 | static_cast<uint64_t>(end);
-    first = end;
-  }
-  // The item claimed from run r's front (or back), or -1 when it has none left.
-  auto claim = [&](int r, bool front) -> int64_t {
-    std::atomic<uint64_t>& bounds = runs[static_cast<std::size_t>(r)].bounds;
-    uint64_t now = bounds.load();
-    while (true) {
-      const uint64_t lo = now >> 32, hi = now & 0xFFFFFFFFu;
-      if (lo >= hi) return -1;
-      const uint64_t next = front ? (lo + 1) << 32 | hi : lo << 32 | (hi - 1);
-      if (bounds.compare_exchange_weak(now, next)) return static_cast<int64_t>(front ? lo : hi - 1);
-    }
-  };
-#pragma omp parallel num_threads(threads)
-  {
-    const int id = omp_get_thread_num();
-    for (int64_t item; (item = claim(id, true)) >= 0;) body(item);
-    for (int other = 1; other < threads; ++other)
-      for (int64_t item; (item = claim((id + other) % threads, false)) >= 0;) body(item);
-  }
 }
 
 // Channels per register block of the fprop/dgrad kernels: about kSumDepth products per output.
@@ -1181,7 +1132,8 @@ void run_lines(const Conv3dParams& f, const Lines& lines, const float* x, float*
                 static_cast<int>(std::min<int64_t>(width, f.K - k0)), f.stride[2], stream, out_pitch);
   };
   const int64_t macs = lines.pairs * f.N * plan.packed_filters() * kLineVoxels * f.C;
-  for_costed_items(items, per_thread ? per_panel : chunks, macs, [&](int64_t item) { return plan.cost(item_at(item)[0]); },
+  for_costed_items(items, per_thread ? per_panel : chunks, macs >= kParallelMacs,
+                   [&](int64_t item) { return plan.cost(item_at(item)[0]); },
                    body);
 }
 
@@ -1587,7 +1539,7 @@ void conv3d_direct_wgrad(const Conv3dParams& p, const float* x, const float* dy,
   // This loop and the sums below share out whole panels alike (for_costed_items' runs of equal
   // cost), so that each thread sums over the dyp it packed.
   const auto same_cost = [](int64_t) { return int64_t(1); };
-  for_costed_items(panels * p.N, p.N, panels * p.N * V * kWgradFilters, same_cost, [&](int64_t item) {
+  for_costed_items(panels * p.N, p.N, panels * p.N * V * kWgradFilters >= kParallelMacs, same_cost, [&](int64_t item) {
     const int64_t panel = item / p.N, n = item % p.N;
     float* dst = dyp.get() + item * V * kWgradFilters;
     int f = 0;
@@ -1669,7 +1621,8 @@ void conv3d_direct_wgrad(const Conv3dParams& p, const float* x, const float* dy,
   int64_t macs = 0;
   for (const WgradTap& tap : taps)
     for (const Segment& seg : tap.segments) macs += seg.count;
-  for_costed_items(panels * runs, runs, macs * p.N * panels * kWgradFilters * c_blocks * kWgradChannels, same_cost,
+  for_costed_items(panels * runs, runs, macs * p.N * panels * kWgradFilters * c_blocks * kWgradChannels >= kParallelMacs,
+                   same_cost,
                    body);
 }
 
