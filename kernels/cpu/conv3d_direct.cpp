@@ -23,8 +23,6 @@ constexpr int kLanes = kLoopLanes;  // voxels per vector
 constexpr int kMaxVectors = 4;
 // Products summed in registers before they are added into the output (fprop and dgrad).
 constexpr int64_t kSumDepth = 256;
-// Below this many multiply-adds one thread is faster than waking a team.
-constexpr int64_t kParallelMacs = int64_t(1) << 20;
 // Runs body(item) for every item: across the threads, each taking the next item when done (a
 // thread slowed by the host's other work takes fewer: static halves left the other waiting, up to
 // a tenth of layer1's fprop and layer3's dgrad), or in turn inside a parallel region or below

@@ -7,6 +7,7 @@
 #include <memory>
 #include <vector>
 
+#include "parallel_items.h"
 #include "simd.h"
 
 namespace med3d::kernels::cpu {
@@ -31,8 +32,6 @@ constexpr int64_t kBlockTiles = kTileRows;
 // wgrad's blocks: about this many bytes of transformed input over all 64 positions (each thread
 // transforms and sums its share of them; 2 threads hold half of v and dv each).
 constexpr int64_t kWgradBlockBytes = 768 * 1024;
-// Below this many multiply-adds one thread is faster than waking a team.
-constexpr int64_t kParallelMacs = int64_t(1) << 20;
 
 int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
 

@@ -1,5 +1,5 @@
-// Work items shared out over the OpenMP threads (internal to the CPU kernels): each thread owns a
-// run of the items and takes from the others' runs when done. No state of its own, no throws.
+// Work shared out over the OpenMP threads (internal to the CPU kernels): when a team is worth
+// waking, and items where each thread owns a run and takes from the others' runs when done.
 #pragma once
 
 #include <omp.h>
@@ -9,6 +9,10 @@
 #include <vector>
 
 namespace med3d::kernels::cpu {
+
+// Below this many multiply-adds one thread is faster than waking a team (the conv kernels'
+// threshold for their parallel regions).
+inline constexpr int64_t kParallelMacs = int64_t(1) << 20;
 
 // body(item) for every item in [0, items), each exactly once, on one thread: across the threads
 // where `parallel` (the caller's work is worth waking a team) and outside a parallel region, else
