@@ -35,6 +35,15 @@ bool selected(const CommonOptions& options, const std::string& name) {
   return options.only.empty() || std::find(options.only.begin(), options.only.end(), name) != options.only.end();
 }
 
+void check_only(const CommonOptions& options, const std::vector<std::string>& known, const char* what) {
+  for (const std::string& name : options.only) {
+    if (std::find(known.begin(), known.end(), name) != known.end()) continue;
+    std::string list;
+    for (const std::string& k : known) list += (list.empty() ? "" : ", ") + k;
+    detail::throw_error("--only: no ", what, " named '", name, "'; pick from ", list);
+  }
+}
+
 namespace {
 // One call of fn, its wall-clock seconds appended to t.
 void time_once(const std::function<void()>& fn, std::vector<double>& t) {

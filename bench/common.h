@@ -51,6 +51,9 @@ struct CommonOptions {
 
 // Whether `name` is selected by --only (everything when the list is empty).
 bool selected(const CommonOptions& options, const std::string& name);
+// Throws med3d::Error naming the first name in --only that is not in `known` (the bench's `what`:
+// its layers, ops or shapes), and listing those: a misspelt name would otherwise run nothing.
+void check_only(const CommonOptions& options, const std::vector<std::string>& known, const char* what);
 
 // ns per 64-byte line for one thread to read 256 KiB it has just written (own) and that another
 // thread has just written (handoff); 0 with one thread. Their ratio names the host's regime: on

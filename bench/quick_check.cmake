@@ -63,3 +63,20 @@ check_regime(${WORK_DIR}/conv.json machine.host_regime host_regime_after)
 check_regime(${WORK_DIR}/ops.json machine.host_regime host_regime_after)
 check_regime(${WORK_DIR}/step.json host_regime.before host_regime.after)
 message(STATUS "host regimes recorded")
+
+# Misspelt names and malformed shapes are refused up front: a non-zero exit, a message naming the
+# bad value (and, for --only, the names to pick from), no JSON written, nothing measured.
+function(expect_refusal name expected)
+  execute_process(COMMAND ${BENCH} ${ARGN} --quick --threads 2 --json ${WORK_DIR}/${name}.json
+    RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(rc EQUAL 0 OR NOT err MATCHES "${expected}" OR EXISTS ${WORK_DIR}/${name}.json OR out MATCHES "host regime")
+    message(FATAL_ERROR "med3d-bench ${ARGN}: expected a refusal matching '${expected}' before any measurement, "
+                        "got exit ${rc}, stderr '${err}', stdout '${out}'")
+  endif()
+endfunction()
+expect_refusal(bad_conv_only "no conv layer named 'layer9'; pick from stem, layer1" conv --only stem,layer9)
+expect_refusal(bad_ops_only "no op named 'bn'; pick from batch_norm" ops --only bn)
+expect_refusal(bad_gemm_only "no shape named 'sq'; pick from square256" gemm --only sq)
+expect_refusal(bad_arch "--arch must be resnet10, .* got 'resnet18abc'" step --arch resnet18abc)
+expect_refusal(bad_input "--input must be NxCxDxHxW .* got '2xax3x4x5'" step --input 2xax3x4x5)
+message(STATUS "bad names and shapes refused")

@@ -1,5 +1,6 @@
 // med3d-bench step: whole SGD training steps of a Med3D network on random data: forward, loss,
 // backward, update, timed per phase, with the process's peak RSS.
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <memory>
@@ -19,19 +20,30 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// Whole decimal number, or -1 (std::stoll took "2a" as 2 and threw a bare "stoll" on "a").
+int64_t parse_count(const std::string& text) {
+  int64_t value = -1;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+  return error == std::errc() && end == text.data() + text.size() ? value : -1;
+}
+
 std::vector<int64_t> parse_shape(const std::string& text) {
   std::vector<int64_t> shape;
   std::istringstream in(text);
   std::string part;
-  while (std::getline(in, part, 'x')) shape.push_back(std::stoll(part));
+  while (std::getline(in, part, 'x')) shape.push_back(parse_count(part));
   MED3D_CHECK(shape.size() == 5 && shape[0] > 0 && shape[1] > 0 && shape[2] > 0 && shape[3] > 0 && shape[4] > 0,
               "--input must be NxCxDxHxW with positive extents (e.g. 2x1x32x64x64), got '", text, "'");
   return shape;
 }
 
+// The ResNet-3D depths MedicalNet defines.
 int depth_of(const std::string& arch) {
-  MED3D_CHECK(arch.rfind("resnet", 0) == 0, "--arch must be resnet10, resnet18, resnet34 or resnet50, got '", arch, "'");
-  return std::stoi(arch.substr(6));
+  const int64_t depth = arch.rfind("resnet", 0) == 0 ? parse_count(arch.substr(6)) : -1;
+  for (const int64_t known : {10, 18, 34, 50, 101, 152, 200})
+    if (depth == known) return static_cast<int>(depth);
+  detail::throw_error("--arch must be resnet10, resnet18, resnet34, resnet50, resnet101, resnet152 or resnet200, got '",
+                      arch, "'");
 }
 
 // The network: the ResNet-3D encoder (MedicalNet's default shortcut for its depth) with the
