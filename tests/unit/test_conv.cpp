@@ -959,17 +959,17 @@ TEST_CASE("conv3d: the line tiles' 1x1x1 fprop and dgrad match the f64 kernels",
     CHECK(kernels::cpu::conv3d_packed_weights_elements(p, kernels::PackFor::dgrad, n_conv) !=
           kernels::cpu::conv3d_direct_packed_elements(p, kernels::PackFor::dgrad));
   }
-  const auto applies = [](const Conv3dParams& p) {
-    return kernels::cpu::conv3d_direct_fprop_applies(p) || kernels::cpu::conv3d_direct_dgrad_applies(p);
+  // The 1x1x1 convs the line tiles leave to the GEMM: 2 filters, 8 channels, a stride, a padding.
+  struct Left {
+    int64_t C, K, stride, pad;
   };
-  CHECK_FALSE(applies(kernels::conv3d_params("test", {1, 32, 4, 8, 8}, {2, 32, 1, 1, 1}, {1, 1, 1}, {0, 0, 0},
-                                             {1, 1, 1}, 1)));
-  CHECK_FALSE(applies(kernels::conv3d_params("test", {1, 8, 4, 8, 8}, {32, 8, 1, 1, 1}, {1, 1, 1}, {0, 0, 0},
-                                             {1, 1, 1}, 1)));
-  CHECK_FALSE(applies(kernels::conv3d_params("test", {1, 32, 4, 8, 8}, {32, 32, 1, 1, 1}, {2, 2, 2}, {0, 0, 0},
-                                             {1, 1, 1}, 1)));
-  CHECK_FALSE(applies(kernels::conv3d_params("test", {1, 32, 4, 8, 8}, {32, 32, 1, 1, 1}, {1, 1, 1}, {1, 1, 1},
-                                             {1, 1, 1}, 1)));
+  for (const Left& l : {Left{32, 2, 1, 0}, Left{8, 32, 1, 0}, Left{32, 32, 2, 0}, Left{32, 32, 1, 1}}) {
+    INFO("C " << l.C << " K " << l.K << " stride " << l.stride << " pad " << l.pad);
+    const Conv3dParams p = kernels::conv3d_params("test", {1, l.C, 4, 8, 8}, {l.K, l.C, 1, 1, 1},
+                                                  {l.stride, l.stride, l.stride}, {l.pad, l.pad, l.pad}, {1, 1, 1}, 1);
+    CHECK_FALSE(kernels::cpu::conv3d_direct_fprop_applies(p));
+    CHECK_FALSE(kernels::cpu::conv3d_direct_dgrad_applies(p));
+  }
 }
 
 TEST_CASE("conv3d: the line tiles in channel groups give the bits of NCDHW", "[conv]") {
