@@ -57,12 +57,15 @@ void check_only(const CommonOptions& options, const std::vector<std::string>& kn
 
 // ns per 64-byte line for one thread to read 256 KiB it has just written (own) and that another
 // thread has just written (handoff); 0 with one thread. Their ratio names the host's regime: on
-// the Zen 4 VM 1.8-2.2 where the two vCPUs share a last-level cache, 7-9 where they sit on two
-// core complexes ("slow": every hand-off of data between our threads then costs that much more;
-// the regime changes every few minutes, so the benches record it before and after their timing).
+// the Zen 4 VM 1.6-2.2 where the two vCPUs share a last-level cache, 3.7-4.0 and 7-9 in two other
+// placements ("slow": every hand-off of data between our threads then costs that much more). The
+// regime changes every few seconds to minutes, so the benches record it before and after their
+// timing and the conv and ops tables before each row (`handoff_ratio`).
 struct HostRegime {
   double own_line_ns = 0, handoff_line_ns = 0;
-  // "fast", or "slow" where a hand-off costs more than 4x one's own; "-" with one thread.
+  // handoff_line_ns / own_line_ns (NaN with one thread: a table prints "-", JSON null).
+  double ratio() const;
+  // "fast", or "slow" where a hand-off costs more than 3x one's own; "-" with one thread.
   std::string name() const;
 };
 HostRegime measure_host_regime(int threads, bool quick);
@@ -79,6 +82,7 @@ struct Machine {
   std::string cpu, load_before;
 };
 Machine measure_machine(int threads, bool quick);
+
 nlohmann::json to_json(const Machine& machine);
 void print_machine(const Machine& machine);
 // "host regime<when> fast: ..." (nothing with one thread).

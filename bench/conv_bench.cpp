@@ -84,7 +84,8 @@ int run_conv(const CommonOptions& options) {
                  {"ours_packed_ms", 3},
                  {"speed_vs_ref_packed", 2},
                  {"ours_native_ms", 3},
-                 {"speed_vs_ref_native", 2}});
+                 {"speed_vs_ref_native", 2},
+                 {"handoff_ratio", 1}});
   nlohmann::json geometry = nlohmann::json::array();
   for (const ConvLayer& layer : med3d_conv_table(options.scale, options.quick)) {
     if (!selected(options, layer.name)) continue;
@@ -151,6 +152,9 @@ int run_conv(const CommonOptions& options) {
         else
           k::conv3d_direct_dgrad_grouped(p, grouped_in.data(), direct_packed.data(), grouped_out.data());
       };
+      // The host's regime at this row (bench/common.h): its hand-off cost, which passes whose threads
+      // share data (our and oneDNN's layout conversions among them) feel.
+      const double handoff = measure_host_regime(options.threads, options.quick).ratio();
       Timing t;
       double native_ms = nan, native_speed = nan;
       double ref_ms = nan, ref_min_ms = nan, speed = nan, plain_ms = nan, plain_speed = nan;
@@ -183,7 +187,7 @@ int run_conv(const CommonOptions& options) {
       report.add({layer.name, std::string(pass_name(pass, layer.transposed)), describe(layer), 1e3 * t.median_s,
                   1e3 * t.min_s, nominal / t.median_s / 1e9, effective / t.median_s / 1e9,
                   effective / t.median_s / 1e9 / machine.fma_gflops, ref_ms, ref_min_ms, speed, plain_ms, plain_speed,
-                  packed_ms, packed_speed, native_ms, native_speed});
+                  packed_ms, packed_speed, native_ms, native_speed, handoff});
       geometry.push_back({{"N", layer.N}, {"C", layer.C}, {"D", layer.D}, {"H", layer.H}, {"W", layer.W},
                           {"K", layer.K}, {"kernel", layer.kernel}, {"stride", layer.stride},
                           {"pad", layer.pad}, {"dilation", layer.dilation}, {"transposed", layer.transposed},

@@ -82,9 +82,13 @@ def main():
                   'ours in our own formats as well: the weights packed and, where the line tiles run the pass, the '
                   'activations in channel groups of 8, no conversion timed on either side (elsewhere the "packed '
                   'paired" value).', '',
+                  '"hand-off x" is the host\'s regime just before the row in its most disturbed round: the time for a '
+                  'thread to read a line the other has just written over one it wrote itself (bench/common.h; above 3 '
+                  'the regime is slow and passes whose threads share data, the layout conversions among them, slow '
+                  'down).', '',
                   '| layer | pass | shape | ours ms | oneDNN ms | PyTorch ms | ours eff GFLOP/s | % FMA peak '
-                  '| vs oneDNN | paired | plain paired | packed paired | native paired | vs PyTorch |',
-                  '|' + '---|' * 14]
+                  '| vs oneDNN | paired | plain paired | packed paired | native paired | vs PyTorch | hand-off x |',
+                  '|' + '---|' * 15]
         o_ms, o_min = best(ours, 'ours_ms'), best(ours, 'ours_min_ms')
         r_ms, r_min = best(ours, 'ref_ms'), best(ours, 'ref_min_ms')
         t_ms, t_min = best(torch, 'torch_ms'), best(torch, 'torch_min_ms')
@@ -92,6 +96,7 @@ def main():
         plain = best(ours, 'speed_vs_ref_plain', statistics.median)  # None in results from before it
         packed = best(ours, 'speed_vs_ref_packed', statistics.median)  # likewise
         native = best(ours, 'speed_vs_ref_native', statistics.median)  # likewise
+        handoff = best(ours, 'handoff_ratio', max)  # likewise
         ratio = lambda a, b: a / b if a is not None and b else None
         rows, vs_ref, vs_torch, vs_ref_min, vs_torch_min = [], [], [], [], []
         for i, row in enumerate(ours[0]['rows']):
@@ -103,7 +108,8 @@ def main():
             lines.append(f"| {row['layer']} | {row['pass']} | {row['shape']} | {fmt(o_ms[i], 2)} / {fmt(o_min[i], 2)} | "
                          f"{fmt(r_ms[i], 2)} / {fmt(r_min[i], 2)} | {fmt(t_ms[i], 2)} / {fmt(t_min[i], 2)} | {eff:.1f} | "
                          f"{100 * eff / m['fma_peak_gflops']:.0f}% | {fmt(rr)} / {fmt(rm)} | {fmt(r_paired[i])} | "
-                         f"{fmt(plain[i])} | {fmt(packed[i])} | {fmt(native[i])} | {fmt(tr)} / {fmt(tm)} |")
+                         f"{fmt(plain[i])} | {fmt(packed[i])} | {fmt(native[i])} | {fmt(tr)} / {fmt(tm)} | "
+                         f"{fmt(handoff[i], 1)} |")
             rows.append({'layer': row['layer'], 'pass': row['pass'], 'shape': row['shape'], 'ours_ms': o_ms[i],
                          'ours_min_ms': o_min[i], 'ours_effective_gflops_at_min': eff, 'onednn_ms': r_ms[i],
                          'onednn_min_ms': r_min[i], 'torch_ms': t_ms[i], 'torch_min_ms': t_min[i],
@@ -111,7 +117,7 @@ def main():
                          'speed_vs_onednn_paired': r_paired[i], 'speed_vs_onednn_plain_paired': plain[i],
                          'speed_vs_onednn_packed_paired': packed[i], 'speed_vs_onednn_native_paired': native[i],
                          'speed_vs_torch': tr,
-                         'speed_vs_torch_min': tm})
+                         'speed_vs_torch_min': tm, 'handoff_ratio_highest': handoff[i]})
         lines += ['', f"Geometric mean speed (medians / minima): vs oneDNN {fmt(geomean(vs_ref))} / "
                   f"{fmt(geomean(vs_ref_min))}, vs PyTorch {fmt(geomean(vs_torch))} / {fmt(geomean(vs_torch_min))} "
                   f"(> 1: ours faster), vs oneDNN paired {fmt(geomean(r_paired))}; rows slower than oneDNN by "
@@ -129,18 +135,23 @@ def main():
         copy = ours[0]['machine']['copy_gbs']
         o_ms, t_ms = best(ours, 'ours_ms'), best(torch, 'torch_ms')
         o_min, t_min = best(ours, 'ours_min_ms'), best(torch, 'torch_min_ms')
+        handoff = best(ours, 'handoff_ratio', max)  # None in results from before it
         lines += [f"### Memory-bound ops (copy bandwidth {copy:.1f} GB/s)", '',
-                  'ms are median / min; GB/s and the PyTorch ratio (PyTorch ms / ours ms) from the medians.', '',
-                  '| op | shape | pass | ours ms | ours GB/s | % of copy | PyTorch ms | PyTorch GB/s | vs PyTorch |',
-                  '|' + '---|' * 9]
+                  'ms are median / min; GB/s and the PyTorch ratio (PyTorch ms / ours ms) from the medians; '
+                  '"hand-off x": the host\'s regime just before the row, in its most disturbed round (as for conv).',
+                  '',
+                  '| op | shape | pass | ours ms | ours GB/s | % of copy | PyTorch ms | PyTorch GB/s | vs PyTorch '
+                  '| hand-off x |',
+                  '|' + '---|' * 10]
         rows = []
         for i, row in enumerate(ours[0]['rows']):
             b = ours[0]['geometry'][i]['bytes']
             gbs, tgbs = b / o_ms[i] / 1e6, b / t_ms[i] / 1e6
             lines.append(f"| {row['op']} | {row['shape']} | {row['pass']} | {o_ms[i]:.3f} / {o_min[i]:.3f} | {gbs:.1f} | "
-                         f"{100 * gbs / copy:.0f}% | {t_ms[i]:.3f} / {t_min[i]:.3f} | {tgbs:.1f} | {t_ms[i] / o_ms[i]:.2f} |")
+                         f"{100 * gbs / copy:.0f}% | {t_ms[i]:.3f} / {t_min[i]:.3f} | {tgbs:.1f} | {t_ms[i] / o_ms[i]:.2f} | "
+                         f"{fmt(handoff[i], 1)} |")
             rows.append({'op': row['op'], 'shape': row['shape'], 'pass': row['pass'], 'ours_ms': o_ms[i],
-                         'ours_gbs': gbs, 'torch_ms': t_ms[i], 'torch_gbs': tgbs})
+                         'ours_gbs': gbs, 'torch_ms': t_ms[i], 'torch_gbs': tgbs, 'handoff_ratio_highest': handoff[i]})
         lines.append('')
         merged['ops'] = {'copy_gbs': copy, 'rows': rows}
     if have('step-ours') and have('step-torch'):
@@ -163,7 +174,7 @@ def main():
     regimes = host_regimes(a.dir, rounds)
     if regimes:
         lines += ['Host regime at the start and end of each of our runs ("slow": a line another thread has just '
-                  'written costs more than 4x one\'s own to read, and every hand-off between our threads that much '
+                  'written costs more than 3x one\'s own to read, and every hand-off between our threads that much '
                   'more; bench/README.md): ' + '; '.join(regimes) + '.', '']
         merged['host_regimes'] = regimes
     with open(f'{a.dir}/merged.json', 'w') as f:

@@ -73,12 +73,15 @@ int run_ops(const CommonOptions& options) {
   std::printf("scale %s, %d timed runs after %d warm-up; forward and backward through the tape; GB/s of "
               "minimal traffic (each tensor read or written once), frac = of copy bandwidth\n\n",
               options.scale.c_str(), options.runs, options.warmup);
-  Report report({{"op"}, {"shape"}, {"pass"}, {"ours_ms", 3}, {"ours_min_ms", 3}, {"gbs", 2}, {"frac_of_copy", 2}});
+  Report report({{"op"}, {"shape"}, {"pass"}, {"ours_ms", 3}, {"ours_min_ms", 3}, {"gbs", 2}, {"frac_of_copy", 2},
+                 {"handoff_ratio", 1}});
   nlohmann::json geometry = nlohmann::json::array();
   Context context(Device::cpu(), 1);
   for (const OpCase& c : med3d_op_cases(options.scale, options.quick)) {
     if (!selected(options, c.name)) continue;
     OpRun run = make_op(context, c);
+    // The host's regime at this row (bench/common.h; both passes are timed in the same loop).
+    const double handoff = measure_host_regime(options.threads, options.quick).ratio();
     std::vector<double> forward_s, backward_s;
     for (int i = 0; i < options.warmup + options.runs; ++i) {
       for (Tensor& leaf : run.leaves) leaf.zero_grad();
@@ -102,7 +105,7 @@ int run_ops(const CommonOptions& options) {
       const double bytes = pass == 0 ? c.bytes_forward : c.bytes_backward;
       const double gbs = bytes / t.median_s / 1e9;
       report.add({c.name, shape, std::string(pass == 0 ? "fwd" : "bwd"), 1e3 * t.median_s, 1e3 * t.min_s, gbs,
-                  gbs / machine.copy_gbs});
+                  gbs / machine.copy_gbs, handoff});
       geometry.push_back({{"op", c.name}, {"shape", c.shape}, {"pass", pass == 0 ? "fwd" : "bwd"}, {"bytes", bytes}});
     }
     std::fflush(stdout);
