@@ -54,6 +54,13 @@ bool selected(const CommonOptions& options, const std::string& name);
 // Throws med3d::Error naming the first name in --only that is not in `known` (the bench's `what`:
 // its layers, ops or shapes), and listing those: a misspelt name would otherwise run nothing.
 void check_only(const CommonOptions& options, const std::vector<std::string>& known, const char* what);
+// The same for a table whose entries have a `name` (conv layers, op cases, GEMM shapes).
+template <class Table>
+void check_only(const CommonOptions& options, const Table& table, const char* what) {
+  std::vector<std::string> known;
+  for (const auto& entry : table) known.emplace_back(entry.name);
+  check_only(options, known, what);
+}
 
 // ns per 64-byte line for one thread to read 256 KiB it has just written (own) and that another
 // thread has just written (handoff); 0 with one thread. Their ratio names the host's regime: on
@@ -82,7 +89,6 @@ struct Machine {
   std::string cpu, load_before;
 };
 Machine measure_machine(int threads, bool quick);
-
 nlohmann::json to_json(const Machine& machine);
 void print_machine(const Machine& machine);
 // "host regime<when> fast: ..." (nothing with one thread).

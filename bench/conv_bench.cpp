@@ -49,7 +49,7 @@ Floats pattern(int64_t n) {
 }  // namespace
 
 int run_conv(const CommonOptions& options) {
-  check_only(options, conv_layer_names(options.scale, options.quick), "conv layer");
+  check_only(options, med3d_conv_table(options.scale, options.quick), "conv layer");
   const Machine machine = measure_machine(options.threads, options.quick);
   print_machine(machine);
   const std::string reference = onednn_version();

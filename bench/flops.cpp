@@ -56,12 +56,6 @@ std::vector<ConvLayer> med3d_conv_table(const std::string& scale, bool quick) {
   return table;
 }
 
-std::vector<std::string> conv_layer_names(const std::string& scale, bool quick) {
-  std::vector<std::string> names;
-  for (const ConvLayer& layer : med3d_conv_table(scale, quick)) names.push_back(layer.name);
-  return names;
-}
-
 double conv_flops_nominal(const ConvLayer& layer) {
   return static_cast<double>(kernels::conv3d_flops_nominal(conv_params(layer)));
 }

@@ -44,8 +44,6 @@ Conv3dParams conv_params(const ConvLayer& layer);
 // "large": N = 1 and every spatial extent doubled (the 1x1x64x128x128 input scale).
 // quick: channels and spatial extents halved and N = 1, for smoke runs.
 std::vector<ConvLayer> med3d_conv_table(const std::string& scale, bool quick);
-// Its layers' names, in order (what --only takes).
-std::vector<std::string> conv_layer_names(const std::string& scale, bool quick);
 
 double conv_flops_nominal(const ConvLayer& layer);
 double conv_flops_effective(const ConvLayer& layer);

@@ -37,9 +37,7 @@ const GemmShape kShapes[] = {
 }  // namespace
 
 int run_gemm(const CommonOptions& options) {
-  std::vector<std::string> names;
-  for (const GemmShape& s : kShapes) names.push_back(s.name);
-  check_only(options, names, "shape");
+  check_only(options, kShapes, "shape");
   std::printf("gemm: ours (%s) vs Eigen %d.%d.%d, median and best of %d runs (alternating) after %d warm-up; load average %s\n\n",
               kernels::cpu::gemm_f32_kernel(), EIGEN_WORLD_VERSION, EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION,
               options.runs, options.warmup, load_average().c_str());

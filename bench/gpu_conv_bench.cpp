@@ -97,7 +97,7 @@ double max_relative_difference(const std::vector<float>& a, const std::vector<fl
 }  // namespace
 
 int run_gpu_conv(const CommonOptions& options) {
-  check_only(options, conv_layer_names(options.scale, options.quick), "conv layer");
+  check_only(options, med3d_conv_table(options.scale, options.quick), "conv layer");
   int devices = 0;
   MED3D_CHECK(cudaGetDeviceCount(&devices) == cudaSuccess && devices > 0,
               "gpu-conv: no CUDA device is usable on this machine");

@@ -65,9 +65,7 @@ OpRun make_op(Context& context, const OpCase& c) {
 }  // namespace
 
 int run_ops(const CommonOptions& options) {
-  std::vector<std::string> names;
-  for (const OpCase& c : med3d_op_cases(options.scale, options.quick)) names.push_back(c.name);
-  check_only(options, names, "op");
+  check_only(options, med3d_op_cases(options.scale, options.quick), "op");
   const Machine machine = measure_machine(options.threads, options.quick);
   print_machine(machine);
   std::printf("scale %s, %d timed runs after %d warm-up; forward and backward through the tape; GB/s of "
