@@ -427,12 +427,16 @@ static_assert(kChannelGroup == 8, "the copies transpose 8 x 8 blocks");
 constexpr int64_t kLineBlock = 128;
 static_assert(kLineBlock % kChannelGroup == 0, "a register sum's channels start a channel group");
 
-// Whether a kernel row's width taps sum in the same registers (line_kernel): where their weights
-// for a register block fit in L1 beside the input. At C = 64 (18 KiB) layer1's fprop/dgrad take
-// 0.978x/0.973x the time, layer2's fprop 0.981x; at C >= 128 (36 KiB) layer3_d2's dgrad took 1.013x.
-bool row_sums(int64_t S, int64_t channels) {
-  return S * std::min(kLineBlock, channels) * kLineFilters * int64_t(sizeof(float)) <= 24 * 1024;
-}
+// Whether all of a tile's taps sum in one pass over its channels (line_kernel; else a pass per
+// tap): where the channels are one register block. Its whole taps then sum in one set of
+// registers, added into the tile's sums once, where a pass per kernel row added them in per row:
+// DenseASPP d12's dgrad takes 0.984x the time, layer2's dgrad 0.95x, layer3_d2's fprop 0.985x,
+// layer1, layer2's fprop and the other DenseASPP dgrads 0.99-1.00x (at large scale alike; d12's
+// NCDHW dgrad 1.01x). A tile's weights for all its taps (221 KiB for 3x3x3 at 64 channels) then
+// come from L2, where a kernel row's stayed in L1 for the chunk's tiles: that did not cost more.
+// Above one block even a kernel row's width taps (36 KiB at 128 channels) did not fit L1 beside
+// the input (layer3_d2's dgrad took 1.013x).
+bool one_pass(int64_t channels) { return channels <= kLineBlock; }
 
 // The line tiles' input copied into channel groups (kChannelGroup): the groups' pitch, with an
 // odd number of 64-byte lines between groups (at 4 KiB strides the groups the kernel reads in
@@ -500,9 +504,9 @@ struct Lines {
   int64_t out_step = 1;        // output voxels between a tile's voxels (the width's classes)
   std::vector<int64_t> live;   // the kernel taps that read inside for some tile
   std::vector<int64_t> shift;  // per live tap: input voxel - x0 for the tile's first voxel
-  // Live taps [tap_rows[i], tap_rows[i + 1]) sum in the same registers: a kernel row (t, r)'s
-  // width taps where row_sums, else one tap each.
-  std::vector<int64_t> tap_rows;
+  // Live taps [tap_passes[i], tap_passes[i + 1]) sum in one pass over the channels: all of them where
+  // one_pass, else one tap each.
+  std::vector<int64_t> tap_passes;
   // Per tile and live tap (range[tile * live + l]): lo * 16 + hi, the tile's voxels [lo, hi)
   // whose input the tap reads inside; 0 where it reads none.
   std::vector<uint8_t> range;
@@ -584,7 +588,7 @@ Lines make_lines(const LineAxis (&axes)[3], int64_t channels) {
   // inside are visited: with every tile visited and divided into its line, this one-thread part
   // took 1% of layer1's fprop samples, now half that.
   std::vector<uint8_t> all(static_cast<std::size_t>(tiles * taps), 0);
-  const bool sums_rows = row_sums(S, channels);
+  const bool all_in_one = one_pass(channels);
   for (int64_t tap = 0; tap < taps; ++tap) {
     const auto t = static_cast<std::size_t>(tap / (R * S)), r = static_cast<std::size_t>(tap / S % R),
                s = static_cast<std::size_t>(tap % S);
@@ -607,14 +611,14 @@ Lines make_lines(const LineAxis (&axes)[3], int64_t channels) {
           }
     }
     if (live) {
-      if (lines.live.empty() || !sums_rows || lines.live.back() / S != tap / S)
-        lines.tap_rows.push_back(static_cast<int64_t>(lines.live.size()));
+      if (lines.live.empty() || !all_in_one)
+        lines.tap_passes.push_back(static_cast<int64_t>(lines.live.size()));
       lines.live.push_back(tap);
       lines.shift.push_back((az.tap_offset[t] * ay.in + ay.tap_offset[r]) * ax.in + ax.tap_offset[s]);
     }
   }
   const auto live = static_cast<int64_t>(lines.live.size());
-  lines.tap_rows.push_back(live);
+  lines.tap_passes.push_back(live);
   lines.range.resize(static_cast<std::size_t>(tiles * live));
   for (int64_t tile = 0; tile < tiles; ++tile)
     for (int64_t l = 0; l < live; ++l)
@@ -636,9 +640,9 @@ Lines make_lines(const Conv3dParams& p) {
 // A group's 8 voxels of a tile are 4 whole cache lines at step 1 (streamed from 4 MiB of y, as the
 // NCDHW stores): no transpose. At step 2 (a strided dgrad's width classes) a line holds one voxel
 // of each class: the two classes' tiles of one stretch, which follow each other, are stored
-// together, each line's halves back to back (streamed a whole tile apart, the write-combining
-// buffers let the halves go out alone: layer2's large-scale dgrad took 1.09x the time of its
-// NCDHW output).
+// together, each line's halves back to back or as one store (streamed a whole tile apart, the
+// write-combining buffers let the halves go out alone: layer2's large-scale dgrad took 1.09x the
+// time of its NCDHW output).
 void store_grouped(const Lines& lines, const float (*sums)[kLineVoxels][kLineFilters], int64_t t0, int64_t t1,
                    float* y, int rows, int64_t out_pitch, [[maybe_unused]] bool stream) {
   const int groups = (rows + kChannelGroup - 1) / kChannelGroup, full = rows / kChannelGroup;
@@ -649,7 +653,35 @@ void store_grouped(const Lines& lines, const float (*sums)[kLineVoxels][kLineFil
     const int64_t v0 = lines.v0[static_cast<std::size_t>(t)];
     const bool pair = lines.out_step == 2 && t + 1 < t1 && lines.v0[static_cast<std::size_t>(t + 1)] == v0 + 1;
     const int span = pair ? 2 : 1;
-    for (int g = 0; g < groups; ++g)
+    int first_group = 0;
+#if defined(__AVX512F__)
+    // Each line's two voxels as one 64-byte store: where a tile (or a pair's two tiles, each line
+    // a voxel of either) fills whole lines. Two 32-byte streamed stores a line left the stores
+    // waiting (half of store_grouped's samples): DenseASPP d12's dgrad takes 0.98x the time, d24's
+    // 0.97x, d3 and d6 0.99x.
+    const int n = lines.voxels[static_cast<std::size_t>(t)];
+    if ((lines.out_step == 1 || (pair && lines.voxels[static_cast<std::size_t>(t + 1)] == n)) && v0 % 2 == 0 &&
+        n % 2 == 0 && reinterpret_cast<uintptr_t>(y) % 64 == 0 && out_pitch % 16 == 0) {
+      // Line k holds voxels j and j + 1 of the tile (step 1), or voxel j of both tiles (a pair).
+      const float(*tile)[kLineFilters] = sums[t - t0];
+      const float(*odd)[kLineFilters] = pair ? sums[t + 1 - t0] : tile + 1;
+      const int j_step = pair ? 1 : 2;
+      for (int g = 0; g < full; ++g) {
+        float* dst = y + g * out_pitch + v0 * kChannelGroup;
+#pragma GCC unroll 8
+        for (int j = 0, k = 0; j < n; j += j_step, ++k) {
+          const __m512 line = _mm512_insertf32x8(_mm512_castps256_ps512(_mm256_load_ps(tile[j] + g * kChannelGroup)),
+                                                 _mm256_load_ps(odd[j] + g * kChannelGroup), 1);
+          if (streamed)
+            _mm512_stream_ps(dst + k * 2 * kChannelGroup, line);
+          else
+            _mm512_store_ps(dst + k * 2 * kChannelGroup, line);
+        }
+      }
+      first_group = full;
+    }
+#endif
+    for (int g = first_group; g < groups; ++g)
       for (int j = 0; j < kLineVoxels; ++j)
         for (int i = 0; i < span; ++i) {
           if (j >= lines.voxels[static_cast<std::size_t>(t + i)]) continue;
@@ -842,14 +874,15 @@ void line_kernel(const float* x, int64_t C, int64_t group_pitch, int64_t V, cons
   using namespace simd;
   alignas(64) float sums[kLineChunk][kLineVoxels][kLineFilters];
   std::fill_n(&sums[0][0][0], (t1 - t0) * kLineVoxels * kLineFilters, 0.0f);
-  // Kernel rows of taps outermost, then channel blocks, then the chunk's tiles: one row's weights
-  // for a block (wp holds each tap's channels consecutively) serve every tile of the chunk from
-  // L1, and the range of each (tap, tile) is dispatched once for the block's channels. The row's
-  // width taps that cover all of a tile's voxels sum in the same registers, added into its sums
-  // once; a tap covering part of them sums on its own (on fewer accumulators than the FMA latency
-  // wants: chained to the others, the next tap's products waited for it).
-  for (std::size_t row = 0; row + 1 < lines.tap_rows.size(); ++row) {
-    const int64_t first = lines.tap_rows[row], last = lines.tap_rows[row + 1];
+  // Passes over the taps (Lines::tap_passes: all of them, or one tap each) outermost, then channel
+  // blocks, then the chunk's tiles: a pass's weights for a block (wp holds each tap's channels
+  // consecutively) serve every tile of the chunk, and the range of each (tap, tile) is dispatched
+  // once for the block's channels. The pass's taps that cover all of a tile's voxels sum in the
+  // same registers, added into its sums once; a tap covering part of them sums on its own (on
+  // fewer accumulators than the FMA latency wants: chained to the others, the next tap's products
+  // waited for it).
+  for (std::size_t pass = 0; pass + 1 < lines.tap_passes.size(); ++pass) {
+    const int64_t first = lines.tap_passes[pass], last = lines.tap_passes[pass + 1];
     for (int64_t c0 = 0; c0 < C; c0 += block) {
       const int64_t channels = std::min(C, c0 + block) - c0;
       const float* xc = x + c0 / kChannelGroup * group_pitch;
