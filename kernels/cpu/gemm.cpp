@@ -8,6 +8,7 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <span>
 #include <type_traits>
 #include <vector>
 
@@ -497,21 +498,30 @@ void gemm_few_rows(const GemmView& a, const GemmView& b, float* c, int64_t ldc, 
   }
 }
 
+// C = (accumulate ? C : 0) + the sum over terms t of A_t B_t (each m x k times k x n), the terms
+// added in turn, each as gemm_f32 alone would (bitwise the same as gemm_f32 term by term), in one
+// parallel region: each thread runs its band of C through every term.
 template <class AOperand, class BOperand>
-void gemm_any(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
-              bool accumulate, GemmStore store = GemmStore::cached) {
+void gemm_any(std::span<const AOperand> as, std::span<const BOperand> bs, float* c, int64_t ldc, int64_t m, int64_t n,
+              int64_t k, bool accumulate, GemmStore store = GemmStore::cached) {
   MED3D_CHECK(m >= 0 && n >= 0 && k >= 0, "gemm_f32: expected non-negative sizes, got m=", m, " n=", n,
               " k=", k);
   MED3D_CHECK(ldc >= n, "gemm_f32: expected ldc >= n=", n, ", got ", ldc, "; pass the row pitch of C");
+  MED3D_CHECK(as.size() == bs.size() && !as.empty(), "gemm_f32_sum: expected as many B terms as A terms (at least one), got ",
+              as.size(), " A and ", bs.size(), " B");
   if (m == 0 || n == 0) return;
   if (k == 0) {
     if (!accumulate)
       for (int64_t i = 0; i < m; ++i) std::fill(c + i * ldc, c + i * ldc + n, 0.0f);
     return;
   }
+  const std::size_t terms = as.size();
+  bool b_rows_contiguous = false;
+  if constexpr (std::is_same_v<BOperand, GemmView>)
+    b_rows_contiguous = std::all_of(bs.begin(), bs.end(), [](const GemmView& b) { return b.col_stride == 1; });
   if constexpr (std::is_same_v<AOperand, GemmView> && std::is_same_v<BOperand, GemmView>) {
-    if ((m <= kFewRows || k <= kFewRows) && b.col_stride == 1 && n >= kNR) {
-      gemm_few_rows(a, b, c, ldc, m, n, k, accumulate);
+    if ((m <= kFewRows || k <= kFewRows) && b_rows_contiguous && n >= kNR) {
+      for (std::size_t t = 0; t < terms; ++t) gemm_few_rows(as[t], bs[t], c, ldc, m, n, k, accumulate || t > 0);
       return;
     }
   }
@@ -527,16 +537,16 @@ void gemm_any(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int64
   if (omp_get_level() == 0 && m * n * k > kParallelGrain)  // inside any region, even an inactive one: one thread
     parts = std::min<int64_t>(omp_get_max_threads(), tiles);
   const int64_t extent = split_n ? n : m, band = (tiles + parts - 1) / parts * tile;
-  bool b_rows_contiguous = false;
-  if constexpr (std::is_same_v<BOperand, GemmView>) b_rows_contiguous = b.col_stride == 1;
   // A packed once, for all threads and column blocks, where each would pack all of it again:
   // the columns split over the threads, or more of them than one packed block of B (the 1x1x1
   // bottleneck fprop at 1x1024x8x16x16: 4 blocks on each of 2 threads, A packed 8 times).
   const int64_t band_rows = split_n ? m : std::min(band, extent), band_cols = split_n ? std::min(band, extent) : n;
   if constexpr (std::is_same_v<AOperand, GemmView>) {
     if ((split_n && parts > 1) || band_cols > Packs::column_block(band_rows, k, b_rows_contiguous)) {
-      const GemmPackedA packed(a, m, k);
-      gemm_any(packed, b, c, ldc, m, n, k, accumulate, store);
+      std::vector<GemmPackedA> packed;
+      packed.reserve(terms);
+      for (const GemmView& a : as) packed.emplace_back(a, m, k);
+      gemm_any(std::span<const GemmPackedA>(packed), bs, c, ldc, m, n, k, accumulate, store);
       return;
     }
   }
@@ -547,7 +557,8 @@ void gemm_any(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int64
     packs.emplace_back(band_rows, band_cols, k, std::is_same_v<AOperand, GemmView>,
                        std::is_same_v<BOperand, GemmSource>, b_rows_contiguous);
   if (parts == 1) {
-    gemm_block(a, b, c, ldc, 0, m, 0, n, k, accumulate, packs[0], store);
+    for (std::size_t t = 0; t < terms; ++t)
+      gemm_block(as[t], bs[t], c, ldc, 0, m, 0, n, k, accumulate || t > 0, packs[0], store);
     return;
   }
 #pragma omp parallel num_threads(static_cast<int>(parts))
@@ -557,18 +568,30 @@ void gemm_any(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int64
       const int64_t lo = std::min(tiles * part / parts * tile, extent);
       const int64_t hi = std::min(tiles * (part + 1) / parts * tile, extent);
       Packs& own = packs[static_cast<std::size_t>(part)];
-      if (split_n)
-        gemm_block(a, b, c, ldc, 0, m, lo, hi, k, accumulate, own, store);
-      else
-        gemm_block(a, b, c, ldc, lo, hi, 0, n, k, accumulate, own, store);
+      for (std::size_t t = 0; t < terms; ++t) {
+        if (split_n)
+          gemm_block(as[t], bs[t], c, ldc, 0, m, lo, hi, k, accumulate || t > 0, own, store);
+        else
+          gemm_block(as[t], bs[t], c, ldc, lo, hi, 0, n, k, accumulate || t > 0, own, store);
+      }
     }
   }
+}
+template <class AOperand, class BOperand>
+void gemm_any(const AOperand& a, const BOperand& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
+              bool accumulate, GemmStore store = GemmStore::cached) {
+  gemm_any(std::span<const AOperand>(&a, 1), std::span<const BOperand>(&b, 1), c, ldc, m, n, k, accumulate, store);
 }
 
 }  // namespace
 
 void gemm_f32(const GemmView& a, const GemmView& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
               bool accumulate) {
+  gemm_any(a, b, c, ldc, m, n, k, accumulate);
+}
+
+void gemm_f32_sum(std::span<const GemmView> a, std::span<const GemmView> b, float* c, int64_t ldc, int64_t m, int64_t n,
+                  int64_t k, bool accumulate) {
   gemm_any(a, b, c, ldc, m, n, k, accumulate);
 }
 

@@ -126,6 +126,53 @@ TEST_CASE("gemm_f32: bitwise identical results with 1 and 2 threads", "[gemm]") 
   }
 }
 
+TEST_CASE("gemm_f32_sum: the bits of gemm_f32 term by term, on 1 and 2 threads", "[gemm]") {
+  // Shapes through each of gemm_f32's paths: wide (columns split, A packed once per term), tall
+  // (rows split), few rows (B streamed), one thread's worth; 1 to 3 terms, accumulating or not.
+  using med3d::kernels::cpu::gemm_f32_sum;
+  const Case shapes[] = {Case{256, 1024, 256, false, true, false}, Case{300, 40, 70, false, false, true},
+                         Case{3, 200, 50, false, false, false}, Case{9, 9, 9, true, true, true}};
+  for (const Case& cs : shapes)
+    for (const int64_t terms : {1, 2, 3})
+      for (const int threads : {1, 2}) {
+        INFO("m " << cs.m << " n " << cs.n << " k " << cs.k << ", " << terms << " terms, " << threads << " threads");
+        std::mt19937 rng(static_cast<unsigned>(cs.m + terms));
+        std::vector<Operand> as, bs;
+        std::vector<GemmView> a_views, b_views;
+        for (int64_t t = 0; t < terms; ++t) {
+          as.push_back(make_operand(cs.m, cs.k, cs.ta, 1, rng));
+          bs.push_back(make_operand(cs.k, cs.n, cs.tb, 1, rng));
+        }
+        for (int64_t t = 0; t < terms; ++t) {
+          a_views.push_back(as[static_cast<std::size_t>(t)].view);
+          b_views.push_back(bs[static_cast<std::size_t>(t)].view);
+        }
+        const int64_t ldc = cs.n + 5;
+        std::vector<float> start(static_cast<std::size_t>(cs.m * ldc));
+        std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+        for (float& v : start) v = dist(rng);
+        std::vector<float> expected = start, summed = start;
+        const int previous = omp_get_max_threads();
+        omp_set_num_threads(threads);
+        for (int64_t t = 0; t < terms; ++t)
+          gemm_f32(a_views[static_cast<std::size_t>(t)], b_views[static_cast<std::size_t>(t)], expected.data(), ldc,
+                   cs.m, cs.n, cs.k, cs.accumulate || t > 0);
+        gemm_f32_sum(a_views, b_views, summed.data(), ldc, cs.m, cs.n, cs.k, cs.accumulate);
+        omp_set_num_threads(previous);
+        const bool same_bits = summed == expected;  // (a bool: Catch would print every element)
+        CHECK(same_bits);
+        // Not a copy of one term: the last term's products are in it.
+        const float first = summed[0];
+        gemm_f32(a_views.back(), b_views.back(), summed.data(), ldc, cs.m, cs.n, cs.k, false);
+        CHECK((terms == 1 && !cs.accumulate ? first == summed[0] : first != summed[0]));
+      }
+  float c[4] = {};
+  const float one = 1.0f;
+  const std::vector<GemmView> a_one = {{&one, 1, 1}}, none;
+  CHECK_THROWS_WITH(gemm_f32_sum(a_one, none, c, 1, 1, 1, 1, false),
+                    Catch::Contains("as many B terms as A terms (at least one), got 1 A and 0 B"));
+}
+
 TEST_CASE("gemm_f32: rejects negative sizes and a short ldc", "[gemm]") {
   float c[4] = {};
   const float one = 1.0f;

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <vector>
 
 namespace med3d::kernels::cpu {
@@ -93,6 +94,12 @@ inline constexpr int64_t kGemmFewRows = 4, kGemmParallelMacs = int64_t(1) << 18;
 // k = 0 leaves C (accumulate) or zeroes it; m = 0 or n = 0 does nothing.
 void gemm_f32(const GemmView& a, const GemmView& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
               bool accumulate);
+// C = (accumulate ? C : 0) + the sum over terms t of A_t B_t (as many B as A terms, at least one,
+// all A m x k and all B k x n): bitwise gemm_f32 term by term (the first with `accumulate`, the
+// others accumulating), in one parallel region where that would open one per term (the 1x1x1
+// wgrad's sum over samples).
+void gemm_f32_sum(std::span<const GemmView> a, std::span<const GemmView> b, float* c, int64_t ldc, int64_t m, int64_t n,
+                  int64_t k, bool accumulate);
 // The same with B from a source, or A packed; the result is bitwise identical to passing the
 // stored matrices. m and k of a packed A are its own.
 void gemm_f32(const GemmView& a, const GemmSource& b, float* c, int64_t ldc, int64_t m, int64_t n, int64_t k,
