@@ -507,8 +507,9 @@ void gemm_any(std::span<const AOperand> as, std::span<const BOperand> bs, float*
   MED3D_CHECK(m >= 0 && n >= 0 && k >= 0, "gemm_f32: expected non-negative sizes, got m=", m, " n=", n,
               " k=", k);
   MED3D_CHECK(ldc >= n, "gemm_f32: expected ldc >= n=", n, ", got ", ldc, "; pass the row pitch of C");
-  MED3D_CHECK(as.size() == bs.size() && !as.empty(), "gemm_f32_sum: expected as many B terms as A terms (at least one), got ",
-              as.size(), " A and ", bs.size(), " B");
+  MED3D_CHECK(as.size() == bs.size() && !as.empty(),
+              "gemm_f32_sum: expected as many B terms as A terms (at least one), got ", as.size(), " A and ",
+              bs.size(), " B");
   if (m == 0 || n == 0) return;
   if (k == 0) {
     if (!accumulate)

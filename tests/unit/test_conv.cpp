@@ -1059,8 +1059,10 @@ TEST_CASE("conv3d: the line tiles in channel groups give the bits of NCDHW", "[c
       // line's two voxels at once) and 32 bytes past one.
       for (const auto& [threads, offset] : {std::pair{1, 0}, {3, 0}, {3, 8}}) {
         INFO(threads << " threads, output " << offset << " floats past a 64-byte boundary");
-        std::vector<float> out_buffer(static_cast<std::size_t>(k::conv3d_grouped_elements(p.N, out_c, out_v) + 32), 7.0f);
-        float* grouped_out = out_buffer.data() + (16 - reinterpret_cast<uintptr_t>(out_buffer.data()) % 64 / 4) % 16 + offset;
+        const int64_t out_elements = k::conv3d_grouped_elements(p.N, out_c, out_v);
+        std::vector<float> out_buffer(static_cast<std::size_t>(out_elements + 32), 7.0f);
+        const auto to_boundary = (16 - reinterpret_cast<uintptr_t>(out_buffer.data()) % 64 / 4) % 16;
+        float* grouped_out = out_buffer.data() + to_boundary + offset;
         test::with_threads(threads, [&] {
           if (fprop)
             k::conv3d_direct_fprop_grouped(p, grouped_in.data(), packed.data(), grouped_out);
