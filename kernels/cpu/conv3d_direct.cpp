@@ -504,9 +504,8 @@ struct Lines {
   int64_t out_step = 1;        // output voxels between a tile's voxels (the width's classes)
   std::vector<int64_t> live;   // the kernel taps that read inside for some tile
   std::vector<int64_t> shift;  // per live tap: input voxel - x0 for the tile's first voxel
-  // Live taps [tap_passes[i], tap_passes[i + 1]) sum in one pass over the channels: all of them where
-  // one_pass, else one tap each.
-  std::vector<int64_t> tap_passes;
+  // Live taps per pass over the channels (line_kernel): all of them where one_pass, else 1.
+  int64_t pass_taps = 1;
   // Per tile and live tap (range[tile * live + l]): lo * 16 + hi, the tile's voxels [lo, hi)
   // whose input the tap reads inside; 0 where it reads none.
   std::vector<uint8_t> range;
@@ -588,7 +587,6 @@ Lines make_lines(const LineAxis (&axes)[3], int64_t channels) {
   // inside are visited: with every tile visited and divided into its line, this one-thread part
   // took 1% of layer1's fprop samples, now half that.
   std::vector<uint8_t> all(static_cast<std::size_t>(tiles * taps), 0);
-  const bool all_in_one = one_pass(channels);
   for (int64_t tap = 0; tap < taps; ++tap) {
     const auto t = static_cast<std::size_t>(tap / (R * S)), r = static_cast<std::size_t>(tap / S % R),
                s = static_cast<std::size_t>(tap % S);
@@ -611,14 +609,12 @@ Lines make_lines(const LineAxis (&axes)[3], int64_t channels) {
           }
     }
     if (live) {
-      if (lines.live.empty() || !all_in_one)
-        lines.tap_passes.push_back(static_cast<int64_t>(lines.live.size()));
       lines.live.push_back(tap);
       lines.shift.push_back((az.tap_offset[t] * ay.in + ay.tap_offset[r]) * ax.in + ax.tap_offset[s]);
     }
   }
   const auto live = static_cast<int64_t>(lines.live.size());
-  lines.tap_passes.push_back(live);
+  if (one_pass(channels)) lines.pass_taps = std::max<int64_t>(live, 1);
   lines.range.resize(static_cast<std::size_t>(tiles * live));
   for (int64_t tile = 0; tile < tiles; ++tile)
     for (int64_t l = 0; l < live; ++l)
@@ -874,15 +870,15 @@ void line_kernel(const float* x, int64_t C, int64_t group_pitch, int64_t V, cons
   using namespace simd;
   alignas(64) float sums[kLineChunk][kLineVoxels][kLineFilters];
   std::fill_n(&sums[0][0][0], (t1 - t0) * kLineVoxels * kLineFilters, 0.0f);
-  // Passes over the taps (Lines::tap_passes: all of them, or one tap each) outermost, then channel
+  // Passes over the taps (Lines::pass_taps: all of them, or one tap each) outermost, then channel
   // blocks, then the chunk's tiles: a pass's weights for a block (wp holds each tap's channels
   // consecutively) serve every tile of the chunk, and the range of each (tap, tile) is dispatched
   // once for the block's channels. The pass's taps that cover all of a tile's voxels sum in the
   // same registers, added into its sums once; a tap covering part of them sums on its own (on
   // fewer accumulators than the FMA latency wants: chained to the others, the next tap's products
   // waited for it).
-  for (std::size_t pass = 0; pass + 1 < lines.tap_passes.size(); ++pass) {
-    const int64_t first = lines.tap_passes[pass], last = lines.tap_passes[pass + 1];
+  for (int64_t first = 0; first < live; first += lines.pass_taps) {
+    const int64_t last = std::min(live, first + lines.pass_taps);
     for (int64_t c0 = 0; c0 < C; c0 += block) {
       const int64_t channels = std::min(C, c0 + block) - c0;
       const float* xc = x + c0 / kChannelGroup * group_pitch;

@@ -139,13 +139,11 @@ TEST_CASE("gemm_f32_sum: the bits of gemm_f32 term by term, on 1 and 2 threads",
         std::mt19937 rng(static_cast<unsigned>(cs.m + terms));
         std::vector<Operand> as, bs;
         std::vector<GemmView> a_views, b_views;
-        for (int64_t t = 0; t < terms; ++t) {
+        for (int64_t t = 0; t < terms; ++t) {  // (a view stays valid as its Operand moves: the floats do not)
           as.push_back(make_operand(cs.m, cs.k, cs.ta, 1, rng));
           bs.push_back(make_operand(cs.k, cs.n, cs.tb, 1, rng));
-        }
-        for (int64_t t = 0; t < terms; ++t) {
-          a_views.push_back(as[static_cast<std::size_t>(t)].view);
-          b_views.push_back(bs[static_cast<std::size_t>(t)].view);
+          a_views.push_back(as.back().view);
+          b_views.push_back(bs.back().view);
         }
         const int64_t ldc = cs.n + 5;
         std::vector<float> start(static_cast<std::size_t>(cs.m * ldc));
