@@ -64,8 +64,8 @@ int run_conv(const CommonOptions& options) {
               "weights are in its format before its timing starts, paired with the reference in runs of their own "
               "(elsewhere nothing is packed in advance: the ours / speed_vs_ref pair); native: ours in our own "
               "formats as oneDNN runs in its own, the weights packed and, where the line tiles run the pass "
-              "(conv3d_direct_grouped_applies; of the 1x1x1 convs, their fprop), the activations in channel groups of "
-              "8 (elsewhere the packed pair)\n\n",
+              "(conv3d_direct_grouped_applies; of the 1x1x1 convs, their fprop), and a 1x1x1 conv's wgrad, the "
+              "activations in channel groups of 8 (elsewhere the packed pair)\n\n",
               options.scale.c_str(), options.runs, options.warmup);
   const double nan = std::numeric_limits<double>::quiet_NaN();
   Report report({{"layer"},
@@ -126,20 +126,24 @@ int run_conv(const CommonOptions& options) {
       // its output in the groups and keeps its input NCDHW, as oneDNN keeps a single channel's. A 1x1x1 conv's
       // fprop runs on the line tiles too, which need no packing of x in the groups (the dispatcher's GEMM packs
       // it at every call); its dgrad stays on the GEMM, which they do not beat (the bottleneck's, large scale:
-      // 5.06-5.29 ms against 4.81-5.06).
+      // 5.06-5.29 ms against 4.81-5.06); its wgrad reads x and dy in the groups (conv3d_pointwise_wgrad_grouped),
+      // as fprop's x and y.
       namespace k = kernels::cpu;
       const bool padded = kp == Pass::fprop && k::conv3d_padded_applies(p);
       const bool pointwise = p.taps() == 1;
-      const bool grouped = padded || (k::conv3d_direct_grouped_applies(p, pack_for) &&
-                                      (pointwise ? kp == Pass::fprop : packed_n > 0));
-      const int64_t in_c = kp == Pass::fprop ? p.C : p.K, out_c = kp == Pass::fprop ? p.K : p.C;
-      const int64_t in_v = kp == Pass::fprop ? p.input_spatial() : p.output_spatial();
-      const int64_t out_v = kp == Pass::fprop ? p.output_spatial() : p.input_spatial();
+      const bool pointwise_wgrad = kp == Pass::wgrad && k::conv3d_pointwise_wgrad_grouped_applies(p);
+      const bool grouped = padded || pointwise_wgrad ||
+                           (k::conv3d_direct_grouped_applies(p, pack_for) &&
+                            (pointwise ? kp == Pass::fprop : packed_n > 0));
+      const bool backward = kp == Pass::dgrad;
+      const int64_t in_c = backward ? p.K : p.C, out_c = backward ? p.C : p.K;
+      const int64_t in_v = backward ? p.output_spatial() : p.input_spatial();
+      const int64_t out_v = backward ? p.input_spatial() : p.output_spatial();
       Floats grouped_in, grouped_out, direct_packed;
       if (grouped) {
         if (!padded) grouped_in = pattern(k::conv3d_grouped_elements(p.N, in_c, in_v));
         grouped_out = pattern(k::conv3d_grouped_elements(p.N, out_c, out_v));
-        if (!padded) {
+        if (!padded && !pointwise_wgrad) {
           direct_packed.resize(static_cast<std::size_t>(k::conv3d_direct_packed_elements(p, pack_for)));
           k::conv3d_direct_pack_weights(p, pack_for, w.data(), direct_packed.data());
         }
@@ -147,6 +151,8 @@ int run_conv(const CommonOptions& options) {
       auto ours_grouped = [&] {
         if (padded)
           k::conv3d_padded_fprop_grouped(p, x.data(), w.data(), grouped_out.data());
+        else if (pointwise_wgrad)
+          k::conv3d_pointwise_wgrad_grouped(p, grouped_in.data(), grouped_out.data(), w.data());
         else if (kp == Pass::fprop)
           k::conv3d_direct_fprop_grouped(p, grouped_in.data(), direct_packed.data(), grouped_out.data());
         else

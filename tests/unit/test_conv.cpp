@@ -1153,6 +1153,62 @@ TEST_CASE("conv3d: the padded kernels' fprop in channel groups gives the bits of
   }
 }
 
+TEST_CASE("conv3d: a 1x1x1 conv's wgrad in channel groups matches the f64 kernels, on any thread count", "[conv]") {
+  // conv3d_pointwise_wgrad_grouped reads x and dy in channel groups, NaN wherever it must not read for
+  // what it stores (the pitch tails, the channels past C and K), and overwrites dw (filled with 7).
+  // Cases: partial groups of both (20 filters: a partial tile of filters; 44 channels: two tiles of 3
+  // groups, the last group half full) on two samples; 320 voxels, two depth blocks of 256 and 64; 64
+  // channels (tiles of 3, 3 and 2 groups); and 5 filters from 3 channels (one group each). The same
+  // bits on 1 and 3 threads.
+  Context context(Device::cpu(), 13);
+  const Conv3dParams cases[] = {
+      kernels::conv3d_params("test", {2, 44, 3, 5, 7}, {20, 44, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {1, 64, 4, 8, 10}, {48, 64, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 3, 2, 3, 4}, {5, 3, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
+  };
+  namespace k = kernels::cpu;
+  constexpr int64_t G = k::kConv3dChannelGroup;
+  // Channels [0, C) of [N, C, V] into groups, NaN in the rest of each group.
+  auto grouped_with_nan = [](int64_t N, int64_t C, int64_t V, const float* rows) {
+    const int64_t pitch = k::conv3d_group_pitch(V), groups = (C + G - 1) / G;
+    std::vector<float> grouped(static_cast<std::size_t>(k::conv3d_grouped_elements(N, C, V)), std::nanf(""));
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = 0; c < C; ++c)
+        for (int64_t v = 0; v < V; ++v)
+          grouped[static_cast<std::size_t>((n * groups + c / G) * pitch + v * G + c % G)] = rows[(n * C + c) * V + v];
+    return grouped;
+  };
+  for (const Conv3dParams& p : cases) {
+    INFO("C " << p.C << " K " << p.K << " voxels " << p.input_spatial());
+    REQUIRE(k::conv3d_pointwise_wgrad_grouped_applies(p));
+    const ConvCase c = conv_case(context, p);
+    const int64_t V = p.input_spatial();
+    const std::vector<float> x = grouped_with_nan(p.N, p.C, V, c.xf.data<float>());
+    const std::vector<float> dy = grouped_with_nan(p.N, p.K, V, c.dyf.data<float>());
+    std::vector<float> first;
+    for (const int threads : {1, 3}) {
+      INFO(threads << " threads");
+      Tensor dw = context.full(c.ref[2].shape(), 7.0, DType::f32);
+      test::with_threads(threads, [&] { k::conv3d_pointwise_wgrad_grouped(p, x.data(), dy.data(), dw.data<float>()); });
+      test::require_close(dw.to(DType::f64), c.ref[2], 1e-5, "grouped pointwise dw");
+      const std::vector<float> bits = dw.to_vector<float>();
+      if (first.empty()) first = bits;
+      const bool same_bits = bits == first;  // (a bool: Catch would print every element)
+      CHECK(same_bits);
+    }
+  }
+  // Not a 1x1x1 conv with unit stride and no padding: refused, dw untouched.
+  for (const Conv3dParams& p :
+       {kernels::conv3d_params("test", {1, 8, 4, 4, 4}, {8, 8, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
+        kernels::conv3d_params("test", {1, 8, 4, 4, 4}, {8, 8, 1, 1, 1}, {2, 2, 2}, {0, 0, 0}, {1, 1, 1}, 1)}) {
+    REQUIRE_FALSE(k::conv3d_pointwise_wgrad_grouped_applies(p));
+    std::vector<float> x(static_cast<std::size_t>(k::conv3d_grouped_elements(1, 8, 64)), 1.0f), dw(8 * 8 * 27, 7.0f);
+    REQUIRE_THROWS_WITH(k::conv3d_pointwise_wgrad_grouped(p, x.data(), x.data(), dw.data()),
+                        Catch::Contains("expected a 1x1x1 conv") && Catch::Contains("from_channel_groups"));
+    CHECK(std::all_of(dw.begin(), dw.end(), [](float e) { return e == 7.0f; }));
+  }
+}
+
 TEST_CASE("conv3d: dgrad's GEMM weights packed in advance give the bits of weights packed per call", "[conv]") {
   // conv3d_pack_weights packs dgrad's A (the weights transposed) where it runs as GEMMs: pointwise
   // convs in bands of rows per thread (640 dx channels over 64 voxels) and in column items, one
