@@ -1158,13 +1158,13 @@ TEST_CASE("conv3d: a 1x1x1 conv's wgrad in channel groups matches the f64 kernel
   // what it stores (the pitch tails, the channels past C and K), and overwrites dw (filled with 7).
   // Cases: partial groups of both (20 filters: a partial tile of filters; 44 channels: two tiles of 3
   // groups, the last group half full) on two samples; 320 voxels, two depth blocks of 256 and 64; 64
-  // channels (tiles of 3, 3 and 2 groups); and 5 filters from 3 channels (one group each). The same
-  // bits on 1 and 3 threads.
+  // channels (tiles of 3, 3 and 2 groups); and 9 filters from 3 channels (one group of channels, a
+  // tile of one filter). The same bits on 1 and 3 threads.
   Context context(Device::cpu(), 13);
   const Conv3dParams cases[] = {
       kernels::conv3d_params("test", {2, 44, 3, 5, 7}, {20, 44, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
       kernels::conv3d_params("test", {1, 64, 4, 8, 10}, {48, 64, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
-      kernels::conv3d_params("test", {2, 3, 2, 3, 4}, {5, 3, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
+      kernels::conv3d_params("test", {2, 3, 2, 3, 4}, {9, 3, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1),
   };
   namespace k = kernels::cpu;
   constexpr int64_t G = k::kConv3dChannelGroup;
@@ -1197,10 +1197,11 @@ TEST_CASE("conv3d: a 1x1x1 conv's wgrad in channel groups matches the f64 kernel
       CHECK(same_bits);
     }
   }
-  // Not a 1x1x1 conv with unit stride and no padding: refused, dw untouched.
+  // Not a 1x1x1 conv with unit stride, no padding and a group of filters: refused, dw untouched.
   for (const Conv3dParams& p :
        {kernels::conv3d_params("test", {1, 8, 4, 4, 4}, {8, 8, 3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}, 1),
-        kernels::conv3d_params("test", {1, 8, 4, 4, 4}, {8, 8, 1, 1, 1}, {2, 2, 2}, {0, 0, 0}, {1, 1, 1}, 1)}) {
+        kernels::conv3d_params("test", {1, 8, 4, 4, 4}, {8, 8, 1, 1, 1}, {2, 2, 2}, {0, 0, 0}, {1, 1, 1}, 1),
+        kernels::conv3d_params("test", {1, 8, 4, 4, 4}, {2, 8, 1, 1, 1}, {1, 1, 1}, {0, 0, 0}, {1, 1, 1}, 1)}) {
     REQUIRE_FALSE(k::conv3d_pointwise_wgrad_grouped_applies(p));
     std::vector<float> x(static_cast<std::size_t>(k::conv3d_grouped_elements(1, 8, 64)), 1.0f), dw(8 * 8 * 27, 7.0f);
     REQUIRE_THROWS_WITH(k::conv3d_pointwise_wgrad_grouped(p, x.data(), x.data(), dw.data()),

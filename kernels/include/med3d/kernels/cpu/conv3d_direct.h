@@ -142,12 +142,13 @@ void conv3d_direct_dgrad_grouped(const Conv3dParams& p, const float* dy, const f
 // (dead taps get 0). Requires conv3d_direct_wgrad_applies(p).
 void conv3d_direct_wgrad(const Conv3dParams& p, const float* x, const float* dy, float* dw);
 
-// dw = wgrad of a 1x1x1 conv (stride 1, no padding, one group: conv3d_pointwise_wgrad_grouped_applies)
+// dw = wgrad of a 1x1x1 conv (stride 1, no padding, one group, at least 8 filters:
+// conv3d_pointwise_wgrad_grouped_applies)
 // with x [N, C, voxels] and dy [N, K, voxels] in channel groups, as the line tiles' fprop of such a conv
 // reads x and writes y. Overwrites dw [K, C]; reads neither the groups' pitch tails nor, for anything it
 // stores, the channels past C and K. Each element sums its products in registers over blocks of 256
-// voxels and adds the blocks in turn (samples, then voxels): the same sums as conv3d_wgrad's in another
-// rounding, the same bits for any number of threads. Needs no scratch.
+// voxels of every sample (sample by sample) and adds the blocks in turn: the same sums as
+// conv3d_wgrad's in another rounding, the same bits for any number of threads. Needs no scratch.
 bool conv3d_pointwise_wgrad_grouped_applies(const Conv3dParams& p);
 void conv3d_pointwise_wgrad_grouped(const Conv3dParams& p, const float* x, const float* dy, float* dw);
 
