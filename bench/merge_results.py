@@ -75,7 +75,9 @@ def main():
                   'are speeds relative to ours (other ms / ours ms, > 1: ours faster), from medians and from minima; '
                   '"paired" is the median over rounds of the median over runs of oneDNN ms / ours ms in the same '
                   'pair of back-to-back runs (one moment\'s host load: the steadiest of the three); '
-                  'effective GFLOP/s and % of peak are from our minimum.', '',
+                  'effective GFLOP/s and % of peak are from our minimum; "% peak native" is the same from the median '
+                  'of ours in our own formats (below; the best over the rounds), where no layout conversion is timed: '
+                  'a kernel\'s own efficiency (the line tiles\' NCDHW passes regroup their input at every call).', '',
                   '"plain paired" is the same against oneDNN on NCDHW in and out, its reorders timed; '
                   '"packed paired" against oneDNN in its formats with our weights packed in advance too '
                   '(where the direct kernels run fprop or dgrad; elsewhere the "paired" value); "native paired" with '
@@ -87,8 +89,9 @@ def main():
                   'the regime is slow and passes whose threads share data, the layout conversions among them, slow '
                   'down).', '',
                   '| layer | pass | shape | ours ms | oneDNN ms | PyTorch ms | ours eff GFLOP/s | % FMA peak '
-                  '| vs oneDNN | paired | plain paired | packed paired | native paired | vs PyTorch | hand-off x |',
-                  '|' + '---|' * 15]
+                  '| % peak native | vs oneDNN | paired | plain paired | packed paired | native paired | vs PyTorch '
+                  '| hand-off x |',
+                  '|' + '---|' * 16]
         o_ms, o_min = best(ours, 'ours_ms'), best(ours, 'ours_min_ms')
         r_ms, r_min = best(ours, 'ref_ms'), best(ours, 'ref_min_ms')
         t_ms, t_min = best(torch, 'torch_ms'), best(torch, 'torch_min_ms')
@@ -97,17 +100,24 @@ def main():
         packed = best(ours, 'speed_vs_ref_packed', statistics.median)  # likewise
         native = best(ours, 'speed_vs_ref_native', statistics.median)  # likewise
         handoff = best(ours, 'handoff_ratio', max)  # likewise
+        native_ms = best(ours, 'ours_native_ms')  # likewise
         ratio = lambda a, b: a / b if a is not None and b else None
-        rows, vs_ref, vs_torch, vs_ref_min, vs_torch_min = [], [], [], [], []
+        rows, vs_ref, vs_torch, vs_ref_min, vs_torch_min, peak_shares, native_shares = [], [], [], [], [], [], []
         for i, row in enumerate(ours[0]['rows']):
             g = ours[0]['geometry'][i]
             eff = g['effective_flops'] / (o_min[i] / 1e3) / 1e9
+            eff_native = g['effective_flops'] / (native_ms[i] / 1e3) / 1e9 if native_ms[i] else None
+            peak_shares.append(eff / m['fma_peak_gflops'])
+            native_shares.append(eff_native / m['fma_peak_gflops'] if eff_native else None)
+            native_share = '-' if eff_native is None else f"{100 * native_shares[-1]:.0f}%"
             rr, rm = ratio(r_ms[i], o_ms[i]), ratio(r_min[i], o_min[i])
             tr, tm = ratio(t_ms[i], o_ms[i]), ratio(t_min[i], o_min[i])
             vs_ref.append(rr), vs_torch.append(tr), vs_ref_min.append(rm), vs_torch_min.append(tm)
             lines.append(f"| {row['layer']} | {row['pass']} | {row['shape']} | {fmt(o_ms[i], 2)} / {fmt(o_min[i], 2)} | "
                          f"{fmt(r_ms[i], 2)} / {fmt(r_min[i], 2)} | {fmt(t_ms[i], 2)} / {fmt(t_min[i], 2)} | {eff:.1f} | "
-                         f"{100 * eff / m['fma_peak_gflops']:.0f}% | {fmt(rr)} / {fmt(rm)} | {fmt(r_paired[i])} | "
+                         f"{100 * eff / m['fma_peak_gflops']:.0f}% | "
+                         f"{native_share} | "
+                         f"{fmt(rr)} / {fmt(rm)} | {fmt(r_paired[i])} | "
                          f"{fmt(plain[i])} | {fmt(packed[i])} | {fmt(native[i])} | {fmt(tr)} / {fmt(tm)} | "
                          f"{fmt(handoff[i], 1)} |")
             rows.append({'layer': row['layer'], 'pass': row['pass'], 'shape': row['shape'], 'ours_ms': o_ms[i],
@@ -116,6 +126,7 @@ def main():
                          'speed_vs_onednn': rr, 'speed_vs_onednn_min': rm,
                          'speed_vs_onednn_paired': r_paired[i], 'speed_vs_onednn_plain_paired': plain[i],
                          'speed_vs_onednn_packed_paired': packed[i], 'speed_vs_onednn_native_paired': native[i],
+                         'fma_peak_share_at_min': peak_shares[-1], 'fma_peak_share_native': native_shares[-1],
                          'speed_vs_torch': tr,
                          'speed_vs_torch_min': tm, 'handoff_ratio_highest': handoff[i]})
         lines += ['', f"Geometric mean speed (medians / minima): vs oneDNN {fmt(geomean(vs_ref))} / "
@@ -127,7 +138,9 @@ def main():
                   f"(geometric mean {fmt(geomean(plain))}), {sum(1 for v in packed if v is not None and v < 0.9)} "
                   f"paired with our weights packed in advance (geometric mean {fmt(geomean(packed))}), "
                   f"{sum(1 for v in native if v is not None and v < 0.9)} paired with ours in our own formats "
-                  f"(geometric mean {fmt(geomean(native))}).", '']
+                  f"(geometric mean {fmt(geomean(native))}). Rows below 70% of the FMA peak: "
+                  f"{sum(1 for v in peak_shares if v < 0.7)} from our minimum, "
+                  f"{sum(1 for v in native_shares if v is not None and v < 0.7)} in our own formats.", '']
         merged['conv'] = {'machine': m, 'rows': rows}
     if have('ops-ours') and have('ops-torch'):
         ours = [load(f'{a.dir}/ops-ours-{r}.json') for r in rounds]
