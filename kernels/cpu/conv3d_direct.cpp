@@ -1553,6 +1553,57 @@ void conv3d_direct_fprop(const Conv3dParams& p, const float* x, const float* w, 
   run_direct(direct_run(p, PackFor::fprop, w), x, y, scratch, layout);
 }
 
+namespace {
+
+// out_dw[(f * width + j) * T + tap] = sums[l][j][f] for every filter f and channel j of a block
+// and live tap l (its index `tap`): each (filter, channel)'s run of T taps. Dead taps keep what
+// the run holds (0).
+void place_tap_sums(const std::vector<WgradSums>& sums, const std::vector<WgradTap>& taps, int64_t T, int64_t width,
+                    float* out_dw) {
+#if defined(__AVX512F__)
+  // Up to 2 vectors of taps per run (every 3x3x3 kernel): 16 live taps at a time, 16 filters'
+  // sums over them transposed in registers into one vector per filter, whose lanes a permutation
+  // puts in their taps' places in the run's two vectors, stored under the live taps' masks.
+  // (Element by element, this was a tenth of layer4_d4's wgrad: now 0.93x the time, layer3_d2's
+  // 0.91x, layer2's 0.97x, layer1's 0.98x, DenseASPP d3/d12 0.99x, layer4_d4 at large scale 0.97x.)
+  static_assert(kLanes == 16 && kWgradFilters % kLanes == 0);
+  if (T <= 2 * kLanes) {
+    for (std::size_t l0 = 0; l0 < taps.size(); l0 += kLanes) {
+      const int n = static_cast<int>(std::min<std::size_t>(kLanes, taps.size() - l0));
+      alignas(64) int32_t lane_of[2][kLanes] = {};
+      __mmask16 live[2] = {0, 0};
+      for (int i = 0; i < n; ++i) {
+        const int64_t tap = taps[l0 + static_cast<std::size_t>(i)].tap;
+        lane_of[tap / kLanes][tap % kLanes] = i;
+        live[tap / kLanes] = static_cast<__mmask16>(live[tap / kLanes] | 1u << (tap % kLanes));
+      }
+      const __m512i place[2] = {_mm512_load_si512(lane_of[0]), _mm512_load_si512(lane_of[1])};
+      for (int j = 0; j < kWgradChannels; ++j)
+        for (int f0 = 0; f0 < kWgradFilters; f0 += kLanes) {
+          __m512 r[kLanes];
+          for (int i = 0; i < kLanes; ++i)
+            r[i] = i < n ? _mm512_loadu_ps(sums[l0 + static_cast<std::size_t>(i)][j] + f0) : _mm512_setzero_ps();
+          simd::transpose16_registers(r);  // r[q] lane i: tap l0 + i's sum for filter f0 + q
+          for (int q = 0; q < kLanes; ++q) {
+            float* run = out_dw + ((f0 + q) * width + j) * T;
+            for (int half = 0; half < 2; ++half)
+              if (live[half])
+                _mm512_mask_storeu_ps(run + half * kLanes, live[half], _mm512_permutexvar_ps(place[half], r[q]));
+          }
+        }
+    }
+    return;
+  }
+#endif
+  for (int f = 0; f < kWgradFilters; ++f)
+    for (int j = 0; j < kWgradChannels; ++j) {
+      float* run = out_dw + (f * width + j) * T;
+      for (std::size_t l = 0; l < taps.size(); ++l) run[taps[l].tap] = sums[l][j][f];
+    }
+}
+
+}  // namespace
+
 void conv3d_direct_wgrad(const Conv3dParams& p, const float* x, const float* dy, float* dw) {
   MED3D_CHECK(conv3d_direct_wgrad_applies(p), "conv3d_direct_wgrad: needs a unit-stride single-group conv whose ",
               "output extent equals its input extent, or a strided one with a width stride of at most 2 and at least ",
@@ -1625,12 +1676,7 @@ void conv3d_direct_wgrad(const Conv3dParams& p, const float* x, const float* dy,
         else
           wgrad_block<1>(panel_dy, xs, p.N, V, p.C * V_in, taps[l], sums[l]);
       }
-      float* out_dw = block_dw.data() + (c0 - c_first) * T;
-      for (int f = 0; f < kWgradFilters; ++f)
-        for (int j = 0; j < kWgradChannels; ++j) {
-          float* run = out_dw + (f * width + j) * T;
-          for (std::size_t l = 0; l < taps.size(); ++l) run[taps[l].tap] = sums[l][j][f];
-        }
+      place_tap_sums(sums, taps, T, width, block_dw.data() + (c0 - c_first) * T);
     }
     const int64_t channels = std::min(p.C, c_first + width) - c_first;
     for (int f = 0; f < kWgradFilters && panel * kWgradFilters + f < p.K; ++f) {
