@@ -9,8 +9,6 @@
 // registers accumulate): as fast per multiply-add as the GEMM's 8 x 32 zmm microkernel (113-115
 // against 111-116 GFLOP/s on one Zen 4 core, both operands in L1); under AVX2, 4 filters x 3
 // groups; portable loops otherwise.
-#include <omp.h>
-
 #include <algorithm>
 #include <cstdint>
 
@@ -38,11 +36,6 @@ constexpr int kTileFilters = 8;
 // against a block per sample, 0.993x the time). A sample's block of a tile's x (3 groups, 24 KiB)
 // and of a group of dy (8 KiB) stay in L1 together.
 constexpr int64_t kBlockVoxels = 256;
-// Tiles of x's groups per work item (each item runs every depth block over all of dy's groups): one,
-// 43 items for the bottleneck's 1024 channels, so that the thread that finishes first waits for
-// less than one tile's work (its end 30-40 us before the other's in a 1.22 ms pass, 70-80 us with
-// two tiles an item; the pass level in paired rounds).
-constexpr int64_t kItemTiles = 1;
 
 // The operands of one tile over one depth block: sample n's dy filters at dy_rows + n * dy_sample +
 // v * G + i (filter i of the tile), its x groups at x_groups + n * x_sample + j * pitch + v * G.
@@ -151,28 +144,26 @@ void conv3d_pointwise_wgrad_grouped(const Conv3dParams& p, const float* x, const
     std::fill(dw, dw + p.K * p.C, 0.0f);
     return;
   }
-  // Item: up to kItemTiles tiles of x's groups (channels [c0, c1)), all filters, every depth block.
+  // Item: one tile of x's groups (channels [g0 * G, ...)), all filters, every depth block: 43 items
+  // for the bottleneck's 1024 channels, so that the thread that finishes first waits for less than
+  // one tile's work (its end 30-40 us before the other's in a 1.22 ms pass, 70-80 us with two tiles
+  // an item; the pass level in paired rounds).
   const int64_t tiles = (x_groups + kTileGroups - 1) / kTileGroups;
-  const int64_t items = (tiles + kItemTiles - 1) / kItemTiles, item_groups = kItemTiles * kTileGroups;
-  const int64_t blocks_per_sample = (V + kBlockVoxels - 1) / kBlockVoxels;
-  const auto groups_in = [&](int64_t item) { return std::min(x_groups, (item + 1) * item_groups) - item * item_groups; };
-  for_costed_items(
-      items, 1, p.N * V * p.K * p.C >= kParallelMacs, groups_in, [&](int64_t item) {
-        const int64_t g0 = item * item_groups, g1 = g0 + groups_in(item);
-          for (int64_t b = 0; b < blocks_per_sample; ++b) {
-            const int64_t v0 = b * kBlockVoxels, voxels = std::min(kBlockVoxels, V - v0);
-            const bool add = b > 0;
-            for (int64_t k0 = 0; k0 < p.K; k0 += kTileFilters) {
-              const float* dy_rows = dy + (k0 / G) * pitch + v0 * G + k0 % G;
-              const int rows = static_cast<int>(std::min<int64_t>(kTileFilters, p.K - k0));
-              for (int64_t g = g0; g < g1; g += kTileGroups) {
-                const int groups = static_cast<int>(std::min<int64_t>(kTileGroups, g1 - g));
-                const TileSources s{dy_rows, x + g * pitch + v0 * G, pitch, voxels, p.N, dy_groups * pitch, x_groups * pitch};
-                tile_of(groups, s, dw + k0 * p.C + g * G, p.C, rows, std::min(p.C, (g + groups) * G) - g * G, add);
-              }
-            }
-          }
-      });
+  const int64_t blocks = (V + kBlockVoxels - 1) / kBlockVoxels;
+  const auto groups_in = [&](int64_t tile) { return std::min<int64_t>(kTileGroups, x_groups - tile * kTileGroups); };
+  for_costed_items(tiles, 1, p.N * V * p.K * p.C >= kParallelMacs, groups_in, [&](int64_t tile) {
+    const int64_t g0 = tile * kTileGroups, groups = groups_in(tile);
+    const int64_t channels = std::min(p.C, (g0 + groups) * G) - g0 * G;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t v0 = b * kBlockVoxels, voxels = std::min(kBlockVoxels, V - v0);
+      for (int64_t k0 = 0; k0 < p.K; k0 += kTileFilters) {
+        const TileSources s{dy + (k0 / G) * pitch + v0 * G + k0 % G, x + g0 * pitch + v0 * G, pitch, voxels, p.N,
+                            dy_groups * pitch, x_groups * pitch};
+        const int rows = static_cast<int>(std::min<int64_t>(kTileFilters, p.K - k0));
+        tile_of(static_cast<int>(groups), s, dw + k0 * p.C + g0 * G, p.C, rows, channels, b > 0);
+      }
+    }
+  });
 }
 
 }  // namespace med3d::kernels::cpu
