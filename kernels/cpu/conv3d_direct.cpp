@@ -456,11 +456,21 @@ bool grouped_in_scratch(const Conv3dParams& f) {
   return line_tiles(f) && grouped_elements(f) * int64_t(sizeof(float)) >= (int64_t(32) << 20);
 }
 
+// From this size the channel groups go out with non-temporal stores (on 32 bytes): a copy that
+// the caches cannot hold is read back from memory anyway, and no line is read for ownership.
+// DenseASPP d24's large-scale fprop (32 MiB in) takes 0.95x the time, 0.90x in the host's SLOW
+// state (4 of 4 paired rounds each, its input from memory as in med3d-bench); d3's
+// 0.97x. Not below: the small-scale 8 MiB stays in L3 between calls (d12's fprop 1.05x the time
+// streamed, 0.97x with its input from memory).
+constexpr int64_t kStreamedGroupsBytes = int64_t(32) << 20;
+
 // x [N, C, V] into channel groups `pitch` floats apart (channels past C in the last group and the
 // floats past V * 8 set to 0), on all threads from kParallelGrain floats (on one thread the copy
 // left the others waiting: layer1's 1 MiB input, ~2% of its fprop).
 void group_channels(int64_t N, int64_t C, int64_t V, int64_t pitch, const float* x, float* grouped) {
   const int64_t groups = (C + kChannelGroup - 1) / kChannelGroup, rows = N * groups;
+  [[maybe_unused]] const bool streamed =
+      rows * pitch * int64_t(sizeof(float)) >= kStreamedGroupsBytes && reinterpret_cast<uintptr_t>(grouped) % 32 == 0;
 #pragma omp parallel for schedule(static) if (!omp_in_parallel() && rows * pitch >= kParallelGrain)
   for (int64_t row = 0; row < rows; ++row) {
     const int64_t n = row / groups, c0 = row % groups * kChannelGroup, channels = std::min(kChannelGroup, C - c0);
@@ -468,6 +478,9 @@ void group_channels(int64_t N, int64_t C, int64_t V, int64_t pitch, const float*
     float* dst = grouped + row * pitch;
     int64_t v = 0;
 #if defined(MED3D_SIMD)
+    if (channels == kChannelGroup && streamed)
+      for (; v + kChannelGroup <= V; v += kChannelGroup)
+        simd::transpose8_block_streaming(src + v, V, dst + v * kChannelGroup, kChannelGroup);
     if (channels == kChannelGroup)
       for (; v + kChannelGroup <= V; v += kChannelGroup)
         simd::transpose8_block(src + v, V, dst + v * kChannelGroup, kChannelGroup);
@@ -475,6 +488,9 @@ void group_channels(int64_t N, int64_t C, int64_t V, int64_t pitch, const float*
     for (; v < V; ++v)
       for (int64_t c = 0; c < kChannelGroup; ++c) dst[v * kChannelGroup + c] = c < channels ? src[c * V + v] : 0.0f;
     std::fill(dst + V * kChannelGroup, dst + pitch, 0.0f);
+#if defined(MED3D_SIMD)
+    if (streamed) _mm_sfence();  // this thread's stores ordered before the region's end
+#endif
   }
 }
 

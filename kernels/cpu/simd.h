@@ -105,6 +105,18 @@ inline void transpose8_block(const float* src, int64_t lds, float* dst, int64_t 
   }
 }
 
+// transpose8_block with non-temporal stores (store_streaming's contract; dst 32-byte aligned, the
+// caller fences).
+inline void transpose8_block_streaming(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m256 r[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  transpose8_registers(r);
+  for (int j = 0; j < 8; ++j) {
+    asm("" : "+x"(r[j]));
+    _mm256_stream_ps(dst + j * ldd, r[j]);
+  }
+}
+
 // Keeps v in a register where it is used: GCC otherwise may fold its load into every
 // multiply-add that reads it (a load per product, more than the load ports feed) or spill it.
 inline void keep_in_register(Vec& v) { asm("" : "+v"(v)); }

@@ -1108,6 +1108,39 @@ TEST_CASE("conv3d: the line tiles in channel groups give the bits of NCDHW", "[c
   CHECK(std::all_of(y.begin(), y.end(), [](float e) { return e == 7.0f; }));
 }
 
+TEST_CASE("conv3d: channel groups of 32 MiB or more (non-temporal stores) hold every element in its place",
+          "[conv]") {
+  // From 32 MiB the copy into channel groups goes out with non-temporal stores where the groups
+  // start on 32 bytes (DenseASPP's large-scale input); elsewhere with ordinary ones. Both must put
+  // channel c's voxel v at group c / 8, element v * 8 + c % 8, with 0 past C and past the voxels.
+  // 20 channels (a partial last group) and a voxel count with a tail past whole 8-voxel blocks.
+  namespace k = kernels::cpu;
+  const int64_t N = 1, C = 20, voxels = 350003, G = k::kConv3dChannelGroup;
+  const int64_t pitch = k::conv3d_group_pitch(voxels), groups = (C + G - 1) / G;
+  REQUIRE(k::conv3d_grouped_elements(N, C, voxels) * int64_t(sizeof(float)) >= (int64_t(32) << 20));
+  std::vector<float> x(static_cast<std::size_t>(N * C * voxels));
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 1000003) * 0.5f;
+  std::vector<float> buffer(static_cast<std::size_t>(k::conv3d_grouped_elements(N, C, voxels) + 32));
+  for (const int64_t offset : {0, 4}) {  // floats past a 64-byte boundary: streamed, then not
+    INFO("groups " << offset << " floats past a 64-byte boundary");
+    std::fill(buffer.begin(), buffer.end(), 7.0f);
+    float* grouped = buffer.data() + (16 - reinterpret_cast<uintptr_t>(buffer.data()) % 64 / 4) % 16 + offset;
+    k::to_channel_groups(N, C, voxels, x.data(), grouped);
+    bool in_place = true;  // (a bool: Catch would print every element)
+    for (int64_t g = 0; g < groups; ++g)
+      for (int64_t e = 0; e < pitch; ++e) {
+        const int64_t v = e / G, c = g * G + e % G;
+        const float expected = v < voxels && c < C ? x[static_cast<std::size_t>(c * voxels + v)] : 0.0f;
+        in_place = in_place && grouped[g * pitch + e] == expected;
+      }
+    CHECK(in_place);
+    std::vector<float> round_trip(x.size(), 7.0f);
+    k::from_channel_groups(N, C, voxels, grouped, round_trip.data());
+    const bool round_trip_exact = round_trip == x;
+    CHECK(round_trip_exact);
+  }
+}
+
 TEST_CASE("conv3d: the padded kernels' fprop in channel groups gives the bits of NCDHW", "[conv]") {
   // conv3d_padded_fprop_grouped writes the stem's y in channel groups: the bits of
   // conv3d_padded_fprop regrouped, on 1 and 3 threads; the pitch tails untouched and the filters
