@@ -480,7 +480,7 @@ void group_channels(int64_t N, int64_t C, int64_t V, int64_t pitch, const float*
 #if defined(MED3D_SIMD)
     if (channels == kChannelGroup && streamed)
       for (; v + kChannelGroup <= V; v += kChannelGroup)
-        simd::transpose8_block_streaming(src + v, V, dst + v * kChannelGroup, kChannelGroup);
+        simd::transpose8_block<true>(src + v, V, dst + v * kChannelGroup, kChannelGroup);
     if (channels == kChannelGroup)
       for (; v + kChannelGroup <= V; v += kChannelGroup)
         simd::transpose8_block(src + v, V, dst + v * kChannelGroup, kChannelGroup);

@@ -91,29 +91,22 @@ inline void transpose8_registers(__m256 (&r)[8]) {
   }
 }
 
-// dst[j * ldd + i] = src[i * lds + j] for an 8 x 8 block (AVX-512 builds too).
+// dst[j * ldd + i] = src[i * lds + j] for an 8 x 8 block (AVX-512 builds too); with kStreaming,
+// non-temporal stores (store_streaming's contract: dst on 32 bytes, the caller fences).
 // (Each row stored from its own register: GCC 12 under AVX-512 otherwise joined pairs of rows
 // through the stack into 64-byte stores, whose loads waited on a failed store forwarding: 86% of
 // the copy's time, 6% of DenseASPP d12's dgrad.)
+template <bool kStreaming = false>
 inline void transpose8_block(const float* src, int64_t lds, float* dst, int64_t ldd) {
   __m256 r[8];
   for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
   transpose8_registers(r);
   for (int j = 0; j < 8; ++j) {
     asm("" : "+x"(r[j]));
-    _mm256_storeu_ps(dst + j * ldd, r[j]);
-  }
-}
-
-// transpose8_block with non-temporal stores (store_streaming's contract; dst 32-byte aligned, the
-// caller fences).
-inline void transpose8_block_streaming(const float* src, int64_t lds, float* dst, int64_t ldd) {
-  __m256 r[8];
-  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
-  transpose8_registers(r);
-  for (int j = 0; j < 8; ++j) {
-    asm("" : "+x"(r[j]));
-    _mm256_stream_ps(dst + j * ldd, r[j]);
+    if constexpr (kStreaming)
+      _mm256_stream_ps(dst + j * ldd, r[j]);
+    else
+      _mm256_storeu_ps(dst + j * ldd, r[j]);
   }
 }
 
