@@ -33,6 +33,19 @@ def geomean(values):
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
 
 
+def conv_min_bytes(g):
+    """A conv pass's minimal memory traffic: its three tensors (input, weights, output, or their
+    gradients) each read or written once, f32."""
+    def out_extent(n):
+        k, s, p, d = g['kernel'], g['stride'], g['pad'], g['dilation']
+        if g['transposed']:
+            return (n - 1) * s - 2 * p + d * (k - 1) + 1
+        return (n + 2 * p - d * (k - 1) - 1) // s + 1
+    v_in = g['D'] * g['H'] * g['W']
+    v_out = out_extent(g['D']) * out_extent(g['H']) * out_extent(g['W'])
+    return 4 * (g['N'] * g['C'] * v_in + g['N'] * g['K'] * v_out + g['K'] * g['C'] * g['kernel'] ** 3)
+
+
 def fmt(v, digits=2):
     return '-' if v is None else f'{v:.{digits}f}'
 
@@ -141,6 +154,23 @@ def main():
                   f"(geometric mean {fmt(geomean(native))}). Rows below 70% of the FMA peak: "
                   f"{sum(1 for v in peak_shares if v < 0.7)} from our minimum, "
                   f"{sum(1 for v in native_shares if v is not None and v < 0.7)} in our own formats.", '']
+        # Why a row is below 70%: where its FLOP per byte of minimal traffic is low, 70% of the peak
+        # asks more bandwidth than the machine has.
+        below = [i for i, v in enumerate(peak_shares) if v < 0.7]
+        if below:
+            lines += ['Rows below 70% of the FMA peak (from our minimum), with their minimal traffic (input, '
+                      'weights and output each moved once) and the bandwidth that 70% of the peak would take:', '',
+                      '| layer | pass | % FMA peak | MiB moved | FLOP / byte | ours GB/s | GB/s at 70% of peak '
+                      '| x copy bandwidth |', '|' + '---|' * 8]
+            for i in below:
+                g, row = ours[0]['geometry'][i], ours[0]['rows'][i]
+                moved = conv_min_bytes(g)
+                intensity = g['effective_flops'] / moved
+                need = 0.7 * m['fma_peak_gflops'] / intensity
+                lines.append(f"| {row['layer']} | {row['pass']} | {100 * peak_shares[i]:.0f}% | {moved / 2**20:.1f} | "
+                             f"{intensity:.1f} | {moved / (o_min[i] / 1e3) / 1e9:.1f} | {need:.0f} | "
+                             f"{need / m['copy_gbs']:.1f} |")
+            lines.append('')
         merged['conv'] = {'machine': m, 'rows': rows}
     if have('ops-ours') and have('ops-torch'):
         ours = [load(f'{a.dir}/ops-ours-{r}.json') for r in rounds]
