@@ -4,6 +4,7 @@
 #include <string>
 
 #include "engine/src/op_util.h"
+#include "med3d/kernels/cpu/loss.h"
 #include "med3d/kernels/cuda/loss.h"
 #include "med3d/kernels/loss.h"
 
@@ -92,19 +93,11 @@ Tensor class_targets(const char* op, const Tensor& logits, const Tensor& labels,
     }
     return targets;
   }
-  int32_t* out = targets.data<int32_t>();
   auto convert = [&]<class L>() {
     const L* in = labels.data<L>();
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t label = static_cast<int64_t>(in[i]);
-      if (ignore_index && label == *ignore_index) {
-        out[i] = kernels::kIgnoredTarget;
-      } else if (label >= 0 && label < channels) {
-        out[i] = static_cast<int32_t>(label);
-      } else {
-        invalid_label(label, i);
-      }
-    }
+    const int64_t i = kernels::cpu::class_targets(in, n, ignore_index.has_value(), ignore_index.value_or(0), channels,
+                                                  targets.data<int32_t>());
+    if (i >= 0) invalid_label(static_cast<int64_t>(in[i]), i);
   };
   if (dtype == DType::i32) convert.template operator()<int32_t>();
   else if (dtype == DType::i64) convert.template operator()<int64_t>();

@@ -2,6 +2,8 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <type_traits>
+#include <vector>
 
 #include "med3d/kernels/cpu/block_sum.h"
 #include "med3d/kernels/cpu_loops.h"
@@ -42,29 +44,115 @@ void run_exp_sums(const T* x0, int64_t channels, int64_t spatial, int64_t len, T
   for (int64_t c = 0; c < channels; ++c) tv += (ConstRunArray<T>(x0 + c * spatial, len) - mv).exp();
 }
 
+// Of a run: the sums of w_t (log total - (x_t - m)) and of w_t over its positions, t each one's
+// target, w_t its class weight, none where ignored. The target's logit and weight are picked
+// channel by channel and every loop runs on local arrays, so that each one vectorises (a loop
+// over the positions that read x and the weight at each target was half of the forward's time).
+template <class T>
+CrossEntropySums run_cross_entropy(const T* x0, const int32_t* t, const T* class_weights, int64_t channels,
+                                   int64_t spatial, int64_t len) {
+  alignas(64) T m[kRun], total[kRun], picked[kRun], weight[kRun];
+  alignas(64) double terms[kRun], weights[kRun];
+  run_exp_sums(x0, channels, spatial, len, m, total);
+  RunArray<T>(total, len) = RunArray<T>(total, len).log();
+  std::fill_n(picked, len, T(0));
+  std::fill_n(weight, len, T(0));
+  for (int64_t c = 0; c < channels; ++c) {
+    const T* xc = x0 + c * spatial;
+    const auto wc = static_cast<T>(class_weight_of(class_weights, c));
+    for (int64_t i = 0; i < len; ++i) {
+      picked[i] = t[i] == c ? xc[i] : picked[i];
+      weight[i] = t[i] == c ? wc : weight[i];
+    }
+  }
+  // Both parts 0 where ignored, so that no logit there, even one that is not finite, reaches
+  // the sums.
+  for (int64_t i = 0; i < len; ++i) {
+    const bool ignored = t[i] == kIgnoredTarget;
+    total[i] = ignored ? T(0) : total[i];
+    picked[i] = ignored ? T(0) : picked[i] - m[i];
+  }
+  for (int64_t i = 0; i < len; ++i) {
+    weights[i] = static_cast<double>(weight[i]);
+    terms[i] = weights[i] * (static_cast<double>(total[i]) - static_cast<double>(picked[i]));
+  }
+  return {ConstRunArray<double>(terms, len).sum(), ConstRunArray<double>(weights, len).sum()};
+}
+
+// dx of a run (d0: its channel 0, channels spatial apart): scale w_t (softmax_c - [c == t]),
+// exact zeros where ignored (even where the logits are not finite); as run_cross_entropy, the
+// weights picked channel by channel and every loop on local arrays, so that each vectorises.
+template <class T>
+void run_cross_entropy_backward(const T* x0, const int32_t* t, const T* class_weights, double scale, T* d0,
+                                int64_t channels, int64_t spatial, int64_t len) {
+  alignas(64) T m[kRun], inverse[kRun], weight[kRun];  // weight: scale * w_t
+  run_exp_sums(x0, channels, spatial, len, m, inverse);
+  RunArray<T>(inverse, len) = RunArray<T>(inverse, len).inverse();
+  std::fill_n(weight, len, T(0));
+  for (int64_t c = 0; c < channels; ++c) {
+    const auto wc = static_cast<T>(scale * class_weight_of(class_weights, c));
+    for (int64_t i = 0; i < len; ++i) weight[i] = t[i] == c ? wc : weight[i];
+  }
+  for (int64_t c = 0; c < channels; ++c) {
+    T* dc = d0 + c * spatial;
+    // softmax_c = exp(x_c - m) / total, as softmax_at.
+    RunArray<T>(dc, len) = (ConstRunArray<T>(x0 + c * spatial, len) - RunArray<T>(m, len)).exp() *
+                           RunArray<T>(inverse, len);
+    for (int64_t i = 0; i < len; ++i) {
+      const T hit = t[i] == c ? T(1) : T(0);
+      dc[i] = t[i] == kIgnoredTarget ? T(0) : (dc[i] - hit) * weight[i];
+    }
+  }
+}
+
 }  // namespace
+
+template <class L>
+int64_t class_targets(const L* labels, int64_t n, bool has_ignore, int64_t ignore_index, int64_t channels,
+                      int32_t* targets) {
+  // Blocks of kParallelGrain positions, each loop without a branch (so that it vectorises);
+  // a block's positions are checked again one by one only when it holds an invalid label.
+  const int64_t blocks = (n + kParallelGrain - 1) / kParallelGrain;
+  std::vector<uint8_t> bad(static_cast<std::size_t>(blocks), 0);
+  const auto valid = [&](int64_t label) {
+    return (has_ignore && label == ignore_index) || (label >= 0 && label < channels);
+  };
+  const auto convert = [&](int64_t block, auto with_ignore) {
+    unsigned any = 0;
+    const int64_t end = std::min(n, (block + 1) * kParallelGrain);
+    for (int64_t i = block * kParallelGrain; i < end; ++i) {
+      const auto label = static_cast<int64_t>(labels[i]);
+      const bool ignored = with_ignore && label == ignore_index;
+      const bool inside = static_cast<uint64_t>(label) < static_cast<uint64_t>(channels);
+      targets[i] = ignored ? kIgnoredTarget : static_cast<int32_t>(label);
+      any |= static_cast<unsigned>(!(ignored | inside));
+    }
+    bad[static_cast<std::size_t>(block)] = static_cast<uint8_t>(any);
+  };
+#pragma omp parallel for schedule(static) if (blocks > 1)
+  for (int64_t block = 0; block < blocks; ++block) {
+    if (has_ignore)
+      convert(block, std::true_type{});
+    else
+      convert(block, std::false_type{});
+  }
+  for (int64_t block = 0; block < blocks; ++block)
+    if (bad[static_cast<std::size_t>(block)])
+      for (int64_t i = block * kParallelGrain;; ++i)
+        if (!valid(static_cast<int64_t>(labels[i]))) return i;
+  return -1;
+}
 
 template <class T>
 CrossEntropySums cross_entropy_forward(const T* x, const int32_t* target, const T* class_weights,
                                        ChannelLayout layout) {
   const std::vector<double> sums =
       block_sum(layout.positions(), 2, [&](int64_t begin, int64_t end, double* acc) {
-        alignas(64) T m[kRun];
-        alignas(64) T total[kRun];
         for_runs(layout, x, begin, end, [&](const T* x0, int64_t p0, int64_t len) {
-          run_exp_sums(x0, layout.channels, layout.spatial, len, m, total);
-          RunArray<T>(total, len) = RunArray<T>(total, len).log();
-          // Local sums: through acc, every position waited on the previous one's store.
-          double loss = 0, weight = 0;
-          for (int64_t i = 0; i < len; ++i) {
-            const int32_t t = target[p0 + i];
-            if (t == kIgnoredTarget) continue;
-            const double w = class_weight_of(class_weights, t);
-            loss += w * (static_cast<double>(total[i]) - static_cast<double>(x0[t * layout.spatial + i] - m[i]));
-            weight += w;
-          }
-          acc[0] += loss;
-          acc[1] += weight;
+          const CrossEntropySums run =
+              run_cross_entropy(x0, target + p0, class_weights, layout.channels, layout.spatial, len);
+          acc[0] += run.loss;
+          acc[1] += run.weight;
         });
       });
   return {sums[0], sums[1]};
@@ -74,39 +162,12 @@ template <class T>
 void cross_entropy_backward(const T* x, const int32_t* target, const T* class_weights,
                             double scale, T* dx, ChannelLayout layout) {
   const int64_t blocks = (layout.positions() + kRun - 1) / kRun;
-  const T* const weights = class_weights;  // a local: the lambda's reference made every position reload it
 #pragma omp parallel for schedule(static) if (layout.positions() * layout.channels > kParallelGrain)
   for (int64_t block = 0; block < blocks; ++block) {
-    alignas(64) T m[kRun];
-    alignas(64) T inverse[kRun];
-    alignas(64) T weight[kRun];  // scale * w[target], 0 where ignored
     const int64_t begin = block * kRun;
     for_runs(layout, x, begin, std::min(begin + kRun, layout.positions()), [&](const T* x0, int64_t p0, int64_t len) {
-      run_exp_sums(x0, layout.channels, layout.spatial, len, m, inverse);
-      RunArray<T>(inverse, len) = RunArray<T>(inverse, len).inverse();
-      bool any_ignored = false;
-      for (int64_t i = 0; i < len; ++i) {
-        const int32_t t = target[p0 + i];
-        const bool ignored = t == kIgnoredTarget;
-        any_ignored = any_ignored || ignored;
-        weight[i] = ignored ? T(0) : static_cast<T>(scale * class_weight_of(weights, t));
-      }
-      // softmax_c = exp(x_c - m) / total, as softmax_at; then w * (softmax_c - [c == t]).
-      T* d0 = dx + (x0 - x);
-      for (int64_t c = 0; c < layout.channels; ++c) {
-        RunArray<T>(d0 + c * layout.spatial, len) =
-            (ConstRunArray<T>(x0 + c * layout.spatial, len) - RunArray<T>(m, len)).exp() * RunArray<T>(inverse, len);
-      }
-      for (int64_t i = 0; i < len; ++i)
-        if (target[p0 + i] != kIgnoredTarget) d0[target[p0 + i] * layout.spatial + i] -= T(1);
-      for (int64_t c = 0; c < layout.channels; ++c) {
-        RunArray<T> d(d0 + c * layout.spatial, len);
-        d *= RunArray<T>(weight, len);
-      }
-      // Exact zeros where ignored, even when the logits there are not finite.
-      for (int64_t i = 0; any_ignored && i < len; ++i)
-        if (target[p0 + i] == kIgnoredTarget)
-          for (int64_t c = 0; c < layout.channels; ++c) d0[c * layout.spatial + i] = T(0);
+      run_cross_entropy_backward(x0, target + p0, class_weights, scale, dx + (x0 - x), layout.channels, layout.spatial,
+                                 len);
     });
   }
 }
@@ -212,5 +273,8 @@ void bce_with_logits_backward(const T* x, const T* t, const T* pos_weight, doubl
 MED3D_INSTANTIATE(float)
 MED3D_INSTANTIATE(double)
 #undef MED3D_INSTANTIATE
+template int64_t class_targets<int32_t>(const int32_t*, int64_t, bool, int64_t, int64_t, int32_t*);
+template int64_t class_targets<int64_t>(const int64_t*, int64_t, bool, int64_t, int64_t, int32_t*);
+template int64_t class_targets<uint8_t>(const uint8_t*, int64_t, bool, int64_t, int64_t, int32_t*);
 
 }  // namespace med3d::kernels::cpu

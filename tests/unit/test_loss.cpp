@@ -1,6 +1,8 @@
 #include <cmath>
 #include <limits>
+#include <vector>
 
+#include "med3d/kernels/cpu/loss.h"
 #include "test_util.h"
 
 using namespace med3d;
@@ -267,6 +269,43 @@ TEST_CASE("loss: golden comparison of mse_loss and bce_with_logits with PyTorch"
   check("bce2_pw", "x2", "p2", [&](const Tensor& x, const Tensor& t) {
     return binary_cross_entropy_with_logits(x, t, g.at("pos_weight2"));
   });
+}
+
+TEST_CASE("loss: class targets across blocks: ignored, valid, and the first invalid position", "[loss]") {
+  // kernels::cpu::class_targets converts in blocks on all threads without a branch, then finds
+  // the smallest invalid position: here past the first blocks, with a later one invalid too.
+  const int64_t n = 100000, channels = 3;
+  std::vector<int64_t> labels(static_cast<std::size_t>(n));
+  for (int64_t i = 0; i < n; ++i) labels[static_cast<std::size_t>(i)] = i % 7 == 0 ? -100 : i % channels;
+  std::vector<int32_t> targets(static_cast<std::size_t>(n), 9);
+  REQUIRE(kernels::cpu::class_targets(labels.data(), n, true, -100, channels, targets.data()) == -1);
+  bool converted = true;  // (a bool: Catch would print every element)
+  for (int64_t i = 0; i < n; ++i)
+    converted = converted && targets[static_cast<std::size_t>(i)] ==
+                                 (i % 7 == 0 ? kernels::kIgnoredTarget : static_cast<int32_t>(i % channels));
+  CHECK(converted);
+  // Without ignore_index -100 is invalid: position 0 first.
+  REQUIRE(kernels::cpu::class_targets(labels.data(), n, false, 0, channels, targets.data()) == 0);
+  // A label that truncates to a valid int32 (2^32 + 1) is still invalid, and the first of two.
+  labels[0] = 0;
+  for (int64_t i = 1; i < n; ++i) labels[static_cast<std::size_t>(i)] = i % channels;
+  labels[70001] = -5;
+  labels[40000] = (int64_t(1) << 32) + 1;
+  REQUIRE(kernels::cpu::class_targets(labels.data(), n, true, -100, channels, targets.data()) == 40000);
+  std::vector<uint8_t> bytes(static_cast<std::size_t>(n), 2);
+  bytes[99999] = 3;
+  REQUIRE(kernels::cpu::class_targets(bytes.data(), n, true, 255, channels, targets.data()) == 99999);
+  bytes[99999] = 255;
+  REQUIRE(kernels::cpu::class_targets(bytes.data(), n, true, 255, channels, targets.data()) == -1);
+  CHECK(targets[99999] == kernels::kIgnoredTarget);
+  CHECK(targets[99998] == 2);
+  // Through the op: the message names the label and its position.
+  Context context;
+  Tensor x = context.randn({1, 3, 100000});
+  Tensor bad = context.zeros({1, 100000}, DType::i64);
+  bad.set<int64_t>({0, 70001}, 5);
+  bad.set<int64_t>({0, 65537}, -2);
+  REQUIRE_THROWS_WITH(cross_entropy(x, bad), Catch::Contains("label -2 at position [0, 65537]"));
 }
 
 TEST_CASE("loss: bad arguments give clear errors", "[loss]") {

@@ -10,6 +10,13 @@
 
 namespace med3d::kernels::cpu {
 
+// Labels -> targets [n]: kIgnoredTarget where has_ignore and label == ignore_index, else the
+// label, which must lie in [0, channels). Returns the smallest position of a label that is
+// neither, or -1 when all are valid (the CUDA class_targets' twin). On all threads, branch-free.
+template <class L>
+int64_t class_targets(const L* labels, int64_t n, bool has_ignore, int64_t ignore_index, int64_t channels,
+                      int32_t* targets);
+
 struct CrossEntropySums {
   double loss = 0;    // sum over non-ignored positions of w[target] * (-log softmax_target)
   double weight = 0;  // sum over non-ignored positions of w[target] (1 without weights)
