@@ -117,7 +117,8 @@ inline constexpr int64_t kConv3dChannelGroup = 8;
 int64_t conv3d_group_pitch(int64_t voxels);
 // Floats of N samples of C channels in groups (conv3d_group_pitch(voxels) per group).
 int64_t conv3d_grouped_elements(int64_t N, int64_t C, int64_t voxels);
-// x [N, C, voxels] into `grouped` (conv3d_grouped_elements floats; the pitch tails untouched).
+// x [N, C, voxels] into `grouped` (conv3d_grouped_elements floats, all written: the pitch tails and
+// the channels past C as 0). From 32 MiB, with `grouped` on 32 bytes, with non-temporal stores.
 void to_channel_groups(int64_t N, int64_t C, int64_t voxels, const float* x, float* grouped);
 // The inverse: overwrites x [N, C, voxels].
 void from_channel_groups(int64_t N, int64_t C, int64_t voxels, const float* grouped, float* x);
