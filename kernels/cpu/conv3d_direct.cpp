@@ -478,12 +478,13 @@ void group_channels(int64_t N, int64_t C, int64_t V, int64_t pitch, const float*
     float* dst = grouped + row * pitch;
     int64_t v = 0;
 #if defined(MED3D_SIMD)
-    if (channels == kChannelGroup && streamed)
-      for (; v + kChannelGroup <= V; v += kChannelGroup)
-        simd::transpose8_block<true>(src + v, V, dst + v * kChannelGroup, kChannelGroup);
     if (channels == kChannelGroup)
-      for (; v + kChannelGroup <= V; v += kChannelGroup)
-        simd::transpose8_block(src + v, V, dst + v * kChannelGroup, kChannelGroup);
+      for (; v + kChannelGroup <= V; v += kChannelGroup) {
+        if (streamed)
+          simd::transpose8_block<true>(src + v, V, dst + v * kChannelGroup, kChannelGroup);
+        else
+          simd::transpose8_block(src + v, V, dst + v * kChannelGroup, kChannelGroup);
+      }
 #endif
     for (; v < V; ++v)
       for (int64_t c = 0; c < kChannelGroup; ++c) dst[v * kChannelGroup + c] = c < channels ? src[c * V + v] : 0.0f;

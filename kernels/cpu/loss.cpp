@@ -44,6 +44,18 @@ void run_exp_sums(const T* x0, int64_t channels, int64_t spatial, int64_t len, T
   for (int64_t c = 0; c < channels; ++c) tv += (ConstRunArray<T>(x0 + c * spatial, len) - mv).exp();
 }
 
+// weight[i] = factor * w_t for the run's targets t (class weights, or 1), 0 where ignored: picked
+// channel by channel, so that the loop vectorises.
+template <class T>
+void pick_class_weights(const int32_t* t, const T* class_weights, double factor, int64_t channels, int64_t len,
+                        T* weight) {
+  std::fill_n(weight, len, T(0));
+  for (int64_t c = 0; c < channels; ++c) {
+    const auto wc = static_cast<T>(factor * class_weight_of(class_weights, c));
+    for (int64_t i = 0; i < len; ++i) weight[i] = t[i] == c ? wc : weight[i];
+  }
+}
+
 // Of a run: the sums of w_t (log total - (x_t - m)) and of w_t over its positions, t each one's
 // target, w_t its class weight, none where ignored. The target's logit and weight are picked
 // channel by channel and every loop runs on local arrays, so that each one vectorises (a loop
@@ -55,15 +67,11 @@ CrossEntropySums run_cross_entropy(const T* x0, const int32_t* t, const T* class
   alignas(64) double terms[kRun], weights[kRun];
   run_exp_sums(x0, channels, spatial, len, m, total);
   RunArray<T>(total, len) = RunArray<T>(total, len).log();
+  pick_class_weights(t, class_weights, 1.0, channels, len, weight);
   std::fill_n(picked, len, T(0));
-  std::fill_n(weight, len, T(0));
   for (int64_t c = 0; c < channels; ++c) {
     const T* xc = x0 + c * spatial;
-    const auto wc = static_cast<T>(class_weight_of(class_weights, c));
-    for (int64_t i = 0; i < len; ++i) {
-      picked[i] = t[i] == c ? xc[i] : picked[i];
-      weight[i] = t[i] == c ? wc : weight[i];
-    }
+    for (int64_t i = 0; i < len; ++i) picked[i] = t[i] == c ? xc[i] : picked[i];
   }
   // Both parts 0 where ignored, so that no logit there, even one that is not finite, reaches
   // the sums.
@@ -80,19 +88,15 @@ CrossEntropySums run_cross_entropy(const T* x0, const int32_t* t, const T* class
 }
 
 // dx of a run (d0: its channel 0, channels spatial apart): scale w_t (softmax_c - [c == t]),
-// exact zeros where ignored (even where the logits are not finite); as run_cross_entropy, the
-// weights picked channel by channel and every loop on local arrays, so that each vectorises.
+// exact zeros where ignored (even where the logits are not finite); as run_cross_entropy, every
+// loop on local arrays, so that each vectorises.
 template <class T>
 void run_cross_entropy_backward(const T* x0, const int32_t* t, const T* class_weights, double scale, T* d0,
                                 int64_t channels, int64_t spatial, int64_t len) {
   alignas(64) T m[kRun], inverse[kRun], weight[kRun];  // weight: scale * w_t
   run_exp_sums(x0, channels, spatial, len, m, inverse);
   RunArray<T>(inverse, len) = RunArray<T>(inverse, len).inverse();
-  std::fill_n(weight, len, T(0));
-  for (int64_t c = 0; c < channels; ++c) {
-    const auto wc = static_cast<T>(scale * class_weight_of(class_weights, c));
-    for (int64_t i = 0; i < len; ++i) weight[i] = t[i] == c ? wc : weight[i];
-  }
+  pick_class_weights(t, class_weights, scale, channels, len, weight);
   for (int64_t c = 0; c < channels; ++c) {
     T* dc = d0 + c * spatial;
     // softmax_c = exp(x_c - m) / total, as softmax_at.
@@ -114,8 +118,9 @@ int64_t class_targets(const L* labels, int64_t n, bool has_ignore, int64_t ignor
   // a block's positions are checked again one by one only when it holds an invalid label.
   const int64_t blocks = (n + kParallelGrain - 1) / kParallelGrain;
   std::vector<uint8_t> bad(static_cast<std::size_t>(blocks), 0);
-  const auto valid = [&](int64_t label) {
-    return (has_ignore && label == ignore_index) || (label >= 0 && label < channels);
+  // A label is ignored or a class (one unsigned compare for 0 <= label < channels).
+  const auto valid = [&](int64_t label, bool ignored) {
+    return ignored | (static_cast<uint64_t>(label) < static_cast<uint64_t>(channels));
   };
   const auto convert = [&](int64_t block, auto with_ignore) {
     unsigned any = 0;
@@ -123,9 +128,8 @@ int64_t class_targets(const L* labels, int64_t n, bool has_ignore, int64_t ignor
     for (int64_t i = block * kParallelGrain; i < end; ++i) {
       const auto label = static_cast<int64_t>(labels[i]);
       const bool ignored = with_ignore && label == ignore_index;
-      const bool inside = static_cast<uint64_t>(label) < static_cast<uint64_t>(channels);
       targets[i] = ignored ? kIgnoredTarget : static_cast<int32_t>(label);
-      any |= static_cast<unsigned>(!(ignored | inside));
+      any |= static_cast<unsigned>(!valid(label, ignored));
     }
     bad[static_cast<std::size_t>(block)] = static_cast<uint8_t>(any);
   };
@@ -139,7 +143,8 @@ int64_t class_targets(const L* labels, int64_t n, bool has_ignore, int64_t ignor
   for (int64_t block = 0; block < blocks; ++block)
     if (bad[static_cast<std::size_t>(block)])
       for (int64_t i = block * kParallelGrain;; ++i)
-        if (!valid(static_cast<int64_t>(labels[i]))) return i;
+        if (const auto label = static_cast<int64_t>(labels[i]); !valid(label, has_ignore && label == ignore_index))
+          return i;
   return -1;
 }
 
